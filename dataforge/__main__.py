@@ -1,0 +1,3 @@
+from dataforge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Shared pieces of the benchmark harness: environment record, timing, memory.
+
+Every benchmark module (``dataforge.bench.<name>``) exposes
+``run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu",
+data: str | None = None, out: str | None = None, **kw) -> dict`` returning a
+JSON-serialisable result with an ``"env"`` entry (``env_info()``) and
+``format_table(result) -> str`` for the terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+class BenchError(Exception):
+    """A user-facing benchmark error: the CLI prints it on one line and exits 2."""
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def env_info(device: str = "cpu") -> dict[str, Any]:
+    """The facts a reader needs to compare runs: CPU, cores, versions, GPU."""
+    import torchvision
+
+    info: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "device": device,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def time_repeated(fn: Callable[[], Any], *, repeats: int = 3, min_seconds: float = 0.2) -> list[float]:
+    """Seconds per call of ``fn`` for each of ``repeats`` rounds of at least ``min_seconds``."""
+    fn()  # warm-up, excluded
+    out = []
+    for _ in range(repeats):
+        n = 0
+        t0 = time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            dt = time.perf_counter() - t0
+            if dt >= min_seconds:
+                break
+        out.append(dt / n)
+    return out
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux ru_maxrss is KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process in MiB."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # pragma: no cover - non-Linux
+        return peak_rss_mb()
