@@ -1,0 +1,375 @@
+"""End-to-end image benchmark: stock PyTorch vs dataforge vs torchdata, same files.
+
+Every arm reads the same JPEGs and applies the same augmentation semantics
+(``RandomResizedCrop(size)`` + horizontal flip, then ImageNet normalization), and a
+sample counts only once its batch is a normalized float tensor on the target
+device (synchronized on CUDA):
+
+1. ``stock``: ``torch.utils.data.DataLoader`` + PIL open/convert + the
+   ``transforms.v2`` tutorial pipeline per sample (``ToImage``, crop, flip,
+   ``ToDtype(float32)``, ``Normalize``), ``pin_memory`` on CUDA, ``.to(device)``.
+2. ``stock-tuned``: the same ``DataLoader`` over dataforge's uint8 pipeline
+   (``ImageFolder``: ``torchvision.io`` decode + uint8 preset); the batch is
+   converted and normalized after the transfer. Separates what the pipeline buys
+   from what the loader buys.
+3. ``dataforge-process`` / 4. ``dataforge-thread``: ``dataforge.build_loader``
+   with ``device=`` and on-device ``batch_transforms``, process / thread engine.
+5. ``torchdata-nodes``: ``torchdata.nodes`` (``SamplerWrapper`` ->
+   ``ParallelMapper`` with threads -> ``Batcher`` -> collate -> ``PinMemory`` on
+   CUDA -> ``Prefetcher``) over the same uint8 pipeline; ``absent`` when
+   torchdata is not installed.
+
+The limit, measured in the same run: the CPU time of one sample of each
+pipeline in a single process with one thread (read + decode + augment, plus its
+share of the batch work: collate, and normalize when the device is the CPU),
+times the cores the run can use (``min(max(workers, 1), cores)``).
+
+NOTE [endless data]: every arm draws from the same shuffled, repeated index
+space (the folder tiled to about 100,000 entries), so a small demo folder
+measures the pipeline rather than epoch-end worker restarts, equally for all
+arms.
+
+Example:
+    >>> result = run(quick=True)          # doctest: +SKIP
+    >>> print(format_table(result))       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+
+from dataforge.bench import report
+from dataforge.bench.common import BenchError, env_info, median, time_repeated, usable_cores
+from dataforge.bench.runner import Arm, Counters, resolve_device, run_arms
+
+FULL = {"num_images": 2000, "batch_size": 64, "seconds": 10.0, "warmup": 1.0}
+QUICK = {"num_images": 256, "batch_size": 32, "seconds": 1.0, "warmup": 0.3}
+VIRTUAL_LENGTH = 100_000
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+# --------------------------------------------------------------------------- pipelines
+
+
+class StockImageDataset(torch.utils.data.Dataset):
+    """The torchvision tutorial pipeline: PIL open + convert, v2 per sample, float out."""
+
+    def __init__(self, items: list[tuple[str, int]], size: int) -> None:
+        from torchvision.transforms import v2
+
+        self.items = items
+        self.transform = v2.Compose([
+            v2.ToImage(),
+            v2.RandomResizedCrop(size, antialias=True),
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=MEAN, std=STD),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        path, label = self.items[index]
+        with Image.open(path) as im:
+            img = im.convert("RGB")
+        return self.transform(img), label
+
+
+class _Repeat(torch.utils.data.Dataset):
+    """``source`` tiled to ``length`` entries (see NOTE [endless data])."""
+
+    def __init__(self, source: Any, length: int) -> None:
+        self.source, self.length, self.n = source, length, len(source)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Any:
+        return self.source[index % self.n]
+
+
+class _Finish:
+    """Iterate ``loader`` and finish each batch with ``fn`` (transfer + normalize)."""
+
+    def __init__(self, loader: Iterable[Any], fn: Callable[[Any], Any]) -> None:
+        self.loader, self.fn = loader, fn
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            yield self.fn(batch)
+
+
+def _images(batch: Any) -> torch.Tensor:
+    return batch["image"] if isinstance(batch, dict) else batch[0]
+
+
+def _tiled(n: int) -> int:
+    return max(n, math.ceil(VIRTUAL_LENGTH / n) * n)
+
+
+def _consumer(device: torch.device) -> Callable[[Any], Counters]:
+    def consume(batch: Any) -> Counters:
+        x = _images(batch)
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim == 4
+                and x.device.type == device.type):
+            got = f"{x.dtype} {tuple(x.shape)} on {x.device}" if isinstance(x, torch.Tensor) else type(x)
+            raise RuntimeError(f"arm produced {got}; expected a float NCHW batch on {device}")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return {"samples": float(x.shape[0])}
+
+    return consume
+
+
+def _batch_tf(device: torch.device) -> Any:
+    from dataforge.transforms.batch import Compose, Normalize, ToFloat
+
+    return Compose([ToFloat(), Normalize(MEAN, STD)]).to(device)
+
+
+def _uint8_finisher(device: torch.device) -> Callable[[Any], Any]:
+    tf = _batch_tf(device)
+    nb = device.type == "cuda"
+
+    def finish(batch: Any) -> Any:
+        x = _images(batch).to(device, non_blocking=nb)
+        return {"image": tf(x), "label": batch["label"]}
+
+    return finish
+
+
+# --------------------------------------------------------------------------- arms
+
+
+def make_arms(root: str, items: list[tuple[str, int]], *, size: int, batch_size: int,
+              device: torch.device) -> list[Arm]:
+    """The five image arms over the folder ``root`` (whose files are ``items``)."""
+    from dataforge.datasets.image_folder import ImageFolder
+    from dataforge.transforms.image import train_transforms
+
+    cuda = device.type == "cuda"
+    n = len(items)
+    length = _tiled(n)
+    stock_ds = _Repeat(StockImageDataset(items, size), length)
+    df_ds = ImageFolder(root, transform=train_transforms(size))
+    if len(df_ds) != n:
+        raise BenchError(f"ImageFolder found {len(df_ds)} images in {root!r}, the file scan {n}")
+    tiled_idx = torch.arange(length) % n
+    df_tiled = df_ds.subset(tiled_idx)
+    consume = _consumer(device)
+
+    def dl(ds: Any, workers: int) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            ds, batch_size=batch_size, shuffle=True, num_workers=workers, pin_memory=cuda,
+            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))
+
+    def make_stock(workers: int) -> Iterable[Any]:
+        def finish(b: Any) -> Any:
+            return (b[0].to(device, non_blocking=cuda), b[1])
+        return _Finish(dl(stock_ds, workers), finish)
+
+    def make_tuned(workers: int) -> Iterable[Any]:
+        return _Finish(dl(df_tiled, workers), _uint8_finisher(device))
+
+    arms = [
+        Arm("stock", "DataLoader + PIL + transforms.v2 float pipeline per sample", make_stock,
+            consume, pipeline="stock"),
+        Arm("stock-tuned", "DataLoader + dataforge uint8 pipeline, normalize on device",
+            make_tuned, consume),
+    ]
+    absent_df = None
+    try:
+        from dataforge.loading.loader import build_loader
+    except ImportError as exc:
+        absent_df, build_loader = f"dataforge.build_loader not importable ({exc})", None
+
+    for engine in ("process", "thread"):
+        def make_df(workers: int, engine: str = engine) -> Iterable[Any]:
+            return build_loader(  # type: ignore[misc]  # absent arms are never made
+                df_tiled, batch_size, shuffle=True, num_workers=workers, pin_memory=cuda,
+                device=device, batch_transforms=_batch_tf(device), seed=0, engine=engine)
+        arms.append(Arm(f"dataforge-{engine}", f"dataforge.build_loader, {engine} engine",
+                        make_df, consume, absent=absent_df))
+
+    arms.append(_torchdata_arm(df_tiled, batch_size, device, consume))
+    return arms
+
+
+def _torchdata_arm(ds: Any, batch_size: int, device: torch.device,
+                   consume: Callable[[Any], Counters]) -> Arm:
+    label = "torchdata.nodes: ParallelMapper (threads) + Batcher + PinMemory"
+    try:
+        from torchdata import nodes
+    except ImportError:
+        return Arm("torchdata-nodes", label, lambda w: [], consume,
+                   absent="torchdata is not installed (pip install torchdata)")
+    from torch.utils.data import default_collate
+
+    def make(workers: int) -> Iterable[Any]:
+        sampler = torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(0))
+        node: Any = nodes.SamplerWrapper(sampler)
+        if workers > 0:
+            node = nodes.ParallelMapper(node, ds.__getitem__, num_workers=workers, method="thread")
+        else:
+            node = nodes.Mapper(node, ds.__getitem__)
+        node = nodes.Mapper(nodes.Batcher(node, batch_size, drop_last=False), default_collate)
+        if device.type == "cuda":
+            node = nodes.PinMemory(node)
+        node = nodes.Prefetcher(node, prefetch_factor=2)
+        return _Finish(nodes.Loader(node), _uint8_finisher(device))
+
+    return Arm("torchdata-nodes", label, make, consume)
+
+
+# --------------------------------------------------------------------------- the limit
+
+
+def _one_thread(fn: Callable[[], Any]) -> Any:
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(old)
+
+
+def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any], n: int, *,
+                  batch_size: int, device: torch.device, repeats: int,
+                  min_seconds: float) -> dict[str, float]:
+    """Seconds of CPU work per sample of each pipeline: one process, one thread, no loader."""
+    k = min(n, 64)
+
+    def per_sample(get: Callable[[int], Any]) -> float:
+        state = {"i": 0}
+
+        def step() -> None:
+            get(state["i"] % k)
+            state["i"] += 1
+
+        return median(time_repeated(step, repeats=repeats, min_seconds=min_seconds))
+
+    def per_batch(make: Callable[[], list[torch.Tensor]], finish: Callable[[torch.Tensor], Any]) -> float:
+        samples = make()
+
+        def step() -> None:
+            finish(torch.stack(samples))
+
+        return median(time_repeated(step, repeats=repeats, min_seconds=min_seconds / 2)) / len(samples)
+
+    def work() -> dict[str, float]:
+        stock_s = per_sample(lambda i: stock_get(i))
+        df_s = per_sample(lambda i: df_get(i))
+        b = min(batch_size, k)
+        stock_s += per_batch(lambda: [stock_get(i % k)[0] for i in range(b)], lambda x: x)
+        tf = _batch_tf(torch.device("cpu")) if device.type == "cpu" else (lambda x: x)
+        df_s += per_batch(lambda: [df_get(i % k)["image"] for i in range(b)], tf)
+        return {"stock": stock_s, "dataforge": df_s}
+
+    return _one_thread(work)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _workers_list(workers: list[int] | None, quick: bool) -> list[int]:
+    cores = usable_cores()
+    if workers is None:
+        return [min(2, cores)] if quick else sorted({0, cores})
+    for w in workers:
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            raise BenchError(f"--workers must be non-negative ints such as 0,2,4, got {w!r}")
+    return list(dict.fromkeys(workers))
+
+
+def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu",
+        data: str | None = None, out: str | None = None, workers: list[int] | None = None,
+        batch_size: int | None = None, repeats: int = 3, image_size: int = 224,
+        num_images: int | None = None, warmup: float | None = None,
+        progress: Callable[[str], None] | None = None, **_: Any) -> dict[str, Any]:
+    """Run the image benchmark and return its result (schema in :mod:`dataforge.bench.report`).
+
+    Args:
+        quick: small defaults (256 demo images, 1 s windows, one workers count).
+        seconds: steady-state seconds per arm and repeat.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        data: an image folder (``ROOT/<class>/<image>``); default: demo data in the cache.
+        out: a folder to write ``image.png`` into (``None``: no plot).
+        workers: the workers counts to sweep (default ``0,<cores>``; quick: ``min(2, cores)``).
+        batch_size: images per batch (default 64; quick 32).
+        repeats: measured runs per arm and workers count; the median is reported.
+        image_size: the crop size.
+        num_images: demo data size (ignored with ``data``).
+        warmup: seconds excluded after the first batch.
+        progress: called with a line of text before each measured run.
+    """
+    from dataforge.bench.data import check_image_folder, demo_image_folder
+
+    cfg = QUICK if quick else FULL
+    dev = resolve_device(device)
+    seconds = float(seconds if seconds is not None else cfg["seconds"])
+    batch_size = int(batch_size or cfg["batch_size"])
+    if batch_size < 1:
+        raise BenchError(f"--batch-size must be a positive int, got {batch_size!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+        raise BenchError(f"--image-size must be an int >= 8, got {image_size!r}")
+    workers_list = _workers_list(workers, quick)
+    if data is None:
+        root = str(demo_image_folder(int(num_images or cfg["num_images"]), progress=True))
+    else:
+        root = str(data)
+    items = check_image_folder(root)
+    warm = float(warmup if warmup is not None else min(cfg["warmup"], seconds))
+
+    arms = make_arms(root, items, size=image_size, batch_size=batch_size, device=dev)
+    from dataforge.datasets.image_folder import ImageFolder
+    from dataforge.transforms.image import train_transforms
+
+    limit_s = measure_limit(StockImageDataset(items, image_size).__getitem__,
+                            ImageFolder(root, transform=train_transforms(image_size)).__getitem__,
+                            len(items), batch_size=batch_size, device=dev, repeats=max(repeats, 1),
+                            min_seconds=min(0.5, seconds / 2))
+    summaries = run_arms(arms, workers_list, seconds=seconds, repeats=repeats, warmup=warm,
+                         progress=progress)
+    cores = usable_cores()
+    by_workers = {str(w): {p: min(max(w, 1), cores) / s for p, s in limit_s.items()}
+                  for w in workers_list}
+    arm_dicts = [s.to_dict() for s in summaries]
+    report.add_ratios(arm_dicts, by_workers)
+    result: dict[str, Any] = {
+        "benchmark": "image",
+        "status": "ok",
+        "unit": "samples/s",
+        "env": env_info(str(dev)),
+        "config": {
+            "data": root, "demo_data": data is None, "num_samples": len(items),
+            "batch_size": batch_size, "image_size": image_size, "workers": workers_list,
+            "seconds": seconds, "warmup_s": warm, "repeats": repeats, "device": str(dev),
+            "quick": quick, "virtual_length": _tiled(len(items)),
+        },
+        "limit": {
+            "method": "1 process, 1 thread, no loader: read + decode + augment one sample, plus "
+                      "its share of collate (and of normalize on CPU); times min(max(workers,1), cores)",
+            "per_sample_ms": {p: s * 1e3 for p, s in limit_s.items()},
+            "by_workers": by_workers,
+        },
+        "arms": arm_dicts,
+    }
+    if out is not None:
+        from dataforge.bench.plot import plot_throughput
+
+        png = plot_throughput(result, os.path.join(out, "image.png"))
+        result["plot"] = str(png) if png else None
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    return report.format_throughput_table(result)
