@@ -1,0 +1,287 @@
+"""``from_shards``: an IterDataset over tar (webdataset layout) or JSONL shard files.
+
+URLs may be a list, one path, a glob (``data/*.tar``), brace patterns
+(``train-{000..099}.tar``, ``{a,b}``) or fsspec URLs (``http://``, ``s3://``, ...;
+needs ``pip install dataforge[remote]``). Local paths are opened with ``open``.
+
+NOTE [counting for equalize]: ``equalize`` needs each shard's sample count to
+know the per-rank targets. Given ``samples_per_shard`` (one int or a list) is
+trusted; otherwise ``from_shards`` runs ONE counting pass in the constructor, in
+the main process before any worker starts: tar headers are walked without keeping
+member data (local uncompressed shards still read each header, a few ms per shard),
+JSONL lines are counted. Remote shards are downloaded once for that pass, so pass
+``samples_per_shard`` for large remote data sets. Counts are cached per process by
+(url, size, mtime). Whatever the counts, each consumer yields exactly its target
+(padding from its own stream if a shard turns out shorter), so ranks stay equal.
+
+NOTE [error counts]: with ``on_error="skip"``/``"warn"`` a bad shard is cut at the
+error (the sample being assembled is dropped) and a bad JSONL line is skipped;
+``ds.errors`` counts them IN THIS PROCESS. Under DataLoader workers each worker
+has its own copy, so the main-process ``ds.errors`` stays 0: count in the workers
+(e.g. log ``errors`` from a ``worker_init_fn``-registered hook) if you need totals.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import gzip
+import json
+import os
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import IO, Any, Literal
+
+from dataforge.datasets.sharding import ShardedSource
+from dataforge.datasets.tar_stream import ShardError, iter_samples
+
+__all__ = ["ShardError", "ShardDataset", "expand_braces", "expand_urls", "from_shards"]
+
+_FORMATS = ("tar", "jsonl")
+_ON_ERROR = ("raise", "skip", "warn")
+_TAR_EXT = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+_JSONL_EXT = (".jsonl", ".jsonl.gz", ".ndjson")
+_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
+_COUNT_CACHE: dict[tuple[Any, ...], int] = {}
+
+
+def _is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+def _local(url: str) -> str:
+    return url[len("file://") :] if url.startswith("file://") else url
+
+
+def _fsspec() -> Any:
+    try:
+        import fsspec
+    except ImportError:
+        raise ImportError(
+            "reading remote shards (http://, s3://, ...) needs fsspec: pip install dataforge[remote]"
+        ) from None
+    return fsspec
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """Expand ``{a,b}`` lists and ``{000..099}`` ranges (zero padding kept), left to right.
+
+    Example:
+        >>> expand_braces("s-{08..10}.{tar,jsonl}")
+        ['s-08.tar', 's-08.jsonl', 's-09.tar', 's-09.jsonl', 's-10.tar', 's-10.jsonl']
+    """
+    start = pattern.find("{")
+    if start < 0:
+        return [pattern]
+    depth, parts, last = 0, [], start + 1
+    for i in range(start, len(pattern)):
+        c = pattern[i]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                parts.append(pattern[last:i])
+                break
+        elif c == "," and depth == 1:
+            parts.append(pattern[last:i])
+            last = i + 1
+    else:
+        raise ValueError(f"urls pattern {pattern!r} has an unclosed '{{'; close it or escape it")
+    head, tail = pattern[:start], pattern[i + 1 :]
+    if len(parts) == 1:
+        m = _RANGE.match(parts[0])
+        if not m:  # a lone {x} is literal, as in bash
+            return [head + "{" + parts[0] + "}" + t for t in expand_braces(tail)]
+        a, b = m.group(1), m.group(2)
+        pad = any(len(x.lstrip("-")) > 1 and x.lstrip("-")[0] == "0" for x in (a, b))
+        width = max(len(a), len(b)) if pad else 0
+        lo, hi = int(a), int(b)
+        step = 1 if hi >= lo else -1
+        alts = [str(v).zfill(width) for v in range(lo, hi + step, step)]
+    else:
+        alts = [alt for p in parts for alt in expand_braces(p)]
+    tails = expand_braces(tail)
+    return [head + alt + t for alt in alts for t in tails]
+
+
+def expand_urls(urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Expand braces, then globs (local, or remote through fsspec); check local files exist.
+
+    Raises:
+        FileNotFoundError: a local path or glob that matches nothing.
+    """
+    if isinstance(urls, (str, os.PathLike)):
+        urls = [urls]
+    if not isinstance(urls, Sequence) or not urls:
+        raise ValueError(f"urls must be a path, a pattern or a non-empty list of them, got {urls!r}")
+    out: list[str] = []
+    for u in urls:
+        if not isinstance(u, (str, os.PathLike)):
+            raise TypeError(f"urls must contain str or path-like entries, got {u!r}")
+        for url in expand_braces(os.fspath(u)):
+            remote = _is_remote(url)
+            if any(c in url for c in "*?["):
+                if remote:
+                    fs, _, paths = _fsspec().get_fs_token_paths(url)
+                    hits = [fs.unstrip_protocol(p) for p in paths]
+                else:
+                    hits = sorted(globlib.glob(_local(url)))
+                if not hits:
+                    raise FileNotFoundError(f"urls pattern {url!r} matched no file")
+                out.extend(hits)
+            elif remote:
+                _fsspec()  # fail now, not in a worker
+                out.append(url)
+            elif not os.path.isfile(_local(url)):
+                raise FileNotFoundError(f"shard {url!r} (from urls={os.fspath(u)!r}) is not a file")
+            else:
+                out.append(url)
+    return out
+
+
+def _format_of(urls: list[str], format: str | None) -> str:
+    if format is not None:
+        if format not in _FORMATS:
+            raise ValueError(f"format must be one of {_FORMATS} or None (from the extension), got {format!r}")
+        return format
+    found = set()
+    for u in urls:
+        path = u.split("?", 1)[0].split("#", 1)[0].lower()
+        if path.endswith(_TAR_EXT):
+            found.add("tar")
+        elif path.endswith(_JSONL_EXT):
+            found.add("jsonl")
+        else:
+            raise ValueError(f"cannot tell the format of shard {u!r} from its extension; pass format='tar' or 'jsonl'")
+    if len(found) > 1:
+        raise ValueError(f"urls mix tar and jsonl shards ({urls[:4]}...); use one format per from_shards call")
+    return found.pop()
+
+
+def open_url(url: str) -> IO[bytes]:
+    """Open a shard for binary streaming reads: ``open`` for local paths, fsspec otherwise."""
+    if not _is_remote(url):
+        return open(_local(url), "rb")
+    kw = {"block_size": 0} if url.startswith(("http://", "https://")) else {}  # stream, no range reads
+    return _fsspec().open(url, "rb", **kw).open()
+
+
+def _lines(f: IO[bytes], chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Lines of a binary stream, read in large chunks (fsspec streams have slow ``readline``)."""
+    rest = b""
+    while True:
+        b = f.read(chunk)
+        if not b:
+            break
+        parts = (rest + b).split(b"\n")
+        rest = parts.pop()
+        yield from parts
+    if rest:
+        yield rest
+
+
+class ShardDataset(ShardedSource[dict[str, Any]]):
+    """What :func:`from_shards` returns; ``errors`` counts skipped shards and lines (per process)."""
+
+    def __init__(self, urls: list[str], format: str, on_error: str, **kw: Any) -> None:
+        self.format, self.on_error = format, on_error
+        self.errors = {"skipped_shards": 0, "skipped_lines": 0}
+        self._counting = False
+        super().__init__(urls, self._read, count_shard=self._count_samples, **kw)
+
+    def _fail(self, msg: str, kind: str) -> None:
+        if self.on_error == "raise":
+            raise ShardError(msg)
+        if not self._counting:
+            self.errors[kind] += 1
+            if self.on_error == "warn":
+                warnings.warn(f"skipped: {msg}", RuntimeWarning, stacklevel=3)
+
+    def _read(self, url: str) -> Iterator[Any]:
+        try:
+            with open_url(url) as f:
+                if self.format == "tar":
+                    yield from iter_samples(f, url, read=not self._counting)
+                else:
+                    yield from self._jsonl(f, url)
+        except ShardError as e:
+            self._fail(str(e), "skipped_shards")
+        except (OSError, EOFError) as e:
+            self._fail(f"cannot read shard {url!r}: {type(e).__name__}: {e}", "skipped_shards")
+
+    def _jsonl(self, f: IO[bytes], url: str) -> Iterator[Any]:
+        if url.split("?", 1)[0].lower().endswith(".gz"):
+            f = gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[assignment]
+        for lineno, raw in enumerate(_lines(f), 1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+                self._fail(f"bad JSON at line {lineno} of shard {url!r}: {e}", "skipped_lines")
+                continue
+            yield obj
+
+    def _count_samples(self, url: str) -> int:
+        key: tuple[Any, ...] = (self.format, url)
+        if not _is_remote(url):
+            st = os.stat(_local(url))
+            key += (st.st_size, st.st_mtime_ns)
+        if key not in _COUNT_CACHE:
+            self._counting = True
+            try:
+                _COUNT_CACHE[key] = sum(1 for _ in self._read(url))
+            finally:
+                self._counting = False
+        return _COUNT_CACHE[key]
+
+
+def from_shards(
+    urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    format: Literal["tar", "jsonl"] | None = None,
+    *,
+    shuffle_shards: bool = False,
+    seed: int = 0,
+    split: Literal["auto", "shard", "sample"] = "auto",
+    equalize: Literal["pad", "drop"] | None = None,
+    num_replicas: int | None = None,
+    rank: int | None = None,
+    on_error: Literal["raise", "skip", "warn"] = "raise",
+    samples_per_shard: int | Sequence[int] | None = None,
+) -> ShardDataset:
+    """An IterDataset over tar or JSONL shards, split over DataLoader workers and ranks.
+
+    Tar shards follow the webdataset layout: consecutive members sharing a key
+    (path up to the first dot of the basename) form one sample
+    ``{"__key__", "__url__", "<ext>": bytes}``; members are streamed, never
+    extracted, never unpickled. JSONL shards yield one parsed object per line.
+
+    Args:
+        urls: a list, a path, a glob, brace patterns, or fsspec URLs.
+        format: ``"tar"``, ``"jsonl"``, or ``None`` to infer it from the extension.
+        shuffle_shards: shuffle the shard order each epoch (``set_epoch``), same on all ranks.
+        seed: seed of the shard order.
+        split: ``"auto"`` (by shard when shards >= consumers, else by sample),
+            ``"shard"`` (error when too few shards) or ``"sample"``.
+        equalize: ``None`` (every sample once), ``"pad"`` or ``"drop"`` (equal
+            counts per rank and worker slot, see NOTE [counting for equalize]).
+        num_replicas: world size; default from ``torch.distributed`` or 1.
+        rank: this rank; default from ``torch.distributed`` or 0.
+        on_error: ``"raise"`` a :class:`ShardError` naming the shard and member/line,
+            or ``"skip"``/``"warn"`` the rest of a bad shard (a bad JSONL line) and count it.
+        samples_per_shard: known sample counts (one int or one per shard) for ``equalize``.
+
+    Example:
+        >>> ds = from_shards("data/train-{000..003}.tar", equalize="pad")  # doctest: +SKIP
+        >>> next(iter(ds))  # doctest: +SKIP
+        {'__key__': 'train/000000', '__url__': 'data/train-000.tar', 'jpg': b'...', 'cls': b'3'}
+    """
+    if on_error not in _ON_ERROR:
+        raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
+    expanded = expand_urls(urls)
+    fmt = _format_of(expanded, format)
+    return ShardDataset(
+        expanded, fmt, on_error, shuffle_shards=shuffle_shards, seed=seed, split=split,
+        equalize=equalize, num_replicas=num_replicas, rank=rank, samples_per_shard=samples_per_shard,
+    )
