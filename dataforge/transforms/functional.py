@@ -1,0 +1,85 @@
+"""Pure math of the batch transforms (no randomness, no state).
+
+Every function takes a whole ``(N, C, H, W)`` batch and, where a parameter
+varies per sample, a 1-D tensor of ``N`` values. The classes in
+:mod:`dataforge.transforms.batch` draw those values and call these.
+
+All functions are differentiable where the operation is (flip, brightness,
+contrast and normalize are arithmetic or selections; clamping has the usual
+zero gradient outside the range) and run on any device.
+
+Definitions follow ``torchvision.transforms.v2.functional`` on float images so
+results agree with per-sample torchvision calls:
+
+- brightness: ``clamp(x * b, 0, 1)``;
+- contrast: ``clamp(c * x + (1 - c) * mean(gray(x)), 0, 1)`` with the ITU-R 601
+  luma ``gray = 0.2989 R + 0.587 G + 0.114 B`` averaged over the whole image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "adjust_brightness",
+    "adjust_contrast",
+    "hflip",
+    "normalize",
+    "rgb_to_grayscale",
+    "to_float",
+]
+
+
+def to_float(x: torch.Tensor, dtype: torch.dtype = torch.float32, scale: bool = True) -> torch.Tensor:
+    """Convert a uint8 batch to ``dtype``, dividing by 255 when ``scale``."""
+    out = x.to(dtype)
+    return out.div_(255.0) if scale else out
+
+
+def _per_sample(values: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """Broadcastable ``(N, 1, 1, 1)`` view of per-sample ``values`` on ``x``'s device/dtype."""
+    t = torch.as_tensor(values, device=x.device, dtype=x.dtype)
+    return t.reshape(-1, *([1] * (x.ndim - 1))) if t.ndim else t
+
+
+def hflip(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Flip samples left-right: all of them, or those where ``mask`` (bool ``(N,)``) is true."""
+    flipped = x.flip(-1)
+    if mask is None:
+        return flipped
+    m = mask.to(device=x.device, dtype=torch.bool).reshape(-1, *([1] * (x.ndim - 1)))
+    return torch.where(m, flipped, x)
+
+
+def rgb_to_grayscale(x: torch.Tensor) -> torch.Tensor:
+    """Luma ``(N, 1, H, W)`` of an RGB float batch (ITU-R 601, as torchvision); 1 channel passes."""
+    if x.shape[-3] == 1:
+        return x
+    r, g, b = x.unbind(dim=-3)
+    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(-3)
+
+
+def adjust_brightness(x: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:
+    """Multiply each sample by its brightness ``factor`` and clamp to ``[0, 1]``."""
+    return (x * _per_sample(factor, x)).clamp(0.0, 1.0)
+
+
+def adjust_contrast(x: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:
+    """Blend each sample with the mean of its grayscale image and clamp to ``[0, 1]``."""
+    mean = rgb_to_grayscale(x).mean(dim=(-3, -2, -1), keepdim=True)
+    c = _per_sample(factor, x)
+    return (c * x + (1.0 - c) * mean).clamp(0.0, 1.0)
+
+
+def normalize(
+    x: torch.Tensor,
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
+) -> torch.Tensor:
+    """``(x - mean) / std`` per channel."""
+    shape = (-1, 1, 1)
+    m = torch.as_tensor(mean, device=x.device, dtype=x.dtype).reshape(shape)
+    s = torch.as_tensor(std, device=x.device, dtype=x.dtype).reshape(shape)
+    return (x - m) / s

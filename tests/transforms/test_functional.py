@@ -1,0 +1,58 @@
+"""Batch math agrees with per-sample torchvision.transforms.v2.functional for fixed parameters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from dataforge.transforms import functional as F
+
+
+def _batch(n: int = 4, c: int = 3, h: int = 9, w: int = 11, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8)
+
+
+def test_to_float_matches_to_dtype():
+    x = _batch()
+    torch.testing.assert_close(F.to_float(x), TF.to_dtype(x, torch.float32, scale=True))
+    assert torch.equal(F.to_float(x, scale=False), x.float())
+    assert F.to_float(x, torch.bfloat16).dtype == torch.bfloat16
+
+
+def test_normalize_matches_torchvision():
+    x = F.to_float(_batch())
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    ref = torch.stack([TF.normalize(s, mean, std) for s in x])
+    torch.testing.assert_close(F.normalize(x, mean, std), ref)
+
+
+def test_hflip_mask_matches_per_sample():
+    x = _batch()
+    mask = torch.tensor([True, False, True, False])
+    ref = torch.stack([TF.horizontal_flip(s) if m else s for s, m in zip(x, mask)])
+    assert torch.equal(F.hflip(x, mask), ref)
+    assert torch.equal(F.hflip(x), TF.horizontal_flip(x))
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_brightness_contrast_match_torchvision(channels):
+    x = F.to_float(_batch(c=channels))
+    b = torch.tensor([0.5, 1.0, 1.3, 2.0])
+    c = torch.tensor([0.0, 0.7, 1.0, 1.8])
+    ref_b = torch.stack([TF.adjust_brightness(s, float(f)) for s, f in zip(x, b)])
+    ref_c = torch.stack([TF.adjust_contrast(s, float(f)) for s, f in zip(x, c)])
+    torch.testing.assert_close(F.adjust_brightness(x, b), ref_b)
+    torch.testing.assert_close(F.adjust_contrast(x, c), ref_c, atol=1e-6, rtol=1e-5)
+    gray = F.rgb_to_grayscale(x)
+    torch.testing.assert_close(gray, torch.stack([TF.rgb_to_grayscale(s) for s in x]))
+
+
+def test_brightness_contrast_are_differentiable():
+    x = F.to_float(_batch()).requires_grad_(True)
+    y = F.adjust_contrast(F.adjust_brightness(x, torch.full((4,), 0.9)), torch.full((4,), 1.1))
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    z = F.hflip(x, torch.tensor([True, False, True, False]))
+    assert z.requires_grad
