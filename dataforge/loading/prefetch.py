@@ -1,0 +1,259 @@
+"""Device feeding: pinned host memory, side-stream copies, the next batches in flight.
+
+NOTE [device prefetch]: for each batch, in order:
+
+1. pin: CPU tensors go to page-locked memory (only for a CUDA target, and only
+   those not pinned already: a ``DataLoader(pin_memory=True)`` pins in its own
+   thread);
+2. copy: ``tensor.to(device, non_blocking=True)`` issued on a side CUDA stream, so
+   the copy overlaps the compute of the batch the consumer holds;
+3. transform: ``batch_transforms`` run on the device, on the same side stream;
+4. an event is recorded on the side stream; when the batch is handed over, the
+   consumer's current stream waits on that event (``wait_stream`` semantics,
+   limited to this batch's work so that copies of later batches still overlap),
+   and every tensor of the batch gets ``record_stream(current)`` so the caching
+   allocator does not reuse its memory while the consumer's stream still uses it.
+
+``depth`` batches are in flight at once (the one handed over plus ``depth - 1``).
+On a CPU (or any non-CUDA) device the same code runs without streams or pinning.
+
+NOTE [batch_transforms and keys]: ``batch_transforms`` is one callable or a list
+of callables applied in order. With ``keys=None`` each receives the whole batch.
+With ``keys`` (a key or index, or a tuple of them) each receives ``batch[key]``
+for each key and the batch is rebuilt with the results (``{"image": ...}`` ->
+``keys="image"``; ``(images, labels)`` -> ``keys=0``).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+Transform = Callable[[Any], Any]
+
+
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, (str, bytes)) or obj is None:
+        return obj
+    if isinstance(obj, Mapping):
+        items = {k: _map_tensors(v, fn) for k, v in obj.items()}
+        try:
+            return type(obj)(items)
+        except TypeError:
+            return items
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        return type(obj)(*(_map_tensors(v, fn) for v in obj))
+    if isinstance(obj, (tuple, list)):
+        out = [_map_tensors(v, fn) for v in obj]
+        try:
+            return type(obj)(out)
+        except TypeError:
+            return out
+    return obj
+
+
+def _each_tensor(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            yield from _each_tensor(v)
+    elif isinstance(obj, (tuple, list)):
+        for v in obj:
+            yield from _each_tensor(v)
+
+
+def pin_batch(batch: Any) -> Any:
+    """Pin every CPU tensor of a nested batch (a no-op without CUDA)."""
+    if not torch.cuda.is_available():
+        return batch
+
+    def pin(t: torch.Tensor) -> torch.Tensor:
+        return t if t.device.type != "cpu" or t.is_pinned() else t.pin_memory()
+
+    return _map_tensors(batch, pin)
+
+
+def _replace(batch: Any, key: Any, value: Any) -> Any:
+    if isinstance(batch, Mapping):
+        out = dict(batch)
+        out[key] = value
+        try:
+            return type(batch)(out)
+        except TypeError:
+            return out
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return batch._replace(**{batch._fields[key]: value})
+    if isinstance(batch, (tuple, list)):
+        out_l = list(batch)
+        out_l[key] = value
+        return type(batch)(out_l)
+    raise TypeError(
+        f"keys={key!r} needs a dict, tuple or list batch, got {type(batch).__name__}; "
+        "pass keys=None to transform the whole batch"
+    )
+
+
+def _normalize_transforms(batch_transforms: Transform | Sequence[Transform] | None) -> list[Transform]:
+    if batch_transforms is None:
+        return []
+    fns = list(batch_transforms) if isinstance(batch_transforms, (list, tuple)) else [batch_transforms]
+    for fn in fns:
+        if not callable(fn):
+            raise TypeError(
+                f"batch_transforms must be a callable or a list of callables, got {fn!r}"
+            )
+    return fns
+
+
+def _normalize_keys(keys: Any) -> tuple[Any, ...] | None:
+    if keys is None:
+        return None
+    return tuple(keys) if isinstance(keys, (list, tuple)) else (keys,)
+
+
+class _Transfer:
+    """The per-batch machinery shared by :class:`DevicePrefetcher` and ``Loader``."""
+
+    def __init__(
+        self,
+        device: torch.device,
+        transforms: list[Transform],
+        keys: tuple[Any, ...] | None,
+        pin: bool,
+    ) -> None:
+        self.device = device
+        self.transforms = transforms
+        self.keys = keys
+        self.cuda = device.type == "cuda"
+        self.pin = pin and self.cuda
+        self.stream = torch.cuda.Stream(device) if self.cuda else None
+
+    def _apply(self, batch: Any) -> Any:
+        for fn in self.transforms:
+            if self.keys is None:
+                batch = fn(batch)
+            else:
+                for key in self.keys:
+                    batch = _replace(batch, key, fn(batch[key]))
+        return batch
+
+    def start(self, batch: Any) -> tuple[Any, Any]:
+        """Issue the copy (and transforms) of one batch; return ``(batch, event)``."""
+        if batch is None:
+            return None, None
+        if self.pin:
+            batch = pin_batch(batch)
+        if self.stream is None:
+            moved = _map_tensors(batch, lambda t: t.to(self.device))
+            return self._apply(moved), None
+        with torch.cuda.stream(self.stream):
+            moved = _map_tensors(batch, lambda t: t.to(self.device, non_blocking=True))
+            moved = self._apply(moved)
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        return moved, event
+
+    def finish(self, moved: Any, event: Any) -> Any:
+        """Make the consumer's stream wait for this batch; protect its memory."""
+        if event is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(event)
+            for t in _each_tensor(moved):
+                if t.device.type == "cuda":
+                    t.record_stream(current)
+        return moved
+
+
+def prefetch_pairs(
+    source: Iterator[tuple[Any, Any]], transfer: _Transfer, depth: int
+) -> Iterator[tuple[Any, Any]]:
+    """Move ``(meta, batch)`` pairs to the device with ``depth`` batches in flight."""
+    inflight: collections.deque[tuple[Any, Any, Any]] = collections.deque()
+
+    def fill() -> None:
+        while len(inflight) < depth:
+            try:
+                meta, batch = next(source)
+            except StopIteration:
+                return
+            inflight.append((meta, *transfer.start(batch)))
+
+    fill()
+    while inflight:
+        meta, moved, event = inflight.popleft()
+        fill()  # NOTE: issue the next copies before handing this batch over
+        yield meta, transfer.finish(moved, event)
+
+
+class DevicePrefetcher(Generic[T]):
+    """Wrap any iterable of batches so that batches arrive on ``device``, prefetched.
+
+    See NOTE [device prefetch] and NOTE [batch_transforms and keys].
+
+    Args:
+        iterable: batches (tensors or nested dicts/tuples/lists/namedtuples of them),
+            e.g. a stock ``DataLoader``.
+        device: target device (``"cuda"``, ``"cuda:1"``, ``"cpu"``...).
+        batch_transforms: a callable or list of callables run on the device batch.
+        depth: batches in flight (>= 1; 2 overlaps one copy with one step).
+        keys: apply the transforms to ``batch[k]`` for these keys only.
+        pin_memory: ``"auto"`` pins not-yet-pinned CPU tensors when ``device`` is CUDA.
+
+    Example:
+        >>> import torch
+        >>> loader = torch.utils.data.DataLoader(torch.arange(6), batch_size=4)
+        >>> batches = DevicePrefetcher(loader, "cpu", batch_transforms=lambda b: b * 10)
+        >>> len(batches), [b.tolist() for b in batches]
+        (2, [[0, 10, 20, 30], [40, 50]])
+    """
+
+    def __init__(
+        self,
+        iterable: Iterable[T],
+        device: str | torch.device,
+        batch_transforms: Transform | Sequence[Transform] | None = None,
+        depth: int = 2,
+        *,
+        keys: Any = None,
+        pin_memory: bool | str = "auto",
+    ) -> None:
+        from dataforge.loading.auto import auto_pin_memory, resolve_device
+
+        if not isinstance(iterable, Iterable):
+            raise TypeError(
+                f"iterable must be an iterable of batches, got {type(iterable).__name__}"
+            )
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be a positive int, got {depth!r}; use 2 for one batch ahead")
+        dev = resolve_device(device)
+        if dev is None:
+            raise ValueError("device must be set, got None; pass e.g. device='cuda'")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but CUDA is not available; pass device='cpu'")
+        self.iterable = iterable
+        self.device = dev
+        self.depth = depth
+        self.keys = _normalize_keys(keys)
+        self.transforms = _normalize_transforms(batch_transforms)
+        self.pin = auto_pin_memory(pin_memory, dev)
+        self._transfer: _Transfer | None = None
+
+    def __len__(self) -> int:
+        if not hasattr(self.iterable, "__len__"):
+            raise TypeError(f"{type(self.iterable).__name__} has no len(), so neither has DevicePrefetcher")
+        return len(self.iterable)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[T]:
+        if self._transfer is None:
+            self._transfer = _Transfer(self.device, self.transforms, self.keys, self.pin)
+        source = ((None, b) for b in self.iterable)
+        for _, batch in prefetch_pairs(source, self._transfer, self.depth):
+            yield batch

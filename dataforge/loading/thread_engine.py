@@ -1,0 +1,135 @@
+"""``engine="thread"``: fetch batches in a pool of threads in the main process.
+
+NOTE [thread engine]: ``num_workers`` daemon threads each load whole batches
+(``BatchFetcher``, so ``__getitems__``, error policies and collation are the
+same as in worker processes). Batches come back in order from a bounded window
+of ``num_workers * prefetch_factor`` batches in flight. Decoding and resizing
+in torchvision / PIL / numpy release the GIL, so threads run them in parallel
+without inter-process copies or worker start-up. The global RNGs are shared by
+the threads (they are not reseeded per worker); per-sample randomness must come
+from ``(seed, epoch, index)``, which is what makes the batches identical to the
+process engine's. A hung fetch cannot be killed: with ``timeout`` the consumer
+gets an error and the daemon thread is abandoned.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from dataforge.loading.errors import set_thread_worker_id
+
+_STOP = object()
+
+
+def _worker(worker_id: int, tasks: queue.SimpleQueue[Any]) -> None:
+    set_thread_worker_id(worker_id)
+    while True:
+        item = tasks.get()
+        if item is _STOP:
+            return
+        fut, fn, key = item
+        if not fut.set_running_or_notify_cancel():
+            continue
+        try:
+            fut.set_result(fn(key))
+        except BaseException as exc:  # noqa: BLE001 - delivered to the consumer
+            fut.set_exception(exc)
+
+
+class ThreadBatchIterator(Iterator[Any]):
+    """Yield ``fetch(key)`` for each key of ``keys``, in order, computed by threads.
+
+    Args:
+        fetch: loads one batch key (runs in a worker thread).
+        keys: the batch keys, consumed lazily in the calling thread.
+        num_workers: threads; 0 fetches synchronously in the calling thread.
+        prefetch_factor: batches in flight per thread.
+        timeout: seconds to wait for one batch (0: forever).
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[Any], Any],
+        keys: Iterator[Any],
+        num_workers: int,
+        prefetch_factor: int = 2,
+        timeout: float = 0,
+    ) -> None:
+        self._fetch = fetch
+        self._keys = keys
+        self._timeout = timeout
+        self._window = max(1, num_workers * prefetch_factor)
+        self._pending: collections.deque[tuple[Future[Any], Any]] = collections.deque()
+        self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self._keys_done = False
+        for i in range(num_workers):
+            t = threading.Thread(
+                target=_worker, args=(i, self._tasks), name=f"dataforge-fetch-{i}", daemon=True
+            )
+            t.start()
+            self._threads.append(t)
+
+    def _submit_more(self) -> None:
+        while not self._keys_done and len(self._pending) < self._window:
+            try:
+                key = next(self._keys)
+            except StopIteration:
+                self._keys_done = True
+                return
+            fut: Future[Any] = Future()
+            self._tasks.put((fut, self._fetch, key))
+            self._pending.append((fut, key))
+
+    def __next__(self) -> Any:
+        if self._closed:
+            raise StopIteration
+        if not self._threads:  # synchronous
+            try:
+                key = next(self._keys)
+            except StopIteration:
+                self.close()
+                raise
+            return self._fetch(key)
+        self._submit_more()
+        if not self._pending:
+            self.close()
+            raise StopIteration
+        fut, key = self._pending.popleft()
+        try:
+            result = fut.result(timeout=self._timeout if self._timeout > 0 else None)
+        except FutureTimeout:
+            self.close()
+            raise RuntimeError(
+                f"dataforge thread engine: loading {key!r} timed out after {self._timeout} s "
+                "(a hung __getitem__ or a slow source); raise timeout= or fix the dataset"
+            ) from None
+        except BaseException:
+            self.close()
+            raise
+        self._submit_more()
+        return result
+
+    def close(self) -> None:
+        """Cancel pending batches and stop the threads (a hung thread is abandoned)."""
+        if self._closed:
+            return
+        self._closed = True
+        for fut, _ in self._pending:
+            fut.cancel()
+        self._pending.clear()
+        for _ in self._threads:
+            self._tasks.put(_STOP)
+        self._threads = []
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
