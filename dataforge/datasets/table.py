@@ -1,0 +1,318 @@
+"""``TableDataset``: numeric rows from a CSV or JSONL file, with an optional target.
+
+Parsed with the ``csv`` / ``json`` modules and numpy (no pandas). Features are one
+``(N, F)`` tensor; a classification target becomes int64 ``.labels`` (string
+targets mapped to sorted class ids in ``.classes``); a non-integer numeric target
+is kept as a float regression target (``.targets``, no ``.labels``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from dataforge.datasets.map_style import MapDataset, as_labels
+
+
+def check_file(path: Any, name: str = "path") -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a file path, got {type(path).__name__} {path!r}")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"{name} does not exist or is not a file: {str(p)!r}")
+    return p
+
+
+def _as_int(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        return int(v) if v.is_integer() else None
+    try:
+        return int(str(v).strip())
+    except ValueError:
+        return None
+
+
+def _as_float(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def encode_targets(values: Sequence[Any], lines: Sequence[int], where: str) -> tuple[str, np.ndarray, list[str] | None]:
+    """Turn raw target values into ``(kind, array, classes)``.
+
+    ``kind`` is ``"int"`` (int64 class ids), ``"str"`` (ids into sorted ``classes``)
+    or ``"float"`` (float32 regression values).
+    """
+    for v, line in zip(values, lines):
+        if v is None or (isinstance(v, str) and not v.strip()):
+            raise ValueError(f"{where}: missing target value at line {line}")
+    ints = [_as_int(v) for v in values]
+    if all(i is not None for i in ints):
+        return "int", np.asarray(ints, dtype=np.int64), None
+    floats = [_as_float(v) for v in values]
+    if all(f is not None for f in floats):
+        return "float", np.asarray(floats, dtype=np.float32), None
+    names = [str(v) for v in values]
+    classes = sorted(set(names))
+    lookup = {c: i for i, c in enumerate(classes)}
+    return "str", np.asarray([lookup[n] for n in names], dtype=np.int64), classes
+
+
+def _matrix(rows: list[list[Any]], lines: list[int], columns: list[str], fill: float | None, where: str) -> np.ndarray:
+    if fill is not None:
+        rows = [[fill if v is None or v == "" else v for v in row] for row in rows]
+    try:
+        return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(columns))
+    except (TypeError, ValueError):
+        pass
+    for row, line in zip(rows, lines):  # slow path: find the first bad cell
+        for v, col in zip(row, columns):
+            if _as_float(v) is None:
+                hint = " (a missing value: pass fill_missing=float('nan') or a number)" if v in ("", None) else ""
+                raise ValueError(
+                    f"{where}: feature column {col!r} has a non-numeric value {v!r} at line {line}"
+                    f"{hint}; leave the column out with features=[...]"
+                )
+    raise ValueError(f"{where}: could not convert the feature columns to numbers")
+
+
+class TableDataset(MapDataset[Any]):
+    """Rows of numeric features, with an optional target.
+
+    Items are ``(features, label)`` when targets are held, else ``features``
+    alone (``train=False``, the inference / Titanic-test case). ``features`` is
+    a 1-D tensor of ``dtype``; ``label`` an int (class id) or a float.
+
+    Args:
+        features: an ``(N, F)`` array or tensor.
+        targets: ``N`` class ids (ints) or regression values (floats), or None.
+        feature_names: names of the ``F`` columns.
+        classes: names of the class ids, when they came from strings.
+        dtype: torch dtype of the feature tensor.
+        target: name of the target column (informational).
+
+    Example:
+        >>> import tempfile, dataforge
+        >>> path = tempfile.mkdtemp() + "/t.csv"
+        >>> _ = open(path, "w").write("age,fare,survived\\n22,7.25,no\\n38,71.3,yes\\n")
+        >>> ds = dataforge.TableDataset.from_csv(path, target="survived")
+        >>> ds[1], ds.classes, ds.labels.tolist()
+        ((tensor([38.0000, 71.3000]), 1), ['no', 'yes'], [0, 1])
+        >>> dataforge.TableDataset.from_csv(path, target="survived", train=False)[0]
+        tensor([22.0000,  7.2500])
+    """
+
+    def __init__(
+        self,
+        features: Any,
+        targets: Any = None,
+        *,
+        feature_names: Sequence[str] | None = None,
+        classes: Sequence[str] | None = None,
+        dtype: torch.dtype = torch.float32,
+        target: str | None = None,
+    ) -> None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
+        x = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
+        if x.ndim != 2:
+            raise ValueError(f"features must be 2-D (rows, columns), got shape {tuple(x.shape)}")
+        self.features = x.to(dtype).contiguous()
+        n, f = x.shape
+        if feature_names is not None and len(feature_names) != f:
+            raise ValueError(f"feature_names must name all {f} columns, got {list(feature_names)!r}")
+        self.feature_names = list(feature_names) if feature_names is not None else [str(i) for i in range(f)]
+        self.classes = list(classes) if classes is not None else None
+        self.target = target
+        self._labels: np.ndarray | None = None
+        self.targets: np.ndarray | None = None
+        if targets is not None:
+            t = targets.numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)
+            if t.dtype.kind == "f" and not np.all(t == np.round(t)):
+                if t.shape != (n,):
+                    raise ValueError(f"targets must have one value per row ({n}), got shape {t.shape}")
+                self.targets = t.astype(np.float32)
+            else:
+                self._labels = as_labels(t, n, "targets")
+                self.targets = self._labels
+                if self.classes is not None and n and int(self._labels.max()) >= len(self.classes):
+                    raise ValueError(
+                        f"classes names {len(self.classes)} classes but targets hold id {int(self._labels.max())}"
+                    )
+
+    @property
+    def train(self) -> bool:
+        return self.targets is not None
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self._labels
+
+    def _target(self, index: int) -> int | float:  # only called when targets are held
+        t = cast(np.ndarray, self.targets)
+        return int(t[index]) if self._labels is not None else float(t[index])
+
+    def _get(self, index: int) -> Any:
+        row = self.features[index]
+        return row if self.targets is None else (row, self._target(index))
+
+    def _get_batch(self, indices: list[int]) -> list[Any]:
+        rows = list(self.features[torch.as_tensor(indices, dtype=torch.long)].unbind(0)) if indices else []
+        if self.targets is None:
+            return rows
+        return [(r, self._target(i)) for r, i in zip(rows, indices)]
+
+    # ---- readers ---------------------------------------------------------
+    @classmethod
+    def from_csv(
+        cls,
+        path: str | os.PathLike[str],
+        target: str | None = None,
+        features: Sequence[str] | None = None,
+        train: bool = True,
+        dtype: torch.dtype = torch.float32,
+        *,
+        fill_missing: float | None = None,
+        delimiter: str = ",",
+    ) -> TableDataset:
+        """Read a CSV file with a header row.
+
+        Args:
+            path: the file.
+            target: the label column (required when ``train=True``; with
+                ``train=False`` it is dropped if present, and may be absent).
+            features: numeric columns to use, in order (default: all but ``target``).
+            train: keep the target (items ``(x, y)``) or not (items ``x``).
+            dtype: torch dtype of the features.
+            fill_missing: value for empty cells (default: an empty cell is an error).
+            delimiter: the field separator.
+        """
+        p = check_file(path)
+        with p.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            header = next(reader, None)
+            if not header:
+                raise ValueError(f"{str(p)!r} is empty: expected a header row naming the columns")
+
+            def rows() -> Iterator[tuple[int, dict[str, Any] | list[str]]]:
+                for row in reader:
+                    if row:
+                        yield reader.line_num, row
+
+            return cls._from_rows(str(p), header, rows(), target, features, train, dtype, fill_missing)
+
+    @classmethod
+    def from_jsonl(
+        cls,
+        path: str | os.PathLike[str],
+        target: str | None = None,
+        features: Sequence[str] | None = None,
+        train: bool = True,
+        dtype: torch.dtype = torch.float32,
+        *,
+        fill_missing: float | None = None,
+    ) -> TableDataset:
+        """Read a JSONL file, one JSON object a line; arguments as :meth:`from_csv`.
+
+        The columns are the keys of the first object.
+        """
+        p = check_file(path)
+        records = list(read_jsonl(p))
+        if not records:
+            raise ValueError(f"{str(p)!r} has no records: expected one JSON object per line")
+        return cls._from_rows(str(p), list(records[0][1]), iter(records), target, features, train, dtype, fill_missing)
+
+    @classmethod
+    def _from_rows(
+        cls,
+        where: str,
+        columns: list[str],
+        rows: Iterable[tuple[int, Any]],
+        target: str | None,
+        features: Sequence[str] | None,
+        train: bool,
+        dtype: torch.dtype,
+        fill_missing: float | None,
+    ) -> TableDataset:
+        if not isinstance(train, bool):
+            raise TypeError(f"train must be a bool, got {train!r}")
+        if train and target is None:
+            raise ValueError("target is required when train=True: pass target='<label column>'")
+        if target is not None and target not in columns and train:
+            raise ValueError(f"target {target!r} is not a column of {where}; valid columns: {columns}")
+        if features is None:
+            features = [c for c in columns if c != target]
+        elif isinstance(features, str):
+            raise TypeError(f"features must be a list of column names, got the string {features!r}")
+        unknown = [c for c in features if c not in columns]
+        if unknown:
+            raise ValueError(f"features {unknown} are not columns of {where}; valid columns: {columns}")
+        if target in features:
+            raise ValueError(f"features must not contain the target column {target!r}")
+        if not features:
+            raise ValueError(f"features is empty: {where} has no column besides target {target!r}")
+        keep: list[str] = list(features) + ([target] if train and target is not None else [])
+        col_index = {c: i for i, c in enumerate(columns)}
+        lines: list[int] = []
+        cells: list[list[Any]] = []
+        for line, row in rows:
+            if isinstance(row, dict):
+                missing = [c for c in keep if c not in row]
+                if missing:
+                    raise ValueError(
+                        f"{where}: unknown key {missing[0]!r} at line {line}; keys present: {list(row)}"
+                    )
+                cells.append([row[c] for c in keep])
+            else:
+                if len(row) != len(columns):
+                    raise ValueError(
+                        f"{where}: line {line} has {len(row)} fields, the header has {len(columns)}"
+                    )
+                cells.append([row[col_index[c]] for c in keep])
+            lines.append(line)
+        if not cells:
+            raise ValueError(f"{where} has a header but no data rows")
+        nf = len(features)
+        x = _matrix([r[:nf] for r in cells], lines, list(features), fill_missing, where)
+        if not train:
+            return cls(x, None, feature_names=features, dtype=dtype)
+        _, y, classes = encode_targets([r[nf] for r in cells], lines, where)
+        return cls(x, y, feature_names=features, classes=classes, dtype=dtype, target=target)
+
+    def __repr__(self) -> str:
+        return f"TableDataset(len={len(self)}, features={self.feature_names}, target={self.target!r})"
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line; errors name the line."""
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{str(path)!r}: invalid JSON at line {line_no}: {exc}") from None
+            if not isinstance(obj, dict):
+                raise ValueError(
+                    f"{str(path)!r}: line {line_no} holds a {type(obj).__name__}, expected a JSON object"
+                )
+            yield line_no, obj
