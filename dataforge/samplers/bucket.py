@@ -1,0 +1,229 @@
+"""``BucketBatchSampler``: batches of similar length, by count or by token budget."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from dataforge.samplers.base import EpochSampler, check_int
+from dataforge.samplers.class_balanced import ClassBalancedSampler
+from dataforge.samplers.functional import (
+    geometric_boundaries,
+    index_dtype,
+    pack_batches,
+    pool_sort,
+)
+
+POOL_BATCHES = 100  # a pool holds about this many batches (as lhotse / fairseq do)
+AUTO_RATIO = 1.1  # automatic buckets span at most this factor of lengths (unless merged)
+AUTO_MIN_BATCHES = 10  # ... and hold at least this many batches' worth of samples
+
+
+def as_lengths(lengths: Any, name: str = "lengths") -> np.ndarray:
+    """Validate per-sample lengths and return them as a 1-D int64 array.
+
+    Accepts a list, array, tensor or an object with a ``.lengths`` attribute.
+
+    Raises:
+        ValueError: empty, not 1-D, not whole numbers, or not positive (index named).
+    """
+    if not isinstance(lengths, (np.ndarray, torch.Tensor, list, tuple)) and hasattr(
+        lengths, "lengths"
+    ):
+        lengths = lengths.lengths
+    if isinstance(lengths, torch.Tensor):
+        lengths = lengths.detach().cpu().numpy()
+    try:
+        arr = np.asarray(lengths)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be a 1-D array-like of positive ints: {e}") from e
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array-like, got shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        bad |= arr != np.floor(np.where(bad, 0, arr))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"{name} must be whole numbers, got {name}[{i}]={arr[i].item()!r}")
+    elif arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be positive ints, got dtype {arr.dtype} ({name}[0]={arr[0]!r})")
+    arr = arr.astype(np.int64, copy=False)
+    if int(arr.min()) <= 0:
+        i = int(np.argmin(arr))
+        raise ValueError(
+            f"{name} must be positive, got {name}[{i}]={int(arr[i])}; drop empty samples first"
+        )
+    return arr
+
+
+class BucketBatchSampler(EpochSampler[list[int]]):
+    """A batch sampler yielding lists of indices of similar length.
+
+    Each epoch: draw the indices (all of them, or a class-balanced multiset with
+    ``labels`` + ``balance``), shuffle them, split them into buckets
+    (``bucket_boundaries``) and pools of about ``100`` batches, sort each pool by
+    length (longest first), cut it into batches and shuffle the batch order. With ``max_tokens``
+    every batch satisfies ``len(batch) * max(lengths[batch]) <= max_tokens``.
+    Every rank gets the same number of batches (padded by repeating batches, or
+    dropped, per ``drop_last``); ranks' batches are disjoint apart from padding.
+
+    Args:
+        lengths: positive length per sample (array-like or object with ``.lengths``).
+        batch_size: samples per batch (with ``max_tokens``: the most per batch).
+        max_tokens: token budget per batch, padding included.
+        bucket_boundaries: increasing lengths; batches never cross a boundary.
+            Default: automatic geometric buckets (see ``NOTE [automatic buckets]``);
+            ``[]``: no buckets, pools only.
+        shuffle: randomise pools and batch order (``False``: deterministic, input order).
+        seed: base seed; the batches depend only on ``(seed, epoch)``.
+        drop_last: drop trailing batches instead of padding so ranks get equal counts.
+        labels: class id per sample, used with ``balance``.
+        balance: a ``ClassBalancedSampler`` strategy (``"oversample"``,
+            ``"undersample"``, ``"sqrt"`` or ``{class_id: weight}``).
+        num_replicas: ranks (default from ``torch.distributed``, else 1).
+        rank: this rank (default from ``torch.distributed``, else 0).
+        oversize: a sample longer than ``max_tokens``: ``"error"`` (``ValueError``
+            in ``__init__``) or ``"single"`` (a batch of its own).
+
+    Example:
+        >>> s = BucketBatchSampler([5, 1, 4, 2, 8, 1], max_tokens=8, seed=0)
+        >>> sorted(sorted(b) for b in s)
+        [[0], [1, 5], [2, 3], [4]]
+    """
+
+    _chunk = 1024
+
+    def __init__(
+        self,
+        lengths: Any,
+        *,
+        batch_size: int | None = None,
+        max_tokens: int | None = None,
+        bucket_boundaries: Sequence[int] | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        labels: Any = None,
+        balance: str | Mapping[int, float] | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        oversize: str = "error",
+    ) -> None:
+        super().__init__(seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last)
+        self.lengths = as_lengths(lengths)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
+        self.max_tokens = check_int("max_tokens", max_tokens, minimum=1, allow_none=True)
+        if self.batch_size is None and self.max_tokens is None:
+            raise ValueError("pass batch_size=, max_tokens= or both (max_tokens with a batch_size cap)")
+        if oversize not in ("error", "single"):
+            raise ValueError(f"oversize must be 'error' or 'single', got {oversize!r}")
+        self.oversize = oversize
+        if self.max_tokens is not None and oversize == "error":
+            too_long = self.lengths > self.max_tokens
+            if too_long.any():
+                i = int(np.argmax(too_long))
+                raise ValueError(
+                    f"lengths[{i}]={int(self.lengths[i])} exceeds max_tokens={self.max_tokens}; "
+                    "raise max_tokens, truncate or drop that sample, or pass oversize='single' "
+                    "to give it a batch of its own"
+                )
+        if not isinstance(shuffle, bool):
+            raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
+        self.shuffle = shuffle
+        if (labels is None) != (balance is None):
+            raise ValueError(
+                "labels and balance go together: pass both (e.g. labels=ds.labels, "
+                f"balance='oversample') or neither; got labels={'set' if labels is not None else None}, "
+                f"balance={balance!r}"
+            )
+        self._balancer: ClassBalancedSampler | None = None
+        if balance is not None:
+            self._balancer = ClassBalancedSampler(
+                labels, strategy=balance, seed=seed, num_replicas=1, rank=0
+            )
+            if self._balancer.num_labels != len(self.lengths):
+                raise ValueError(
+                    f"labels has {self._balancer.num_labels} entries but lengths has "
+                    f"{len(self.lengths)}; pass one label per sample"
+                )
+        per_batch = self.batch_size or len(self.lengths)
+        if self.max_tokens is not None:
+            per_batch = min(per_batch, max(1, self.max_tokens // int(np.mean(self.lengths))))
+        self.pool_size = POOL_BATCHES * per_batch
+        # NOTE [automatic buckets]: sorting within pools alone leaves the long tail of a
+        # skewed (log-normal) distribution poorly packed: a pool's longest batch spans
+        # its top 1%. Geometric buckets (a factor of 1.1 each, merged until each holds
+        # 10 batches' worth) keep each pool's lengths within ~10%; measured padding
+        # efficiency on log-normal lengths rises from ~0.92 to ~0.99 (sigma 0.8).
+        if bucket_boundaries is None:
+            self.bucket_boundaries: np.ndarray | None = geometric_boundaries(
+                self.lengths, AUTO_MIN_BATCHES * per_batch, AUTO_RATIO
+            )
+        else:
+            self.bucket_boundaries = self._check_boundaries(bucket_boundaries)
+        if self.bucket_boundaries is not None and len(self.bucket_boundaries) == 0:
+            self.bucket_boundaries = None
+        self._plan: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @staticmethod
+    def _check_boundaries(boundaries: Sequence[int] | None) -> np.ndarray | None:
+        if boundaries is None:
+            return None
+        b = np.asarray(boundaries)
+        if b.size == 0:
+            return b.astype(np.int64).reshape(0)  # no buckets: pools only
+        if b.ndim != 1 or b.dtype.kind not in "iu" or (b <= 0).any():
+            raise ValueError(
+                f"bucket_boundaries must be a list of positive ints, got {boundaries!r}"
+            )
+        if (np.diff(b) <= 0).any():
+            raise ValueError(f"bucket_boundaries must be strictly increasing, got {boundaries!r}")
+        return b.astype(np.int64)
+
+    def _epoch_plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(flat, starts, batch_order)`` of the current epoch: batch ``j`` is
+        ``flat[starts[j]:starts[j + 1]]``; cached per epoch."""
+        if self._plan is not None and self._plan[0] == self.epoch:
+            return self._plan[1:]
+        rng = self.generator()
+        n = len(self.lengths)
+        if self._balancer is not None:
+            idx = self._balancer._epoch_indices(rng)
+        elif self.shuffle:
+            idx = rng.permutation(n).astype(index_dtype(n))
+        else:
+            idx = np.arange(n, dtype=index_dtype(n))
+        lengths = self.lengths[idx]
+        buckets = None
+        if self.bucket_boundaries is not None:
+            buckets = np.searchsorted(self.bucket_boundaries, lengths, side="right")
+        order, pool_starts = pool_sort(lengths, self.pool_size, buckets)
+        flat = idx[order]
+        starts = pack_batches(lengths[order], pool_starts, self.batch_size, self.max_tokens)
+        num_batches = len(starts) - 1
+        batch_order = rng.permutation(num_batches) if self.shuffle else np.arange(num_batches)
+        self._plan = (self.epoch, flat, starts, batch_order)
+        return flat, starts, batch_order
+
+    def _global_len(self) -> int:
+        return len(self._epoch_plan()[2])
+
+    def _epoch_order(self) -> np.ndarray:
+        return self._epoch_plan()[2]
+
+    def _to_items(self, chunk: np.ndarray) -> list[list[int]]:
+        flat, starts, _ = self._epoch_plan()
+        return [
+            flat[a:b].tolist() for a, b in zip(starts[chunk].tolist(), starts[chunk + 1].tolist())
+        ]
+
+    def _state_fields(self) -> dict[str, Any]:
+        return {
+            "num_lengths": len(self.lengths),
+            "batch_size": self.batch_size,
+            "max_tokens": self.max_tokens,
+            "shuffle": self.shuffle,
+        }

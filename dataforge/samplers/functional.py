@@ -1,0 +1,344 @@
+"""Pure sampling math: quotas, grouping, shuffling, weighted draws, length packing.
+
+Nothing here owns state; every random draw comes from the ``numpy.random.Generator``
+passed in, so the same generator state always gives the same result (on every rank).
+
+Example:
+    >>> import numpy as np
+    >>> largest_remainder(10, np.array([1.0, 1.0, 1.0])).tolist()
+    [4, 3, 3]
+    >>> out, offsets = counting_sort(np.array([2, 0, 2, 1]), 3)
+    >>> out.tolist(), offsets.tolist()
+    ([1, 3, 0, 2], [0, 1, 2, 4])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+CHUNK = 1 << 20  # elements per vectorised step: bounds temporaries to a few MB
+_SHUFFLE_BLOCK = 1 << 18  # target bucket size of the two-level shuffle (fits in L2)
+_MAX_SHUFFLE_BUCKETS = 256  # keys fit in uint8: one byte per element
+
+
+def index_dtype(n: int) -> type[np.signedinteger]:
+    """int32 when every index of an ``n``-element collection fits, else int64."""
+    return np.int32 if n < 2**31 else np.int64
+
+
+def largest_remainder(
+    total: int, weights: np.ndarray, tie_break: np.ndarray | None = None
+) -> np.ndarray:
+    """Split ``total`` into integer quotas proportional to ``weights`` (Hamilton's method).
+
+    Each quota is the floor or the ceiling of its exact share and the quotas sum to
+    ``total``. Leftover units go to the largest fractional parts; equal fractional
+    parts are ordered by ``tie_break`` (larger first; e.g. random numbers so that no
+    class is favoured every epoch), else by position.
+
+    Args:
+        total: non-negative int to split.
+        weights: non-negative floats, at least one positive.
+        tie_break: optional floats of the same length.
+
+    Example:
+        >>> largest_remainder(7, np.array([1.0, 2.0, 0.0, 1.0])).tolist()
+        [2, 3, 0, 2]
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    exact = total * (w / w.sum())
+    quotas = np.floor(exact).astype(np.int64)
+    frac = exact - quotas
+    left = int(total - quotas.sum())
+    if left > 0:
+        tb = np.zeros(len(w)) if tie_break is None else -np.asarray(tie_break, dtype=np.float64)
+        # lexsort: last key is primary. Zero-weight entries never receive a unit.
+        order = np.lexsort((np.arange(len(w)), tb, -frac, w <= 0))
+        quotas[order[:left]] += 1
+    elif left < 0:  # float rounding pushed a floor up; take units back from the smallest fractions
+        order = np.lexsort((np.arange(len(w)), frac, quotas <= 0))
+        quotas[order[:-left]] -= 1
+    return quotas
+
+
+def _rechunk(pieces: Iterable[np.ndarray], chunk: int) -> Iterator[np.ndarray]:
+    """Split an iterable of 1-D arrays into consecutive arrays of at most ``chunk`` items."""
+    for piece in pieces:
+        for s in range(0, len(piece), chunk):
+            yield piece[s : s + chunk]
+
+
+def counting_sort(
+    keys: np.ndarray,
+    num_keys: int,
+    values: Iterable[np.ndarray] | None = None,
+    *,
+    counts: np.ndarray | None = None,
+    dtype: type[np.integer] | None = None,
+    chunk: int = CHUNK,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stably group ``values`` (default: the positions ``0..len(keys)-1``) by ``keys``.
+
+    A chunked counting sort: the only full-size allocation is the output, so peak
+    memory is ``len(keys) * itemsize`` plus a few MB, and the work is O(N). Within a
+    chunk the grouping is a sort of unique composite keys ``key << bits | position``,
+    whose result does not depend on the sort algorithm, so every machine agrees.
+
+    Args:
+        keys: 1-D non-negative ints ``< num_keys`` (any integer dtype, e.g. int8).
+        num_keys: number of distinct key values (the grouping's size).
+        values: optional iterable of 1-D arrays whose concatenation aligns with ``keys``.
+        counts: optional precomputed ``np.bincount(keys, minlength=num_keys)``.
+        dtype: output dtype (default: :func:`index_dtype` of ``len(keys)``).
+        chunk: elements per vectorised step.
+
+    Returns:
+        ``(out, offsets)``: group ``k`` is ``out[offsets[k]:offsets[k + 1]]``.
+    """
+    n = len(keys)
+    if counts is None:
+        counts = np.zeros(num_keys, np.int64)
+        step = max(chunk, 2 * num_keys)
+        for s in range(0, n, step):
+            counts += np.bincount(keys[s : s + step], minlength=num_keys)
+    offsets = np.zeros(num_keys + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    out = np.empty(n, dtype if dtype is not None else index_dtype(n))
+    cursor = offsets[:-1].copy()
+    shift = max(int(chunk - 1).bit_length(), 1)
+    ctype = np.uint32 if shift + max(int(num_keys - 1).bit_length(), 1) <= 32 else np.uint64
+    mask = ctype((1 << shift) - 1)
+    ramp = np.arange(chunk, dtype=np.int64)
+    if values is None:
+        values = (np.arange(s, min(s + chunk, n), dtype=out.dtype) for s in range(0, n, chunk))
+    pos = 0
+    for piece in _rechunk(values, chunk):
+        m = len(piece)
+        comp = keys[pos : pos + m].astype(ctype)
+        comp <<= ctype(shift)
+        comp |= ramp[:m].astype(ctype)
+        comp.sort()
+        perm = (comp & mask).astype(np.intp)
+        comp >>= ctype(shift)
+        ks = comp.astype(np.intp)
+        del comp
+        run_start = np.flatnonzero(np.concatenate(([True], ks[1:] != ks[:-1])))
+        run_len = np.diff(np.append(run_start, m))
+        run_keys = ks[run_start]
+        vals = piece[perm]
+        if len(run_start) <= 4096:  # few groups per chunk: contiguous copies, no index array
+            for a, ln, c in zip(
+                run_start.tolist(), run_len.tolist(), cursor[run_keys].tolist()
+            ):
+                out[c : c + ln] = vals[a : a + ln]
+        else:
+            dest = cursor[ks]
+            dest += ramp[:m]
+            dest -= np.repeat(run_start, run_len)
+            out[dest] = vals
+        cursor[run_keys] += run_len
+        pos += m
+    if pos != n:
+        raise ValueError(f"values hold {pos} items but keys hold {n}; they must align")
+    return out, offsets
+
+
+def shuffle_concat(
+    pieces: Iterable[np.ndarray], total: int, rng: np.random.Generator, dtype: type[np.integer]
+) -> np.ndarray:
+    """A uniformly random permutation of the concatenation of ``pieces``.
+
+    NOTE [two-level shuffle]: a Fisher-Yates shuffle of 100M items misses the cache on
+    every swap. Rao-Sandelius instead sends each item to one of up to 256 random
+    buckets (a sequential, cache-friendly counting sort) and then shuffles each
+    bucket in cache; the result is exactly uniform, about twice as fast, and the
+    pieces are never concatenated (peak: output + one byte per item).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> sorted(shuffle_concat([np.arange(3), np.arange(5, 7)], 5, rng, np.int64).tolist())
+        [0, 1, 2, 5, 6]
+    """
+    if total <= 4 * _SHUFFLE_BLOCK:
+        parts = [np.asarray(p, dtype=dtype) for p in pieces]
+        out = np.concatenate(parts) if parts else np.empty(0, dtype)
+        rng.shuffle(out)
+        return out
+    num_buckets = min(_MAX_SHUFFLE_BUCKETS, -(-total // _SHUFFLE_BLOCK))
+    keys = rng.integers(0, num_buckets, size=total, dtype=np.uint8)
+    out, offsets = counting_sort(keys, num_buckets, pieces, dtype=dtype)
+    del keys
+    for b in range(num_buckets):
+        rng.shuffle(out[offsets[b] : offsets[b + 1]])
+    return out
+
+
+def quota_pieces(
+    grouped: np.ndarray, offsets: np.ndarray, quotas: np.ndarray, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
+    """Per class, ``quotas[c]`` members of group ``c`` drawn without replacement while possible.
+
+    A quota of ``q = f * n + r`` over a class of ``n`` members gives ``f`` full copies
+    of the class and a uniform random subset of ``r`` members (so no member is
+    repeated more than once more than any other). Pieces are views where possible.
+    """
+    for c in np.flatnonzero(quotas).tolist():
+        block = grouped[offsets[c] : offsets[c + 1]]
+        n = len(block)
+        full, rem = divmod(int(quotas[c]), n)
+        for _ in range(full):
+            yield block
+        if rem:
+            if rem * 16 < n:  # few of many: O(rem) memory
+                yield block[np.sort(rng.choice(n, size=rem, replace=False))]
+            else:
+                tmp = block.copy()
+                rng.shuffle(tmp)
+                yield tmp[:rem]
+
+
+def searchsorted_draw(
+    cumulative: np.ndarray,
+    num_samples: int,
+    rng: np.random.Generator,
+    last_positive: int,
+    dtype: type[np.integer],
+) -> np.ndarray:
+    """``num_samples`` i.i.d. draws of index ``i`` with probability ``w[i] / sum(w)``.
+
+    ``cumulative`` is ``np.cumsum(w)`` in float64. A uniform ``u`` in
+    ``[0, total)`` picks the first ``i`` with ``cumulative[i] > u``, so zero-weight
+    indices are never picked; ``last_positive`` guards the ``u == total`` rounding case.
+    """
+    total = float(cumulative[-1])
+    out = np.empty(num_samples, dtype)
+    for s in range(0, num_samples, CHUNK):
+        m = min(CHUNK, num_samples - s)
+        u = rng.random(m)
+        u *= total
+        u.sort()  # sorted queries make searchsorted walk the table in order (cache-friendly)
+        idx = np.searchsorted(cumulative, u, side="right")
+        rng.shuffle(idx)  # i.i.d. draws are exchangeable: a shuffle restores their order
+        np.minimum(idx, last_positive, out=idx)
+        out[s : s + m] = idx
+    return out
+
+
+def gumbel_top_k(weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` distinct indices drawn sequentially without replacement, ``P ~ weights``.
+
+    Efraimidis-Spirakis / Gumbel-top-k: the ``k`` largest keys ``log(u) / w`` in
+    decreasing order have the distribution of ``k`` successive weighted draws
+    without replacement. Zero weights are never drawn.
+    """
+    positive = np.flatnonzero(weights > 0)
+    keys = np.log(rng.random(len(positive)))
+    keys /= weights[positive]
+    if k < len(positive):
+        top = np.argpartition(-keys, k - 1)[:k]
+    else:
+        top = np.arange(len(positive))
+    top = top[np.argsort(-keys[top], kind="stable")]
+    return positive[top]
+
+
+def pool_sort(
+    lengths: np.ndarray, pool_size: int, bucket_ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Order positions by (bucket, pool, length descending), keeping ties in input order.
+
+    Pools are consecutive runs of ``pool_size`` items within each bucket. Returns
+    ``(order, pool_starts)`` where ``pool_starts`` (with a final ``len(lengths)``)
+    marks where each pool begins in ``order``.
+    """
+    n = len(lengths)
+    if bucket_ids is None:
+        pool = np.arange(n, dtype=np.int64) // pool_size
+    else:
+        by_bucket = np.argsort(bucket_ids, kind="stable")
+        counts = np.bincount(bucket_ids)
+        bucket_first = np.repeat(np.cumsum(counts) - counts, counts)
+        # pool id = bucket start + pool number within the bucket: unique and in bucket order
+        pool = np.empty(n, np.int64)
+        pool[by_bucket] = bucket_first + (np.arange(n) - bucket_first) // pool_size
+    order = np.lexsort((-lengths.astype(np.int64), pool))
+    if n == 0:
+        return order, np.zeros(1, np.int64)
+    sorted_pool = pool[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_pool[1:] != sorted_pool[:-1])))
+    return order, np.append(starts, n).astype(np.int64)
+
+
+def pack_batches(
+    sorted_lengths: np.ndarray,
+    pool_starts: np.ndarray,
+    batch_size: int | None,
+    max_tokens: int | None,
+) -> np.ndarray:
+    """Batch boundaries over pools whose lengths are sorted in decreasing order.
+
+    Each batch stays inside one pool and holds at most ``batch_size`` items and at
+    most ``max_tokens // first_length`` items (its first item is its longest, so
+    ``len(batch) * max_len <= max_tokens``); an item longer than ``max_tokens`` is
+    a batch of its own. Returns the batch starts followed by ``len(sorted_lengths)``.
+
+    Example:
+        >>> pack_batches(np.array([5, 4, 2, 2, 1]), np.array([0, 5]), None, 8).tolist()
+        [0, 1, 3, 5]
+    """
+    n = len(sorted_lengths)
+    if max_tokens is None:
+        step = batch_size if batch_size is not None else max(n, 1)
+        starts = [np.arange(a, b, step) for a, b in zip(pool_starts[:-1], pool_starts[1:])]
+        return np.append(np.concatenate(starts) if starts else np.empty(0, np.int64), n)
+    fit = np.maximum(max_tokens // np.maximum(sorted_lengths, 1), 1)
+    if batch_size is not None:
+        np.minimum(fit, batch_size, out=fit)
+    fit_list = fit.tolist()
+    out: list[int] = []
+    for a, b in zip(pool_starts[:-1].tolist(), pool_starts[1:].tolist()):
+        s = a
+        while s < b:
+            out.append(s)
+            s += fit_list[s]
+    out.append(n)
+    return np.asarray(out, dtype=np.int64)
+
+
+def padding_efficiency(lengths: np.ndarray, batches: Iterable[Iterable[int]]) -> float:
+    """Real tokens / padded tokens: ``sum(lengths) / sum(len(b) * max(lengths[b]))``."""
+    real = 0
+    padded = 0
+    for batch in batches:
+        lb = lengths[np.asarray(list(batch), dtype=np.int64)]
+        real += int(lb.sum())
+        padded += len(lb) * int(lb.max())
+    return real / padded if padded else 1.0
+
+
+def geometric_boundaries(lengths: np.ndarray, min_count: int, ratio: float = 1.1) -> np.ndarray:
+    """Bucket boundaries spanning a factor ``ratio`` each, merged until each bucket
+    holds at least ``min_count`` of ``lengths`` (so a sparse tail is one bucket).
+
+    Example:
+        >>> geometric_boundaries(np.array([1, 1, 2, 2, 9, 10]), min_count=2, ratio=2.0).tolist()
+        [2, 4]
+    """
+    lo, hi = int(lengths.min()), int(lengths.max())
+    edges = [lo]
+    while edges[-1] <= hi:
+        edges.append(max(edges[-1] + 1, int(np.ceil(edges[-1] * ratio))))
+    edges_arr = np.asarray(edges[1:-1], dtype=np.int64)  # interior edges only
+    counts = np.bincount(np.searchsorted(edges_arr, lengths, side="right"), minlength=len(edges_arr) + 1)
+    out: list[int] = []
+    acc = 0
+    for b, c in enumerate(counts.tolist()):
+        acc += c
+        if acc >= min_count and b < len(edges_arr):
+            out.append(int(edges_arr[b]))
+            acc = 0
+    if out and acc < min_count:
+        out.pop()  # a short last bucket joins the previous one
+    return np.asarray(out, dtype=np.int64)

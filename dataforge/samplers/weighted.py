@@ -1,0 +1,113 @@
+"""``WeightedSampler``: ``WeightedRandomSampler`` without the 2^24 limit, seeded and sharded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from dataforge.samplers.base import EpochSampler, check_int
+from dataforge.samplers.functional import gumbel_top_k, index_dtype, searchsorted_draw
+
+
+def as_weights(weights: Any, name: str = "weights") -> np.ndarray:
+    """Validate sampling weights and return them as a 1-D float64 array.
+
+    Raises:
+        ValueError: empty, not 1-D, not numbers, negative / NaN / infinite values
+            (the first offending index and value are named), or all zero.
+    """
+    if isinstance(weights, torch.Tensor):
+        arr = weights.detach().cpu().to(torch.float64).numpy()
+    else:
+        try:
+            arr = np.asarray(weights, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name} must be a 1-D sequence of numbers: {e}") from e
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one weight per sample), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty; pass one non-negative weight per sample")
+    bad = ~np.isfinite(arr)
+    bad |= np.where(bad, False, arr < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"{name} must be finite and >= 0, got {name}[{i}]={arr[i].item()!r}"
+        )
+    if not (arr > 0).any():
+        raise ValueError(f"{name} are all zero; at least one sample needs a positive weight")
+    return arr
+
+
+class WeightedSampler(EpochSampler[int]):
+    """Draw ``num_samples`` indices with probability proportional to ``weights``.
+
+    A drop-in for ``torch.utils.data.WeightedRandomSampler`` (same first three
+    arguments) without its 2^24-category limit, with an explicit seed,
+    ``set_epoch``, exact resume and rank splitting. With replacement, indices come
+    from cumulative sums (float64) and a binary search of uniform draws; without
+    replacement, from Gumbel-top-k keys (``k`` distinct indices in the order of
+    successive weighted draws). Zero-weight indices are never drawn.
+
+    Args:
+        weights: one non-negative weight per sample (sequence, array or tensor).
+        num_samples: indices per epoch over all ranks (each rank yields its share).
+        replacement: draw with replacement (default) or not.
+        seed: base seed; the order depends only on ``(seed, epoch)``.
+        num_replicas: ranks (default from ``torch.distributed``, else 1).
+        rank: this rank (default from ``torch.distributed``, else 0).
+        drop_last: drop the epoch's tail instead of padding so ranks get equal shares.
+
+    Example:
+        >>> s = WeightedSampler([0.0, 1.0, 3.0], num_samples=6, seed=0)
+        >>> len(s), 0 in list(s)
+        (6, False)
+        >>> sorted(WeightedSampler([1, 0, 2, 5], 3, replacement=False, seed=1))
+        [0, 2, 3]
+    """
+
+    def __init__(
+        self,
+        weights: Any,
+        num_samples: int,
+        replacement: bool = True,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__(seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last)
+        self.weights = as_weights(weights)
+        self.num_samples = check_int("num_samples", num_samples, minimum=1)
+        if not isinstance(replacement, bool):
+            raise TypeError(f"replacement must be a bool, got {replacement!r}")
+        self.replacement = replacement
+        positive = np.flatnonzero(self.weights > 0)
+        if not replacement and self.num_samples > len(positive):
+            raise ValueError(
+                f"num_samples={self.num_samples} exceeds the {len(positive)} indices with a "
+                "positive weight, which is all that replacement=False can draw; lower "
+                "num_samples or pass replacement=True"
+            )
+        self._last_positive = int(positive[-1])
+        self._cumulative = np.cumsum(self.weights) if replacement else None
+
+    def _global_len(self) -> int:
+        return self.num_samples
+
+    def _epoch_indices(self, generator: np.random.Generator) -> np.ndarray:
+        dtype = index_dtype(len(self.weights))
+        if self._cumulative is not None:
+            return searchsorted_draw(
+                self._cumulative, self.num_samples, generator, self._last_positive, dtype
+            )
+        return gumbel_top_k(self.weights, self.num_samples, generator).astype(dtype)
+
+    def _state_fields(self) -> dict[str, Any]:
+        return {
+            "num_weights": len(self.weights),
+            "num_samples": self.num_samples,
+            "replacement": self.replacement,
+        }
