@@ -45,7 +45,14 @@ import torch
 
 from dataforge.bench import report
 from dataforge.bench.common import BenchError, env_info, median, time_repeated, usable_cores
-from dataforge.bench.runner import Arm, Counters, resolve_device, run_arms
+from dataforge.bench.runner import (
+    Arm,
+    Counters,
+    check_workers,
+    cores_in_use,
+    resolve_device,
+    run_arms,
+)
 
 FULL = {"num_images": 2000, "batch_size": 64, "seconds": 10.0, "warmup": 1.0}
 QUICK = {"num_images": 256, "batch_size": 32, "seconds": 1.0, "warmup": 0.3}
@@ -196,7 +203,8 @@ def make_arms(root: str, items: list[tuple[str, int]], *, size: int, batch_size:
         def make_df(workers: int, engine: str = engine) -> Iterable[Any]:
             return build_loader(  # type: ignore[misc]  # absent arms are never made
                 df_tiled, batch_size, shuffle=True, num_workers=workers, pin_memory=cuda,
-                device=device, batch_transforms=_batch_tf(device), seed=0, engine=engine)
+                device=device, batch_transforms=_batch_tf(device), transform_keys=["image"],
+                seed=0, engine=engine)
         arms.append(Arm(f"dataforge-{engine}", f"dataforge.build_loader, {engine} engine",
                         make_df, consume, absent=absent_df))
 
@@ -280,16 +288,6 @@ def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any],
 # --------------------------------------------------------------------------- run
 
 
-def _workers_list(workers: list[int] | None, quick: bool) -> list[int]:
-    cores = usable_cores()
-    if workers is None:
-        return [min(2, cores)] if quick else sorted({0, cores})
-    for w in workers:
-        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
-            raise BenchError(f"--workers must be non-negative ints such as 0,2,4, got {w!r}")
-    return list(dict.fromkeys(workers))
-
-
 def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu",
         data: str | None = None, out: str | None = None, workers: list[int] | None = None,
         batch_size: int | None = None, repeats: int = 3, image_size: int = 224,
@@ -321,7 +319,8 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
         raise BenchError(f"--batch-size must be a positive int, got {batch_size!r}")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
         raise BenchError(f"--image-size must be an int >= 8, got {image_size!r}")
-    workers_list = _workers_list(workers, quick)
+    cores = usable_cores()
+    workers_list = check_workers(workers, [min(2, cores)] if quick else sorted({0, cores}))
     if data is None:
         root = str(demo_image_folder(int(num_images or cfg["num_images"]), progress=True))
     else:
@@ -333,14 +332,20 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
     from dataforge.datasets.image_folder import ImageFolder
     from dataforge.transforms.image import train_transforms
 
-    limit_s = measure_limit(StockImageDataset(items, image_size).__getitem__,
-                            ImageFolder(root, transform=train_transforms(image_size)).__getitem__,
-                            len(items), batch_size=batch_size, device=dev, repeats=max(repeats, 1),
-                            min_seconds=min(0.5, seconds / 2))
+    stock_get = StockImageDataset(items, image_size).__getitem__
+    df_get = ImageFolder(root, transform=train_transforms(image_size)).__getitem__
+    limit_runs: list[dict[str, float]] = []
+
+    def measure_limit_now(_: int) -> None:
+        if progress:
+            progress("limit: one process, one thread, no loader")
+        limit_runs.append(measure_limit(stock_get, df_get, len(items), batch_size=batch_size,
+                                        device=dev, repeats=1, min_seconds=min(1.0, seconds / 2)))
+
     summaries = run_arms(arms, workers_list, seconds=seconds, repeats=repeats, warmup=warm,
-                         progress=progress)
-    cores = usable_cores()
-    by_workers = {str(w): {p: min(max(w, 1), cores) / s for p, s in limit_s.items()}
+                         progress=progress, on_repeat=measure_limit_now)
+    limit_s = {p: median([r[p] for r in limit_runs]) for p in limit_runs[0]}
+    by_workers = {str(w): {p: cores_in_use(w) / s for p, s in limit_s.items()}
                   for w in workers_list}
     arm_dicts = [s.to_dict() for s in summaries]
     report.add_ratios(arm_dicts, by_workers)
@@ -357,7 +362,10 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
         },
         "limit": {
             "method": "1 process, 1 thread, no loader: read + decode + augment one sample, plus "
-                      "its share of collate (and of normalize on CPU); times min(max(workers,1), cores)",
+                      "its share of collate (and of normalize on CPU); times the cores in use "
+                      "(workers, or torch threads when workers=0, at most the usable cores); "
+                      "median over repeats, interleaved with the arms",
+            "cores_in_use": {str(w): cores_in_use(w) for w in workers_list},
             "per_sample_ms": {p: s * 1e3 for p, s in limit_s.items()},
             "by_workers": by_workers,
         },

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dataforge.bench.common import BenchError, median, rss_mb
+from dataforge.bench.common import BenchError, median, rss_mb, usable_cores
 
 Counters = dict[str, float]
 
@@ -326,8 +326,12 @@ def run_arms(
     repeats: int,
     warmup: float = 0.5,
     progress: Callable[[str], None] | None = None,
+    on_repeat: Callable[[int], None] | None = None,
 ) -> list[ArmSummary]:
     """Run every available arm at every workers count, ``repeats`` times, interleaved.
+
+    ``on_repeat(r)`` runs at the start of each repeat (a benchmark measures its
+    limit there, so the limit is interleaved with the arms too).
 
     An arm that raises is recorded as ``failed`` with the error (one line) and is
     not run again at that workers count; the other arms go on.
@@ -337,6 +341,8 @@ def run_arms(
     summaries = {(a.name, w): ArmSummary(a, w) for w in workers_list for a in arms}
     live = [a for a in arms if not a.absent]
     for r in range(repeats):
+        if on_repeat is not None:
+            on_repeat(r)
         for w in workers_list:
             shift = r % max(len(live), 1)
             for arm in live[shift:] + live[:shift]:
@@ -353,6 +359,30 @@ def run_arms(
                     msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                     s.error = msg
     return [summaries[(a.name, w)] for w in workers_list for a in arms]
+
+
+def check_workers(workers: Sequence[int] | None, default: Sequence[int]) -> list[int]:
+    """The workers counts to sweep: ``workers`` (checked, duplicates dropped) or ``default``."""
+    if workers is None:
+        return list(dict.fromkeys(default))
+    if not workers:
+        raise BenchError("--workers must list at least one count, such as 0,2,4")
+    for w in workers:
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            raise BenchError(f"--workers must be non-negative ints such as 0,2,4, got {w!r}")
+    return list(dict.fromkeys(workers))
+
+
+def cores_in_use(workers: int, main_threads: int | None = None) -> int:
+    """The cores a run with ``workers`` can keep busy: the workers (capped at the
+    usable cores), or with ``workers=0`` the main process's threads
+    (``main_threads``, default torch's intra-op threads)."""
+    import torch
+
+    cores = usable_cores()
+    if workers > 0:
+        return max(1, min(cores, workers))
+    return max(1, min(cores, main_threads if main_threads is not None else torch.get_num_threads()))
 
 
 def resolve_device(device: str) -> Any:
