@@ -46,6 +46,10 @@ def _check_header(data: bytes, name: str, max_pixels: int | None) -> None:
     try:
         with Image.open(io.BytesIO(data)) as im:  # lazy: parses the header only
             w, h = im.size
+    except Image.UnidentifiedImageError as exc:
+        raise ImageDecodeError(
+            f"{name}: not an image (no known image format starts with {data[:8]!r})"
+        ) from exc
     except Exception as exc:
         raise ImageDecodeError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from exc
     if max_pixels is not None and w * h > max_pixels:
@@ -80,7 +84,10 @@ def decode_image(
         name: how to name the image in errors (defaults to the path).
 
     Returns:
-        A contiguous uint8 tensor of shape ``(C, H, W)``.
+        A uint8 tensor of shape ``(C, H, W)`` (the first frame of an animated
+        image; 16-bit images reduced to their 8 high bits). torchvision returns
+        JPEGs as a channels-last view of its HWC buffer, kept as is: the uint8
+        resize kernels are fastest on that layout.
 
     Example:
         >>> from PIL import Image; import io
@@ -118,7 +125,12 @@ def _decode_torchvision(data: bytes, mode: str) -> torch.Tensor:
         "UNCHANGED": ImageReadMode.UNCHANGED,
     }[mode]
     buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    return tv_decode(buf, mode=read_mode)
+    out = tv_decode(buf, mode=read_mode)
+    if out.ndim == 4:  # an animated GIF comes back as (frames, C, H, W): keep the first, as PIL
+        out = out[0].contiguous()
+    if out.dtype != torch.uint8:  # 16-bit PNG -> uint16: keep the 8 high bits (as v2.ToDtype)
+        out = out.to(torch.int32).bitwise_right_shift(8).to(torch.uint8)
+    return out
 
 
 def _decode_pil(data: bytes, mode: str, name: str, allow_truncated: bool) -> torch.Tensor:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from dataforge.transforms.compose import call
+from dataforge.transforms.compose import draw_seed, torch_rng_seeded
 from dataforge.transforms.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 
 # `Albumentations` is also importable from here (lazily, see __getattr__ below).
@@ -137,9 +137,13 @@ class Torchvision:
 
     def __call__(self, sample: Any, *, generator: torch.Generator | None = None) -> Any:
         image, d = _split(sample, self.key)
-        # v2 transforms draw from torch's global RNG; with a generator, `call`
-        # seeds that RNG from it for the duration of the call only.
-        out = call(self.transform, image, generator, takes_generator=False)
+        # v2 transforms draw only from torch's global CPU RNG: with a generator,
+        # seed that RNG from it for the duration of the call only.
+        if generator is None:
+            out = self.transform(image)
+        else:
+            with torch_rng_seeded(draw_seed(generator)):
+                out = self.transform(image)
         return _join(out, d, self.key)
 
     def __repr__(self) -> str:

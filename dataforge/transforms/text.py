@@ -237,6 +237,12 @@ def train_tokenizer(
             f"vocab_size={vocab_size} leaves no room beyond the {len(specials)} special tokens; "
             "raise vocab_size"
         )
+    if kind == "bpe" and vocab_size < 256 + len(specials):
+        raise ValueError(
+            f"kind='bpe' is byte-level: its base alphabet is the 256 bytes, so vocab_size must be "
+            f"at least 256 + {len(specials)} special tokens, got {vocab_size}; raise vocab_size "
+            "or use kind='wordpiece'"
+        )
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
         raise ValueError(f"min_frequency must be a positive int, got {min_frequency!r}")
 

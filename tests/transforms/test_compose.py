@@ -35,7 +35,7 @@ def test_generator_does_not_disturb_global_rng():
 
 
 def test_random_apply_probability_and_reproducibility():
-    t = RandomApply(lambda x: x + 1, p=0.3)
+    t = RandomApply(lambda x, **kw: x + 1, p=0.3)  # takes generator=: no global-RNG seeding
     g = torch.Generator().manual_seed(0)
     outs = [t(0, generator=g) for _ in range(2000)]
     assert 0.25 < sum(outs) / len(outs) < 0.35
@@ -46,9 +46,10 @@ def test_random_apply_probability_and_reproducibility():
 
 
 def test_one_of_weights_and_reproducibility():
-    t = OneOf([lambda x: "a", lambda x: "b"], weights=[3, 1])
+    t = OneOf([lambda x, **kw: "a", lambda x, **kw: "b"], weights=[3, 1])
     g = torch.Generator().manual_seed(0)
     outs = [t(None, generator=g) for _ in range(2000)]
+    assert OneOf([lambda x: "a", lambda x: "b"])(None, generator=g) in ("a", "b")
     assert 0.7 < outs.count("a") / len(outs) < 0.8
     g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
     assert [t(0, generator=g1) for _ in range(50)] == [t(0, generator=g2) for _ in range(50)]
