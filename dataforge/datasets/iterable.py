@@ -24,7 +24,7 @@ import bisect
 import itertools
 import math
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any, Generic, Literal, TypeVar
 
 import torch.distributed as dist
@@ -169,7 +169,7 @@ class IterDataset(torch.utils.data.IterableDataset, Generic[T]):
             raise TypeError(
                 f"source must be an iterable or a callable returning one, got {type(source).__name__}"
             )
-        counts = [len(source)] if hasattr(source, "__len__") and not callable(source) else None
+        counts = [len(source)] if isinstance(source, Sized) and not callable(source) else None
         return ShardedSource(
             [source], _open_iterable, split="sample", equalize=equalize,
             samples_per_shard=counts, num_replicas=num_replicas, rank=rank,

@@ -124,7 +124,7 @@ def expand_urls(urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]])
             if any(c in url for c in "*?["):
                 if remote:
                     fs, _, paths = _fsspec().get_fs_token_paths(url)
-                    hits = [fs.unstrip_protocol(p) for p in paths]
+                    hits = sorted(fs.unstrip_protocol(p) for p in paths)  # same list on all ranks
                 else:
                     hits = sorted(globlib.glob(_local(url)))
                 if not hits:

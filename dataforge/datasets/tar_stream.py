@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import re
 import tarfile
@@ -51,8 +52,19 @@ def _read_exact(f: IO[bytes], n: int) -> bytes:
     return b"".join(chunks)
 
 
+def _seekable(f: Any) -> bool:
+    # only real local files: some remote file objects claim seekable() and then refuse
+    return isinstance(f, (io.BufferedReader, io.FileIO, io.BytesIO)) and f.seekable()
+
+
 def _skip(f: IO[bytes], n: int) -> int:
-    """Skip ``n`` bytes; returns how many could be skipped."""
+    """Skip ``n`` bytes (by seeking when ``f`` can); returns how many could be skipped."""
+    if n <= 0:
+        return 0
+    if _seekable(f):
+        pos = f.tell()
+        end = f.seek(0, 2)
+        return f.seek(min(pos + n, end)) - pos
     left = n
     while left > 0:
         b = f.read(min(left, 1 << 20))
@@ -84,7 +96,11 @@ class _Prepend:
 def decompressed(f: IO[bytes]) -> IO[bytes]:
     """``f`` itself, or a decompressing stream when it starts with a gzip / bz2 / xz magic."""
     head = _read_exact(f, 6)
-    raw: Any = _Prepend(head, f)
+    if _seekable(f):
+        f.seek(-len(head), 1)
+        raw: Any = f
+    else:
+        raw = _Prepend(head, f)
     if head.startswith(b"\x1f\x8b"):
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     if head.startswith(b"BZh"):
@@ -155,15 +171,16 @@ def _members(
             continue  # longlink / global headers: ignored
         long_name, pax = None, {}
         if info.type in _FILE_TYPES:
+            member: bytes | None = None
             if read:
-                data = _read_exact(f, size)
-                ok = len(data) == size and _skip(f, padded - size) == padded - size
+                member = _read_exact(f, size)
+                ok = len(member) == size and _skip(f, padded - size) == padded - size
             else:
-                data, ok = None, _skip(f, padded) == padded
+                ok = _skip(f, padded) == padded
             if not ok:
                 raise ShardError(f"truncated member {name!r} in shard {url!r}")
             state["last"] = name
-            yield name, data
+            yield name, member
         elif _skip(f, padded) != padded:  # directories, links, devices: skipped
             raise ShardError(f"truncated member {name!r} in shard {url!r}")
 

@@ -19,6 +19,7 @@ from shard_files import sample_members, write_jsonl, write_tar, write_tar_shards
 
 import dataforge
 from dataforge.datasets.shards import ShardError, expand_braces, expand_urls, from_shards
+from dataforge.datasets.tar_stream import iter_samples
 
 
 def keys(ds) -> list[str]:
@@ -250,3 +251,26 @@ def test_dataloader_two_workers(shards) -> None:
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=list, timeout=60)
     seen = [k for batch in loader for k in batch]
     assert Counter(seen) == Counter(all_keys)
+
+
+class _ReadOnly:
+    """A stream without seek (like an HTTP response)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._f = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(n)
+
+
+@pytest.mark.parametrize("variant", ["cut_in_data", "cut_at_boundary", "bad_header", "garbage", "bad_gzip"])
+@pytest.mark.parametrize("read", [True, False], ids=["read", "count"])
+def test_corrupt_tar_detected_in_unseekable_streams(tmp_path, variant, read) -> None:
+    path, n_ok, _ = _corrupt_variants(tmp_path)[variant]
+    got = []
+    with pytest.raises(ShardError, match="in shard|cannot read shard"):
+        for s in iter_samples(_ReadOnly(Path(path).read_bytes()), path, read=read):
+            got.append(s["__key__"])
+    assert got == [f"k{i}" for i in range(n_ok)]
+    good = Path(write_tar(tmp_path / "ok.tar", sample_members(["a", "b"]))).read_bytes()
+    assert [s["__key__"] for s in iter_samples(_ReadOnly(good), "ok", read=read)] == ["a", "b"]

@@ -48,6 +48,11 @@ def test_stream_tar_shards_over_http(served) -> None:
     assert len(parts[0]) == len(parts[1]) == 7 and set(parts[0] + parts[1]) == set(all_keys)
 
 
+def test_glob_over_http(served) -> None:
+    base, _, all_keys = served
+    assert [x["__key__"] for x in from_shards(f"{base}/shard-*.tar")] == all_keys
+
+
 def test_jsonl_over_http(served) -> None:
     base, root, _ = served
     rows = [{"i": i} for i in range(4)]
