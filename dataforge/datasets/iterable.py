@@ -153,7 +153,8 @@ class IterDataset(torch.utils.data.IterableDataset, Generic[T]):
         of ``k`` takes items ``c, c + k, ...``), so each is seen once per epoch.
 
         Args:
-            source: iterated afresh on every pass; a callable is called to get an iterable.
+            source: iterated afresh on every pass (so not a generator object); a
+                callable is called to get a fresh iterable each time.
             equalize: ``"pad"``/``"drop"`` to give every rank the same count (needs
                 ``len(source)`` or one counting pass), see ``from_shards``.
             num_replicas: world size; default from ``torch.distributed`` or 1.
@@ -168,6 +169,11 @@ class IterDataset(torch.utils.data.IterableDataset, Generic[T]):
         if not callable(source) and not isinstance(source, Iterable):
             raise TypeError(
                 f"source must be an iterable or a callable returning one, got {type(source).__name__}"
+            )
+        if isinstance(source, Iterator):
+            raise TypeError(
+                f"source must be re-iterable, got a one-shot {type(source).__name__} that would be "
+                "empty from the second epoch on; pass a list or a function returning a fresh iterator"
             )
         counts = [len(source)] if isinstance(source, Sized) and not callable(source) else None
         return ShardedSource(

@@ -96,6 +96,8 @@ def test_from_iterable_factory_and_split() -> None:
     assert sorted(sum(parts, [])) == list(range(7))
     with pytest.raises(TypeError, match="source"):
         IterDataset.from_iterable(5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="re-iterable"):
+        IterDataset.from_iterable(x for x in range(3))
 
 
 @pytest.mark.parametrize(

@@ -233,10 +233,15 @@ def test_shuffle_shards_per_epoch(tmp_path) -> None:
     assert keys(ds) == e0
 
 
-def test_resume(shards) -> None:
+@pytest.mark.parametrize(
+    "kw", [{}, {"equalize": "pad", "num_replicas": 2, "rank": 1}], ids=["plain", "equalize"]
+)
+def test_resume(shards, kw) -> None:
     root, _ = shards
     pattern = os.path.join(root, "*.tar")
-    run_test_save_load_state(lambda: from_shards(pattern, shuffle_shards=True).shuffle(3).map(get_key), epochs=2)
+    run_test_save_load_state(
+        lambda: from_shards(pattern, shuffle_shards=True, **kw).shuffle(3).map(get_key), epochs=2
+    )
 
 
 def test_remote_needs_fsspec(monkeypatch) -> None:
