@@ -141,7 +141,10 @@ def collate_numpy_arrays(samples: list[Any], ctx: CollateContext) -> torch.Tenso
 
 def _numbers(samples: list[Any], ctx: CollateContext, dtype: torch.dtype | None) -> torch.Tensor:
     try:
-        return torch.tensor(samples, dtype=dtype)
+        out = torch.tensor(samples, dtype=dtype)
+        # small tensors: moving them to shared memory here costs what the worker's
+        # pickler would pay anyway, and every tensor of a worker batch is then shared
+        return out.share_memory_() if ctx.shared else out
     except (TypeError, ValueError, RuntimeError) as exc:
         i = _first_mismatch(samples, (int, float, bool, np.number, np.bool_))
         if i >= 0:
@@ -162,7 +165,8 @@ def collate_floats(samples: list[Any], ctx: CollateContext) -> torch.Tensor:
 def collate_numpy_scalars(samples: list[Any], ctx: CollateContext) -> torch.Tensor:
     """Numpy scalars -> a tensor of their dtype."""
     try:
-        return torch.as_tensor(np.asarray(samples))
+        out = torch.as_tensor(np.asarray(samples))
+        return out.share_memory_() if ctx.shared else out
     except (TypeError, ValueError, RuntimeError) as exc:
         i = _first_mismatch(samples, (np.number, np.bool_))
         raise _type_error(samples, max(i, 0), ctx.path) from exc

@@ -346,7 +346,9 @@ class PadCollate:
                 arr = np.asarray(v)
                 if arr.dtype.kind not in "biuf":
                     raise TypeError(f"dtype {arr.dtype}")
-                tensors.append(torch.from_numpy(np.ascontiguousarray(arr)))
+                if not (arr.flags.c_contiguous and arr.flags.writeable):
+                    arr = arr.copy()
+                tensors.append(torch.from_numpy(arr))
             except (TypeError, ValueError) as exc:
                 raise TypeError(
                     f"{path}: sample {i} ({describe(v)}) is not numeric or not rectangular "
