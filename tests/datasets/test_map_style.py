@@ -7,6 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 import dataforge
@@ -363,3 +365,31 @@ def test_pipeline_in_multiworker_loader() -> None:
     got = torch.cat(list(loader)).tolist()
     assert got == [int(x) for x in items(pipe)]
     assert len(pipe.labels) == len(pipe)
+
+
+@given(
+    n=st.integers(0, 60),
+    weights=st.lists(st.integers(0, 5), min_size=1, max_size=4).filter(lambda w: sum(w) > 0),
+    num_classes=st.integers(1, 4),
+    seed=st.integers(0, 2**31),
+    stratify=st.booleans(),
+)
+def test_split_property(n: int, weights: list[int], num_classes: int, seed: int, stratify: bool) -> None:
+    fractions = [w / sum(weights) for w in weights]
+    labels = [(i * 7 + seed) % num_classes for i in range(n)]
+    ds = dataforge.from_sequence(list(range(n)), labels=labels)
+    parts = ds.split(fractions, seed=seed, stratify=stratify)
+    got = [items(p) for p in parts]
+    assert sorted(x for g in got for x in g) == list(range(n))  # a partition
+    assert got == [items(p) for p in ds.split(fractions, seed=seed, stratify=stratify)]
+    slack = num_classes * len(fractions) if stratify else 1  # rounding + "every class in every part"
+    for g, f in zip(got, fractions):
+        assert abs(len(g) - f * n) <= slack + 1e-9
+        if f == 0:
+            assert g == []
+    if stratify:
+        for c in range(num_classes):
+            members = labels.count(c)
+            positive = sum(f > 0 for f in fractions)
+            if members >= positive:
+                assert all(c in p.labels.tolist() for p, f in zip(parts, fractions) if f > 0)
