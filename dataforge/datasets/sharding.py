@@ -7,8 +7,10 @@ for any world; :class:`ShardedSource` applies them to a list of shards.
 
 NOTE [split]: by shard when there are at least as many shards as consumers
 (consumer ``c`` reads shards ``order[c::C]``, each shard opened once overall),
-else by sample (every consumer reads the whole concatenated stream and keeps
-items ``c, c + C, ...``). Either way every sample is seen exactly once per epoch.
+else by sample (every consumer walks the whole concatenated stream and keeps
+items ``c, c + C, ...``; readers skip the others' items without decoding them,
+``from_shards`` even seeks over their tar members in local files). Either way
+every sample is seen exactly once per epoch.
 
 NOTE [equalize per worker slot]: DDP hangs when ranks run different numbers of
 steps, and a DataLoader batches each worker's items separately, so equal sample
@@ -229,10 +231,21 @@ class ShardedSource(IterDataset[T]):
         return self._equalized(p)
 
     def _stream(self, p: ConsumerPlan) -> Iterator[T]:
-        items = itertools.chain.from_iterable(self._open_shard(self.shards[s]) for s in p.shards)
-        if p.stride == 1:
-            return items
-        return itertools.islice(items, p.offset, None, p.stride)
+        keep = None
+        if p.stride > 1:
+            index = itertools.count()
+
+            def keep() -> bool:
+                return next(index) % p.stride == p.offset
+
+        return itertools.chain.from_iterable(self._open(self.shards[s], keep) for s in p.shards)
+
+    def _open(self, shard: Any, keep: Callable[[], bool] | None) -> Iterable[T]:
+        """Items of one shard; ``keep()`` (when given) is asked once per item, in stream
+        order, whether this consumer keeps it. Readers override this to skip the data
+        of rejected items instead of decoding it (see ``ShardDataset``)."""
+        items = self._open_shard(shard)
+        return items if keep is None else (x for x in items if keep())
 
     def _equalized(self, p: ConsumerPlan) -> Iterator[T]:
         target = p.target or 0

@@ -29,7 +29,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Literal
 
 from dataforge.datasets.sharding import ShardedSource
@@ -198,24 +198,27 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
             if self.on_error == "warn":
                 warnings.warn(f"skipped: {msg}", RuntimeWarning, stacklevel=3)
 
-    def _read(self, url: str) -> Iterator[Any]:
+    def _open(self, shard: Any, keep: Callable[[], bool] | None) -> Iterator[Any]:
+        return self._read(shard, keep)
+
+    def _read(self, url: str, keep: Callable[[], bool] | None = None) -> Iterator[Any]:
         try:
             with open_url(url) as f:
                 if self.format == "tar":
-                    yield from iter_samples(f, url, read=not self._counting)
+                    yield from iter_samples(f, url, read=not self._counting, keep=keep)
                 else:
-                    yield from self._jsonl(f, url)
+                    yield from self._jsonl(f, url, keep)
         except ShardError as e:
             self._fail(str(e), "skipped_shards")
         except (OSError, EOFError) as e:
             self._fail(f"cannot read shard {url!r}: {type(e).__name__}: {e}", "skipped_shards")
 
-    def _jsonl(self, f: IO[bytes], url: str) -> Iterator[Any]:
+    def _jsonl(self, f: IO[bytes], url: str, keep: Callable[[], bool] | None) -> Iterator[Any]:
         if url.split("?", 1)[0].lower().endswith(".gz"):
             f = gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[assignment]
         for lineno, raw in enumerate(_lines(f), 1):
-            if not raw.strip():
-                continue
+            if not raw.strip() or (keep is not None and not keep()):
+                continue  # blank, or another consumer's line (not even parsed)
             try:
                 obj = json.loads(raw)
             except ValueError as e:  # JSONDecodeError and UnicodeDecodeError

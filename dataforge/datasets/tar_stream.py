@@ -19,7 +19,7 @@ import lzma
 import re
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 BLOCK = 512
@@ -126,8 +126,13 @@ def _pax_records(data: bytes, where: str) -> dict[str, str]:
     return out
 
 
-def iter_members(f: IO[bytes], url: str, *, read: bool = True) -> Iterator[tuple[str, bytes | None]]:
-    """Yield ``(name, data)`` of each regular file member (``data`` None when not ``read``).
+def iter_members(
+    f: IO[bytes], url: str, *, read: bool | Callable[[str], bool] = True
+) -> Iterator[tuple[str, bytes | None]]:
+    """Yield ``(name, data)`` of each regular file member.
+
+    ``data`` is None when not ``read``; ``read`` may be a ``name -> bool`` callback,
+    asked before each member's data is read (skipped data of local files is seeked over).
 
     Raises:
         ShardError: naming ``url`` and the member, on any truncation or corruption.
@@ -142,7 +147,7 @@ def iter_members(f: IO[bytes], url: str, *, read: bool = True) -> Iterator[tuple
 
 
 def _members(
-    f: IO[bytes], url: str, read: bool, state: dict[str, str]
+    f: IO[bytes], url: str, read: bool | Callable[[str], bool], state: dict[str, str]
 ) -> Iterator[tuple[str, bytes | None]]:
     long_name: str | None = None
     pax: dict[str, str] = {}
@@ -172,7 +177,7 @@ def _members(
         long_name, pax = None, {}
         if info.type in _FILE_TYPES:
             member: bytes | None = None
-            if read:
+            if read is True or (read is not False and read(name)):
                 member = _read_exact(f, size)
                 ok = len(member) == size and _skip(f, padded - size) == padded - size
             else:
@@ -185,25 +190,42 @@ def _members(
             raise ShardError(f"truncated member {name!r} in shard {url!r}")
 
 
-def iter_samples(f: IO[bytes], url: str, *, read: bool = True) -> Iterator[dict[str, Any]]:
+def iter_samples(
+    f: IO[bytes], url: str, *, read: bool = True, keep: Callable[[], bool] | None = None
+) -> Iterator[dict[str, Any]]:
     """Group consecutive members with the same key into webdataset samples.
 
     Each sample is ``{"__key__": key, "__url__": url, "<ext>": bytes, ...}``
     (``ext`` lower-cased; members without an extension are ignored). A sample cut
-    by an error is not yielded.
+    by an error is not yielded. ``keep``, when given, is called once per sample in
+    order, before its data is read: a sample it rejects is skipped without reading
+    its members (how a consumer that splits by sample passes over the others' samples).
     """
+    sel_key: str | None = None
+    sel_want = True
+
+    def want(name: str) -> bool:
+        nonlocal sel_key, sel_want
+        ke = split_key(name)
+        if ke is None:
+            return False
+        if ke[0] != sel_key:
+            sel_key, sel_want = ke[0], keep() if keep is not None else True
+        return read and sel_want
+
     current: dict[str, Any] | None = None
-    for name, data in iter_members(f, url, read=read):
+    wanted = True
+    for name, data in iter_members(f, url, read=want if keep is not None else read):
         ke = split_key(name)
         if ke is None:
             continue
         key, ext = ke
         if current is None or current["__key__"] != key:
-            if current is not None:
+            if current is not None and wanted:
                 yield current
-            current = {"__key__": key, "__url__": url}
+            current, wanted = {"__key__": key, "__url__": url}, keep is None or sel_want
         if ext in current:
             raise ShardError(f"duplicate member {name!r} (extension {ext!r}) in shard {url!r}")
         current[ext] = data
-    if current is not None:
+    if current is not None and wanted:
         yield current

@@ -279,3 +279,22 @@ def test_corrupt_tar_detected_in_unseekable_streams(tmp_path, variant, read) -> 
     assert got == [f"k{i}" for i in range(n_ok)]
     good = Path(write_tar(tmp_path / "ok.tar", sample_members(["a", "b"]))).read_bytes()
     assert [s["__key__"] for s in iter_samples(_ReadOnly(good), "ok", read=read)] == ["a", "b"]
+
+
+def test_split_by_sample_skips_other_consumers_data(tmp_path, monkeypatch) -> None:
+    from dataforge.datasets import tar_stream
+
+    path = write_tar(tmp_path / "one.tar", [(f"k{i}.bin", b"x" * (1000 + i)) for i in range(6)])
+    requested = []
+    real = tar_stream._read_exact
+    monkeypatch.setattr(tar_stream, "_read_exact", lambda f, n: requested.append(n) or real(f, n))
+    ds = from_shards(path, num_replicas=3, rank=1)  # 1 shard, 3 consumers: by sample
+    assert keys(ds) == ["k1", "k4"]
+    assert sorted(n for n in requested if n >= 1000) == [1001, 1004]  # only its own members read
+
+
+def test_split_by_sample_bad_line_reported_once(tmp_path) -> None:
+    path = write_jsonl(tmp_path / "bad.jsonl", [0, 1], extra_lines=("{oops", "3"))
+    parts = [from_shards(path, num_replicas=2, rank=r, on_error="skip") for r in range(2)]
+    assert [list(d) for d in parts] == [[0], [1, 3]]
+    assert [d.errors["skipped_lines"] for d in parts] == [1, 0]  # only the owner parsed it
