@@ -56,7 +56,8 @@ class StringStorage(Sequence[str]):
         lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
         offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        self._data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        blob = b"".join(encoded)
+        self._data = np.frombuffer(blob, dtype=np.uint8) if blob else np.zeros(0, dtype=np.uint8)
         self._offsets = offsets
         self._prefix = prefix
 
