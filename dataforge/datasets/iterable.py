@@ -16,6 +16,10 @@ makes the next ``iter()`` skip the items already yielded. Exact for any chain of
 ops, at the cost of re-reading the skipped items. Under DataLoader workers each
 worker iterates its own copy: the counts of the main-process object are then
 not the workers' (a loader-level state must count batches per worker).
+
+NOTE [epochs and workers]: call ``set_epoch`` before ``iter(loader)``: workers get
+a copy of the dataset when they start, so with ``persistent_workers=True`` they
+keep the epoch they started with (shard order and shuffle would then repeat).
 """
 
 from __future__ import annotations
