@@ -248,7 +248,6 @@ def measure(
         raise BenchError(f"seconds must be a positive number, got {seconds!r}")
     if min_warmup_batches is None:
         min_warmup_batches = 2 * max(workers, 1)  # what a default prefetch queue holds
-    gc.collect()
     with _MemorySampler(mem_interval) as mem:
         t0 = time.perf_counter()
         src = _Batches(arm)
@@ -280,7 +279,7 @@ def measure(
         passes=src.passes,
     )
     src.close()
-    gc.collect()
+    gc.collect()  # loaders in reference cycles: their workers must be gone before the next run
     return stats
 
 

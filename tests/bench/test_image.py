@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dataforge.bench import image
+from dataforge.bench.data import check_image_folder
+from dataforge.bench.report import validate_result
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def arms(tiny_images):
+    items = check_image_folder(tiny_images)
+    return image.make_arms(str(tiny_images), items, size=32, batch_size=4, device=CPU)
+
+
+def test_arm_names(arms):
+    assert [a.name for a in arms] == ["stock", "stock-tuned", "dataforge-process", "dataforge-thread",
+                                      "torchdata-nodes"]
+    assert [a.pipeline for a in arms] == ["stock"] + ["dataforge"] * 4
+
+
+def test_every_arm_yields_normalized_float_batches_of_the_same_shape(arms):
+    for arm in arms:
+        if arm.absent:
+            continue
+        batch = next(iter(arm.make(0)))
+        x = image._images(batch)
+        assert x.dtype == torch.float32 and tuple(x.shape) == (4, 3, 32, 32), arm.name
+        assert x.min() < 0 < x.max(), f"{arm.name}: not normalized"
+        assert arm.consume(batch) == {"samples": 4.0}
+
+
+def test_threaded_peers_with_one_worker(arms):
+    for arm in arms:
+        if arm.absent or arm.name not in ("dataforge-thread", "torchdata-nodes"):
+            continue
+        it = iter(arm.make(1))
+        assert arm.consume(next(it)) == {"samples": 4.0}
+
+
+def test_consumer_refuses_unfinished_batches():
+    consume = image._consumer(CPU)
+    with pytest.raises(RuntimeError, match="expected a float NCHW batch"):
+        consume({"image": torch.zeros(2, 3, 8, 8, dtype=torch.uint8)})
+    with pytest.raises(RuntimeError, match="expected a float NCHW batch"):
+        consume((torch.zeros(3, 8, 8), 0))
+
+
+def test_stock_pipeline_is_the_tutorial_one(tiny_images):
+    ds = image.StockImageDataset(check_image_folder(tiny_images), 32)
+    x, label = ds[0]
+    assert x.dtype == torch.float32 and x.shape == (3, 32, 32) and label == 0
+    names = [type(t).__name__ for t in ds.transform.transforms]
+    assert names == ["ToImage", "RandomResizedCrop", "RandomHorizontalFlip", "ToDtype", "Normalize"]
+
+
+def test_limit_per_sample(tiny_images, arms):
+    from dataforge.datasets.image_folder import ImageFolder
+    from dataforge.transforms.image import train_transforms
+
+    items = check_image_folder(tiny_images)
+    limit = image.measure_limit(image.StockImageDataset(items, 32).__getitem__,
+                                ImageFolder(tiny_images, transform=train_transforms(32)).__getitem__,
+                                len(items), batch_size=4, device=CPU, repeats=1, min_seconds=0.02)
+    assert set(limit) == {"stock", "dataforge"} and all(0 < v < 1 for v in limit.values())
+    assert torch.get_num_threads() >= 1
+
+
+def test_run_small(tiny_images, tmp_path):
+    r = image.run(data=str(tiny_images), workers=[0], seconds=0.05, repeats=1, image_size=32,
+                  batch_size=4, warmup=0.0, out=str(tmp_path))
+    validate_result(r, "image")
+    assert r["config"]["num_samples"] == 12 and r["config"]["workers"] == [0]
+    ok = [a for a in r["arms"] if a["status"] == "ok"]
+    assert {a["arm"] for a in ok} >= {"stock", "stock-tuned"}
+    assert all(a["ratio_to_stock"] > 0 and a["fraction_of_limit"] > 0 for a in ok)
+    if r.get("plot"):
+        assert (tmp_path / "image.png").stat().st_size > 1000
+    assert "stock-tuned" in image.format_table(r)
