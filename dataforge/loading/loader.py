@@ -33,6 +33,7 @@ import multiprocessing
 import signal
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -80,13 +81,19 @@ class _Keys:
     """The DataLoader's ``sampler``: each ``iter()`` yields the keys the loader prepared."""
 
     def __init__(self, loader: Loader) -> None:
-        self.loader = loader
+        self.loader = weakref.ref(loader)  # NOTE: no cycle, so `del loader` ends workers at once
+
+    def _get(self) -> Loader:
+        loader = self.loader()
+        if loader is None:
+            raise RuntimeError("the Loader of this DataLoader was deleted")
+        return loader
 
     def __iter__(self) -> Iterator[BatchKey]:
-        return self.loader._take_keys()
+        return self._get()._take_keys()
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return len(self._get())
 
 
 class _WorkerInit:
@@ -126,6 +133,14 @@ def _dead_workers(raw: Any) -> str:
 
 def _shutdown(raw: Any, *, kill: bool = False) -> None:
     if kill:
+        # NOTE: unregister the workers from torch's SIGCHLD handler first, or killing them
+        # raises "worker killed by signal" from the handler in the middle of our cleanup
+        with contextlib.suppress(Exception):
+            from torch.utils.data._utils import signal_handling
+
+            if getattr(raw, "_worker_pids_set", False):
+                signal_handling._remove_worker_pids(id(raw))
+                raw._worker_pids_set = False
         for w in getattr(raw, "_workers", []) or []:
             if w.is_alive():
                 w.kill()
@@ -152,10 +167,10 @@ class _LoaderIterator(Iterator[Any]):
             except StopIteration:
                 loader._stats.record(time.perf_counter() - t0, 0, batch=False)
                 self.close()
-                if loader._active is self:
+                if loader._active is not None and loader._active() is self:
                     loader._end_epoch()
                 raise
-            except RuntimeError as exc:
+            except (RuntimeError, OSError, EOFError) as exc:
                 self._fatal(exc)
                 raise
             loader._receive(meta)
@@ -163,21 +178,41 @@ class _LoaderIterator(Iterator[Any]):
                 loader._stats.record(time.perf_counter() - t0, meta[1])
                 return batch
 
-    def _fatal(self, exc: RuntimeError) -> None:
+    def _crashed(self, exc: BaseException) -> bool:
         msg = str(exc)
-        if "DataLoader worker (pid" in msg or "DataLoader timed out" in msg:
-            loader = self.loader
-            dead = _dead_workers(self.raw)
-            what = f"worker process(es) died: {dead}" if dead else "a worker did not answer"
-            if "timed out" in msg:
-                what = f"timed out after timeout={loader.timeout} s waiting for a worker"
-            self.close(kill=True)
-            raise RuntimeError(
-                f"dataforge.Loader: {what} while loading batch {loader._yielded} of epoch "
-                f"{loader._epoch} ({msg.strip()}); the workers were stopped. Check the dataset's "
-                "__getitem__ (crashes, memory, hangs) or run with num_workers=0 to debug"
-            ) from exc
-        self.close()
+        if isinstance(exc, RuntimeError):
+            return "DataLoader worker (pid" in msg or "DataLoader timed out" in msg
+        if not getattr(self.raw, "_workers", None) or msg.startswith("Caught "):
+            return False  # a user's OSError re-raised by torch starts with "Caught ..."
+        # NOTE: a worker dying mid-send surfaces as ConnectionResetError / EOFError while the
+        # main process rebuilds its tensors; give the OS a moment to report the death
+        deadline = time.perf_counter() + 2.0
+        try:
+            while time.perf_counter() < deadline:
+                if _dead_workers(self.raw):
+                    return True
+                time.sleep(0.02)
+        except RuntimeError:  # torch's SIGCHLD handler reporting the death
+            return True
+        return False
+
+    def _fatal(self, exc: BaseException) -> None:
+        if not self._crashed(exc):
+            self.close()
+            return
+        loader = self.loader
+        msg = str(exc)
+        dead = _dead_workers(self.raw)
+        what = f"worker process(es) died: {dead}" if dead else "a worker did not answer"
+        if "DataLoader timed out" in msg:
+            what = f"timed out after timeout={loader.timeout} s waiting for a worker"
+        self.close(kill=True)
+        raise RuntimeError(
+            f"dataforge.Loader: {what} while loading batch {loader._yielded} of epoch "
+            f"{loader._epoch} ({type(exc).__name__}: {msg.strip()}); the workers were stopped. "
+            "Check the dataset's __getitem__ (crashes, memory, hangs) or run with num_workers=0 "
+            "to debug"
+        ) from exc
 
     def close(self, *, kill: bool = False) -> None:
         if self.done:
@@ -337,7 +372,7 @@ class Loader:
         self._sampler_states: dict[int, dict[str, Any]] = {}
         self._resume: tuple[int, dict[str, Any] | None] | None = None
         self._pending_keys: Iterator[BatchKey] | None = None
-        self._active: _LoaderIterator | None = None
+        self._active: weakref.ref[_LoaderIterator] | None = None
 
     # -- iteration -----------------------------------------------------------------
 
@@ -355,15 +390,8 @@ class Loader:
             raise RuntimeError("Loader keys requested outside Loader.__iter__; iterate the Loader itself")
         return keys
 
-    def _make_keys(self, epoch: int, skip: int, sampler_state: dict[str, Any] | None) -> Iterator[BatchKey]:
-        for b, (indices, state) in enumerate(self._plan.batches(epoch, skip, sampler_state), start=skip):
-            if state is not None:
-                self._sampler_states[b] = state
-            yield BatchKey(epoch, b, indices)
-
     def __iter__(self) -> Iterator[Any]:
-        if self._active is not None:
-            self._active.close()
+        self._close_active()
         self._stats.start()  # NOTE: time to first batch includes worker start-up
         t_iter = time.perf_counter()
         epoch = self._epoch
@@ -374,7 +402,7 @@ class Loader:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
         self._worker_init.epoch = epoch
-        keys = self._make_keys(epoch, skip, sampler_state)
+        keys = _make_keys(self._plan, self._sampler_states, epoch, skip, sampler_state)
         raw: Any
         if self._dataloader is not None:
             self._pending_keys = keys
@@ -395,7 +423,7 @@ class Loader:
                 )
             source = prefetch_pairs(source, self._transfer, self.depth)
         it = _LoaderIterator(self, raw, source)
-        self._active = it
+        self._active = weakref.ref(it)
         self._stats.record(time.perf_counter() - t_iter, 0, batch=False)  # worker start-up
         return it
 
@@ -411,6 +439,12 @@ class Loader:
                 self.on_error, f.index, worker, self._epoch, f.exc_type, f.message,
             )
             self._stats.failures.append(f)
+
+    def _close_active(self) -> None:
+        it = self._active() if self._active is not None else None
+        if it is not None:
+            it.close()
+        self._active = None
 
     def _end_epoch(self) -> None:
         self._active = None
@@ -465,9 +499,7 @@ class Loader:
                 "loader state has a sampler_state but this loader's sampler has no "
                 "load_state_dict; build the loader with the same sampler as when saving"
             )
-        if self._active is not None:
-            self._active.close()
-            self._active = None
+        self._close_active()
         self._epoch = epoch
         self._yielded = k
         self._resume = (k, sampler_state)
@@ -493,14 +525,12 @@ class Loader:
 
     # -- lifetime ------------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, *, kill: bool = False) -> None:
         """Stop the current pass and every worker (persistent ones too)."""
-        if self._active is not None:
-            self._active.close()
-            self._active = None
+        self._close_active()
         dl = self._dataloader
         if dl is not None and getattr(dl, "_iterator", None) is not None:
-            _shutdown(dl._iterator)
+            _shutdown(dl._iterator, kill=kill)
             dl._iterator = None
 
     def __enter__(self) -> Loader:
@@ -510,8 +540,10 @@ class Loader:
         self.close()
 
     def __del__(self) -> None:
+        # NOTE: when a reference cycle is collected, torch's queues may be finalised before
+        # us and a polite shutdown would wait 5 s per worker; the workers are garbage: kill
         with contextlib.suppress(Exception):
-            self.close()
+            self.close(kill=True)
 
     def __repr__(self) -> str:
         return (
@@ -523,6 +555,20 @@ class Loader:
 
 def _fetched(raw: Iterator[Any]) -> Iterator[Fetched]:
     yield from raw
+
+
+def _make_keys(
+    plan: BatchPlan,
+    sampler_states: dict[int, dict[str, Any]],
+    epoch: int,
+    skip: int,
+    sampler_state: dict[str, Any] | None,
+) -> Iterator[BatchKey]:
+    # a module-level generator: it must not reference the Loader (see _Keys)
+    for b, (indices, state) in enumerate(plan.batches(epoch, skip, sampler_state), start=skip):
+        if state is not None:
+            sampler_states[b] = state
+        yield BatchKey(epoch, b, indices)
 
 
 def build_loader(dataset: Any, batch_size: int | None = None, **kwargs: Any) -> Loader:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 
 import numpy as np
@@ -74,7 +75,9 @@ class Crashing(Dataset):
         return self.n
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        if i == self.at and torch.utils.data.get_worker_info() is not None:
+        in_worker = torch.utils.data.get_worker_info() is not None
+        in_thread = threading.current_thread().name.startswith("dataforge-fetch")
+        if i == self.at and (in_worker or (in_thread and self.how == "hang")):
             if self.how == "segv":
                 os.kill(os.getpid(), signal.SIGSEGV)
             elif self.how == "kill":

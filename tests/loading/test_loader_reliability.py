@@ -1,0 +1,80 @@
+"""Worker crashes, hangs and early exits, each in a subprocess with a hard timeout."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "loading_crash_script.py")
+
+
+SCENARIOS = [  # the thread hang last: its hung daemon thread cannot be stopped
+    "break:process:1", "break:process:0", "break:thread:0",
+    "segv:process:1", "kill:process:1", "hang:process:0", "hang:thread:0",
+]
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, dict]:
+    # NOTE: one fresh interpreter runs every scenario (torch is imported once); the hard
+    # timeout turns any hang into a failure instead of a stuck CI job
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, *SCENARIOS], capture_output=True, text=True, timeout=150,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(SCRIPT))),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = {}
+    for line in proc.stdout.strip().splitlines():
+        if line.startswith("{"):
+            item = json.loads(line)
+            out[item["spec"]] = item
+    return out
+
+
+def _get(results: dict[str, dict], spec: str) -> dict:
+    out = results[spec]
+    for pid in out.get("pids", []):  # no orphans once the scenario's process is gone
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    return out
+
+
+@pytest.mark.parametrize("how", ["segv", "kill"])
+def test_worker_death_gives_a_clear_error_naming_the_worker(results, how: str) -> None:
+    out = _get(results, f"{how}:process:1")
+    assert out["type"] == "RuntimeError"
+    assert out["seconds"] < 10, out
+    err = out["error"]
+    # NOTE: torch's SIGCHLD handler may raise its own "DataLoader worker (pid N) is killed by
+    # signal" wherever the main thread is (e.g. in the loop body): it names the worker too
+    assert re.search(r"worker process\(es\) died: worker \d \(pid \d+|DataLoader worker \(pid", err), err
+    if "died:" in err:
+        assert ("SIGSEGV" if how == "segv" else "SIGKILL") in err
+    assert out["gone_after"] is not None, "workers still alive 5 s after the error"
+
+
+def test_hung_getitem_times_out(results) -> None:
+    out = _get(results, "hang:process:0")
+    assert out["type"] == "RuntimeError" and "timed out" in out["error"], out
+    assert out["seconds"] < 5, out
+    assert out["gone_after"] is not None
+
+
+def test_hung_getitem_times_out_in_the_thread_engine(results) -> None:
+    out = _get(results, "hang:thread:0")
+    assert out["type"] == "RuntimeError" and "timed out" in out["error"], out
+    assert out["seconds"] < 5, out
+
+
+@pytest.mark.parametrize(("engine", "persistent"), [("process", "1"), ("process", "0"), ("thread", "0")])
+def test_breaking_early_and_deleting_ends_workers(results, engine: str, persistent: str) -> None:
+    out = _get(results, f"break:{engine}:{persistent}")
+    if engine == "process":
+        assert len(out["pids"]) == 2
+        assert out["gone_after"] is not None and out["seconds"] < 5, out
+    assert out["threads_after"] == 0, out
