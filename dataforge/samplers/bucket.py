@@ -141,9 +141,12 @@ class BucketBatchSampler(EpochSampler[list[int]]):
             )
         self._balancer: ClassBalancedSampler | None = None
         if balance is not None:
-            self._balancer = ClassBalancedSampler(
-                labels, strategy=balance, seed=seed, num_replicas=1, rank=0
-            )
+            try:
+                self._balancer = ClassBalancedSampler(
+                    labels, strategy=balance, seed=seed, num_replicas=1, rank=0
+                )
+            except ValueError as e:  # name the argument as the caller spelled it
+                raise ValueError(f"balance={balance!r} / labels: {e}") from e
             if self._balancer.num_labels != len(self.lengths):
                 raise ValueError(
                     f"labels has {self._balancer.num_labels} entries but lengths has "

@@ -1,0 +1,139 @@
+"""BucketBatchSampler: budgets, padding efficiency, balance, ranks, resume, errors."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from helpers import run_test_save_load_state
+
+from dataforge.samplers import BucketBatchSampler, ClassBalancedSampler
+from dataforge.samplers.functional import padding_efficiency
+
+RNG = np.random.default_rng(0)
+LOGNORMAL = np.maximum(1, RNG.lognormal(4.0, 0.8, 20_000).round()).astype(np.int64)
+SMALL = np.array([5, 1, 4, 2, 8, 1, 3, 3, 7, 2, 6, 9, 1, 4])
+
+
+def test_batch_size_partition_and_efficiency():
+    s = BucketBatchSampler(LOGNORMAL, batch_size=32, seed=0)
+    batches = list(s)
+    assert len(batches) == len(s)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(LOGNORMAL)))  # each index exactly once
+    assert max(len(b) for b in batches) == 32
+    assert sum(len(b) < 32 for b in batches) <= len(s.bucket_boundaries) + 1
+    eff = padding_efficiency(LOGNORMAL, batches)
+    perm = np.random.default_rng(1).permutation(len(LOGNORMAL))
+    random_eff = padding_efficiency(LOGNORMAL, np.array_split(perm, len(perm) // 32))
+    assert eff >= 0.95 > random_eff
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_max_tokens_budget_holds(batch_size):
+    budget = 4096
+    s = BucketBatchSampler(LOGNORMAL, max_tokens=budget, batch_size=batch_size, seed=1, oversize="single")
+    batches = list(s)
+    assert sorted(i for b in batches for i in b) == list(range(len(LOGNORMAL)))
+    for b in batches:
+        longest = int(LOGNORMAL[b].max())
+        assert len(b) * longest <= budget or (len(b) == 1 and longest > budget)
+        assert batch_size is None or len(b) <= batch_size
+    assert padding_efficiency(LOGNORMAL, batches) >= 0.95
+
+
+def test_oversize_policies():
+    with pytest.raises(ValueError, match=r"lengths\[4\]=8 exceeds max_tokens=6.*oversize='single'"):
+        BucketBatchSampler(SMALL, max_tokens=6)
+    batches = list(BucketBatchSampler(SMALL, max_tokens=6, oversize="single", seed=0))
+    assert [4] in batches and [8] in batches and [11] in batches
+
+
+def test_explicit_boundaries_are_not_crossed():
+    bounds = [3, 6]
+    batches = list(BucketBatchSampler(SMALL, batch_size=3, bucket_boundaries=bounds, seed=2))
+    for b in batches:
+        assert len(set(np.searchsorted(bounds, SMALL[b], side="right").tolist())) == 1
+
+
+def test_shuffle_false_is_deterministic_and_epoch_changes_order():
+    a = list(BucketBatchSampler(SMALL, batch_size=4, shuffle=False))
+    b = BucketBatchSampler(SMALL, batch_size=4, shuffle=False, seed=9)
+    b.set_epoch(5)
+    assert a == list(b)
+    s = BucketBatchSampler(LOGNORMAL, batch_size=8, seed=0)
+    first = list(s)
+    assert first == list(s)
+    s.set_epoch(1)
+    assert first != list(s)
+
+
+def test_balance_uses_class_quotas():
+    labels = np.array([0] * 30 + [1] * 6)
+    lengths = np.arange(1, 37)
+    s = BucketBatchSampler(lengths, batch_size=4, labels=labels, balance="oversample", seed=3)
+    flat = [i for b in s for i in b]
+    assert Counter(labels[flat].tolist()) == {0: 30, 1: 30}
+    assert ClassBalancedSampler(labels).class_quotas() == {0: 30, 1: 30}
+
+
+@pytest.mark.parametrize("world", [2, 3, 5])
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("kw", [dict(batch_size=7), dict(max_tokens=300)])
+def test_ranks_same_batch_count_disjoint(world, drop_last, kw):
+    lengths = LOGNORMAL[:500].clip(max=300)
+    ref = list(BucketBatchSampler(lengths, seed=4, **kw))
+    shards = [
+        list(BucketBatchSampler(lengths, seed=4, num_replicas=world, rank=r, drop_last=drop_last, **kw))
+        for r in range(world)
+    ]
+    counts = {len(x) for x in shards}
+    assert len(counts) == 1
+    per = counts.pop()
+    assert per == (len(ref) // world if drop_last else -(-len(ref) // world))
+    flat = [b for g in zip(*shards) for b in g]
+    assert flat == (ref + ref)[: per * world]
+    real = [i for b in flat[: min(len(ref), per * world)] for i in b]
+    assert len(real) == len(set(real))  # disjoint apart from padding
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(batch_size=3), dict(max_tokens=12, num_replicas=2, rank=1), dict(batch_size=2, labels=SMALL % 3, balance="sqrt")],
+)
+def test_resume(kw):
+    run_test_save_load_state(lambda: BucketBatchSampler(SMALL, seed=5, **kw), epochs=2)
+
+
+class HasLengths:
+    lengths = [3, 1, 2]
+
+
+def test_length_sources():
+    assert sorted(i for b in BucketBatchSampler(HasLengths(), batch_size=2) for i in b) == [0, 1, 2]
+    assert len(BucketBatchSampler(np.array([2.0, 3.0]), batch_size=1)) == 2
+
+
+@pytest.mark.parametrize(
+    ("lengths", "kw", "match"),
+    [
+        ([1, 0, 2], dict(batch_size=2), r"lengths\[1\]=0"),
+        ([1, -3], dict(batch_size=2), r"lengths\[1\]=-3"),
+        ([1, 2.5], dict(batch_size=2), r"lengths\[1\]=2.5"),
+        (["a"], dict(batch_size=2), "positive ints"),
+        ([], dict(batch_size=2), "non-empty"),
+        ([1, 2], {}, "batch_size=, max_tokens="),
+        ([1, 2], dict(batch_size=0), "batch_size must be an int >= 1, got 0"),
+        ([1, 2], dict(max_tokens=-1), "max_tokens must be an int >= 1"),
+        ([1, 2], dict(batch_size=1, oversize="skip"), "oversize must be"),
+        ([1, 2], dict(batch_size=1, bucket_boundaries=[5, 3]), "strictly increasing"),
+        ([1, 2], dict(batch_size=1, bucket_boundaries=[0]), "positive ints"),
+        ([1, 2], dict(batch_size=1, labels=[0, 1]), "labels and balance go together"),
+        ([1, 2], dict(batch_size=1, labels=[0, 1, 1], balance="sqrt"), "labels has 3 entries"),
+        ([1, 2], dict(batch_size=1, labels=[0, 1], balance="nope"), "strategy must be one of"),
+    ],
+)
+def test_bad_input_errors(lengths, kw, match):
+    with pytest.raises(ValueError, match=match):
+        BucketBatchSampler(lengths, **kw)
