@@ -14,7 +14,7 @@ NOTE [device prefetch]: for each batch, in order:
    and every tensor of the batch gets ``record_stream(current)`` so the caching
    allocator does not reuse its memory while the consumer's stream still uses it.
 
-``depth`` batches are in flight at once (the one handed over plus ``depth - 1``).
+While the consumer holds one batch, the next ``depth`` are in flight.
 On a CPU (or any non-CUDA) device the same code runs without streams or pinning.
 
 NOTE [batch_transforms and keys]: ``batch_transforms`` is one callable or a list
@@ -81,6 +81,19 @@ def pin_batch(batch: Any) -> Any:
     return _map_tensors(batch, pin)
 
 
+def _item(batch: Any, key: Any) -> Any:
+    if not isinstance(batch, (Mapping, tuple, list)):
+        raise TypeError(
+            f"keys={key!r} needs a dict, tuple or list batch, got {type(batch).__name__}; "
+            "pass keys=None to transform the whole batch"
+        )
+    try:
+        return batch[key]
+    except (KeyError, IndexError, TypeError):
+        have = list(batch) if isinstance(batch, Mapping) else f"positions 0..{len(batch) - 1}"
+        raise KeyError(f"keys={key!r} is not in the batch (it has {have})") from None
+
+
 def _replace(batch: Any, key: Any, value: Any) -> Any:
     if isinstance(batch, Mapping):
         out = dict(batch)
@@ -142,7 +155,7 @@ class _Transfer:
                 batch = fn(batch)
             else:
                 for key in self.keys:
-                    batch = _replace(batch, key, fn(batch[key]))
+                    batch = _replace(batch, key, fn(_item(batch, key)))
         return batch
 
     def start(self, batch: Any) -> tuple[Any, Any]:
