@@ -284,6 +284,21 @@ class ChannelsLast(nn.Module):
         return x.contiguous(memory_format=torch.channels_last)
 
 
+class _FusedToFloatNormalize:
+    """``Normalize(ToFloat(x))`` in one buffer; reads the modules' current settings."""
+
+    def __init__(self, to_float: ToFloat, normalize: Normalize) -> None:
+        self.to_float = to_float
+        self.normalize = normalize
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _check_batch("ToFloat", x, want="uint8")
+        n = self.normalize
+        if x.shape[1] != n.mean.numel():
+            return n(self.to_float(x))  # let Normalize raise its channel-count error
+        return F.to_float_normalize(x, n.mean, n.std, self.to_float.dtype, self.to_float.scale)
+
+
 class Compose(nn.Module):
     """Apply batch transforms in order, passing one ``generator`` to the random ones.
 
@@ -307,10 +322,24 @@ class Compose(nn.Module):
                 raise TypeError(f"transforms[{i}] must be callable, got {type(t).__name__}")
         self.transforms = list(transforms)
         self._modules_list = nn.ModuleList([t for t in transforms if isinstance(t, nn.Module)])
-        self._takes = [accepts_generator(t) for t in self.transforms]
+        # NOTE [fused normalize]: ToFloat directly followed by Normalize runs as one
+        # op (functional.to_float_normalize); same result up to float rounding.
+        plan: list[Callable[..., torch.Tensor]] = []
+        i = 0
+        while i < len(self.transforms):
+            t = self.transforms[i]
+            nxt = self.transforms[i + 1] if i + 1 < len(self.transforms) else None
+            if type(t) is ToFloat and type(nxt) is Normalize:
+                plan.append(_FusedToFloatNormalize(t, nxt))
+                i += 2
+            else:
+                plan.append(t)
+                i += 1
+        self._plan = plan
+        self._takes = [accepts_generator(t) for t in plan]
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        for t, takes in zip(self.transforms, self._takes):
+        for t, takes in zip(self._plan, self._takes):
             x = t(x, generator=generator) if takes and generator is not None else t(x)
         return x
 

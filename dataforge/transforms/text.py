@@ -256,7 +256,10 @@ def train_tokenizer(
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
         trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=specials,
+            show_progress=False,
         )
     else:
         tok = tk.Tokenizer(models.BPE())
@@ -269,6 +272,7 @@ def train_tokenizer(
             min_frequency=min_frequency,
             special_tokens=specials,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
         )
     tok.train_from_iterator(iter(texts), trainer=trainer)
     if "[CLS]" in specials and "[SEP]" in specials:

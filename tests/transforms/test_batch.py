@@ -153,3 +153,18 @@ def test_cuda_generator_and_half_precision():
     y = t(x, generator=g)
     assert y.device.type == "cuda" and y.dtype == torch.float16
     assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_fused_to_float_normalize_equals_unfused(scale):
+    x = _batch()
+    fused = Compose([ToFloat(scale=scale), Normalize()])
+    unfused = Normalize()(ToFloat(scale=scale)(x))
+    torch.testing.assert_close(fused(x), unfused, atol=1e-5, rtol=1e-5)
+    with pytest.raises(TypeError, match="uint8"):
+        fused(x.float())
+    with pytest.raises(ValueError, match="1 channels"):
+        fused(x[:, :1])
+    half = Compose([ToFloat(dtype=torch.bfloat16), Normalize()])(x)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), unfused if scale else half.float(), atol=0.05, rtol=0.02)

@@ -56,3 +56,10 @@ def test_brightness_contrast_are_differentiable():
     assert x.grad is not None and x.grad.abs().sum() > 0
     z = F.hflip(x, torch.tensor([True, False, True, False]))
     assert z.requires_grad
+
+
+def test_fused_to_float_normalize_matches_torchvision():
+    x = _batch()
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    ref = torch.stack([TF.normalize(TF.to_dtype(s, torch.float32, scale=True), mean, std) for s in x])
+    torch.testing.assert_close(F.to_float_normalize(x, mean, std), ref, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,382 @@
+"""Transforms benchmark: per-core cost of the image and text per-sample pipelines.
+
+Image, samples/s on ONE core (single process, ``torch.set_num_threads(1)``), on
+the same generated JPEGs (300-500 px), in batches of ``batch_size``:
+
+- ``stock``: the torchvision tutorial pipeline per sample: PIL open + convert
+  RGB, v2 ``RandomResizedCrop(224)`` + ``RandomHorizontalFlip``, ``ToImage`` +
+  ``ToDtype(float32, scale=True)`` + ``Normalize``, then ``torch.stack``.
+- ``dataforge``: ``decode_image`` (torchvision.io) + uint8 ``train_transforms``
+  per sample, ``torch.stack`` of uint8, then batch ``ToFloat`` + ``Normalize``
+  (on ``device``; the stock float batch is moved there too).
+
+Both arms draw their crops from torch's global RNG, reseeded identically before
+each run, so they crop the same regions of the same images. Arms are
+interleaved, their order rotated each repeat; medians of the repeats are
+reported. Target: ``dataforge`` >= 1.8x ``stock``.
+
+Text, tokens/s over a second epoch (single process), same corpus, same
+tokenizer, same batches of shuffled indices:
+
+- ``per_sample``: tokenization in ``__getitem__`` (the torchtext-era pattern):
+  every epoch re-tokenizes every text, one call each.
+- ``packed``: ``tokenize_dataset`` once (batched; its one-off cost is reported
+  apart), then each epoch only slices ``PackedTokenDataset.__getitems__``.
+
+Example:
+    >>> r = run(quick=True, seconds=0.05, repeats=1, num_images=4, num_docs=50,
+    ...         batch_size=4)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dataforge.bench.common import BenchError, env_info, median
+
+__all__ = ["format_table", "run"]
+
+TARGET_SPEEDUP = 1.8
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+_QUICK = {"num_images": 64, "seconds": 0.5, "repeats": 3, "num_docs": 2000, "vocab_size": 2000}
+_FULL = {"num_images": 256, "seconds": 3.0, "repeats": 5, "num_docs": 20000, "vocab_size": 8000}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_window(
+    step: Callable[[Sequence[Any]], int], batches: Sequence[Sequence[Any]], seconds: float, seed: int
+) -> dict[str, float]:
+    """Run ``step`` over ``batches`` (cycling) for at least ``seconds`` (and one batch)."""
+    torch.manual_seed(seed)
+    n = 0
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for batch in itertools.cycle(batches):
+        n += step(batch)
+        if time.perf_counter() - t0 >= seconds:
+            break
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    return {"samples": n, "wall_s": wall, "samples_per_s": n / wall, "cpu_util": cpu / wall}
+
+
+def _interleaved(
+    arms: dict[str, Callable[[], dict[str, float]]],
+    repeats: int,
+    progress: Callable[[str], None] | None,
+) -> dict[str, list[dict[str, float]]]:
+    names = list(arms)
+    runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            runs[name].append(arms[name]())
+            if progress is not None:
+                progress(f"transforms: repeat {r + 1}/{repeats} {name}")
+    return runs
+
+
+def _image_part(
+    files: list[str],
+    *,
+    batch_size: int,
+    image_size: int,
+    seconds: float,
+    repeats: int,
+    device: torch.device,
+    progress: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from dataforge.transforms.batch import Compose, Normalize, ToFloat
+    from dataforge.transforms.decode import decode_image
+    from dataforge.transforms.image import train_transforms
+
+    tutorial = v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(MEAN, STD),
+        ]
+    )
+    preset = train_transforms(image_size)
+    on_device = Compose([ToFloat(), Normalize(MEAN, STD)]).to(device)
+    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    out_bytes: dict[str, int] = {}
+
+    def stock(paths: Sequence[str]) -> int:
+        x = torch.stack([tutorial(Image.open(p).convert("RGB")) for p in paths])
+        out_bytes["stock"] = x[0].nbytes
+        x = x.to(device)
+        _sync(device)
+        return len(paths)
+
+    def dataforge(paths: Sequence[str]) -> int:
+        u8 = torch.stack([preset(decode_image(p)) for p in paths])
+        out_bytes["dataforge"] = u8[0].nbytes
+        x = on_device(u8.to(device))
+        _sync(device)
+        return len(paths) if x.dtype == torch.float32 else 0
+
+    for step in (stock, dataforge):  # warm-up (allocators, lazy imports), excluded
+        step(batches[0])
+    # Run r of each arm uses seed r: both arms crop the same regions in a repeat.
+    seeds: dict[str, itertools.count] = {"stock": itertools.count(), "dataforge": itertools.count()}
+    arms = {
+        name: (lambda s=step, n=name: _time_window(s, batches, seconds, seed=next(seeds[n])))
+        for name, step in (("stock", stock), ("dataforge", dataforge))
+    }
+    runs = _interleaved(arms, repeats, progress)
+    labels = {
+        "stock": "PIL + v2 RandomResizedCrop/Flip + ToImage/ToDtype/Normalize per sample (float32)",
+        "dataforge": "torchvision.io decode + uint8 train_transforms per sample, batch ToFloat+Normalize",
+    }
+    result: dict[str, Any] = {"arms": {}}
+    for name, rs in runs.items():
+        result["arms"][name] = {
+            "label": labels[name],
+            "samples_per_s": median([r["samples_per_s"] for r in rs]),
+            "cpu_util": median([r["cpu_util"] for r in rs]),
+            "bytes_per_sample_out": out_bytes[name],
+            "runs": rs,
+        }
+    a, b = (result["arms"][k]["samples_per_s"] for k in ("stock", "dataforge"))
+    ratios = [rb["samples_per_s"] / ra["samples_per_s"] for ra, rb in zip(runs["stock"], runs["dataforge"])]
+    result.update(
+        speedup=b / a,
+        speedup_per_repeat=ratios,
+        target_speedup=TARGET_SPEEDUP,
+        meets_target=b / a >= TARGET_SPEEDUP,
+        num_images=len(files),
+    )
+    return result
+
+
+class _PerSampleTokenized(torch.utils.data.Dataset):
+    """The stock pattern: tokenize in ``__getitem__``, every epoch."""
+
+    def __init__(self, texts: Sequence[str], labels: np.ndarray | None, tokenize: Any) -> None:
+        self.texts, self.labels, self.tokenize = texts, labels, tokenize
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        ids = torch.tensor(self.tokenize(self.texts[index]), dtype=torch.int64)
+        if self.labels is None:
+            return {"input_ids": ids}
+        return {"input_ids": ids, "label": int(self.labels[index])}
+
+
+def _text_part(
+    path: str,
+    *,
+    batch_size: int,
+    repeats: int,
+    vocab_size: int,
+    progress: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    from dataforge.datasets.packed import tokenize_dataset
+    from dataforge.datasets.text import TextDataset
+    from dataforge.transforms.text import Tokenize, train_tokenizer
+
+    text_ds = TextDataset.from_jsonl(path)
+    texts = list(text_ds.texts)
+    t0 = time.perf_counter()
+    tok = Tokenize(train_tokenizer(texts, vocab_size=vocab_size), max_length=512)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    packed = tokenize_dataset(text_ds, tok)
+    tokenize_once_s = time.perf_counter() - t0
+    per_sample = _PerSampleTokenized(texts, text_ds.labels, tok.encode)
+
+    order = np.random.default_rng(0).permutation(len(texts)).tolist()
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    tokens = int(packed.lengths.sum())
+    for i in order[:50]:  # both paths must give the same ids
+        if not torch.equal(per_sample[i]["input_ids"], packed[i]["input_ids"]):
+            raise BenchError(f"text: packed ids differ from per-sample ids at index {i}")
+
+    def epoch(fetch: Callable[[list[int]], list[dict[str, Any]]]) -> dict[str, float]:
+        for b in batches:  # first epoch: not timed
+            fetch(b)
+        n_tok = 0
+        t = time.perf_counter()
+        for b in batches:  # second epoch: timed
+            n_tok += sum(len(x["input_ids"]) for x in fetch(b))
+        wall = time.perf_counter() - t
+        return {"tokens": n_tok, "wall_s": wall, "tokens_per_s": n_tok / wall}
+
+    arms = {
+        "per_sample": lambda: epoch(lambda b: [per_sample[i] for i in b]),
+        "packed": lambda: epoch(packed.__getitems__),
+    }
+    runs = _interleaved(arms, repeats, progress)
+    labels = {
+        "per_sample": "Tokenize(text) in __getitem__, every epoch",
+        "packed": "tokenize_dataset once, then PackedTokenDataset.__getitems__",
+    }
+    result: dict[str, Any] = {"arms": {}}
+    for name, rs in runs.items():
+        result["arms"][name] = {
+            "label": labels[name],
+            "tokens_per_s": median([r["tokens_per_s"] for r in rs]),
+            "runs": rs,
+        }
+    a, b = (result["arms"][k]["tokens_per_s"] for k in ("per_sample", "packed"))
+    result.update(
+        speedup=b / a,
+        num_docs=len(texts),
+        tokens_per_epoch=tokens,
+        vocab_size=tok.vocab_size,
+        train_tokenizer_s=train_s,
+        tokenize_once_s=tokenize_once_s,
+        tokenize_once_tokens_per_s=tokens / tokenize_once_s,
+    )
+    return result
+
+
+def run(
+    *,
+    quick: bool = False,
+    seconds: float | None = None,
+    device: str = "cpu",
+    data: str | None = None,
+    out: str | None = None,
+    repeats: int | None = None,
+    batch_size: int | None = None,
+    num_images: int | None = None,
+    num_docs: int | None = None,
+    image_size: int = 224,
+    parts: Sequence[str] = ("image", "text"),
+    progress: Callable[[str], None] | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    """Measure the image and text per-sample pipelines (see the module docstring).
+
+    Args:
+        quick: small data and short windows (a few seconds in all).
+        seconds: measured seconds per image run (default 0.5 quick, 3 full).
+        device: where the batch ``ToFloat`` + ``Normalize`` run (``"cpu"``, ``"cuda"``).
+        data: an image folder (``ROOT/<class>/*.jpg``) for the image part, or a JSONL
+            file (``{"text", "label"}`` per line) for the text part; demo data otherwise.
+        out: unused (the script writes the JSON); accepted for the common contract.
+        repeats: interleaved repeats per arm (median reported; at least 3 advised).
+        batch_size: images / texts per batch (default 64).
+        num_images: demo images (default 64 quick, 256 full).
+        num_docs: demo documents (default 2000 quick, 20000 full).
+        image_size: output side of the crop.
+        parts: which parts to run, ``"image"`` and / or ``"text"``.
+        progress: called with a short line after each run.
+    """
+    from dataforge.bench.data import check_image_folder, demo_image_folder, demo_text_corpus
+
+    cfg = dict(_QUICK if quick else _FULL)
+    window = float(seconds) if seconds is not None else cfg["seconds"]
+    reps = int(repeats) if repeats is not None else cfg["repeats"]
+    bs = int(batch_size) if batch_size is not None else 64
+    if window <= 0 or reps < 1 or bs < 1:
+        raise BenchError(
+            f"seconds, repeats and batch_size must be positive, got {window}, {reps}, {bs}"
+        )
+    unknown = set(parts) - {"image", "text"}
+    if unknown:
+        raise BenchError(f"parts must be 'image' and/or 'text', got {sorted(unknown)}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda was asked but no CUDA device is available")
+    data_path = Path(data).expanduser() if data is not None else None
+    result: dict[str, Any] = {
+        "benchmark": "transforms",
+        "env": env_info(device),
+        "params": {
+            "quick": quick, "seconds": window, "repeats": reps, "batch_size": bs,
+            "image_size": image_size, "threads": 1, "device": str(dev),
+        },
+        "notes": [
+            "per core: one process, torch.set_num_threads(1); arms interleaved, medians",
+            "text one-off tokenize_dataset uses the tokenizers thread pool (all cores)",
+        ],
+    }
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if "image" in parts:
+            if data_path is not None and data_path.is_dir():
+                root = data_path
+            else:
+                root = demo_image_folder(int(num_images or cfg["num_images"]), progress=False)
+            files = [p for p, _ in check_image_folder(root)]
+            if num_images:
+                files = files[: int(num_images)]
+            result["image"] = _image_part(
+                files, batch_size=bs, image_size=image_size, seconds=window,
+                repeats=reps, device=dev, progress=progress,
+            )
+            result["image"]["data"] = str(root)
+        if "text" in parts:
+            if data_path is not None and data_path.is_file():
+                path = str(data_path)
+            else:
+                path = str(demo_text_corpus(int(num_docs or cfg["num_docs"]), progress=False))
+            result["text"] = _text_part(
+                path, batch_size=bs, repeats=reps,
+                vocab_size=cfg["vocab_size"], progress=progress,
+            )
+            result["text"]["data"] = path
+    finally:
+        torch.set_num_threads(old_threads)
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The result as a few aligned lines for the terminal."""
+    env = result.get("env", {})
+    lines = [
+        f"transforms benchmark ({env.get('cpu', '?')}, {env.get('cores', '?')} cores, "
+        f"torch {env.get('torch', '?')}, device {result.get('params', {}).get('device', '?')})"
+    ]
+    img = result.get("image")
+    if img:
+        lines.append(
+            f"image, per core, {img['num_images']} JPEGs, batch {result['params']['batch_size']}:"
+        )
+        for name, arm in img["arms"].items():
+            lines.append(
+                f"  {name:<10} {arm['samples_per_s']:>9.1f} samples/s  "
+                f"{arm['bytes_per_sample_out'] / 1024:>6.0f} KiB/sample out  {arm['label']}"
+            )
+        verdict = "meets" if img["meets_target"] else "MISSES"
+        lines.append(
+            f"  speedup    {img['speedup']:>9.2f}x (target {img['target_speedup']}x: {verdict}; "
+            f"per repeat {', '.join(f'{r:.2f}' for r in img['speedup_per_repeat'])})"
+        )
+    txt = result.get("text")
+    if txt:
+        lines.append(
+            f"text, {txt['num_docs']} docs, {txt['tokens_per_epoch']} tokens/epoch, "
+            f"vocab {txt['vocab_size']}, second epoch:"
+        )
+        for name, arm in txt["arms"].items():
+            lines.append(f"  {name:<10} {arm['tokens_per_s']:>12,.0f} tokens/s  {arm['label']}")
+        lines.append(
+            f"  speedup    {txt['speedup']:>9.1f}x; one-off: train tokenizer "
+            f"{txt['train_tokenizer_s']:.2f} s, tokenize_dataset {txt['tokenize_once_s']:.2f} s "
+            f"({txt['tokenize_once_tokens_per_s']:,.0f} tokens/s on {env.get('cores', '?')} cores)"
+        )
+    return "\n".join(lines)
