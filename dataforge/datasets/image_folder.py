@@ -35,14 +35,18 @@ def _check_extensions(extensions: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _scan(folder: str, extensions: tuple[str, ...]) -> list[str]:
-    """Image files under ``folder`` (recursively, hidden entries skipped), sorted."""
+def _scan(root: str, folder: str, extensions: tuple[str, ...]) -> list[str]:
+    """Image files under ``root/folder`` (recursively, hidden entries skipped), sorted,
+    as paths relative to ``root``: each folder's files, then its sub-folders."""
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(os.path.join(root, folder), followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and name.lower().endswith(extensions):
-                found.append(os.path.join(dirpath, name))
+        rel = os.path.relpath(dirpath, root) + os.sep  # once per folder, not per file
+        found.extend(
+            rel + name
+            for name in sorted(filenames)
+            if not name.startswith(".") and name.lower().endswith(extensions)
+        )
     return found
 
 
@@ -100,8 +104,8 @@ class ImageFolder(MapDataset[dict[str, Any]]):
         paths: list[str] = []
         counts: list[int] = []
         for name in class_names:
-            found = _scan(str(root_path / name), exts)
-            paths.extend(os.path.relpath(p, root_path) for p in found)
+            found = _scan(str(root_path), name, exts)
+            paths.extend(found)
             counts.append(len(found))
         if not paths:
             raise ValueError(
