@@ -140,7 +140,7 @@ def run(
     lengths = [len(s["input_ids"]) for s in lists]
     forms: dict[str, Any] = {}
     for form in inputs:
-        arms_out = {
+        arms_out: dict[str, dict[str, Any]] = {
             name: {"batches_per_s": median(rs), "ms_per_batch": 1e3 / median(rs), "repeats": rs}
             for name, rs in rates[form].items()
         }

@@ -18,6 +18,7 @@ from array import array
 from collections.abc import Sequence
 from itertools import chain
 from numbers import Number
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 Shape = Sequence[int]
+_dtype_of = attrgetter("dtype")
+_TORCH_DTYPES = {"i": torch.int64, "b": torch.bool, "f": torch.float32}  # by dtype.kind
 
 
 def in_worker() -> bool:
@@ -57,7 +60,10 @@ def empty(
     nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
     try:
         storage = torch.UntypedStorage._new_shared(nbytes)  # type: ignore[attr-defined]
-        return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+        strides = [1] * len(shape)
+        for d in range(len(shape) - 2, -1, -1):
+            strides[d] = strides[d + 1] * shape[d + 1]
+        return torch.empty(0, dtype=dtype).set_(storage, 0, shape, strides)
     except (AttributeError, RuntimeError, TypeError):  # pragma: no cover - old/odd torch
         return torch.empty(shape, dtype=dtype).share_memory_()
 
@@ -95,28 +101,30 @@ def _check_pad_value(pad_value: Any, dtype: torch.dtype, name: str) -> None:
         )
 
 
-def _numbers_to_array(flat: list[Any], seqs: Sequence[Sequence[Any]], name: str) -> np.ndarray:
-    """Flat Python numbers -> int64 (all ints), bool (all bools) or float32 array.
+def _numbers_to_array(seqs: Sequence[Sequence[Any]], name: str) -> np.ndarray:
+    """Lists of Python numbers -> one flat int64 (all ints), bool (all bools) or float32 array.
 
     NOTE [list conversion]: ``array("q", list)`` is a C loop that refuses floats
     (``np.fromiter(..., int64)`` would truncate them silently), so it both converts
-    and type-checks; floats then take the ``array("d")`` path. This is ~8x faster
-    than ``torch.tensor(list)``.
+    and type-checks; floats then take the ``array("d")`` path. One ``array`` per
+    sample joined as bytes is ~8x faster than ``torch.tensor`` on the same lists.
     """
-    if not flat:
+    first = next((s[0] for s in seqs if len(s)), None)
+    if first is None:
         return np.empty(0, dtype=np.int64)
-    if isinstance(flat[0], (bool, np.bool_)):
-        arr = np.asarray(flat)
+    if isinstance(first, (bool, np.bool_)):
+        arr = np.asarray(list(chain.from_iterable(seqs)))
         if arr.dtype == np.bool_:
             return arr
     try:
-        return np.frombuffer(array("q", flat), dtype=np.int64)
+        return np.frombuffer(b"".join([array("q", s) for s in seqs]), dtype=np.int64)
     except TypeError:
         pass  # a float (or a non-number) somewhere: try floats
     except OverflowError as exc:
         raise ValueError(f"{name}: an integer does not fit in int64 ({exc})") from exc
     try:
-        return np.frombuffer(array("d", flat), dtype=np.float64).astype(np.float32)
+        floats = np.frombuffer(b"".join([array("d", s) for s in seqs]), dtype=np.float64)
+        return floats.astype(np.float32)
     except TypeError:
         pass
     for i, seq in enumerate(seqs):
@@ -162,8 +170,8 @@ def pad_lists(
             seqs = [s if len(s) <= max_length else s[len(s) - max_length :] for s in seqs]
     b = len(seqs)
     lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=b)
-    values = _numbers_to_array(list(chain.from_iterable(seqs)), seqs, name)
-    dtype = torch.from_numpy(values[:0]).dtype
+    values = _numbers_to_array(seqs, name)
+    dtype = _TORCH_DTYPES[values.dtype.kind]
     _check_pad_value(pad_value, dtype, name)
     width = padded_length(int(lengths.max()) if b else 0, pad_to_multiple_of)
     mask, lengths_t = _layout(lengths, width, padding_side, shared)
@@ -228,7 +236,8 @@ def pad_tensors(
     """
     if not tensors:
         raise ValueError(f"{name}: nothing to pad (0 samples)")
-    ndims = {t.dim() for t in tensors}
+    tensors = list(tensors)
+    ndims = set(map(torch.Tensor.dim, tensors))
     ndim = tensors[0].dim()
     if len(ndims) > 1 or ndim == 0:
         for i, t in enumerate(tensors):
@@ -249,7 +258,7 @@ def pad_tensors(
         else:
             tensors = [t[max(t.shape[0] - max_length, 0) :] for t in tensors]
     device = tensors[0].device
-    dtypes = {t.dtype for t in tensors}
+    dtypes = set(map(_dtype_of, tensors))
     dtype = tensors[0].dtype
     for other in dtypes:
         dtype = torch.promote_types(dtype, other)
@@ -260,15 +269,18 @@ def pad_tensors(
     b = len(tensors)
 
     if ndim == 1 and device.type == "cpu":
-        lengths = np.fromiter([t.shape[0] for t in tensors], dtype=np.int64, count=b)
+        lengths = np.array([t.shape[0] for t in tensors], dtype=np.int64)
         width = padded_length(int(lengths.max()), pad_to_multiple_of)
         mask, lengths_t = _layout(lengths, width, padding_side, shared)
         flat = torch.cat(tensors)
         out = empty((b, width), dtype, shared=shared)
         if flat.numel() == b * width:
             out.view(-1).copy_(flat)
-        else:
-            out.fill_(pad_value)
+            return out, mask, lengths_t
+        out.fill_(pad_value)
+        try:  # numpy's boolean assignment is several times faster than masked_scatter_
+            out.numpy()[mask.numpy()] = flat.detach().numpy()
+        except (TypeError, RuntimeError):  # dtypes numpy lacks (bfloat16, ...)
             out.masked_scatter_(mask, flat)
         return out, mask, lengths_t
     if ndim == 1:  # accelerator tensors: stay on the device
@@ -295,7 +307,7 @@ def pad_tensors(
             region = tuple(slice(m - n, m) for n, m in zip(t.shape, max_shape))
         out[i][region] = t
         mask[i][region] = True
-    lengths = torch.tensor(shapes, dtype=torch.int64, device=device).reshape(b, ndim)
+    shapes_t = torch.tensor(shapes, dtype=torch.int64, device=device).reshape(b, ndim)
     if shared:
-        lengths = lengths.share_memory_()
-    return out, mask, lengths
+        shapes_t = shapes_t.share_memory_()
+    return out, mask, shapes_t

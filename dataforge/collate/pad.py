@@ -189,7 +189,7 @@ class PadCollate:
         if _is_record(elem):
             return self._record(batch, path, shared, True)
         if self._wants_padding(batch, None):
-            values, mask, lengths = self._pad(batch, None, path, shared)
+            values, mask, lengths = self._pad(list(batch), None, path, shared)
             parts = [values]
             if self.return_mask:
                 parts.append(mask)
@@ -219,13 +219,13 @@ class PadCollate:
     def _record(self, batch: Sequence[Any], path: str, shared: bool, top: bool) -> Any:
         elem = batch[0]
         is_map = isinstance(elem, Mapping)
-        kind = type(elem)
-        for i, s in enumerate(batch):
-            if type(s) is not kind and (isinstance(s, Mapping) != is_map or not _is_record(s)):
-                raise TypeError(
-                    f"{path}: samples must all be of one kind: sample 0 is a "
-                    f"{describe(elem)} but sample {i} is a {describe(s)}"
-                )
+        if len(set(map(type, batch))) > 1:  # NOTE: C-level loops, this runs per batch
+            for i, s in enumerate(batch):
+                if isinstance(s, Mapping) != is_map or not _is_record(s):
+                    raise TypeError(
+                        f"{path}: samples must all be of one kind: sample 0 is a "
+                        f"{describe(elem)} but sample {i} is a {describe(s)}"
+                    )
         if is_map:
             return self._mapping(batch, path, shared, top)
         return self._tuple(batch, path, shared, top)
@@ -243,27 +243,35 @@ class PadCollate:
         return self.collate._dispatch(values, path, shared), None, None
 
     def _mapping(self, batch: Sequence[Any], path: str, shared: bool, top: bool) -> dict[Any, Any]:
-        keys = batch[0].keys()
-        for i, d in enumerate(batch):
-            if d.keys() != keys:
+        keys = list(batch[0])
+        size = len(keys)
+        columns: dict[Any, list[Any]] = {}
+        try:
+            if set(map(len, batch)) != {size}:
+                raise KeyError
+            for k in keys:
+                columns[k] = [d[k] for d in batch]
+        except KeyError:
+            for i, d in enumerate(batch):
                 missing = [k for k in keys if k not in d]
                 extra = [k for k in d if k not in keys]
-                raise ValueError(
-                    f"{path}: samples must have the same keys: sample {i} "
-                    + (f"is missing {missing} " if missing else f"has extra {extra} ")
-                    + f"compared with sample 0 (keys {list(keys)})"
-                )
+                if missing or extra:
+                    raise ValueError(
+                        f"{path}: samples must have the same keys: sample {i} "
+                        + (f"is missing {missing} " if missing else f"has extra {extra} ")
+                        + f"compared with sample 0 (keys {keys})"
+                    ) from None
+            raise  # pragma: no cover - a mapping whose __getitem__ raised KeyError itself
         if self.keys is not None and top:
             absent = [k for k in self.keys if k not in keys]
             if absent:
                 raise ValueError(
                     f"{path}: PadCollate(keys=...) names {absent}, which the samples do not "
-                    f"have (keys {list(keys)}); fix keys= or the dataset"
+                    f"have (keys {keys}); fix keys= or the dataset"
                 )
         out: dict[Any, Any] = {}
         for k in keys:
-            values, mask, lengths = self._field([d[k] for d in batch], k, child_path(path, k),
-                                                shared)
+            values, mask, lengths = self._field(columns[k], k, child_path(path, k), shared)
             out[k] = values
             if mask is not None:
                 for name, extra_value, wanted in (
@@ -304,7 +312,7 @@ class PadCollate:
             pad = None if self.keys is None else (j in self.keys or j - size in self.keys)
             out, mask, n = self._field(values, j, child_path(path, j), shared, pad)
             fields.append(out)
-            if mask is not None:
+            if mask is not None and n is not None:
                 masks[j] = mask
                 lengths[j] = n
         extras: dict[str, dict[int, torch.Tensor]] = {}
@@ -327,9 +335,10 @@ class PadCollate:
             shared=shared,
             name=path,
         )
-        if all(type(v) is list for v in values):
+        types = set(map(type, values))
+        if types == {list}:
             return F.pad_lists(values, pad_value, **kwargs)  # type: ignore[arg-type]
-        if all(type(v) is torch.Tensor for v in values):
+        if types == {torch.Tensor}:
             return F.pad_tensors(values, pad_value, **kwargs)  # type: ignore[arg-type]
         tensors = []
         for i, v in enumerate(values):
