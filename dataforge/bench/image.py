@@ -44,12 +44,13 @@ from typing import Any
 import torch
 
 from dataforge.bench import report
-from dataforge.bench.common import BenchError, env_info, median, time_repeated, usable_cores
+from dataforge.bench.common import BenchError, env_info, median, usable_cores
 from dataforge.bench.runner import (
     Arm,
     Counters,
     check_workers,
     cores_in_use,
+    cpu_seconds_per_call,
     resolve_device,
     run_arms,
 )
@@ -241,19 +242,15 @@ def _torchdata_arm(ds: Any, batch_size: int, device: torch.device,
 # --------------------------------------------------------------------------- the limit
 
 
-def _one_thread(fn: Callable[[], Any]) -> Any:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(old)
-
-
 def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any], n: int, *,
                   batch_size: int, device: torch.device, repeats: int,
                   min_seconds: float) -> dict[str, float]:
-    """Seconds of CPU work per sample of each pipeline: one process, one thread, no loader."""
+    """CPU seconds of work per sample of each pipeline: one process, one thread, no loader.
+
+    Per sample: read + decode + augment (cycling over the first 64 files), plus
+    the sample's share of the batch work (collate; and on the CPU, the uint8
+    pipeline's convert + normalize). See NOTE [limit in CPU time] in ``runner``.
+    """
     k = min(n, 64)
 
     def per_sample(get: Callable[[int], Any]) -> float:
@@ -263,26 +260,19 @@ def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any],
             get(state["i"] % k)
             state["i"] += 1
 
-        return median(time_repeated(step, repeats=repeats, min_seconds=min_seconds))
+        return cpu_seconds_per_call(step, repeats=repeats, min_seconds=min_seconds)
 
-    def per_batch(make: Callable[[], list[torch.Tensor]], finish: Callable[[torch.Tensor], Any]) -> float:
-        samples = make()
+    def per_batch(samples: list[torch.Tensor], finish: Callable[[torch.Tensor], Any]) -> float:
+        return cpu_seconds_per_call(lambda: finish(torch.stack(samples)), repeats=repeats,
+                                    min_seconds=min_seconds / 4) / len(samples)
 
-        def step() -> None:
-            finish(torch.stack(samples))
-
-        return median(time_repeated(step, repeats=repeats, min_seconds=min_seconds / 2)) / len(samples)
-
-    def work() -> dict[str, float]:
-        stock_s = per_sample(lambda i: stock_get(i))
-        df_s = per_sample(lambda i: df_get(i))
-        b = min(batch_size, k)
-        stock_s += per_batch(lambda: [stock_get(i % k)[0] for i in range(b)], lambda x: x)
-        tf = _batch_tf(torch.device("cpu")) if device.type == "cpu" else (lambda x: x)
-        df_s += per_batch(lambda: [df_get(i % k)["image"] for i in range(b)], tf)
-        return {"stock": stock_s, "dataforge": df_s}
-
-    return _one_thread(work)
+    b = min(batch_size, k)
+    stock_s = per_sample(stock_get)
+    df_s = per_sample(df_get)
+    stock_s += per_batch([stock_get(i % k)[0] for i in range(b)], lambda x: x)
+    tf = _batch_tf(torch.device("cpu")) if device.type == "cpu" else (lambda x: x)
+    df_s += per_batch([df_get(i % k)["image"] for i in range(b)], tf)
+    return {"stock": stock_s, "dataforge": df_s}
 
 
 # --------------------------------------------------------------------------- run
@@ -361,7 +351,7 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
             "quick": quick, "virtual_length": _tiled(len(items)),
         },
         "limit": {
-            "method": "1 process, 1 thread, no loader: read + decode + augment one sample, plus "
+            "method": "CPU time, 1 process, 1 thread, no loader: read + decode + augment one sample, plus "
                       "its share of collate (and of normalize on CPU); times the cores in use "
                       "(workers, or torch threads when workers=0, at most the usable cores); "
                       "median over repeats, interleaved with the arms",

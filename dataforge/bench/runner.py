@@ -360,6 +360,37 @@ def run_arms(
     return [summaries[(a.name, w)] for w in workers_list for a in arms]
 
 
+def cpu_seconds_per_call(fn: Callable[[], Any], *, repeats: int = 1, min_seconds: float = 0.2) -> float:
+    """CPU seconds of the calling thread per call of ``fn``, with torch on one thread.
+
+    NOTE [limit in CPU time]: the limit is built from CPU time, not wall time, so
+    that other load on the machine does not lower it (on an idle machine the two
+    agree for single-threaded work). Only this thread's time is counted: work
+    leaking into other threads would raise the limit, never flatter an arm.
+    The first call (warm-up) is excluded; each round runs until ``min_seconds``
+    of CPU time (or ten times that of wall time); the median round is returned.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fn()
+        rounds = []
+        for _ in range(max(repeats, 1)):
+            n, c0, w0 = 0, time.thread_time(), time.perf_counter()
+            while True:
+                fn()
+                n += 1
+                dc = time.thread_time() - c0
+                if dc >= min_seconds or time.perf_counter() - w0 >= 10 * min_seconds:
+                    break
+            rounds.append(dc / n)
+        return median(rounds)
+    finally:
+        torch.set_num_threads(old)
+
+
 def check_workers(workers: Sequence[int] | None, default: Sequence[int]) -> list[int]:
     """The workers counts to sweep: ``workers`` (checked, duplicates dropped) or ``default``."""
     if workers is None:

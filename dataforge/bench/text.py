@@ -50,6 +50,7 @@ from dataforge.bench.runner import (
     Counters,
     check_workers,
     cores_in_use,
+    cpu_seconds_per_call,
     resolve_device,
     run_arms,
 )
@@ -178,23 +179,19 @@ def first_epoch(make: Callable[[int], Iterable[Any]], workers: int,
 
 
 def measure_limit(hf: Any, texts: list[str], *, batch_size: int, min_seconds: float) -> float:
-    """Seconds per sample of tokenization + padding alone: batched fast-tokenizer calls, 1 thread."""
+    """CPU seconds per sample of tokenization + padding alone: the fast tokenizer's batch
+    call (``padding=True``, truncation, tensors out) on batches of texts, one thread."""
     k = max(1, min(len(texts), 8 * batch_size))
     batches = [texts[i:i + batch_size] for i in range(0, k, batch_size)]
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        hf(batches[0], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
-        n, i, t0 = 0, 0, time.perf_counter()
-        while True:
-            b = batches[i % len(batches)]
-            hf(b, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
-            n, i = n + len(b), i + 1
-            dt = time.perf_counter() - t0
-            if dt >= min_seconds and i >= len(batches):
-                return dt / n
-    finally:
-        torch.set_num_threads(old)
+    state = {"i": 0}
+
+    def step() -> None:
+        hf(batches[state["i"] % len(batches)], padding=True, truncation=True,
+           max_length=MAX_LENGTH, return_tensors="pt")
+        state["i"] += 1
+
+    per_batch = cpu_seconds_per_call(step, min_seconds=min_seconds)
+    return per_batch * len(batches) / k  # batches are cycled, so this is the mean per sample
 
 
 def _arm_dict(s: ArmSummary, firsts: list[dict[str, float]]) -> dict[str, Any]:
@@ -302,7 +299,7 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
             "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
         },
         "limit": {
-            "method": "1 process, 1 thread: the fast tokenizer's batch call with padding=True, "
+            "method": "CPU time, 1 process, 1 thread: the fast tokenizer's batch call with padding=True, "
                       "truncation to max_length, tensors out; times the cores in use (the workers, "
                       "1 for workers=0); "
                       "median over repeats, interleaved with the arms",

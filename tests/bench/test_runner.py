@@ -54,14 +54,14 @@ def test_run_arms_interleaves_rotates_and_isolates_failures():
     log: list[tuple[str, int]] = []
     arms = [_list_arm("a", log=log), _list_arm("b", log=log), _list_arm("bad", log=log, fail=True),
             Arm("gone", "absent arm", lambda w: [], lambda b: {}, absent="not installed")]
-    out = run_arms(arms, [0, 1], seconds=0.01, repeats=3, warmup=0.0)
+    out = run_arms(arms, [0, 1], seconds=0.01, repeats=2, warmup=0.0)
     assert [(s.arm.name, s.workers) for s in out] == [(a.name, w) for w in (0, 1) for a in arms]
     # repeat 1: a, b, bad at each workers count; then rotated; "bad" is not retried.
     assert log[:6] == [("a", 0), ("b", 0), ("bad", 0), ("a", 1), ("b", 1), ("bad", 1)]
     assert log[6:8] == [("b", 0), ("a", 0)]
     by = {(s.arm.name, s.workers): s.to_dict() for s in out}
-    assert by[("a", 0)]["status"] == "ok" and by[("a", 0)]["repeats"] == 3
-    assert len(by[("a", 0)]["samples_per_s_runs"]) == 3
+    assert by[("a", 0)]["status"] == "ok" and by[("a", 0)]["repeats"] == 2
+    assert len(by[("a", 0)]["samples_per_s_runs"]) == 2
     assert by[("bad", 1)] | {} == {**by[("bad", 1)], "status": "failed", "reason": "RuntimeError: boom"}
     assert by[("gone", 0)]["status"] == "absent" and by[("gone", 0)]["reason"] == "not installed"
     assert "samples_per_s" not in by[("gone", 0)]
@@ -136,3 +136,17 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(BenchError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_cpu_seconds_per_call_counts_cpu_not_waiting():
+    from dataforge.bench.runner import cpu_seconds_per_call
+
+    def busy() -> None:
+        t = time.thread_time()
+        while time.thread_time() - t < 0.004:
+            pass
+
+    threads = torch.get_num_threads()
+    assert cpu_seconds_per_call(lambda: time.sleep(0.01), min_seconds=0.01) < 0.003
+    assert 0.0035 < cpu_seconds_per_call(busy, repeats=2, min_seconds=0.02) < 0.02
+    assert torch.get_num_threads() == threads  # restored
