@@ -1,0 +1,282 @@
+"""Feeding benchmark: host-to-device copies, with and without ``DevicePrefetcher``.
+
+Same batches (uint8 images, ``batch_size x 3 x size x size``), same run, arms
+interleaved with their order rotated each repeat, medians reported:
+
+Copy throughput (GB/s of batches delivered on ``device``):
+
+- ``raw_pinned``: the limit: pre-pinned batches copied back to back with
+  ``.to(device, non_blocking=True)``, one synchronisation at the end. (On a CPU
+  the limit is a host ``memcpy`` of each batch instead.)
+- ``stock_to``: a stock ``DataLoader(pin_memory=True)`` over the batches, then
+  ``batch.to(device)`` per batch (the tutorial pattern).
+- ``prefetcher``: the same ``DataLoader`` wrapped in ``DevicePrefetcher``.
+- ``prefetcher_pinned``: ``DevicePrefetcher`` over the pre-pinned batches (the
+  copy path alone, without the DataLoader).
+
+Overlap with a simulated training step (a matmul loop of fixed length, about the
+copy time of one batch): ``compute_only`` runs the steps with no data;
+``data_wait = (wall - compute_only) / wall`` is the share of wall time the step
+loop lost to data, for ``stock_to`` and ``prefetcher`` (both over the pre-pinned
+batches, so only the copy is in question).
+
+Targets on a GPU: ``prefetcher`` >= 90% of ``raw_pinned``; ``data_wait`` of the
+prefetcher < 5%. On a CPU there is no copy to overlap: the benchmark runs the
+same code path, says that no GPU was present, and reports what it measured.
+
+Example:
+    >>> r = run(quick=True, seconds=0.05, repeats=1, num_batches=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.utils.data
+
+from dataforge.bench.common import BenchError, env_info, median
+from dataforge.loading.prefetch import DevicePrefetcher
+
+__all__ = ["format_table", "run"]
+
+TARGET_RATIO = 0.9
+TARGET_WAIT = 0.05
+
+_QUICK = {"batch_size": 32, "size": 128, "num_batches": 12, "seconds": 0.2, "repeats": 3}
+_FULL = {"batch_size": 64, "size": 224, "num_batches": 32, "seconds": 1.0, "repeats": 5}
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Pre-collated batches, one per index (used with ``batch_size=None``)."""
+
+    def __init__(self, batches: list[torch.Tensor]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.batches[i]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _window(one_pass: Callable[[], int], seconds: float, device: torch.device) -> dict[str, float]:
+    """Repeat ``one_pass`` (returns batches done) for at least ``seconds``; rate of the window."""
+    n = 0
+    _sync(device)
+    t0 = time.perf_counter()
+    while True:
+        n += one_pass()
+        _sync(device)
+        wall = time.perf_counter() - t0
+        if wall >= seconds:
+            return {"batches": n, "wall_s": wall}
+
+
+class _Step:
+    """A fixed amount of matmul work, calibrated to last about ``target_s``."""
+
+    def __init__(self, device: torch.device, target_s: float) -> None:
+        self.device = device
+        dim = 1024 if device.type == "cuda" else 192
+        self.a = torch.randn(dim, dim, device=device)
+        self.iters = 1
+        for _ in range(2):
+            t = self.time_one()
+            self.iters = max(1, round(self.iters * target_s / max(t, 1e-6)))
+
+    def __call__(self) -> None:
+        x = self.a
+        for _ in range(self.iters):
+            x = torch.mm(x, self.a)
+            x = x * (1.0 / x.shape[0])
+        self.sink = x
+
+    def time_one(self) -> float:
+        self()
+        _sync(self.device)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            self()
+        _sync(self.device)
+        return (time.perf_counter() - t0) / 3
+
+
+def run(
+    *,
+    quick: bool = False,
+    seconds: float | None = None,
+    device: str = "cpu",
+    data: str | None = None,
+    out: str | None = None,
+    repeats: int | None = None,
+    batch_size: int | None = None,
+    size: int | None = None,
+    num_batches: int | None = None,
+    workers: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    """Measure the arms above; return a JSON-serialisable result (``out``: also write it)."""
+    if data is not None:
+        raise BenchError("the feeding benchmark uses synthetic uint8 batches; it takes no --data")
+    if kw:
+        raise BenchError(f"unknown options for the feeding benchmark: {sorted(kw)}")
+    cfg = dict(_QUICK if quick else _FULL)
+    for k, v in (("seconds", seconds), ("repeats", repeats), ("batch_size", batch_size),
+                 ("size", size), ("num_batches", num_batches)):
+        if v is not None:
+            cfg[k] = v
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"--device {device} asked for, but CUDA is not available here")
+    cuda = dev.type == "cuda"
+    if workers is None:
+        workers = 2 if cuda else 0
+    say = progress or (lambda line: None)
+
+    g = torch.Generator().manual_seed(0)
+    shape = (cfg["batch_size"], 3, cfg["size"], cfg["size"])
+    host = [torch.randint(0, 256, shape, dtype=torch.uint8, generator=g) for _ in range(cfg["num_batches"])]
+    pinned = [b.pin_memory() for b in host] if cuda else host
+    batch_bytes = host[0].numel() * host[0].element_size()
+    loader = torch.utils.data.DataLoader(
+        _Batches(host), batch_size=None, pin_memory=cuda, num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+
+    def consume(batches: Iterable[torch.Tensor], step: Callable[[], None] | None = None) -> int:
+        n = 0
+        for b in batches:
+            if step is not None:
+                step()
+            n += 1
+            del b
+        return n
+
+    buf = torch.empty_like(host[0])
+
+    def raw() -> int:
+        if cuda:
+            return consume(b.to(dev, non_blocking=True) for b in pinned)
+        return consume(buf.copy_(b) for b in host)
+
+    copy_arms: dict[str, Callable[[], int]] = {
+        "raw_pinned": raw,
+        "stock_to": lambda: consume(b.to(dev) for b in loader),
+        "prefetcher": lambda: consume(DevicePrefetcher(loader, dev)),
+        "prefetcher_pinned": lambda: consume(DevicePrefetcher(pinned, dev)),
+    }
+    consume(loader)  # start persistent workers outside the measurements
+    for fn in copy_arms.values():
+        fn()  # warm-up (allocator, streams)
+    runs: dict[str, list[float]] = {k: [] for k in copy_arms}
+    names = list(copy_arms)
+    for r in range(cfg["repeats"]):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            w = _window(copy_arms[name], cfg["seconds"], dev)
+            runs[name].append(w["batches"] * batch_bytes / w["wall_s"] / 1e9)
+            say(f"repeat {r}: {name} {runs[name][-1]:.2f} GB/s")
+    copy = {k: {"gb_per_s": median(v), "runs": v} for k, v in runs.items()}
+    limit = copy["raw_pinned"]["gb_per_s"]
+    # NOTE: on a CPU the arms copy nothing, so a ratio to the memcpy rate would mean nothing
+    ratios = {
+        f"{k}_vs_raw": (copy[k]["gb_per_s"] / limit if cuda else None) for k in copy if k != "raw_pinned"
+    }
+
+    # overlap: a step of about one batch's copy time (at the raw rate), at least 2 ms
+    step_s = max(0.002, batch_bytes / (limit * 1e9)) if cuda else 0.003
+    step = _Step(dev, step_s)
+    n = len(pinned)
+
+    def compute_only() -> int:
+        for _ in range(n):
+            step()
+        return n
+
+    overlap_arms: dict[str, Callable[[], int]] = {
+        "compute_only": compute_only,
+        "stock_to": lambda: consume((b.to(dev) for b in pinned), step),
+        "prefetcher": lambda: consume(DevicePrefetcher(pinned, dev), step),
+    }
+    for fn in overlap_arms.values():
+        fn()
+    oruns: dict[str, list[float]] = {k: [] for k in overlap_arms}
+    onames = list(overlap_arms)
+    for r in range(cfg["repeats"]):
+        for name in onames[r % len(onames):] + onames[: r % len(onames)]:
+            w = _window(overlap_arms[name], cfg["seconds"], dev)
+            oruns[name].append(w["wall_s"] / w["batches"])
+    per_batch = {k: median(v) for k, v in oruns.items()}
+    overlap = {
+        k: {
+            "ms_per_batch": per_batch[k] * 1e3,
+            "data_wait": max(0.0, (per_batch[k] - per_batch["compute_only"]) / per_batch[k]),
+        }
+        for k in per_batch
+    }
+    if workers > 0:
+        del loader
+    result: dict[str, Any] = {
+        "benchmark": "feeding",
+        "env": env_info(str(dev)),
+        "gpu_present": torch.cuda.is_available(),
+        "config": {**cfg, "device": str(dev), "workers": workers, "batch_mb": batch_bytes / 2**20,
+                   "step_ms": step_s * 1e3},
+        "copy": copy,
+        "ratios": ratios,
+        "overlap": overlap,
+        "targets": {
+            "prefetcher_vs_raw": TARGET_RATIO,
+            "prefetcher_data_wait": TARGET_WAIT,
+            "met": (ratios["prefetcher_vs_raw"] >= TARGET_RATIO  # type: ignore[operator]
+                    and overlap["prefetcher"]["data_wait"] < TARGET_WAIT) if cuda else None,
+        },
+        "note": (
+            None if cuda else
+            "no GPU: device is the CPU, so no host-to-device copy happens; 'raw_pinned' is a host "
+            "memcpy, the other arms measure the CPU path (no streams, no pinning) and the step "
+            "runs on the same CPU, so nothing can overlap"
+        ),
+    }
+    if out:
+        import json
+
+        with open(out, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The result as a fixed-width table."""
+    cfg = result["config"]
+    lines = [
+        f"feeding: {cfg['num_batches']} batches of {cfg['batch_size']}x3x{cfg['size']}x{cfg['size']} "
+        f"uint8 ({cfg['batch_mb']:.1f} MiB) to {cfg['device']}, DataLoader workers {cfg['workers']}, "
+        f"median of {cfg['repeats']} interleaved repeats",
+    ]
+    if not result["gpu_present"] or not cfg["device"].startswith("cuda"):
+        lines.append(f"NO GPU{' present' if not result['gpu_present'] else ' used'}: {result['note']}")
+    lines.append(f"{'copy arm':<20} {'GB/s':>8} {'vs raw':>8}" + ("" if result["gpu_present"] and cfg["device"].startswith("cuda") else "   (GB/s = batch bytes delivered per second; no copy on CPU)"))
+    for name, arm in result["copy"].items():
+        ratio = result["ratios"].get(f"{name}_vs_raw")
+        lines.append(f"{name:<20} {arm['gb_per_s']:>8.2f} {(f'{ratio:.0%}' if ratio else '-'):>8}")
+    lines.append(f"{'step loop (step ' + format(cfg['step_ms'], '.1f') + ' ms)':<20} {'ms/batch':>8} {'data wait':>10}")
+    for name, arm in result["overlap"].items():
+        lines.append(f"{name:<20} {arm['ms_per_batch']:>8.2f} {arm['data_wait']:>10.1%}")
+    t = result["targets"]
+    if t["met"] is not None:
+        lines.append(
+            f"targets: prefetcher >= {t['prefetcher_vs_raw']:.0%} of raw, data wait < "
+            f"{t['prefetcher_data_wait']:.0%}: {'met' if t['met'] else 'NOT met'}"
+        )
+    env = result["env"]
+    lines.append(f"cpu: {env['cpu']} ({env['cores']} cores), gpu: {env['gpu']}, torch {env['torch']}")
+    return "\n".join(lines)
