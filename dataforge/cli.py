@@ -153,9 +153,12 @@ def _run_one(name: str, args: argparse.Namespace, data: str | None, out: Path) -
             kw.update(image_size=args.image_size, num_images=args.num_images)
         else:
             kw.update(num_docs=args.num_docs, text_key=args.text_key, label_key=args.label_key or None)
-    else:  # another module: pass only the options its run() names
+    else:  # another module: pass only the options its run() names, when given
         params = inspect.signature(mod.run).parameters
-        kw.update({k: v for k, v in extra.items() if k in params and v is not None})
+        single = args.workers[0] if args.workers and len(args.workers) == 1 else None
+        given = {**extra, "workers": single, "image_size": args.image_size,
+                 "num_images": args.num_images, "num_docs": args.num_docs, "progress": _progress}
+        kw.update({k: v for k, v in given.items() if k in params and v is not None})
     result = mod.run(**kw)
     result.setdefault("status", "ok")
     print(f"\n== {name} ==\n{mod.format_table(result)}", flush=True)

@@ -6,7 +6,8 @@ JSON document written by ``dataforge bench`` (``<out>/results.json``)::
       "schema_version": 1,
       "command": "dataforge bench all --quick",     # how it was produced
       "env": {...},                                  # common.env_info(): cpu, cores, versions, gpu
-      "benchmarks": {"image": RESULT, "text": RESULT, "samplers": ..., ...}
+      "benchmarks": {"image": RESULT, "text": RESULT, "samplers": ..., ...},
+      "total_seconds": float                         # wall time of the whole command
     }
 
 Every ``RESULT`` has ``"status"``: ``"ok"``, ``"not available"`` (its module is
@@ -19,8 +20,10 @@ benchmarks (``image``, ``text``) also have::
     "config": {"data": str, "num_samples": int, "batch_size": int, "workers": [int],
                "seconds": float, "repeats": int, "device": str, "quick": bool, ...},
     "limit": {"method": str,                       # what was timed, in words
-              "per_sample_ms": {PIPELINE: float},  # single-process, 1 thread
+              "per_sample_ms": {PIPELINE: float},  # CPU ms, single process, 1 thread
+              "cores_in_use": {"<workers>": int},  # the multiplier per workers count
               "by_workers": {"<workers>": {PIPELINE: samples/s}}},
+    "plot": str | None,                            # the PNG, when an out folder was given
     "arms": [{
         "arm": str, "label": str, "pipeline": str, "workers": int,
         "status": "ok" | "absent" | "failed", "reason": str | None, "repeats": int,
@@ -33,8 +36,8 @@ benchmarks (``image``, ``text``) also have::
         "window_s": float, "samples_measured": int,
         "ratio_to_stock": float | None,    # vs the "stock" arm at the same workers
         "fraction_of_limit": float | None, # vs limit.by_workers[workers][pipeline]
-        # text arms add: "tokens_per_s", "padding_efficiency", "first_epoch_s",
-        #                "first_epoch_tokens_per_s"
+        # text arms add: "tokens_per_s", "padding_efficiency" (real / padded tokens),
+        #   "first_epoch_s", "first_epoch_samples_per_s", "first_epoch_tokens_per_s"
     }]
 
 Example:

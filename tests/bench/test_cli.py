@@ -126,3 +126,29 @@ def test_subprocess_exit_code_and_one_line():
                        capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+def test_other_modules_get_only_the_options_they_name(tmp_path, monkeypatch, capsys):
+    import types
+
+    seen: dict = {}
+    fake = types.ModuleType("dataforge.bench.fakebench")
+
+    def run(*, quick=False, seconds=None, device="cpu", data=None, out=None, workers=None,
+            repeats=None, progress=None):
+        seen.update(quick=quick, seconds=seconds, device=device, data=data, out=out,
+                    workers=workers, repeats=repeats, progress=progress)
+        return {"env": {}, "rows": []}
+
+    fake.run = run
+    fake.format_table = lambda result: "fake table"
+    monkeypatch.setitem(sys.modules, "dataforge.bench.fakebench", fake)
+    args = build_parser().parse_args(["bench", "image", "--quick", "--workers", "3", "--batch-size", "7"])
+    result = _run_one("fakebench", args, None, tmp_path)
+    assert result == {"env": {}, "rows": [], "status": "ok"}
+    assert seen["workers"] == 3 and seen["repeats"] == 3 and seen["quick"] is True
+    assert seen["out"] is None and callable(seen["progress"])  # batch_size: not a parameter
+    args = build_parser().parse_args(["bench", "image", "--workers", "0,2"])
+    _run_one("fakebench", args, None, tmp_path)
+    assert seen["workers"] is None  # a sweep is not a single worker count
+    assert "fake table" in capsys.readouterr().out
