@@ -137,3 +137,17 @@ def test_length_sources():
 def test_bad_input_errors(lengths, kw, match):
     with pytest.raises(ValueError, match=match):
         BucketBatchSampler(lengths, **kw)
+
+
+def test_works_in_a_stock_dataloader():
+    import torch
+
+    from dataforge.samplers import ClassBalancedSampler
+
+    data = list(range(len(SMALL)))
+    bs = BucketBatchSampler(SMALL, batch_size=4, seed=0)
+    loader = torch.utils.data.DataLoader(data, batch_sampler=bs)
+    assert [b.tolist() for b in loader] == list(bs)
+    cbs = ClassBalancedSampler(SMALL % 2, seed=0)
+    loader = torch.utils.data.DataLoader(data, sampler=cbs, batch_size=5)
+    assert [i for b in loader for i in b.tolist()] == list(cbs)

@@ -1,0 +1,18 @@
+"""Smoke test of the samplers benchmark module (tiny sizes)."""
+
+from __future__ import annotations
+
+import json
+
+from dataforge.bench import samplers
+
+
+def test_quick_run_small():
+    result = samplers.run(quick=True, num_labels=20_000, repeats=1)
+    json.dumps(result)
+    assert result["stock_at_n"]["error"] is None
+    assert "2^24" in result["stock_at_2_24_plus_1"]["error"]
+    assert result["class_balanced"]["indices"] == 20_000
+    assert result["bucket"]["bucket_batch_size_32"]["padding_efficiency"] >= 0.95
+    table = samplers.format_table(result)
+    assert "ClassBalancedSampler" in table and "padding efficiency" in table
