@@ -10,7 +10,8 @@ over repeats:
 - ``pad_sequence``: the usual hand-written collate: one tensor per sample,
   ``torch.nn.utils.rnn.pad_sequence``, the mask from the lengths, labels stacked.
 
-Every arm returns ``input_ids`` ``(B, L)``, an attention mask and ``labels``
+Batches/s is wall-clock; the process CPU time per batch is reported beside it
+(see NOTE [cpu time]). Every arm returns ``input_ids`` ``(B, L)``, an attention mask and ``labels``
 (dataforge also returns the lengths). Samples are dicts
 ``{"input_ids": list[int], "label": int}`` as a tokenizer returns them, and, as a
 second input form, ``input_ids`` as 1-D int64 tensors. Lengths are log-normal
@@ -77,16 +78,22 @@ def hf_collator() -> tuple[Collate | None, str | None]:
     return transformers.DataCollatorWithPadding(fast, return_tensors="pt"), None
 
 
-def _rate(fn: Collate, batch: list[dict[str, Any]], min_seconds: float) -> float:
-    """Batches per second of ``fn(batch)`` over a window of at least ``min_seconds``."""
+def _rate(fn: Collate, batch: list[dict[str, Any]], min_seconds: float) -> tuple[float, float]:
+    """``(batches/s, CPU ms/batch)`` of ``fn(batch)`` over a window of at least ``min_seconds``.
+
+    NOTE [cpu time]: wall-clock batches/s is the result; the process CPU time per
+    batch is recorded beside it because, on a machine shared with other jobs, it
+    is far less disturbed by them than the wall clock.
+    """
     n = 0
+    c0 = time.process_time()
     t0 = time.perf_counter()
     while True:
         fn(batch)
         n += 1
         dt = time.perf_counter() - t0
         if dt >= min_seconds:
-            return n / dt
+            return n / dt, (time.process_time() - c0) * 1e3 / n
 
 
 def run(
@@ -125,32 +132,48 @@ def run(
     _check_same_output(pad, hf, lists)
     inputs = {"lists": lists, "tensors": tensors}
     rates: dict[str, dict[str, list[float]]] = {form: {} for form in inputs}
+    cpu_ms: dict[str, dict[str, list[float]]] = {form: {} for form in inputs}
     for form, batch in inputs.items():
         for name, fn in arms.items():
             if fn is not None:
                 fn(batch)  # warm-up, excluded
                 rates[form][name] = []
+                cpu_ms[form][name] = []
     names = [n for n, fn in arms.items() if fn is not None]
     for r in range(repeats):
         order = names[r % len(names) :] + names[: r % len(names)]
         for form, batch in inputs.items():
             for name in order:
-                rates[form][name].append(_rate(arms[name], batch, window))  # type: ignore[arg-type]
+                rate, cpu = _rate(arms[name], batch, window)  # type: ignore[arg-type]
+                rates[form][name].append(rate)
+                cpu_ms[form][name].append(cpu)
 
     lengths = [len(s["input_ids"]) for s in lists]
     forms: dict[str, Any] = {}
     for form in inputs:
         arms_out: dict[str, dict[str, Any]] = {
-            name: {"batches_per_s": median(rs), "ms_per_batch": 1e3 / median(rs), "repeats": rs}
+            name: {
+                "batches_per_s": median(rs),
+                "ms_per_batch": 1e3 / median(rs),
+                "cpu_ms_per_batch": median(cpu_ms[form][name]),
+                "repeats": rs,
+                "cpu_ms_repeats": cpu_ms[form][name],
+            }
             for name, rs in rates[form].items()
         }
-        base = arms_out["dataforge"]["batches_per_s"]
-        ratios = {
-            f"dataforge_vs_{name}": base / arm["batches_per_s"]
-            for name, arm in arms_out.items()
-            if name != "dataforge"
+        ours = arms_out["dataforge"]
+        others = [name for name in arms_out if name != "dataforge"]
+        forms[form] = {
+            "arms": arms_out,
+            "ratios": {
+                f"dataforge_vs_{name}": ours["batches_per_s"] / arms_out[name]["batches_per_s"]
+                for name in others
+            },
+            "cpu_ratios": {
+                f"dataforge_vs_{name}": arms_out[name]["cpu_ms_per_batch"] / ours["cpu_ms_per_batch"]
+                for name in others
+            },
         }
-        forms[form] = {"arms": arms_out, "ratios": ratios}
     return {
         "benchmark": "collate",
         "env": env_info(device),
@@ -196,14 +219,17 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"collate: {cfg['batch_size']} sequences, mean length {cfg['mean_length']:.1f} "
         f"(max {cfg['max_length']}), median of {cfg['repeats']} interleaved repeats",
-        f"{'input':<8} {'arm':<14} {'batches/s':>11} {'ms/batch':>9} {'dataforge x':>12}",
+        f"{'input':<8} {'arm':<14} {'batches/s':>11} {'ms/batch':>9} {'dataforge x':>12} "
+        f"{'cpu ms/batch':>13} {'cpu x':>7}",
     ]
     for form, res in result["forms"].items():
         for name, arm in res["arms"].items():
             ratio = res["ratios"].get(f"dataforge_vs_{name}")
+            cpu_ratio = res["cpu_ratios"].get(f"dataforge_vs_{name}")
             lines.append(
                 f"{form:<8} {name:<14} {arm['batches_per_s']:>11,.0f} {arm['ms_per_batch']:>9.3f} "
-                f"{(f'{ratio:.1f}x' if ratio else '-'):>12}"
+                f"{(f'{ratio:.1f}x' if ratio else '-'):>12} {arm['cpu_ms_per_batch']:>13.3f} "
+                f"{(f'{cpu_ratio:.1f}x' if cpu_ratio else '-'):>7}"
             )
     for name, why in result.get("absent", {}).items():
         lines.append(f"{name}: absent ({why})")

@@ -197,11 +197,12 @@ def _layout(
     mask = empty((b, width), torch.bool, shared=shared)
     lengths_t = empty((b,), torch.int64, shared=shared)
     lengths_t.numpy()[:] = lengths
-    positions = np.arange(width, dtype=np.int64)
+    # int32 compares twice as fast as int64 (wider SIMD); lengths never reach 2**31
+    positions = np.arange(width, dtype=np.int32)
     if padding_side == "right":
-        np.less(positions, lengths[:, None], out=mask.numpy())
+        np.less(positions, lengths.astype(np.int32)[:, None], out=mask.numpy())
     else:
-        np.greater_equal(positions, (width - lengths)[:, None], out=mask.numpy())
+        np.greater_equal(positions, (width - lengths).astype(np.int32)[:, None], out=mask.numpy())
     return mask, lengths_t
 
 
@@ -269,7 +270,7 @@ def pad_tensors(
     b = len(tensors)
 
     if ndim == 1 and device.type == "cpu":
-        lengths = np.array([t.shape[0] for t in tensors], dtype=np.int64)
+        lengths = np.fromiter(map(torch.Tensor.numel, tensors), dtype=np.int64, count=b)
         width = padded_length(int(lengths.max()), pad_to_multiple_of)
         mask, lengths_t = _layout(lengths, width, padding_side, shared)
         flat = torch.cat(tensors)
