@@ -56,6 +56,19 @@ class EpochSampler(Sampler[T], Generic[T]):
 
     Subclasses implement ``_global_len()`` and ``_epoch_indices(generator)`` and may
     add validation fields to the state through ``_state_fields()``.
+
+    Example:
+        >>> class Shuffled(EpochSampler[int]):
+        ...     def __init__(self, n, **kw):
+        ...         super().__init__(**kw)
+        ...         self.n = n
+        ...     def _global_len(self):
+        ...         return self.n
+        ...     def _epoch_indices(self, generator):
+        ...         return generator.permutation(self.n)
+        >>> s = Shuffled(5, seed=0, num_replicas=2, rank=1)
+        >>> len(s), len(list(s)), s.state_dict()["num_yielded"]
+        (3, 3, 3)
     """
 
     _chunk = 1 << 16  # items converted to Python per step: fast ``.tolist()``, small lists
