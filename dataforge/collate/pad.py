@@ -336,7 +336,7 @@ class PadCollate:
             name=path,
         )
         types = set(map(type, values))
-        if types == {list}:
+        if types == {list} and _is_number_list(next((v for v in values if v), [])):
             return F.pad_lists(values, pad_value, **kwargs)  # type: ignore[arg-type]
         if types == {torch.Tensor}:
             return F.pad_tensors(values, pad_value, **kwargs)  # type: ignore[arg-type]

@@ -175,6 +175,12 @@ def test_sequence_of_feature_vectors_pads_first_dim() -> None:
     assert out["feats_lengths"].tolist() == [[3, 3], [2, 3]]
 
 
+def test_nested_lists_are_padded_as_arrays() -> None:
+    out = PadCollate(keys=["grid"])([{"grid": [[1, 2], [3, 4]]}, {"grid": [[5, 6, 7]]}])
+    assert out["grid"].tolist() == [[[1, 2, 0], [3, 4, 0]], [[5, 6, 7], [0, 0, 0]]]
+    assert out["grid_lengths"].tolist() == [[2, 2], [1, 3]]
+
+
 def test_tuple_samples_layout() -> None:
     out = PadCollate()([([1, 2, 3], 1, "a"), ([4], 0, "b")])
     assert len(out) == 4

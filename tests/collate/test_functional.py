@@ -1,0 +1,50 @@
+"""The padding math in dataforge.collate.functional, including shared-memory output."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dataforge.collate import functional as F
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_empty_and_stack(shared: bool) -> None:
+    t = F.empty((2, 3), torch.float16, shared=shared)
+    assert t.shape == (2, 3) and t.dtype == torch.float16 and t.is_contiguous()
+    assert t.is_shared() == shared
+    s = F.stack([torch.ones(2), torch.zeros(2, dtype=torch.int32)], shared=shared)
+    assert s.tolist() == [[1, 1], [0, 0]] and s.dtype == torch.float32
+    assert s.is_shared() == shared
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_lists_and_tensors_agree(shared: bool, side: str) -> None:
+    seqs = [[1, 2, 3], [], [4, 5]]
+    a = F.pad_lists(seqs, 9, padding_side=side, pad_to_multiple_of=4, shared=shared)
+    b = F.pad_tensors([torch.tensor(s, dtype=torch.int64) for s in seqs], 9, padding_side=side,
+                      pad_to_multiple_of=4, shared=shared)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+        assert x.is_shared() == y.is_shared() == shared
+    assert a[0].shape == (3, 4) and a[2].tolist() == [3, 0, 2]
+
+
+def test_nothing_to_pad_fast_path() -> None:
+    values, mask, lengths = F.pad_lists([[1, 2], [3, 4]])
+    assert values.tolist() == [[1, 2], [3, 4]] and bool(mask.all())
+    values, mask, _ = F.pad_tensors([torch.ones(2), torch.ones(2)])
+    assert bool(mask.all()) and values.shape == (2, 2)
+
+
+def test_overflowing_int() -> None:
+    with pytest.raises(ValueError, match="int64"):
+        F.pad_lists([[2**70]])
+
+
+def test_pad_tensors_errors() -> None:
+    with pytest.raises(ValueError, match="0 samples"):
+        F.pad_tensors([])
+    with pytest.raises(ValueError, match="sample 1 is a scalar"):
+        F.pad_tensors([torch.ones(1), torch.tensor(1.0)])
