@@ -179,11 +179,12 @@ def bench(args: argparse.Namespace, argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION,
                            "command": " ".join(["dataforge", *argv]),
-                           "env": env_info(device), "benchmarks": {}}
+                           "env": env_info(device), "benchmarks": {}, "seconds_by_benchmark": {}}
     failed = 0
     t0 = time.perf_counter()
     for name in names:
         print(f"-- dataforge bench {name}", file=sys.stderr, flush=True)
+        t1 = time.perf_counter()
         try:
             result = _run_one(name, args, data.get(name), out)
         except BenchError as exc:
@@ -200,6 +201,7 @@ def bench(args: argparse.Namespace, argv: list[str]) -> int:
         elif result["status"] == "not available":
             print(f"dataforge bench {name}: {result['reason']}", file=sys.stderr)
         doc["benchmarks"][name] = result
+        doc["seconds_by_benchmark"][name] = time.perf_counter() - t1
     doc["total_seconds"] = time.perf_counter() - t0
     validate_document(doc)
     path = out / "results.json"

@@ -162,6 +162,7 @@ def make_arms(root: str, items: list[tuple[str, int]], *, size: int, batch_size:
               device: torch.device) -> list[Arm]:
     """The five image arms over the folder ``root`` (whose files are ``items``)."""
     from dataforge.datasets.image_folder import ImageFolder
+    from dataforge.loading.loader import build_loader
     from dataforge.transforms.image import train_transforms
 
     cuda = device.type == "cuda"
@@ -194,20 +195,14 @@ def make_arms(root: str, items: list[tuple[str, int]], *, size: int, batch_size:
         Arm("stock-tuned", "DataLoader + dataforge uint8 pipeline, normalize on device",
             make_tuned, consume),
     ]
-    absent_df = None
-    try:
-        from dataforge.loading.loader import build_loader
-    except ImportError as exc:
-        absent_df, build_loader = f"dataforge.build_loader not importable ({exc})", None
-
     for engine in ("process", "thread"):
         def make_df(workers: int, engine: str = engine) -> Iterable[Any]:
-            return build_loader(  # type: ignore[misc]  # absent arms are never made
+            return build_loader(
                 df_tiled, batch_size, shuffle=True, num_workers=workers, pin_memory=cuda,
                 device=device, batch_transforms=_batch_tf(device), transform_keys=["image"],
                 seed=0, engine=engine)
         arms.append(Arm(f"dataforge-{engine}", f"dataforge.build_loader, {engine} engine",
-                        make_df, consume, absent=absent_df))
+                        make_df, consume))
 
     arms.append(_torchdata_arm(df_tiled, batch_size, device, consume))
     return arms

@@ -44,7 +44,7 @@ def plot_throughput(result: dict[str, Any], path: str | os.PathLike[str]) -> Pat
                     xs.append(i - 0.4 + width * (j + 0.5))
                     ys.append(a["samples_per_s"])
         ax.bar(xs, ys, width=width * 0.95, label=name, color=cmap(j % 10))
-    styles = ["--", ":", "-."]
+    styles: list[Any] = ["--", ":", "-."]
     by_workers = result["limit"]["by_workers"]
     pipelines = list(dict.fromkeys(p for d in by_workers.values() for p in d))
     for k, pipe in enumerate(pipelines):
@@ -52,7 +52,7 @@ def plot_throughput(result: dict[str, Any], path: str | os.PathLike[str]) -> Pat
             v = by_workers.get(str(w), {}).get(pipe)
             if v:
                 ax.hlines(v, i - 0.45, i + 0.45, colors="black", linestyles=styles[k % len(styles)],
-                          label=f"limit ({pipe} pipeline)" if i == 0 else None)
+                          label=f"limit ({pipe} pipeline)" if i == 0 else "_nolegend_")
     ax.set_xticks(range(len(workers)))
     ax.set_xticklabels([f"{w} workers" for w in workers])
     ax.set_ylabel(result.get("unit", "samples/s"))

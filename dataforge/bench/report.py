@@ -7,6 +7,7 @@ JSON document written by ``dataforge bench`` (``<out>/results.json``)::
       "command": "dataforge bench all --quick",     # how it was produced
       "env": {...},                                  # common.env_info(): cpu, cores, versions, gpu
       "benchmarks": {"image": RESULT, "text": RESULT, "samplers": ..., ...},
+      "seconds_by_benchmark": {"image": float, ...},  # wall time of each benchmark
       "total_seconds": float                         # wall time of the whole command
     }
 
@@ -95,8 +96,8 @@ def _check_arm(problems: list[str], arm: Any, where: str, text: bool) -> None:
         if not arm.get("reason"):
             problems.append(f"{where}: status {arm.get('status')!r} needs a 'reason'")
         return
-    for key, types in _ARM_OK_FIELDS.items():
-        v = _need(problems, arm, key, types, where)
+    for key, kinds in _ARM_OK_FIELDS.items():
+        v = _need(problems, arm, key, kinds, where)
         if isinstance(v, float) and not math.isfinite(v):
             problems.append(f"{where}.{key}: not finite ({v})")
     for key in ("ratio_to_stock", "fraction_of_limit", "cpu_s_per_sample"):

@@ -136,14 +136,9 @@ def make_arms(text_ds: Any, tok: Any, *, batch_size: int, device: torch.device,
     arms = [Arm("stock", "DataLoader, tokenize in __getitem__, DataCollatorWithPadding",
                 make_stock, consume, pipeline=PIPELINE)]
     fresh: dict[str, Callable[[int], Iterable[Any]]] = {"stock": make_stock}
-    try:
-        from dataforge.collate.pad import PadCollate
-        from dataforge.loading.loader import build_loader
-        from dataforge.samplers.bucket import BucketBatchSampler
-    except ImportError as exc:
-        arms.append(Arm("dataforge", "packed tokens + BucketBatchSampler + PadCollate",
-                        lambda w: [], consume, absent=f"not importable yet ({exc})", pipeline=PIPELINE))
-        return arms, fresh
+    from dataforge.collate.pad import PadCollate
+    from dataforge.loading.loader import build_loader
+    from dataforge.samplers.bucket import BucketBatchSampler
 
     def loader_over(ds: Any, workers: int) -> Iterable[Any]:
         sampler = BucketBatchSampler(ds.lengths, batch_size=batch_size, seed=0)
