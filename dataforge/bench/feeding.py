@@ -129,7 +129,7 @@ def run(
         raise BenchError("the feeding benchmark uses synthetic uint8 batches; it takes no --data")
     if kw:
         raise BenchError(f"unknown options for the feeding benchmark: {sorted(kw)}")
-    cfg = dict(_QUICK if quick else _FULL)
+    cfg: dict[str, Any] = dict(_QUICK if quick else _FULL)
     for k, v in (("seconds", seconds), ("repeats", repeats), ("batch_size", batch_size),
                  ("size", size), ("num_batches", num_batches)):
         if v is not None:
@@ -184,8 +184,8 @@ def run(
             w = _window(copy_arms[name], cfg["seconds"], dev)
             runs[name].append(w["batches"] * batch_bytes / w["wall_s"] / 1e9)
             say(f"repeat {r}: {name} {runs[name][-1]:.2f} GB/s")
-    copy = {k: {"gb_per_s": median(v), "runs": v} for k, v in runs.items()}
-    limit = copy["raw_pinned"]["gb_per_s"]
+    copy: dict[str, dict[str, Any]] = {k: {"gb_per_s": median(v), "runs": v} for k, v in runs.items()}
+    limit: float = copy["raw_pinned"]["gb_per_s"]
     # NOTE: on a CPU the arms copy nothing, so a ratio to the memcpy rate would mean nothing
     ratios = {
         f"{k}_vs_raw": (copy[k]["gb_per_s"] / limit if cuda else None) for k in copy if k != "raw_pinned"

@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
-import signal
-import sys
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -41,17 +38,13 @@ import torch
 import torch.utils.data
 
 from dataforge._dist import resolve_replicas
-from dataforge._rng import make_generator, mix_seed
 from dataforge.loading.auto import auto_num_workers, auto_pin_memory, resolve_device
 from dataforge.loading.errors import (
     ON_ERROR,
     BatchFetcher,
     BatchKey,
-    Fetched,
-    identity,
-    with_context,
 )
-from dataforge.loading.plan import BatchPlan
+from dataforge.loading.plan import BatchPlan, LoaderKeys, make_keys
 from dataforge.loading.prefetch import (
     Transform,
     _normalize_keys,
@@ -59,7 +52,13 @@ from dataforge.loading.prefetch import (
     _Transfer,
     prefetch_pairs,
 )
-from dataforge.loading.seeding import seed_worker
+from dataforge.loading.process_engine import (
+    WorkerInit,
+    dead_workers,
+    make_dataloader,
+    shutdown_workers,
+    worker_crashed,
+)
 from dataforge.loading.state import make_state, validate_state
 from dataforge.loading.stats import Failure, LoaderStats
 from dataforge.loading.thread_engine import ThreadBatchIterator
@@ -73,80 +72,17 @@ def _default_collate() -> Callable[[list[Any]], Any]:
     try:
         from dataforge.collate.default import default_collate
     except ImportError:  # the dataforge collate is optional for the loader
-        from torch.utils.data import default_collate
+        from torch.utils.data import default_collate  # type: ignore[assignment]
     return default_collate
 
 
-class _Keys:
-    """The DataLoader's ``sampler``: each ``iter()`` yields the keys the loader prepared."""
-
-    def __init__(self, loader: Loader) -> None:
-        self.loader = weakref.ref(loader)  # NOTE: no cycle, so `del loader` ends workers at once
-
-    def _get(self) -> Loader:
-        loader = self.loader()
-        if loader is None:
-            raise RuntimeError("the Loader of this DataLoader was deleted")
-        return loader
-
-    def __iter__(self) -> Iterator[BatchKey]:
-        return self._get()._take_keys()
-
-    def __len__(self) -> int:
-        return len(self._get())
-
-
-class _WorkerInit:
-    """Seeds a worker process (see ``seed_worker``), then runs the user's ``worker_init_fn``."""
-
-    def __init__(self, seed: int, rank: int, user_fn: Callable[[int], Any] | None) -> None:
-        self.seed = seed
-        self.rank = rank
-        self.epoch = 0
-        self.user_fn = user_fn
-
-    def __call__(self, worker_id: int) -> None:
-        seed_worker(worker_id, seed=self.seed, epoch=self.epoch, rank=self.rank)
-        if self.user_fn is not None:
-            try:
-                self.user_fn(worker_id)
-            except Exception as exc:
-                raise with_context(exc, f"worker_init_fn of worker {worker_id}") from exc
-
-
-def _dead_workers(raw: Any) -> str:
-    out = []
-    for i, w in enumerate(getattr(raw, "_workers", []) or []):
-        code = w.exitcode
-        if code is None:
-            continue
-        if code < 0:
-            try:
-                how = f"killed by signal {signal.Signals(-code).name}"
-            except ValueError:
-                how = f"killed by signal {-code}"
-        else:
-            how = f"exit code {code}"
-        out.append(f"worker {i} (pid {w.pid}, {how})")
-    return ", ".join(out)
-
-
-def _shutdown(raw: Any, *, kill: bool = False) -> None:
-    if kill:
-        # NOTE: unregister the workers from torch's SIGCHLD handler first, or killing them
-        # raises "worker killed by signal" from the handler in the middle of our cleanup
-        with contextlib.suppress(Exception):
-            from torch.utils.data._utils import signal_handling
-
-            if getattr(raw, "_worker_pids_set", False):
-                signal_handling._remove_worker_pids(id(raw))
-                raw._worker_pids_set = False
-        for w in getattr(raw, "_workers", []) or []:
-            if w.is_alive():
-                w.kill()
-    shutdown = getattr(raw, "_shutdown_workers", None)
-    if shutdown is not None:
-        shutdown()
+def _check_int(name: str, value: Any, minimum: int, *, none_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(
+            f"{name} must be an int >= {minimum}{' or None' if none_ok else ''}, got {value!r}"
+        )
 
 
 class _LoaderIterator(Iterator[Any]):
@@ -170,7 +106,7 @@ class _LoaderIterator(Iterator[Any]):
                 if loader._active is not None and loader._active() is self:
                     loader._end_epoch()
                 raise
-            except (RuntimeError, OSError, EOFError) as exc:
+            except Exception as exc:
                 self._fatal(exc)
                 raise
             loader._receive(meta)
@@ -178,31 +114,13 @@ class _LoaderIterator(Iterator[Any]):
                 loader._stats.record(time.perf_counter() - t0, meta[1])
                 return batch
 
-    def _crashed(self, exc: BaseException) -> bool:
-        msg = str(exc)
-        if isinstance(exc, RuntimeError):
-            return "DataLoader worker (pid" in msg or "DataLoader timed out" in msg
-        if not getattr(self.raw, "_workers", None) or msg.startswith("Caught "):
-            return False  # a user's OSError re-raised by torch starts with "Caught ..."
-        # NOTE: a worker dying mid-send surfaces as ConnectionResetError / EOFError while the
-        # main process rebuilds its tensors; give the OS a moment to report the death
-        deadline = time.perf_counter() + 2.0
-        try:
-            while time.perf_counter() < deadline:
-                if _dead_workers(self.raw):
-                    return True
-                time.sleep(0.02)
-        except RuntimeError:  # torch's SIGCHLD handler reporting the death
-            return True
-        return False
-
     def _fatal(self, exc: BaseException) -> None:
-        if not self._crashed(exc):
-            self.close()
+        if not worker_crashed(exc, self.raw):
+            self.close()  # NOTE: a failed pass is over; the next iter() starts afresh
             return
         loader = self.loader
         msg = str(exc)
-        dead = _dead_workers(self.raw)
+        dead = dead_workers(self.raw)
         what = f"worker process(es) died: {dead}" if dead else "a worker did not answer"
         if "DataLoader timed out" in msg:
             what = f"timed out after timeout={loader.timeout} s waiting for a worker"
@@ -225,7 +143,7 @@ class _LoaderIterator(Iterator[Any]):
         if isinstance(self.raw, ThreadBatchIterator):
             self.raw.close()
         elif kill or not self.loader.persistent_workers:
-            _shutdown(self.raw, kill=kill)
+            shutdown_workers(self.raw, kill=kill)
             if self.loader._dataloader is not None and kill:
                 self.loader._dataloader._iterator = None
 
@@ -266,10 +184,9 @@ class Loader:
                 "for an iterable dataset use torch.utils.data.DataLoader with "
                 "dataforge.DevicePrefetcher and dataforge.DataWaitMeter"
             )
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        _check_int("batch_size", batch_size, 1, none_ok=True)
+        _check_int("prefetch_factor", prefetch_factor, 1, none_ok=True)
+        _check_int("depth", depth, 1)
         if batch_sampler is not None and (batch_size is not None or sampler is not None or shuffle or drop_last):
             raise ValueError(
                 "batch_sampler is mutually exclusive with batch_size, sampler, shuffle and "
@@ -294,14 +211,9 @@ class Loader:
             )
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
-        if collate_fn is not None and not callable(collate_fn):
-            raise TypeError(f"collate_fn must be callable or None, got {collate_fn!r}")
-        if worker_init_fn is not None and not callable(worker_init_fn):
-            raise TypeError(f"worker_init_fn must be callable or None, got {worker_init_fn!r}")
-        if prefetch_factor is not None and (
-            isinstance(prefetch_factor, bool) or not isinstance(prefetch_factor, int) or prefetch_factor < 1
-        ):
-            raise ValueError(f"prefetch_factor must be a positive int or None, got {prefetch_factor!r}")
+        for name, fn in (("collate_fn", collate_fn), ("worker_init_fn", worker_init_fn)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable or None, got {fn!r}")
         if num_workers == "auto":
             num_workers = auto_num_workers(dataset, batch_size or 1)
         elif isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
@@ -329,8 +241,6 @@ class Loader:
         self._transforms = _normalize_transforms(batch_transforms)
         self._keys = _normalize_keys(transform_keys)
         self._transfer: _Transfer | None = None
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth must be a positive int, got {depth!r}")
         collate = collate_fn
         if collate is None and (batch_size is not None or batch_sampler is not None):
             collate = _default_collate()
@@ -341,29 +251,14 @@ class Loader:
             dataset, collate, on_error, seed=seed, rank=rank,
             pin=self.pin_memory and engine == "thread",
         )
-        self._worker_init = _WorkerInit(seed, rank, worker_init_fn)
+        self._worker_init = WorkerInit(seed, rank, worker_init_fn)
         self._dataloader: torch.utils.data.DataLoader | None = None
         if engine == "process":
-            if multiprocessing_context is None and num_workers > 0 and sys.platform.startswith("linux"):
-                multiprocessing_context = multiprocessing.get_context("fork")
-            kwargs: dict[str, Any] = {}
-            if num_workers > 0:
-                kwargs["prefetch_factor"] = prefetch_factor
-                kwargs["persistent_workers"] = self.persistent_workers
-                kwargs["multiprocessing_context"] = multiprocessing_context
-                kwargs["worker_init_fn"] = self._worker_init
-            self._dataloader = torch.utils.data.DataLoader(
-                self._fetcher,  # type: ignore[arg-type]
-                batch_size=None,
-                sampler=_Keys(self),  # type: ignore[arg-type]
-                num_workers=num_workers,
-                collate_fn=identity,
-                pin_memory=self.pin_memory,
-                timeout=timeout,
-                # NOTE: a seeded generator, so torch's worker base seed never draws from the
-                # global RNG of the training process
-                generator=make_generator(mix_seed(seed, 0x5EED)),
-                **kwargs,
+            self._dataloader = make_dataloader(
+                self._fetcher, LoaderKeys(self), num_workers=num_workers, pin_memory=self.pin_memory,
+                timeout=timeout, seed=seed, prefetch_factor=prefetch_factor,
+                persistent_workers=self.persistent_workers, worker_init_fn=self._worker_init,
+                multiprocessing_context=multiprocessing_context,
             )
         self._stats = LoaderStats()
         self._epoch = 0
@@ -402,7 +297,7 @@ class Loader:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
         self._worker_init.epoch = epoch
-        keys = _make_keys(self._plan, self._sampler_states, epoch, skip, sampler_state)
+        keys = make_keys(self._plan, self._sampler_states, epoch, skip, sampler_state)
         raw: Any
         if self._dataloader is not None:
             self._pending_keys = keys
@@ -414,7 +309,7 @@ class Loader:
                 self.prefetch_factor or 2, self.timeout,
             )
         source: Iterator[tuple[Any, Any]] = (
-            ((f.batch_no, f.num_samples, f.failures, f.worker), f.batch) for f in _fetched(raw)
+            ((f.batch_no, f.num_samples, f.failures, f.worker), f.batch) for f in raw
         )
         if self.device is not None or self._transforms:
             if self._transfer is None:
@@ -530,7 +425,7 @@ class Loader:
         self._close_active()
         dl = self._dataloader
         if dl is not None and getattr(dl, "_iterator", None) is not None:
-            _shutdown(dl._iterator, kill=kill)
+            shutdown_workers(dl._iterator, kill=kill)
             dl._iterator = None
 
     def __enter__(self) -> Loader:
@@ -551,24 +446,6 @@ class Loader:
             f"batch_size={self.batch_size}, engine={self.engine!r}, num_workers={self.num_workers}, "
             f"device={self.device}, on_error={self.on_error!r})"
         )
-
-
-def _fetched(raw: Iterator[Any]) -> Iterator[Fetched]:
-    yield from raw
-
-
-def _make_keys(
-    plan: BatchPlan,
-    sampler_states: dict[int, dict[str, Any]],
-    epoch: int,
-    skip: int,
-    sampler_state: dict[str, Any] | None,
-) -> Iterator[BatchKey]:
-    # a module-level generator: it must not reference the Loader (see _Keys)
-    for b, (indices, state) in enumerate(plan.batches(epoch, skip, sampler_state), start=skip):
-        if state is not None:
-            sampler_states[b] = state
-        yield BatchKey(epoch, b, indices)
 
 
 def build_loader(dataset: Any, batch_size: int | None = None, **kwargs: Any) -> Loader:

@@ -8,12 +8,14 @@ batches, and resuming at batch ``k`` needs no data.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from dataforge._rng import make_generator, mix_seed
+from dataforge.loading.errors import BatchKey
 
 
 def _stateful(obj: Any) -> bool:
@@ -94,3 +96,36 @@ class BatchPlan:
             if i < skip:
                 continue
             yield b, (self.source.state_dict() if self.stateful else None)
+
+
+class LoaderKeys:
+    """The DataLoader's ``sampler``: each ``iter()`` yields the keys the loader prepared."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = weakref.ref(loader)  # NOTE: no cycle, so `del loader` ends workers at once
+
+    def _get(self) -> Any:
+        loader = self.loader()
+        if loader is None:
+            raise RuntimeError("the Loader of this DataLoader was deleted")
+        return loader
+
+    def __iter__(self) -> Iterator[BatchKey]:
+        return self._get()._take_keys()
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def make_keys(
+    plan: BatchPlan,
+    sampler_states: dict[int, dict[str, Any]],
+    epoch: int,
+    skip: int,
+    sampler_state: dict[str, Any] | None,
+) -> Iterator[BatchKey]:
+    # a module-level generator: it must not reference the Loader (see LoaderKeys)
+    for b, (indices, state) in enumerate(plan.batches(epoch, skip, sampler_state), start=skip):
+        if state is not None:
+            sampler_states[b] = state
+        yield BatchKey(epoch, b, indices)

@@ -45,7 +45,7 @@ def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(obj, Mapping):
         items = {k: _map_tensors(v, fn) for k, v in obj.items()}
         try:
-            return type(obj)(items)
+            return type(obj)(items)  # type: ignore[call-arg]
         except TypeError:
             return items
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
@@ -99,11 +99,11 @@ def _replace(batch: Any, key: Any, value: Any) -> Any:
         out = dict(batch)
         out[key] = value
         try:
-            return type(batch)(out)
+            return type(batch)(out)  # type: ignore[call-arg]
         except TypeError:
             return out
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return batch._replace(**{batch._fields[key]: value})
+        return batch._replace(**{batch._fields[key]: value})  # type: ignore[attr-defined]
     if isinstance(batch, (tuple, list)):
         out_l = list(batch)
         out_l[key] = value
@@ -117,7 +117,9 @@ def _replace(batch: Any, key: Any, value: Any) -> Any:
 def _normalize_transforms(batch_transforms: Transform | Sequence[Transform] | None) -> list[Transform]:
     if batch_transforms is None:
         return []
-    fns = list(batch_transforms) if isinstance(batch_transforms, (list, tuple)) else [batch_transforms]
+    fns: list[Transform] = (
+        list(batch_transforms) if isinstance(batch_transforms, (list, tuple)) else [batch_transforms]  # type: ignore[list-item]
+    )
     for fn in fns:
         if not callable(fn):
             raise TypeError(

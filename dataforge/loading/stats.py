@@ -21,7 +21,7 @@ T = TypeVar("T")
 class Failure(NamedTuple):
     """One sample that could not be loaded: ``(index, exc_type, message)``."""
 
-    index: int
+    index: int  # type: ignore[assignment]
     exc_type: str
     message: str
 
