@@ -113,3 +113,15 @@ def test_worker_init_fn_error_keeps_type_and_names_worker() -> None:
     with pytest.raises(OSError, match=r"worker_init_fn of worker 0: no device for 0"):
         list(loader)
     loader.close()
+
+
+def test_a_failed_pass_ends_without_advancing_the_epoch() -> None:
+    loader = dataforge.build_loader(Failing(8, bad=(5,)), batch_size=2, num_workers=0)
+    it = iter(loader)
+    next(it)
+    with pytest.raises(ValueError):
+        next(it)
+        next(it)
+    with pytest.raises(StopIteration):
+        next(it)
+    assert loader.epoch == 0 and loader.state_dict()["batches_yielded"] == 2
