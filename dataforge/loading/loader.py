@@ -166,7 +166,7 @@ class Loader:
         persistent_workers: bool | None = None,
         device: str | torch.device | None = None,
         batch_transforms: Transform | Sequence[Transform] | None = None,
-        transform_keys: Any = None,
+        transform_keys: Any = "auto",
         seed: int = 0,
         drop_last: bool = False,
         timeout: float = 0,
@@ -467,7 +467,9 @@ def build_loader(dataset: Any, batch_size: int | None = None, **kwargs: Any) -> 
             ``num_workers > 0``).
         device: deliver batches on this device (see ``DevicePrefetcher``).
         batch_transforms: callable(s) applied to each batch on ``device``.
-        transform_keys: apply ``batch_transforms`` to ``batch[key]`` only (see ``prefetch.py``).
+        transform_keys: what ``batch_transforms`` receive: ``"auto"``: a tensor batch,
+            ``batch["image"]`` of a dict batch, ``batch[0]`` of a tuple batch; ``None``: the
+            whole batch; or keys (see ``prefetch.py``).
         seed: seed of the shuffle, of worker RNGs and of per-sample randomness.
         drop_last: drop the last incomplete batch.
         timeout: seconds to wait for one batch from the workers (0: forever).

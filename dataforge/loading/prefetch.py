@@ -18,10 +18,15 @@ While the consumer holds one batch, the next ``depth`` are in flight.
 On a CPU (or any non-CUDA) device the same code runs without streams or pinning.
 
 NOTE [batch_transforms and keys]: ``batch_transforms`` is one callable or a list
-of callables applied in order. With ``keys=None`` each receives the whole batch.
-With ``keys`` (a key or index, or a tuple of them) each receives ``batch[key]``
-for each key and the batch is rebuilt with the results (``{"image": ...}`` ->
-``keys="image"``; ``(images, labels)`` -> ``keys=0``).
+of callables applied in order (image batch transforms take an NCHW tensor).
+What they receive depends on ``keys``:
+
+- ``"auto"`` (default): a tensor batch whole; ``batch["image"]`` of a dict batch;
+  ``batch[0]`` of a tuple / list / namedtuple batch (``(images, labels)``);
+- ``None``: the whole batch, whatever it is;
+- a key or index, or a tuple of them: ``batch[key]`` for each.
+
+The batch is rebuilt with the results; other entries pass through untouched.
 """
 
 from __future__ import annotations
@@ -128,9 +133,24 @@ def _normalize_transforms(batch_transforms: Transform | Sequence[Transform] | No
     return fns
 
 
-def _normalize_keys(keys: Any) -> tuple[Any, ...] | None:
-    if keys is None:
+def _auto_keys(batch: Any) -> tuple[Any, ...] | None:
+    if isinstance(batch, torch.Tensor):
         return None
+    if isinstance(batch, Mapping):
+        if "image" not in batch:
+            raise KeyError(
+                f"batch_transforms with keys='auto' look for batch['image'], but the batch has "
+                f"keys {list(batch)}; pass keys=... (e.g. transform_keys='pixels') or keys=None"
+            )
+        return ("image",)
+    if isinstance(batch, (tuple, list)):
+        return (0,)
+    return None
+
+
+def _normalize_keys(keys: Any) -> tuple[Any, ...] | str | None:
+    if keys is None or keys == "auto":
+        return keys
     return tuple(keys) if isinstance(keys, (list, tuple)) else (keys,)
 
 
@@ -141,7 +161,7 @@ class _Transfer:
         self,
         device: torch.device,
         transforms: list[Transform],
-        keys: tuple[Any, ...] | None,
+        keys: tuple[Any, ...] | str | None,
         pin: bool,
     ) -> None:
         self.device = device
@@ -152,11 +172,12 @@ class _Transfer:
         self.stream = torch.cuda.Stream(device) if self.cuda else None
 
     def _apply(self, batch: Any) -> Any:
+        keys = _auto_keys(batch) if self.keys == "auto" and self.transforms else self.keys
         for fn in self.transforms:
-            if self.keys is None:
+            if keys is None:
                 batch = fn(batch)
             else:
-                for key in self.keys:
+                for key in keys:
                     batch = _replace(batch, key, fn(_item(batch, key)))
         return batch
 
@@ -219,7 +240,8 @@ class DevicePrefetcher(Generic[T]):
         device: target device (``"cuda"``, ``"cuda:1"``, ``"cpu"``...).
         batch_transforms: a callable or list of callables run on the device batch.
         depth: batches in flight (>= 1; 2 overlaps one copy with one step).
-        keys: apply the transforms to ``batch[k]`` for these keys only.
+        keys: what the transforms receive: ``"auto"`` (tensor batch, ``batch["image"]`` or
+            ``batch[0]``), ``None`` (the whole batch) or keys / indices.
         pin_memory: ``"auto"`` pins not-yet-pinned CPU tensors when ``device`` is CUDA.
 
     Example:
@@ -237,7 +259,7 @@ class DevicePrefetcher(Generic[T]):
         batch_transforms: Transform | Sequence[Transform] | None = None,
         depth: int = 2,
         *,
-        keys: Any = None,
+        keys: Any = "auto",
         pin_memory: bool | str = "auto",
     ) -> None:
         from dataforge.loading.auto import auto_pin_memory, resolve_device

@@ -131,3 +131,17 @@ def test_cuda_prefetch_is_correct_under_a_busy_compute_stream() -> None:
         del b
     torch.cuda.synchronize()
     assert all(torch.equal(g.cpu(), h) for g, h in zip(got, host))
+
+
+def test_auto_keys_pick_image_or_first_element() -> None:
+    def double(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    d = list(DevicePrefetcher(_batches(), "cpu", batch_transforms=double))
+    assert d[1]["image"].tolist() == [[2, 2, 2], [2, 2, 2]] and d[1]["label"].tolist() == [1, 1]
+    t = list(DevicePrefetcher([Pair(torch.ones(1), torch.ones(1))], "cpu", batch_transforms=double))
+    assert t[0].image.tolist() == [2.0] and t[0].label.tolist() == [1.0]
+    whole = list(DevicePrefetcher([(torch.ones(1),)], "cpu", batch_transforms=lambda b: len(b), keys=None))
+    assert whole == [1]
+    with pytest.raises(KeyError, match="transform_keys"):
+        list(DevicePrefetcher([{"pixels": torch.ones(1)}], "cpu", batch_transforms=double))
