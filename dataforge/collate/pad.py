@@ -35,7 +35,13 @@ import numpy as np
 import torch
 
 from dataforge.collate import functional as F
-from dataforge.collate.default import ROOT, DefaultCollate, child_path, default_collate, describe
+from dataforge.collate.default import (
+    ROOT,
+    DefaultCollate,
+    a_describe,
+    child_path,
+    default_collate,
+)
 
 __all__ = ["PadCollate"]
 
@@ -223,8 +229,8 @@ class PadCollate:
             for i, s in enumerate(batch):
                 if isinstance(s, Mapping) != is_map or not _is_record(s):
                     raise TypeError(
-                        f"{path}: samples must all be of one kind: sample 0 is a "
-                        f"{describe(elem)} but sample {i} is a {describe(s)}"
+                        f"{path}: samples must all be of one kind: sample 0 is "
+                        f"{a_describe(elem)} but sample {i} is {a_describe(s)}"
                     )
         if is_map:
             return self._mapping(batch, path, shared, top)
@@ -347,7 +353,7 @@ class PadCollate:
                 continue
             if not isinstance(v, (np.ndarray, list, tuple, Number)):
                 raise TypeError(
-                    f"{path}: sample {i} is a {describe(v)}; only numeric fields (tensors, "
+                    f"{path}: sample {i} is {a_describe(v)}; only numeric fields (tensors, "
                     "numeric arrays, lists of numbers) can be padded. Leave this key out of "
                     "PadCollate(keys=...)"
                 )
@@ -360,7 +366,7 @@ class PadCollate:
                 tensors.append(torch.from_numpy(arr))
             except (TypeError, ValueError) as exc:
                 raise TypeError(
-                    f"{path}: sample {i} ({describe(v)}) is not numeric or not rectangular "
+                    f"{path}: sample {i} ({a_describe(v)}) is not numeric or not rectangular "
                     f"({exc}); only numeric fields can be padded. Leave this key out of "
                     "PadCollate(keys=...)"
                 ) from exc

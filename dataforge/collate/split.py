@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from dataforge.collate.default import ROOT, child_path, default_collate, describe
+from dataforge.collate.default import ROOT, a_describe, child_path, default_collate
 
 __all__ = ["SplitCollate"]
 
@@ -85,8 +85,8 @@ class SplitCollate:
             keys = self._positions(batch)
         else:
             raise TypeError(
-                f"{ROOT}: SplitCollate splits tuple or dict samples, but sample 0 is a "
-                f"{describe(elem)}; use default_collate for single-field samples"
+                f"{ROOT}: SplitCollate splits tuple or dict samples, but sample 0 is "
+                f"{a_describe(elem)}; use default_collate for single-field samples"
             )
         return tuple(self._collate([s[k] for s in batch], child_path(ROOT, k)) for k in keys)
 
@@ -104,7 +104,7 @@ class SplitCollate:
             if not isinstance(s, Mapping):
                 raise TypeError(
                     f"{ROOT}: samples must all be of one kind: sample 0 is a dict but sample "
-                    f"{i} is a {describe(s)}"
+                    f"{i} is {a_describe(s)}"
                 )
             for k in self.keys:
                 if k not in s:
@@ -119,8 +119,8 @@ class SplitCollate:
         for i, s in enumerate(batch):
             if not isinstance(s, (tuple, list)):
                 raise TypeError(
-                    f"{ROOT}: samples must all be of one kind: sample 0 is a "
-                    f"{describe(batch[0])} but sample {i} is a {describe(s)}"
+                    f"{ROOT}: samples must all be of one kind: sample 0 is "
+                    f"{a_describe(batch[0])} but sample {i} is {a_describe(s)}"
                 )
             if len(s) != size:
                 raise ValueError(

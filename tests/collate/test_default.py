@@ -37,6 +37,11 @@ PARITY_BATCHES = [
     [1, 2, 3],
     [1.5, 2.5],
     [True, False],
+    [1, 2.5],  # mixed numbers: torch.tensor's dtype rules, whatever the fast path
+    [True, 1],
+    [1, True],
+    [2.5, 1, True],
+    [2**62, -(2**62)],
     ["a", "b"],
     [b"a", b"b"],
     [{"x": torch.zeros(2), "y": 1, "s": "a"}, {"x": torch.ones(2), "y": 0, "s": "b"}],
