@@ -194,15 +194,16 @@ def _layout(
     samples, for both padding sides: one boolean-mask assignment fills the batch.
     """
     b = lengths.shape[0]
-    mask = empty((b, width), torch.bool, shared=shared)
-    lengths_t = empty((b,), torch.int64, shared=shared)
-    lengths_t.numpy()[:] = lengths
     # int32 compares twice as fast as int64 (wider SIMD); lengths never reach 2**31
     positions = np.arange(width, dtype=np.int32)
-    if padding_side == "right":
-        np.less(positions, lengths.astype(np.int32)[:, None], out=mask.numpy())
-    else:
-        np.greater_equal(positions, (width - lengths).astype(np.int32)[:, None], out=mask.numpy())
+    bounds = (lengths if padding_side == "right" else width - lengths).astype(np.int32)[:, None]
+    compare = np.less if padding_side == "right" else np.greater_equal
+    if not shared:  # numpy allocates, torch wraps: no copies
+        return torch.from_numpy(compare(positions, bounds)), torch.from_numpy(lengths)
+    mask = empty((b, width), torch.bool, shared=True)
+    compare(positions, bounds, out=mask.numpy())
+    lengths_t = empty((b,), torch.int64, shared=True)
+    lengths_t.numpy()[:] = lengths
     return mask, lengths_t
 
 
