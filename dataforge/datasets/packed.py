@@ -137,7 +137,7 @@ class PackedTokenDataset(MapDataset[dict[str, Any]]):
         if p.suffix != ".npz":
             p = p.with_name(p.name + ".npz")
         p.parent.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {
+        arrays: dict[str, Any] = {
             "ids": self.ids,
             "offsets": self.offsets,
             "meta": np.asarray([_FORMAT, self.pad_id], dtype=np.int64),
@@ -255,7 +255,7 @@ def tokenize_dataset(
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         if use_cols:
-            chunk = texts_col[start:stop]
+            chunk = texts_col[start:stop]  # type: ignore[index]
             texts = chunk if isinstance(chunk, list) else list(chunk)
         else:
             texts, labels = _texts_and_labels(

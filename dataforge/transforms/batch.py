@@ -153,6 +153,9 @@ class Normalize(nn.Module):
         0.0
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
     ) -> None:

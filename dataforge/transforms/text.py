@@ -246,6 +246,7 @@ def train_tokenizer(
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
         raise ValueError(f"min_frequency must be a positive int, got {min_frequency!r}")
 
+    trainer: Any
     if kind == "wordpiece":
         if "[UNK]" not in specials:
             raise ValueError(
