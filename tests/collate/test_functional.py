@@ -48,3 +48,13 @@ def test_pad_tensors_errors() -> None:
         F.pad_tensors([])
     with pytest.raises(ValueError, match="sample 1 is a scalar"):
         F.pad_tensors([torch.ones(1), torch.tensor(1.0)])
+
+
+def test_shared_allocation_falls_back_without_private_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(*args: object, **kwargs: object) -> None:
+        raise AttributeError("_new_shared")
+
+    monkeypatch.setattr(torch.UntypedStorage, "_new_shared", missing, raising=False)
+    t = F.empty((3, 2), torch.int64, shared=True)
+    assert t.shape == (3, 2) and t.is_shared()
+    assert F.stack([torch.ones(2), torch.ones(2)], shared=True).is_shared()
