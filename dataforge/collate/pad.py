@@ -20,8 +20,9 @@ NOTE [which fields are padded]: with ``keys=None``, lists of numbers and 1-D
 tensors / arrays are always padded (so the output keys do not depend on the
 batch), fields of higher rank only when their shapes differ in the batch, and
 everything else (numbers, strings, equal-shaped arrays) is stacked as by
-``default_collate``. Nested dicts and tuples are searched the same way. Give
-``keys`` for a fixed layout. A list is a *sequence of numbers* when its items are
+``default_collate``. Nested dicts and tuples are searched the same way; ``keys``,
+``pad_values`` and ``mask_names`` match a field by its own key (or tuple
+position) at any depth. Give ``keys`` for a fixed layout. A list is a *sequence of numbers* when its items are
 numbers; a tuple is always a record of fields (as in ``default_collate``).
 """
 
