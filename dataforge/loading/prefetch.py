@@ -14,6 +14,10 @@ NOTE [device prefetch]: for each batch, in order:
    and every tensor of the batch gets ``record_stream(current)`` so the caching
    allocator does not reuse its memory while the consumer's stream still uses it.
 
+The other direction: at the start of a pass, and before it touches tensors that
+are already on the device, the side stream waits for the consumer's stream
+(``side.wait_stream(current)``), so it never reads a half-written buffer.
+
 While the consumer holds one batch, the next ``depth`` are in flight.
 On a CPU (or any non-CUDA) device the same code runs without streams or pinning.
 
@@ -181,6 +185,12 @@ class _Transfer:
                     batch = _replace(batch, key, fn(_item(batch, key)))
         return batch
 
+    def begin(self) -> None:
+        """At the start of a pass: the side stream waits for work already queued on the
+        consumer's stream (e.g. transform buffers just moved to the device)."""
+        if self.stream is not None:
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))
+
     def start(self, batch: Any) -> tuple[Any, Any]:
         """Issue the copy (and transforms) of one batch; return ``(batch, event)``."""
         if batch is None:
@@ -190,6 +200,9 @@ class _Transfer:
         if self.stream is None:
             moved = _map_tensors(batch, lambda t: t.to(self.device))
             return self._apply(moved), None
+        if any(t.is_cuda for t in _each_tensor(batch)):
+            # NOTE: device tensors may still be written by the consumer's stream
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.stream):
             moved = _map_tensors(batch, lambda t: t.to(self.device, non_blocking=True))
             moved = self._apply(moved)
@@ -213,6 +226,7 @@ def prefetch_pairs(
 ) -> Iterator[tuple[Any, Any]]:
     """Move ``(meta, batch)`` pairs to the device with ``depth`` batches in flight."""
     inflight: collections.deque[tuple[Any, Any, Any]] = collections.deque()
+    transfer.begin()
 
     def fill() -> None:
         while len(inflight) < depth:
