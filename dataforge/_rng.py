@@ -47,15 +47,18 @@ def seeded_rng(seed: int) -> Iterator[None]:
     restoring their previous states afterwards (so third-party transforms that
     use the global RNG, such as torchvision v2 or albumentations, become
     reproducible per sample without disturbing the caller's streams)."""
-    torch_state = torch.random.get_rng_state()
-    np_state = np.random.get_state()
+    # NOTE [cheap seeding]: seed the CPU default generator directly; torch.manual_seed
+    # would also seed every accelerator (about 0.2 ms a call, paid per sample).
+    gen = torch.default_generator
+    torch_state = gen.get_state()
+    np_state = np.random.get_state(legacy=False)
     py_state = random.getstate()
-    torch.manual_seed(seed)
+    gen.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
     try:
         yield
     finally:
-        torch.random.set_rng_state(torch_state)
+        gen.set_state(torch_state)
         np.random.set_state(np_state)
         random.setstate(py_state)
