@@ -87,24 +87,24 @@ def build_parser() -> argparse.ArgumentParser:
                     "PyTorch in the same run, against the measured limit.")
     b.add_argument("what", choices=[*BENCHMARKS, "all"], metavar="BENCHMARK",
                    help=f"one of {', '.join(BENCHMARKS)}, or all ({', '.join(ALL)})")
-    b.add_argument("--data", help="your ImageFolder (ROOT/<class>/<image>) for image, or a JSONL "
+    b.add_argument("--data", metavar="PATH", help="your ImageFolder (ROOT/<class>/<image>) for image, or a JSONL "
                    "file for text; default: demo data generated once into $DATAFORGE_CACHE "
                    "(~/.cache/dataforge/demo)")
-    b.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or auto (default cpu)")
-    b.add_argument("--workers", type=_workers, help="comma list of worker counts to sweep, e.g. "
+    b.add_argument("--device", type=_device, default="cpu", metavar="{cpu,cuda,auto}", help="cpu, cuda or auto (default cpu)")
+    b.add_argument("--workers", type=_workers, metavar="LIST", help="comma list of worker counts to sweep, e.g. "
                    "0,2,4 (default 0,<cores>; with --quick one small value)")
-    b.add_argument("--batch-size", type=_positive(int), help="samples per batch (default 64; "
+    b.add_argument("--batch-size", type=_positive(int), metavar="N", help="samples per batch (default 64; "
                    "image --quick 32)")
-    b.add_argument("--seconds", type=_positive(float), help="steady-state seconds per arm and "
+    b.add_argument("--seconds", type=_positive(float), metavar="S", help="steady-state seconds per arm and "
                    "repeat (default 10; --quick 1)")
-    b.add_argument("--repeats", type=_positive(int), default=3, help="runs per arm; the median is "
+    b.add_argument("--repeats", type=_positive(int), default=3, metavar="N", help="runs per arm; the median is "
                    "reported (default 3)")
     b.add_argument("--quick", action="store_true", help="small data and short windows (~1-2 min)")
-    b.add_argument("--out", default="bench_out", help="folder for results.json and plots "
+    b.add_argument("--out", default="bench_out", metavar="DIR", help="folder for results.json and plots "
                    "(default ./bench_out)")
-    b.add_argument("--image-size", type=_positive(int), default=224, help="crop size (default 224)")
-    b.add_argument("--text-key", default="text", help="JSONL text field (default text)")
-    b.add_argument("--label-key", default="label", help="JSONL label field (default label)")
+    b.add_argument("--image-size", type=_positive(int), default=224, metavar="N", help="crop size (default 224)")
+    b.add_argument("--text-key", default="text", metavar="KEY", help="JSONL text field (default text)")
+    b.add_argument("--label-key", default="label", metavar="KEY", help="JSONL label field (default label)")
     # Hidden: sizes for tests and smoke runs.
     b.add_argument("--num-images", type=_positive(int), help=argparse.SUPPRESS)
     b.add_argument("--num-docs", type=_positive(int), help=argparse.SUPPRESS)
