@@ -44,6 +44,7 @@ from dataforge.loading.errors import (
     BatchFetcher,
     BatchKey,
 )
+from dataforge.loading.iterator import LoaderIterator
 from dataforge.loading.plan import BatchPlan, LoaderKeys, make_keys
 from dataforge.loading.prefetch import (
     Transform,
@@ -54,10 +55,8 @@ from dataforge.loading.prefetch import (
 )
 from dataforge.loading.process_engine import (
     WorkerInit,
-    dead_workers,
     make_dataloader,
     shutdown_workers,
-    worker_crashed,
 )
 from dataforge.loading.state import make_state, validate_state
 from dataforge.loading.stats import Failure, LoaderStats
@@ -85,71 +84,24 @@ def _check_int(name: str, value: Any, minimum: int, *, none_ok: bool = False) ->
         )
 
 
-class _LoaderIterator(Iterator[Any]):
-    def __init__(self, loader: Loader, raw: Any, source: Iterator[tuple[Any, Any]]) -> None:
-        self.loader = loader
-        self.raw = raw
-        self.source = source
-        self.done = False
-
-    def __next__(self) -> Any:
-        loader = self.loader
-        if self.done:
-            raise StopIteration
-        t0 = time.perf_counter()
-        while True:
-            try:
-                meta, batch = next(self.source)
-            except StopIteration:
-                loader._stats.record(time.perf_counter() - t0, 0, batch=False)
-                self.close()
-                if loader._active is not None and loader._active() is self:
-                    loader._end_epoch()
-                raise
-            except Exception as exc:
-                self._fatal(exc)
-                raise
-            loader._receive(meta)
-            if batch is not None:
-                loader._stats.record(time.perf_counter() - t0, meta[1])
-                return batch
-
-    def _fatal(self, exc: BaseException) -> None:
-        if not worker_crashed(exc, self.raw):
-            self.close()  # NOTE: a failed pass is over; the next iter() starts afresh
-            return
-        loader = self.loader
-        msg = str(exc)
-        dead = dead_workers(self.raw)
-        what = f"worker process(es) died: {dead}" if dead else "a worker did not answer"
-        if "DataLoader timed out" in msg:
-            what = f"timed out after timeout={loader.timeout} s waiting for a worker"
-        self.close(kill=True)
-        raise RuntimeError(
-            f"dataforge.Loader: {what} while loading batch {loader._yielded} of epoch "
-            f"{loader._epoch} ({type(exc).__name__}: {msg.strip()}); the workers were stopped. "
-            "Check the dataset's __getitem__ (crashes, memory, hangs) or run with num_workers=0 "
-            "to debug"
-        ) from exc
-
-    def close(self, *, kill: bool = False) -> None:
-        if self.done:
-            return
-        self.done = True
-        close_src = getattr(self.source, "close", None)
-        if close_src is not None:
-            with contextlib.suppress(Exception):
-                close_src()
-        if isinstance(self.raw, ThreadBatchIterator):
-            self.raw.close()
-        elif kill or not self.loader.persistent_workers:
-            shutdown_workers(self.raw, kill=kill)
-            if self.loader._dataloader is not None and kill:
-                self.loader._dataloader._iterator = None
-
-
 class Loader:
-    """An iterable of batches from a map-style dataset; see :func:`build_loader`."""
+    """An iterable of batches from a map-style dataset, resumable and observable.
+
+    Built by :func:`build_loader` (same arguments). Iterating yields batches;
+    ``state_dict()`` / ``load_state_dict()`` resume mid-epoch; ``stats()`` and
+    ``failures`` report throughput, data wait and bad samples; ``close()`` ends the
+    workers (also on ``del`` and at the end of a ``with`` block).
+
+    Example:
+        >>> import json, torch
+        >>> loader = Loader(torch.arange(10), 4, shuffle=True, num_workers=0, seed=3)
+        >>> it = iter(loader); first = next(it)
+        >>> state = json.loads(json.dumps(loader.state_dict()))
+        >>> resumed = Loader(torch.arange(10), 4, shuffle=True, num_workers=0, seed=3)
+        >>> resumed.load_state_dict(state)
+        >>> [b.tolist() for b in resumed] == [b.tolist() for b in it]
+        True
+    """
 
     def __init__(
         self,
@@ -267,7 +219,7 @@ class Loader:
         self._sampler_states: dict[int, dict[str, Any]] = {}
         self._resume: tuple[int, dict[str, Any] | None] | None = None
         self._pending_keys: Iterator[BatchKey] | None = None
-        self._active: weakref.ref[_LoaderIterator] | None = None
+        self._active: weakref.ref[LoaderIterator] | None = None
 
     # -- iteration -----------------------------------------------------------------
 
@@ -317,7 +269,7 @@ class Loader:
                     self.device or torch.device("cpu"), self._transforms, self._keys, self.pin_memory
                 )
             source = prefetch_pairs(source, self._transfer, self.depth)
-        it = _LoaderIterator(self, raw, source)
+        it = LoaderIterator(self, raw, source)
         self._active = weakref.ref(it)
         self._stats.record(time.perf_counter() - t_iter, 0, batch=False)  # worker start-up
         return it
@@ -448,7 +400,27 @@ class Loader:
         )
 
 
-def build_loader(dataset: Any, batch_size: int | None = None, **kwargs: Any) -> Loader:
+def build_loader(
+    dataset: Any,
+    batch_size: int | None = None,
+    *,
+    sampler: Any = None,
+    batch_sampler: Any = None,
+    shuffle: bool = False,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    num_workers: int | str = "auto",
+    pin_memory: bool | str = "auto",
+    prefetch_factor: int | None = None,
+    persistent_workers: bool | None = None,
+    device: str | torch.device | None = None,
+    batch_transforms: Transform | Sequence[Transform] | None = None,
+    seed: int = 0,
+    drop_last: bool = False,
+    timeout: float = 0,
+    on_error: str = "raise",
+    engine: str = "process",
+    **kwargs: Any,
+) -> Loader:
     """Build a :class:`Loader`: batches of ``dataset``, on ``device``, resumable, observable.
 
     Args:
@@ -475,9 +447,9 @@ def build_loader(dataset: Any, batch_size: int | None = None, **kwargs: Any) -> 
         timeout: seconds to wait for one batch from the workers (0: forever).
         on_error: ``"raise"``, ``"skip"`` or ``"substitute"`` (see ``errors.py``).
         engine: ``"process"`` (worker processes) or ``"thread"`` (a thread pool).
-        worker_init_fn: run in each worker process after its seeding.
-        multiprocessing_context: default ``"fork"`` on Linux.
-        depth: batches in flight on the device path.
+        **kwargs: ``transform_keys``, ``worker_init_fn`` (run in each worker process after
+            its seeding), ``multiprocessing_context`` (default ``"fork"`` on Linux) and
+            ``depth`` (batches in flight on the device path): see :class:`Loader`.
 
     Example:
         >>> import torch, dataforge
@@ -488,4 +460,10 @@ def build_loader(dataset: Any, batch_size: int | None = None, **kwargs: Any) -> 
         >>> s = loader.state_dict(); (s["epoch"], s["batches_yielded"])
         (2, 0)
     """
-    return Loader(dataset, batch_size, **kwargs)
+    return Loader(
+        dataset, batch_size, sampler=sampler, batch_sampler=batch_sampler, shuffle=shuffle,
+        collate_fn=collate_fn, num_workers=num_workers, pin_memory=pin_memory,
+        prefetch_factor=prefetch_factor, persistent_workers=persistent_workers, device=device,
+        batch_transforms=batch_transforms, seed=seed, drop_last=drop_last, timeout=timeout,
+        on_error=on_error, engine=engine, **kwargs,
+    )
