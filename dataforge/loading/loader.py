@@ -258,7 +258,7 @@ class Loader:
             self._fetcher.set_epoch(epoch)
             raw = ThreadBatchIterator(
                 self._fetcher.__getitem__, keys, self.num_workers,
-                self.prefetch_factor or 2, self.timeout,
+                self.prefetch_factor or 2, self.timeout, init_fn=self._worker_init.user_fn,
             )
         source: Iterator[tuple[Any, Any]] = (
             ((f.batch_no, f.num_samples, f.failures, f.worker), f.batch) for f in raw
@@ -449,7 +449,8 @@ def build_loader(
         engine: ``"process"`` (worker processes) or ``"thread"`` (a thread pool).
         **kwargs: ``transform_keys``, ``worker_init_fn`` (run in each worker process after
             its seeding), ``multiprocessing_context`` (default ``"fork"`` on Linux) and
-            ``depth`` (batches in flight on the device path): see :class:`Loader`.
+            ``depth`` (batches in flight on the device path): see :class:`Loader`. With
+            ``engine="thread"`` a ``worker_init_fn`` runs once in each thread (no seeding).
 
     Example:
         >>> import torch, dataforge

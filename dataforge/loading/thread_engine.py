@@ -6,9 +6,10 @@ same as in worker processes). Batches come back in order from a bounded window
 of ``num_workers * prefetch_factor`` batches in flight. Decoding and resizing
 in torchvision / PIL / numpy release the GIL, so threads run them in parallel
 without inter-process copies or worker start-up. The global RNGs are shared by
-the threads (they are not reseeded per worker); per-sample randomness must come
-from ``(seed, epoch, index)``, which is what makes the batches identical to the
-process engine's. A hung fetch cannot be killed: with ``timeout`` the consumer
+the threads (they are not reseeded per worker; a ``worker_init_fn`` runs once in
+each thread, without seeding); per-sample randomness must come from
+``(seed, epoch, index)``, which is what makes the batches identical to the
+process engine's. Threads are started for each pass (cheap) and stopped at its end. A hung fetch cannot be killed: with ``timeout`` the consumer
 gets an error and the daemon thread is abandoned.
 """
 
@@ -23,19 +24,30 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from dataforge.loading.errors import set_thread_worker_id
+from dataforge.loading.errors import set_thread_worker_id, with_context
 
 _STOP = object()
 
 
-def _worker(worker_id: int, tasks: queue.SimpleQueue[Any]) -> None:
+def _worker(
+    worker_id: int, tasks: queue.SimpleQueue[Any], init_fn: Callable[[int], Any] | None
+) -> None:
     set_thread_worker_id(worker_id)
+    init_error: BaseException | None = None
+    if init_fn is not None:
+        try:
+            init_fn(worker_id)
+        except Exception as exc:
+            init_error = with_context(exc, f"worker_init_fn of worker {worker_id}")
     while True:
         item = tasks.get()
         if item is _STOP:
             return
         fut, fn, key = item
         if not fut.set_running_or_notify_cancel():
+            continue
+        if init_error is not None:
+            fut.set_exception(init_error)
             continue
         try:
             fut.set_result(fn(key))
@@ -52,6 +64,8 @@ class ThreadBatchIterator(Iterator[Any]):
         num_workers: threads; 0 fetches synchronously in the calling thread.
         prefetch_factor: batches in flight per thread.
         timeout: seconds to wait for one batch (0: forever).
+        init_fn: run once in each thread with its worker id (the user's ``worker_init_fn``;
+            an error there is raised for every batch that thread takes).
     """
 
     def __init__(
@@ -61,6 +75,7 @@ class ThreadBatchIterator(Iterator[Any]):
         num_workers: int,
         prefetch_factor: int = 2,
         timeout: float = 0,
+        init_fn: Callable[[int], Any] | None = None,
     ) -> None:
         self._fetch = fetch
         self._keys = keys
@@ -73,7 +88,7 @@ class ThreadBatchIterator(Iterator[Any]):
         self._keys_done = False
         for i in range(num_workers):
             t = threading.Thread(
-                target=_worker, args=(i, self._tasks), name=f"dataforge-fetch-{i}", daemon=True
+                target=_worker, args=(i, self._tasks, init_fn), name=f"dataforge-fetch-{i}", daemon=True
             )
             t.start()
             self._threads.append(t)

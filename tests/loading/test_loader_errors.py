@@ -105,11 +105,14 @@ def test_collate_error_names_batch_indices_and_worker(num_workers: int) -> None:
     loader.close()
 
 
-def test_worker_init_fn_error_keeps_type_and_names_worker() -> None:
+@pytest.mark.parametrize("engine", ["process", "thread"])
+def test_worker_init_fn_error_keeps_type_and_names_worker(engine: str) -> None:
     def init(worker_id: int) -> None:
         raise OSError(f"no device for {worker_id}")
 
-    loader = dataforge.build_loader(list(range(4)), batch_size=2, num_workers=1, worker_init_fn=init)
+    loader = dataforge.build_loader(
+        list(range(4)), batch_size=2, num_workers=1, worker_init_fn=init, engine=engine
+    )
     with pytest.raises(OSError, match=r"worker_init_fn of worker 0: no device for 0"):
         list(loader)
     loader.close()
@@ -125,3 +128,18 @@ def test_a_failed_pass_ends_without_advancing_the_epoch() -> None:
     with pytest.raises(StopIteration):
         next(it)
     assert loader.epoch == 0 and loader.state_dict()["batches_yielded"] == 2
+
+
+def test_thread_engine_runs_worker_init_fn_once_per_thread() -> None:
+    import threading
+
+    seen: list[tuple[int, str]] = []
+
+    def init(worker_id: int) -> None:
+        seen.append((worker_id, threading.current_thread().name))
+
+    loader = dataforge.build_loader(
+        list(range(8)), batch_size=2, num_workers=2, worker_init_fn=init, engine="thread"
+    )
+    assert len(list(loader)) == 4
+    assert sorted(seen) == [(0, "dataforge-fetch-0"), (1, "dataforge-fetch-1")]
