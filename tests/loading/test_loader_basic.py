@@ -151,3 +151,14 @@ def test_persistent_workers_default() -> None:
     assert loader.persistent_workers is True
     loader = dataforge.build_loader(list(range(4)), batch_size=2, num_workers=0)
     assert loader.persistent_workers is False
+
+
+@pytest.mark.slow
+def test_spawn_context_gives_the_same_batches() -> None:
+    # everything sent to spawned workers (fetcher, worker init, dataset) must pickle
+    ref = _plain(dataforge.build_loader(Noisy(10), batch_size=3, shuffle=True, num_workers=0))
+    loader = dataforge.build_loader(
+        Noisy(10), batch_size=3, shuffle=True, num_workers=2, multiprocessing_context="spawn"
+    )
+    assert _plain(loader) == ref
+    loader.close()
