@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -197,7 +198,14 @@ class Loader:
         if collate is None and (batch_size is not None or batch_sampler is not None):
             collate = _default_collate()
         self.collate_fn = collate
-        _, rank = resolve_replicas()
+        world, rank = resolve_replicas()
+        if world > 1 and sampler is None and batch_sampler is None:
+            warnings.warn(
+                f"build_loader under torch.distributed (world size {world}) without a sampler: "
+                "every rank would load the whole dataset; pass a rank-aware sampler such as "
+                "dataforge.WeightedSampler / ClassBalancedSampler or DistributedSamplerWrapper",
+                stacklevel=3,
+            )
         self._plan = BatchPlan(len(dataset), batch_size, drop_last, shuffle, seed, sampler, batch_sampler)
         self._fetcher = BatchFetcher(
             dataset, collate, on_error, seed=seed, rank=rank,

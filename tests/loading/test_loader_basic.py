@@ -162,3 +162,11 @@ def test_spawn_context_gives_the_same_batches() -> None:
     )
     assert _plain(loader) == ref
     loader.close()
+
+
+def test_warns_when_distributed_without_a_sampler(monkeypatch) -> None:
+    import dataforge.loading.loader as mod
+
+    monkeypatch.setattr(mod, "resolve_replicas", lambda: (2, 1))
+    with pytest.warns(UserWarning, match="rank-aware sampler"):
+        dataforge.build_loader(list(range(4)), batch_size=2, num_workers=0)
