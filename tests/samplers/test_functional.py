@@ -119,3 +119,17 @@ def test_geometric_boundaries_merge_sparse_tail():
 
 def test_padding_efficiency():
     assert F.padding_efficiency(np.array([2, 4, 4]), [[0, 1], [2]]) == pytest.approx(10 / 12)
+
+
+def test_random_subset_is_uniform_across_chunks(monkeypatch):
+    monkeypatch.setattr(F, "CHUNK", 8)
+    block = np.arange(30)
+    rng = np.random.default_rng(0)
+    hits = np.zeros(30)
+    for k in (10, 25):
+        hits[:] = 0
+        for _ in range(3000):
+            sub = np.concatenate(list(F.random_subset(block, k, rng)))
+            assert len(sub) == k == len(np.unique(sub))
+            hits[sub] += 1
+        np.testing.assert_allclose(hits / 3000, k / 30, atol=0.05)
