@@ -59,6 +59,7 @@ from dataforge.loading.process_engine import (
     make_dataloader,
     shutdown_workers,
 )
+from dataforge.loading.seeding import env_rank
 from dataforge.loading.state import make_state, validate_state
 from dataforge.loading.stats import Failure, LoaderStats
 from dataforge.loading.thread_engine import ThreadBatchIterator
@@ -206,6 +207,8 @@ class Loader:
                 "dataforge.WeightedSampler / ClassBalancedSampler or DistributedSamplerWrapper",
                 stacklevel=3,
             )
+        if world == 1:
+            rank = env_rank()  # torchrun before init_process_group: RANK still tells ranks apart
         self._plan = BatchPlan(len(dataset), batch_size, drop_last, shuffle, seed, sampler, batch_sampler)
         self._fetcher = BatchFetcher(
             dataset, collate, on_error, seed=seed, rank=rank,

@@ -21,7 +21,8 @@ import torch
 from dataforge._rng import mix_seed
 
 
-def _env_rank() -> int:
+def env_rank() -> int:
+    """The rank from ``RANK`` (torchrun) or ``SLURM_PROCID``, else 0."""
     for var in ("RANK", "SLURM_PROCID"):
         value = os.environ.get(var)
         if value is not None and value.isdigit():
@@ -64,7 +65,7 @@ def seed_worker(
     if seed is None:
         seed = torch.initial_seed()
     if rank is None:
-        rank = _env_rank()
+        rank = env_rank()
     s = worker_seed(int(seed), worker_id, epoch=int(epoch), rank=int(rank))
     random.seed(s)
     np.random.seed(s % 2**32)
