@@ -195,23 +195,35 @@ def memory_mb() -> tuple[float, str]:
 
 
 class _MemorySampler:
-    """Samples ``memory_mb()`` every ``interval`` seconds in a daemon thread."""
+    """Samples ``memory_mb()`` every ``interval`` seconds in a daemon thread.
+
+    NOTE [sampler cost]: reading PSS walks each process's page tables (tens of ms
+    per process with torch loaded), charged to this process. ``cpu_s`` is the CPU
+    time the background samples took, which ``measure`` subtracts from the arm's
+    CPU seconds, so that an arm with more processes is not billed for being measured.
+    """
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.peak = 0.0
         self.kind = "rss"
+        self.cpu_s = 0.0
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dataforge-bench-mem", daemon=True)
 
     def sample(self) -> None:
         mb, kind = memory_mb()
-        if mb >= self.peak:
-            self.peak, self.kind = mb, kind
+        with self._lock:
+            if mb >= self.peak:
+                self.peak, self.kind = mb, kind
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
+            t = time.thread_time()
             self.sample()
+            with self._lock:
+                self.cpu_s += time.thread_time() - t
 
     def __enter__(self) -> _MemorySampler:
         self._thread.start()
@@ -237,7 +249,7 @@ def measure(
     seconds: float,
     warmup: float = 0.5,
     min_warmup_batches: int | None = None,
-    mem_interval: float = 1.0,
+    mem_interval: float | None = None,
 ) -> RunStats:
     """Measure one run of ``arm`` with ``workers``: first batch, warm-up, one window.
 
@@ -248,6 +260,8 @@ def measure(
         raise BenchError(f"seconds must be a positive number, got {seconds!r}")
     if min_warmup_batches is None:
         min_warmup_batches = 2 * max(workers, 1)  # what a default prefetch queue holds
+    if mem_interval is None:
+        mem_interval = max(1.0, seconds / 4)  # a few samples per window; see NOTE [sampler cost]
     with _MemorySampler(mem_interval) as mem:
         t0 = time.perf_counter()
         src = _Batches(arm)
@@ -259,7 +273,7 @@ def measure(
             arm.consume(src.next())
             n_warm += 1
         mem.sample()
-        cpu_a = _cpu_snapshot()
+        cpu_a, mem_cpu_a = _cpu_snapshot(), mem.cpu_s
         totals: Counters = {}
         t1 = time.perf_counter()
         while True:
@@ -267,13 +281,13 @@ def measure(
             t2 = time.perf_counter()
             if t2 - t1 >= seconds:
                 break
-        cpu_b = _cpu_snapshot()
+        cpu_b, mem_cpu_b = _cpu_snapshot(), mem.cpu_s
         mem.sample()
     stats = RunStats(
         first_batch_s=t_first - t0,
         window_s=t2 - t1,
         counters=totals,
-        cpu_s=_cpu_delta(cpu_a, cpu_b),
+        cpu_s=max(_cpu_delta(cpu_a, cpu_b) - (mem_cpu_b - mem_cpu_a), 0.0),
         peak_mem_mb=mem.peak,
         mem_kind=mem.kind,
         passes=src.passes,

@@ -150,3 +150,12 @@ def test_cpu_seconds_per_call_counts_cpu_not_waiting():
     assert cpu_seconds_per_call(lambda: time.sleep(0.01), min_seconds=0.01) < 0.003
     assert 0.0035 < cpu_seconds_per_call(busy, repeats=2, min_seconds=0.02) < 0.02
     assert torch.get_num_threads() == threads  # restored
+
+
+def test_memory_sampler_tracks_peak_and_its_own_cpu():
+    from dataforge.bench.runner import _MemorySampler
+
+    with _MemorySampler(0.01) as mem:
+        time.sleep(0.15)
+    assert mem.peak > 1 and mem.kind in ("pss", "rss")
+    assert mem.cpu_s > 0  # what measure() subtracts from the arm's CPU seconds
