@@ -383,12 +383,13 @@ class Loader:
 
     # -- lifetime ------------------------------------------------------------------
 
-    def close(self, *, kill: bool = False) -> None:
-        """Stop the current pass and every worker (persistent ones too)."""
+    def close(self, *, grace: float | None = None) -> None:
+        """Stop the current pass and every worker (persistent ones too); with ``grace``,
+        workers still running after that many seconds are killed."""
         self._close_active()
         dl = self._dataloader
         if dl is not None and getattr(dl, "_iterator", None) is not None:
-            shutdown_workers(dl._iterator, kill=kill)
+            shutdown_workers(dl._iterator, grace=grace)
             dl._iterator = None
 
     def __enter__(self) -> Loader:
@@ -399,9 +400,9 @@ class Loader:
 
     def __del__(self) -> None:
         # NOTE: when a reference cycle is collected, torch's queues may be finalised before
-        # us and a polite shutdown would wait 5 s per worker; the workers are garbage: kill
+        # us and its polite shutdown would wait 5 s per worker: ask, wait 1 s, then kill
         with contextlib.suppress(Exception):
-            self.close(kill=True)
+            self.close(grace=1.0)
 
     def __repr__(self) -> str:
         return (

@@ -58,7 +58,28 @@ def dead_workers(raw: Any) -> str:
     return ", ".join(out)
 
 
-def shutdown_workers(raw: Any, *, kill: bool = False) -> None:
+def _ask_to_exit(raw: Any, grace: float) -> None:
+    """What torch's own shutdown does first (done event, ``None`` on every index queue),
+    then wait up to ``grace`` seconds for the workers to leave on their own."""
+    with contextlib.suppress(Exception):
+        raw._workers_done_event.set()
+        for q in raw._index_queues:
+            q.put(None)
+    deadline = time.perf_counter() + grace
+    for w in getattr(raw, "_workers", []) or []:
+        w.join(timeout=max(0.0, deadline - time.perf_counter()))
+
+
+def shutdown_workers(raw: Any, *, kill: bool = False, grace: float | None = None) -> None:
+    """Stop the worker processes of a DataLoader iterator ``raw``.
+
+    ``kill``: at once (after a crash or a timeout). ``grace``: politely, then killed
+    after ``grace`` seconds (used when a Loader is garbage collected, where torch's own
+    shutdown can wait 5 s per worker). Neither: torch's shutdown.
+    """
+    if grace is not None and not kill:
+        _ask_to_exit(raw, grace)
+        kill = True
     if kill:
         # NOTE: unregister the workers from torch's SIGCHLD handler first, or killing them
         # raises "worker killed by signal" from the handler in the middle of our cleanup

@@ -104,6 +104,26 @@ def early_break(engine: str, persistent: bool) -> dict:
     }
 
 
+def in_a_cycle() -> dict:
+    """The loader is garbage in a reference cycle of the user's: collected by gc, not refcount."""
+
+    class Holder:
+        pass
+
+    h = Holder()
+    h.me = h
+    h.loader = dataforge.build_loader(list(range(64)), batch_size=2, num_workers=2)
+    for i, _ in enumerate(h.loader):
+        if i == 1:
+            pids = _worker_pids(h.loader)
+            break
+    t0 = time.perf_counter()
+    del h
+    gc.collect()
+    gone = _wait_gone(pids)
+    return {"pids": pids, "gone_after": gone, "seconds": time.perf_counter() - t0}
+
+
 def _dataforge_threads_after(limit: float = 5.0) -> int:
     import threading
 
@@ -122,6 +142,8 @@ if __name__ == "__main__":
         scenario, engine, persistent = spec.split(":")
         if scenario == "break":
             out = early_break(engine, persistent == "1")
+        elif scenario == "cycle":
+            out = in_a_cycle()
         else:
             out = crash(scenario, engine, persistent == "1")
         print(json.dumps({"spec": spec, **out}), flush=True)

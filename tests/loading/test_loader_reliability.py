@@ -15,7 +15,7 @@ SCRIPT = os.path.join(os.path.dirname(__file__), "loading_crash_script.py")
 
 
 SCENARIOS = [  # the thread hang last: its hung daemon thread cannot be stopped
-    "break:process:1", "break:process:0", "break:thread:0",
+    "break:process:1", "break:process:0", "break:thread:0", "cycle:process:1",
     "segv:process:1", "kill:process:1", "hang:process:0", "hang:thread:0",
 ]
 
@@ -78,3 +78,8 @@ def test_breaking_early_and_deleting_ends_workers(results, engine: str, persiste
         assert len(out["pids"]) == 2
         assert out["gone_after"] is not None and out["seconds"] < 5, out
     assert out["threads_after"] == 0, out
+
+
+def test_a_loader_collected_in_a_reference_cycle_ends_its_workers(results) -> None:
+    out = _get(results, "cycle:process:1")
+    assert len(out["pids"]) == 2 and out["gone_after"] is not None and out["seconds"] < 5, out
