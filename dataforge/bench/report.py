@@ -33,7 +33,7 @@ benchmarks (``image``, ``text``) also have::
         "samples_per_s_runs": [float],     # one per repeat
         "time_to_first_batch_s": float,    # median; warm-up excluded from the rate
         "cpu_s_per_sample": float | None,  # this process + children, in the window
-        "peak_mem_mb": float, "mem_kind": "pss" | "rss",
+        "peak_mem_mb": float, "mem_kind": "pss" | "rss",  # largest sample, process + children
         "window_s": float, "samples_measured": int,
         "ratio_to_stock": float | None,    # vs the "stock" arm at the same workers
         "fraction_of_limit": float | None, # vs limit.by_workers[workers][pipeline]

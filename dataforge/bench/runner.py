@@ -16,8 +16,9 @@ same way and reports medians:
 - **CPU seconds per sample** over the window: this process and all its children
   (live ones through psutil, reaped ones through ``os.times``).
 - **peak memory**: PSS (proportional set size, so shared pages of forked workers
-  are not counted twice) summed over this process and its children, sampled in
-  a background thread; RSS where PSS is unavailable.
+  are not counted twice) summed over this process and its children: the largest
+  of a few samples per run (after warm-up, every ``max(1, seconds / 4)`` s in a
+  background thread, at the end of the window); RSS where PSS is unavailable.
 
 NOTE [interleaving]: repeats are the outer loop and arms the inner one, with the
 arm order rotated each repeat, so that a slow drift of the machine (another
