@@ -276,7 +276,7 @@ def _run(
         },
         "note": (
             None if cuda else
-            "no GPU: device is the CPU, so no host-to-device copy happens; 'raw_pinned' is a host "
+            "device is the CPU, so no host-to-device copy happens; 'raw_pinned' is a host "
             "memcpy, the other arms measure the CPU path (no streams, no pinning) and the step "
             "runs on the same CPU, so nothing can overlap"
         ),
