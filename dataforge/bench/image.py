@@ -58,6 +58,7 @@ from dataforge.bench.runner import (
 FULL = {"num_images": 2000, "batch_size": 64, "seconds": 10.0, "warmup": 1.0}
 QUICK = {"num_images": 256, "batch_size": 32, "seconds": 1.0, "warmup": 0.3}
 VIRTUAL_LENGTH = 100_000
+BATCH_TIMEOUT = 300.0  # seconds: a stuck worker fails its arm instead of hanging the run
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
@@ -179,7 +180,8 @@ def make_arms(root: str, items: list[tuple[str, int]], *, size: int, batch_size:
     def dl(ds: Any, workers: int) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
             ds, batch_size=batch_size, shuffle=True, num_workers=workers, pin_memory=cuda,
-            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))
+            persistent_workers=workers > 0, timeout=BATCH_TIMEOUT if workers > 0 else 0,
+            generator=torch.Generator().manual_seed(0))
 
     def make_stock(workers: int) -> Iterable[Any]:
         def finish(b: Any) -> Any:
@@ -200,7 +202,8 @@ def make_arms(root: str, items: list[tuple[str, int]], *, size: int, batch_size:
             return build_loader(
                 df_tiled, batch_size, shuffle=True, num_workers=workers, pin_memory=cuda,
                 device=device, batch_transforms=_batch_tf(device), transform_keys=["image"],
-                seed=0, engine=engine)
+                seed=0, engine=engine,
+                timeout=BATCH_TIMEOUT if workers > 0 else 0)
         arms.append(Arm(f"dataforge-{engine}", f"dataforge.build_loader, {engine} engine",
                         make_df, consume))
 

@@ -61,6 +61,7 @@ VOCAB_SIZE = 8_000
 MAX_LENGTH = 512
 PAD_MULTIPLE = 8
 PIPELINE = "tokenize+pad"
+BATCH_TIMEOUT = 300.0  # seconds: a stuck worker fails its arm instead of hanging the run
 
 
 class StockTextDataset(torch.utils.data.Dataset):
@@ -131,6 +132,7 @@ def make_arms(text_ds: Any, tok: Any, *, batch_size: int, device: torch.device,
         return _ToDevice(torch.utils.data.DataLoader(
             stock_ds, batch_size=batch_size, shuffle=True, num_workers=workers, pin_memory=cuda,
             collate_fn=collator, persistent_workers=workers > 0,
+            timeout=BATCH_TIMEOUT if workers > 0 else 0,
             generator=torch.Generator().manual_seed(0)), device)
 
     arms = [Arm("stock", "DataLoader, tokenize in __getitem__, DataCollatorWithPadding",
@@ -145,7 +147,8 @@ def make_arms(text_ds: Any, tok: Any, *, batch_size: int, device: torch.device,
         collate = PadCollate(0, keys=["input_ids"], pad_to_multiple_of=PAD_MULTIPLE,
                              mask_names={"input_ids": "attention_mask"}, return_lengths=False)
         return build_loader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                            pin_memory=cuda, device=device, seed=0)
+                            pin_memory=cuda, device=device, seed=0,
+                            timeout=BATCH_TIMEOUT if workers > 0 else 0)
 
     def make_df(workers: int) -> Iterable[Any]:
         return loader_over(packed, workers)
