@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import subprocess
@@ -92,7 +93,7 @@ def _epochs(make: Callable[[], Any], repeats: int) -> dict[str, Any]:
         setup_c.append(c)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(r)
-        (n, f), w, c = _timed(lambda s=sampler: _drain(s))
+        (n, f), w, c = _timed(functools.partial(_drain, sampler))
         ep_w.append(w)
         ep_c.append(c)
         first.append(f)
@@ -122,7 +123,7 @@ def _stock(labels: np.ndarray, num_samples: int) -> Any:
     counts = np.bincount(labels)
     weights = torch.from_numpy((1.0 / counts)[labels])
     g = torch.Generator().manual_seed(0)
-    return torch.utils.data.WeightedRandomSampler(weights, num_samples, generator=g)
+    return torch.utils.data.WeightedRandomSampler(weights, num_samples, generator=g)  # type: ignore[arg-type]
 
 
 def _weighted(labels: np.ndarray) -> Any:
@@ -236,7 +237,7 @@ def _bucket(n: int, repeats: int) -> dict[str, Any]:
             sampler = make()
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(r)
-            batches, w, _ = _timed(lambda s=sampler: list(s))
+            batches, w, _ = _timed(functools.partial(list, sampler))
             times.append(w)
             effs.append(_padding(lengths, batches))
         out[name] = {"padding_efficiency": median(effs), "batches": len(batches),

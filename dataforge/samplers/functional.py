@@ -64,10 +64,29 @@ def largest_remainder(
 
 
 def _rechunk(pieces: Iterable[np.ndarray], chunk: int) -> Iterator[np.ndarray]:
-    """Split an iterable of 1-D arrays into consecutive arrays of at most ``chunk`` items."""
+    """Re-cut an iterable of 1-D arrays into consecutive arrays of ``chunk`` items (the
+    last may be shorter); small pieces are joined so per-step overhead stays per chunk."""
+    buf: list[np.ndarray] = []
+    size = 0
     for piece in pieces:
-        for s in range(0, len(piece), chunk):
-            yield piece[s : s + chunk]
+        if size == 0 and len(piece) >= chunk:  # large piece: slice it, no copy
+            full = len(piece) // chunk * chunk
+            for s in range(0, full, chunk):
+                yield piece[s : s + chunk]
+            piece = piece[full:]
+        if len(piece) == 0:
+            continue
+        buf.append(piece)
+        size += len(piece)
+        if size >= chunk:
+            joined = np.concatenate(buf)
+            full = len(joined) // chunk * chunk
+            for s in range(0, full, chunk):
+                yield joined[s : s + chunk]
+            rest = joined[full:]
+            buf, size = ([rest], len(rest)) if len(rest) else ([], 0)
+    if size:
+        yield np.concatenate(buf)
 
 
 def counting_sort(

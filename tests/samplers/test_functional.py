@@ -133,3 +133,10 @@ def test_random_subset_is_uniform_across_chunks(monkeypatch):
             assert len(sub) == k == len(np.unique(sub))
             hits[sub] += 1
         np.testing.assert_allclose(hits / 3000, k / 30, atol=0.05)
+
+
+def test_rechunk_joins_small_and_splits_large_pieces():
+    pieces = [np.arange(i, i + 1) for i in range(50)] + [np.arange(50, 250), np.arange(250, 260)]
+    chunks = list(F._rechunk(pieces, 64))
+    assert [len(c) for c in chunks] == [64, 64, 64, 64, 4]
+    assert np.concatenate(chunks).tolist() == list(range(260))
