@@ -69,6 +69,7 @@ class BucketBatchSampler(EpochSampler[list[int]]):
     every batch satisfies ``len(batch) * max(lengths[batch]) <= max_tokens``.
     Every rank gets the same number of batches (padded by repeating batches, or
     dropped, per ``drop_last``); ranks' batches are disjoint apart from padding.
+    ``len()`` is exact: it computes (and caches) the current epoch's batches.
 
     Args:
         lengths: positive length per sample (array-like or object with ``.lengths``).
