@@ -120,6 +120,7 @@ def make_dataloader(
             prefetch_factor=prefetch_factor,
             persistent_workers=persistent_workers,
             multiprocessing_context=multiprocessing_context,
+            timeout=timeout,  # waits on workers; the single-process path has nothing to wait on
             worker_init_fn=worker_init_fn,
         )
     return torch.utils.data.DataLoader(
@@ -129,7 +130,6 @@ def make_dataloader(
         num_workers=num_workers,
         collate_fn=identity,
         pin_memory=pin_memory,
-        timeout=timeout,
         # NOTE: a seeded generator, so torch's worker base seed never draws from the global
         # RNG of the training process
         generator=make_generator(mix_seed(seed, 0x5EED)),

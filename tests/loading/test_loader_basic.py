@@ -170,3 +170,11 @@ def test_warns_when_distributed_without_a_sampler(monkeypatch) -> None:
     monkeypatch.setattr(mod, "resolve_replicas", lambda: (2, 1))
     with pytest.warns(UserWarning, match="rank-aware sampler"):
         dataforge.build_loader(list(range(4)), batch_size=2, num_workers=0)
+
+
+def test_timeout_with_zero_workers_is_accepted() -> None:
+    # timeout bounds the wait on worker processes; in one process there is none to wait on
+    import dataforge
+
+    loader = dataforge.build_loader(dataforge.from_sequence(list(range(10))), 4, timeout=2, num_workers=0)
+    assert [b.tolist() for b in loader] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
