@@ -199,6 +199,11 @@ def train_tokenizer(
     Special tokens get ids 0, 1, ... in order: the first (``"[PAD]"``) is id 0.
     Save with ``tok.save(path)``, load with :func:`load_tokenizer`.
 
+    NOTE [not bit-reproducible]: the Rust trainer breaks frequency ties in hash
+    order, so two trainings on the same texts may assign some ids differently.
+    Train once and save the result; under ``torch.distributed`` train on rank 0
+    and have every rank load the saved file (the text recipe does this).
+
     Args:
         texts: the corpus, any iterable of str (streamed, not held in memory).
         vocab_size: the target vocabulary size (special tokens included).

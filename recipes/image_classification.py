@@ -1,0 +1,230 @@
+"""Image classification with dataforge, end to end.
+
+    python recipes/image_classification.py                      # long-tail demo data
+    python recipes/image_classification.py --data path/to/folder  # your ImageFolder
+    python recipes/image_classification.py --set sampler.type=shuffle --set train.epochs=3
+    python recipes/image_classification.py --resume runs/image/checkpoint.pt
+    torchrun --nproc_per_node=2 recipes/image_classification.py    # DDP (gloo on CPU)
+
+Data: an ImageFolder (``root/<class>/*.jpg``) split stratified into train/val.
+Sampling: ``ClassBalancedSampler`` (or plain shuffle), the same order on every
+rank for an epoch, each rank a disjoint slice. Images stay uint8 until they are on
+the device, where they are converted and normalized as one batch.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    MetricsLog,
+    RecipeError,
+    all_reduce_sum,
+    apply_overrides,
+    base_parser,
+    classification_metrics,
+    cleanup_distributed,
+    config_hash,
+    confusion_matrix,
+    load_checkpoint,
+    load_config,
+    pick_device,
+    plot_metrics,
+    read_metrics,
+    run_main,
+    save_checkpoint,
+    setup_distributed,
+)
+from models import SmallCNN, resnet18  # noqa: E402
+
+import dataforge  # noqa: E402
+from dataforge.transforms import batch as B  # noqa: E402
+from dataforge.transforms.image import eval_transforms, train_transforms  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def demo_folder(demo: dict[str, Any], rank: int) -> Path:
+    """Generate the long-tail demo set once (rank 0), cached by its parameters."""
+    import hashlib
+    import json
+    import os
+
+    from dataforge.synthetic import make_image_folder
+
+    key = hashlib.sha256(json.dumps(demo, sort_keys=True).encode()).hexdigest()[:10]
+    cache = Path(os.environ.get("DATAFORGE_CACHE", Path.home() / ".cache" / "dataforge"))
+    root = cache / "recipes" / f"images-{key}"
+    done = root / ".complete"
+    if rank == 0 and not done.exists():
+        make_image_folder(root, num_images=demo["num_images"], num_classes=demo["num_classes"],
+                          imbalance=demo["imbalance"], sizes=tuple(demo["sizes"]), seed=0)
+        done.touch()
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return root
+
+
+def build_transforms(cfg: dict[str, Any]) -> tuple[Any, Any]:
+    kind, a = cfg["transforms"]["type"], cfg["transforms"]["args"]
+    if kind == "uint8":
+        return (train_transforms(a["size"], scale=tuple(a["scale"])),
+                eval_transforms(a["size"], resize=a["resize"]))
+    if kind == "albumentations":
+        try:
+            import albumentations as A
+        except ImportError:
+            raise RecipeError("transforms.type 'albumentations' needs: pip install dataforge[albumentations]") from None
+        from dataforge.transforms.albumentations import Albumentations
+
+        train = Albumentations(A.Compose([
+            A.RandomResizedCrop(size=(a["size"], a["size"]), scale=tuple(a["scale"])),
+            A.HorizontalFlip(p=0.5),
+        ]))
+        val = Albumentations(A.Compose([
+            A.SmallestMaxSize(max_size=a["resize"]), A.CenterCrop(height=a["size"], width=a["size"]),
+        ]))
+        return train, val
+    raise RecipeError(f"transforms.type must be 'uint8' or 'albumentations', got {kind!r}")
+
+
+def build_sampler(cfg: dict[str, Any], labels: np.ndarray, seed: int) -> Any:
+    kind, a = cfg["sampler"]["type"], cfg["sampler"]["args"]
+    if kind == "ClassBalancedSampler":
+        return dataforge.ClassBalancedSampler(labels, strategy=a["strategy"], num_samples=a["num_samples"],
+                                              seed=seed)
+    if kind == "shuffle":  # uniform without replacement = a plain shuffle, rank-aware and resumable
+        return dataforge.WeightedSampler(np.ones(len(labels)), num_samples=len(labels), replacement=False,
+                                         seed=seed)
+    raise RecipeError(f"sampler.type must be 'ClassBalancedSampler' or 'shuffle', got {kind!r}")
+
+
+def build_model(cfg: dict[str, Any], num_classes: int, args: Any) -> nn.Module:
+    kind, a = cfg["model"]["type"], cfg["model"]["args"]
+    if kind == "SmallCNN":
+        return SmallCNN(num_classes, **a)
+    if kind == "resnet18":
+        return resnet18(num_classes, pretrained=args.pretrained, freeze_backbone=args.freeze_backbone)
+    raise RecipeError(f"model.type must be 'SmallCNN' or 'resnet18', got {kind!r}")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any, num_classes: int) -> dict[str, Any]:
+    model.eval()
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    for batch in loader:
+        preds = model(batch["image"]).argmax(1).cpu()
+        cm += confusion_matrix(preds, batch["label"].cpu(), num_classes)
+    model.train()
+    return classification_metrics(all_reduce_sum(cm))
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0], HERE / "configs" / "image.json")
+    parser.add_argument("--pretrained", default=None, help="local ResNet-18 state_dict (with model.type=resnet18)")
+    parser.add_argument("--freeze-backbone", action="store_true", help="train only the classifier head")
+    args = parser.parse_args()
+    cfg = apply_overrides(load_config(args.config), args.set)
+    if args.data:
+        cfg["data"]["args"]["path"] = args.data
+    if args.out:
+        cfg["train"]["out"] = args.out
+    tr = cfg["train"]
+    seed, out = int(tr["seed"]), Path(tr["out"])
+    rank, world, local_rank = setup_distributed()
+    device = pick_device(tr["device"], local_rank)
+    torch.manual_seed(seed)
+
+    path = cfg["data"]["args"]["path"]
+    root = Path(path) if path else demo_folder(cfg["data"]["args"]["demo"], rank)
+    try:
+        full = dataforge.ImageFolder(root)
+    except (FileNotFoundError, ValueError) as exc:
+        raise RecipeError(f"data: {exc}") from None
+    vf = cfg["data"]["args"]["val_fraction"]
+    train_ds, val_ds = full.split([1 - vf, vf], seed=seed, stratify=True)
+    tf_train, tf_val = build_transforms(cfg)
+    train_ds = train_ds.map(tf_train, seed=seed)
+    val_ds = val_ds.subset(np.arange(rank, len(val_ds), world)).map(tf_val)  # each rank a disjoint part
+
+    on_device = B.Compose([B.ToFloat(), B.Normalize()])
+    lc = cfg["loader"]
+    sampler = build_sampler(cfg, train_ds.labels, seed)
+    loader = dataforge.build_loader(train_ds, lc["batch_size"], sampler=sampler, num_workers=lc["num_workers"],
+                                    engine=lc["engine"], device=device, batch_transforms=on_device,
+                                    seed=seed, drop_last=True)
+    val_loader = dataforge.build_loader(val_ds, lc["batch_size"], num_workers=lc["num_workers"],
+                                        engine=lc["engine"], device=device, batch_transforms=on_device)
+    num_classes = len(full.classes)
+    model = build_model(cfg, num_classes, args).to(device)
+    opt_cls = getattr(torch.optim, cfg["optimizer"]["type"])
+    opt = opt_cls([p for p in model.parameters() if p.requires_grad], **cfg["optimizer"]["args"])
+    ddp_model = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    chash = config_hash(cfg)
+    step, start_epoch = 0, 0
+    ckpt_path = out / "checkpoint.pt"
+    if args.resume:
+        state = load_checkpoint(args.resume, chash)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        loader.load_state_dict(state["loader"])
+        step, start_epoch = state["step"], state["loader"]["epoch"]
+    elif rank == 0 and ckpt_path.exists():
+        raise RecipeError(f"{str(ckpt_path)!r} exists: pass --resume {ckpt_path} or choose another --out")
+    log = MetricsLog(out / "metrics.jsonl", enabled=rank == 0, append=bool(args.resume))
+
+    def checkpoint() -> None:
+        if rank == 0:
+            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                        "loader": loader.state_dict(), "step": step, "config_hash": chash,
+                                        "config": cfg})
+
+    max_steps = tr["max_steps"]
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, tr["epochs"]):
+        loader.set_epoch(epoch)
+        bar = tqdm(loader, desc=f"epoch {epoch}", disable=rank != 0, leave=False)
+        for batch in bar:
+            loss = nn.functional.cross_entropy(ddp_model(batch["image"]), batch["label"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if step % tr["log_every"] == 0:
+                log.write({"kind": "step", "step": step, "epoch": epoch, "loss": round(loss.item(), 6)})
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step % tr["checkpoint_every"] == 0 or step == max_steps:
+                checkpoint()
+            if max_steps is not None and step >= max_steps:
+                print(f"stopped at max_steps={max_steps}; resume with --resume {ckpt_path}")
+                cleanup_distributed()
+                return
+        metrics = evaluate(model, val_loader, num_classes)
+        stats = loader.stats()
+        log.write({"kind": "epoch", "epoch": epoch, "step": step, **metrics,
+                   "samples_per_s": stats.get("samples_per_s"), "wait_fraction": stats.get("wait_fraction"),
+                   "elapsed_s": round(time.perf_counter() - t0, 2)})
+        if rank == 0:
+            print(f"epoch {epoch}: val accuracy {metrics['accuracy']:.3f}, balanced accuracy "
+                  f"{metrics['balanced_accuracy']:.3f}, min class recall "
+                  f"{min(r for r in metrics['per_class_recall'] if r is not None):.3f}")
+        checkpoint()
+    if rank == 0:
+        png = plot_metrics(read_metrics(out / "metrics.jsonl"), out / "metrics.png", list(full.classes))
+        print(f"done in {time.perf_counter() - t0:.1f}s; metrics: {out / 'metrics.jsonl'}" + (f", plot: {png}" if png else ""))
+    cleanup_distributed()
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

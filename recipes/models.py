@@ -1,0 +1,79 @@
+"""Small models for the recipes (copy and replace with your own)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    """Four conv blocks and a linear head; trains on a CPU in minutes at 64 px."""
+
+    def __init__(self, num_classes: int, width: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for i in range(4):
+            c_out = width * 2 ** min(i, 2)
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+def resnet18(num_classes: int, pretrained: str | None = None, freeze_backbone: bool = False) -> nn.Module:
+    """torchvision ResNet-18; ``pretrained`` is a local state_dict file (no downloads)."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    model = tv_resnet18(weights=None)
+    if pretrained:
+        path = Path(pretrained)
+        if not path.is_file():
+            raise FileNotFoundError(f"--pretrained weights file does not exist: {str(path)!r}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        model.load_state_dict(state, strict=False)
+    if freeze_backbone:
+        for p in model.parameters():
+            p.requires_grad_(False)
+    model.fc = nn.Linear(model.fc.in_features, num_classes)  # trainable head
+    return model
+
+
+class BagOfEmbeddings(nn.Module):
+    """Mean of token embeddings (mask-aware) and a linear head."""
+
+    def __init__(self, vocab_size: int, num_classes: int, dim: int = 64) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, num_classes))
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).to(self.emb.weight.dtype)
+        pooled = (self.emb(ids) * m).sum(1) / m.sum(1).clamp(min=1)
+        return self.head(pooled)
+
+
+class TinyTransformer(nn.Module):
+    """A two-layer transformer encoder with mean pooling."""
+
+    def __init__(self, vocab_size: int, num_classes: int, dim: int = 64, layers: int = 2,
+                 heads: int = 4, max_len: int = 512) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.pos = nn.Embedding(max_len, dim)
+        layer = nn.TransformerEncoderLayer(dim, heads, dim * 2, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(ids.shape[1], device=ids.device).clamp(max=self.pos.num_embeddings - 1)
+        h = self.encoder(self.emb(ids) + self.pos(pos), src_key_padding_mask=~mask)
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return self.head((h * m).sum(1) / m.sum(1).clamp(min=1))

@@ -1,0 +1,238 @@
+"""Text classification with dataforge, end to end.
+
+    python recipes/text_classification.py                       # long-tail demo corpus
+    python recipes/text_classification.py --data corpus.jsonl    # or .csv, {"text", "label"}
+    python recipes/text_classification.py --tokenizer tokenizer.json
+    python recipes/text_classification.py --resume runs/text/checkpoint.pt
+    torchrun --nproc_per_node=2 recipes/text_classification.py   # DDP (gloo on CPU)
+
+A tokenizer is trained on the train split (or loaded), the corpus is tokenized
+once into packed storage, batches are formed by ``BucketBatchSampler`` under a
+token budget (class-balanced when asked), and padded by ``PadCollate`` to a
+multiple of 8.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    MetricsLog,
+    RecipeError,
+    all_reduce_sum,
+    apply_overrides,
+    base_parser,
+    classification_metrics,
+    cleanup_distributed,
+    config_hash,
+    confusion_matrix,
+    load_checkpoint,
+    load_config,
+    pick_device,
+    plot_metrics,
+    read_metrics,
+    run_main,
+    save_checkpoint,
+    setup_distributed,
+)
+from models import BagOfEmbeddings, TinyTransformer  # noqa: E402
+
+import dataforge  # noqa: E402
+from dataforge.datasets.packed import tokenize_dataset  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def demo_corpus(demo: dict[str, Any], rank: int) -> Path:
+    import hashlib
+    import json
+    import os
+
+    from dataforge.synthetic import make_text_corpus
+
+    key = hashlib.sha256(json.dumps(demo, sort_keys=True).encode()).hexdigest()[:10]
+    cache = Path(os.environ.get("DATAFORGE_CACHE", Path.home() / ".cache" / "dataforge"))
+    path = cache / "recipes" / f"text-{key}.jsonl"
+    if rank == 0 and not path.exists():
+        tmp = path.with_suffix(".tmp")
+        make_text_corpus(tmp, num_docs=demo["num_docs"], num_classes=demo["num_classes"],
+                         imbalance=demo["imbalance"], seed=0)
+        tmp.rename(path)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return path
+
+
+def read_corpus(path: Path, a: dict[str, Any]) -> Any:
+    if not path.is_file():
+        raise RecipeError(f"data path does not exist or is not a file: {str(path)!r}")
+    reader = dataforge.TextDataset.from_csv if path.suffix.lower() == ".csv" else dataforge.TextDataset.from_jsonl
+    try:
+        return reader(path, text_key=a["text_key"], label_key=a["label_key"])
+    except (FileNotFoundError, ValueError) as exc:
+        raise RecipeError(f"data: {exc}") from None
+
+
+def get_tokenizer(cfg: dict[str, Any], train_txt: Any, path: str | None, saved: str | None, out: Path,
+                  rank: int) -> Any:
+    """The tokenizer: from the checkpoint when resuming, from ``--tokenizer``, or trained.
+
+    NOTE [tokenizer determinism]: the Rust trainer breaks frequency ties in hash order,
+    so two trainings on the same texts can differ. Rank 0 trains and saves; every rank
+    loads that file, and the checkpoint carries it so a resumed run uses the same ids.
+    """
+    import tokenizers
+
+    from dataforge.transforms.text import load_tokenizer, train_tokenizer
+
+    if saved is not None:
+        return tokenizers.Tokenizer.from_str(saved)
+    if path:
+        try:
+            return load_tokenizer(path)
+        except FileNotFoundError as exc:
+            raise RecipeError(str(exc)) from None
+    a = cfg["tokenizer"]["args"]
+    tok_path = out / "tokenizer.json"
+    if rank == 0:
+        texts = (train_txt[i]["text"] for i in range(len(train_txt)))
+        tok = train_tokenizer(texts, vocab_size=a["vocab_size"], kind=a["kind"])
+        out.mkdir(parents=True, exist_ok=True)
+        tok.save(str(tok_path))
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return load_tokenizer(tok_path)
+
+
+def build_model(cfg: dict[str, Any], vocab_size: int, num_classes: int) -> nn.Module:
+    kind, a = cfg["model"]["type"], cfg["model"]["args"]
+    if kind == "BagOfEmbeddings":
+        return BagOfEmbeddings(vocab_size, num_classes, **a)
+    if kind == "TinyTransformer":
+        return TinyTransformer(vocab_size, num_classes, **a)
+    raise RecipeError(f"model.type must be 'BagOfEmbeddings' or 'TinyTransformer', got {kind!r}")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any, num_classes: int) -> dict[str, Any]:
+    model.eval()
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    for batch in loader:
+        preds = model(batch["input_ids"], batch["attention_mask"]).argmax(1).cpu()
+        cm += confusion_matrix(preds, batch["label"].cpu(), num_classes)
+    model.train()
+    return classification_metrics(all_reduce_sum(cm))
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0], HERE / "configs" / "text.json")
+    parser.add_argument("--tokenizer", default=None, help="a tokenizer.json to use instead of training one")
+    args = parser.parse_args()
+    cfg = apply_overrides(load_config(args.config), args.set)
+    if args.data:
+        cfg["data"]["args"]["path"] = args.data
+    if args.out:
+        cfg["train"]["out"] = args.out
+    tr = cfg["train"]
+    seed, out = int(tr["seed"]), Path(tr["out"])
+    rank, world, local_rank = setup_distributed()
+    device = pick_device(tr["device"], local_rank)
+    torch.manual_seed(seed)
+    ckpt_path = out / "checkpoint.pt"
+    if not args.resume and rank == 0 and ckpt_path.exists():
+        raise RecipeError(f"{str(ckpt_path)!r} exists: pass --resume {ckpt_path} or choose another --out")
+
+    a = cfg["data"]["args"]
+    path = Path(a["path"]) if a["path"] else demo_corpus(a["demo"], rank)
+    full = read_corpus(path, a)
+    if full.labels is None:
+        raise RecipeError(f"data: {str(path)!r} has no labels under key {a['label_key']!r}")
+    train_txt, val_txt = full.split([1 - a["val_fraction"], a["val_fraction"]], seed=seed, stratify=True)
+    chash = config_hash(cfg)
+    state = load_checkpoint(args.resume, chash) if args.resume else None
+    tok = get_tokenizer(cfg, train_txt, args.tokenizer, state["tokenizer"] if state else None, out, rank)
+    max_length = cfg["tokenizer"]["args"]["max_length"]
+    train_ds = tokenize_dataset(train_txt, tok, max_length=max_length)
+    val_ds = tokenize_dataset(val_txt, tok, max_length=max_length)
+    val_ds = val_ds.subset(np.arange(rank, len(val_ds), world))
+
+    s = cfg["sampler"]["args"]
+    batch_sampler = dataforge.BucketBatchSampler(
+        train_ds.lengths, max_tokens=s["max_tokens"], batch_size=s["batch_size"], seed=seed,
+        labels=train_ds.labels if s["balance"] else None, balance=s["balance"], drop_last=False)
+    collate = dataforge.PadCollate(keys=["input_ids"], mask_names={"input_ids": "attention_mask"},
+                                   **cfg["collate"]["args"])
+    lc = cfg["loader"]
+    loader = dataforge.build_loader(train_ds, batch_sampler=batch_sampler, collate_fn=collate,
+                                    num_workers=lc["num_workers"], engine=lc["engine"], device=device, seed=seed)
+    val_loader = dataforge.build_loader(val_ds, 256, collate_fn=collate, num_workers=lc["num_workers"],
+                                        engine=lc["engine"], device=device)
+    num_classes = len(full.classes) if getattr(full, "classes", None) is not None else int(full.labels.max()) + 1
+    model = build_model(cfg, tok.get_vocab_size(), num_classes).to(device)
+    opt = getattr(torch.optim, cfg["optimizer"]["type"])(model.parameters(), **cfg["optimizer"]["args"])
+    ddp_model = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    step, start_epoch = 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        loader.load_state_dict(state["loader"])
+        step, start_epoch = state["step"], state["loader"]["epoch"]
+    log = MetricsLog(out / "metrics.jsonl", enabled=rank == 0, append=bool(args.resume))
+
+    def checkpoint() -> None:
+        if rank == 0:
+            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                        "loader": loader.state_dict(), "step": step, "config_hash": chash,
+                                        "config": cfg, "tokenizer": tok.to_str()})
+
+    max_steps = tr["max_steps"]
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, tr["epochs"]):
+        loader.set_epoch(epoch)
+        bar = tqdm(loader, desc=f"epoch {epoch}", disable=rank != 0, leave=False)
+        for batch in bar:
+            logits = ddp_model(batch["input_ids"], batch["attention_mask"])
+            loss = nn.functional.cross_entropy(logits, batch["label"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if step % tr["log_every"] == 0:
+                log.write({"kind": "step", "step": step, "epoch": epoch, "loss": round(loss.item(), 6)})
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step % tr["checkpoint_every"] == 0 or step == max_steps:
+                checkpoint()
+            if max_steps is not None and step >= max_steps:
+                print(f"stopped at max_steps={max_steps}; resume with --resume {ckpt_path}")
+                cleanup_distributed()
+                return
+        metrics = evaluate(model, val_loader, num_classes)
+        stats = loader.stats()
+        log.write({"kind": "epoch", "epoch": epoch, "step": step, **metrics,
+                   "samples_per_s": stats.get("samples_per_s"), "wait_fraction": stats.get("wait_fraction"),
+                   "elapsed_s": round(time.perf_counter() - t0, 2)})
+        if rank == 0:
+            print(f"epoch {epoch}: val accuracy {metrics['accuracy']:.3f}, balanced accuracy "
+                  f"{metrics['balanced_accuracy']:.3f}, min class recall "
+                  f"{min(r for r in metrics['per_class_recall'] if r is not None):.3f}")
+        checkpoint()
+    if rank == 0:
+        names = [str(c) for c in getattr(full, "classes", None) or range(num_classes)]
+        png = plot_metrics(read_metrics(out / "metrics.jsonl"), out / "metrics.png", names)
+        print(f"done in {time.perf_counter() - t0:.1f}s; metrics: {out / 'metrics.jsonl'}" + (f", plot: {png}" if png else ""))
+    cleanup_distributed()
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))
