@@ -78,15 +78,20 @@ def _rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def _draw_image(rng: np.random.Generator, c: int, num_classes: int, w: int, h: int, noise: np.ndarray) -> Image.Image:
+def _draw_image(rng: np.random.Generator, c: int, num_classes: int, w: int, h: int, noise: np.ndarray,
+                difficulty: float = 0.0) -> Image.Image:
+    # NOTE [difficulty]: 0 keeps every cue clean (trivially separable); towards 1 the
+    # background hue spreads into neighbouring classes, the shape colour and kind
+    # stop following the class, so small classes become genuinely hard to learn.
     hue = c / num_classes
-    bg = _rgb(hue + rng.normal(0, 0.02), 0.45, 0.75 + rng.uniform(-0.1, 0.1))
-    fg = _rgb(hue + 0.5, 0.9, 0.95)
+    bg = _rgb(hue + rng.normal(0, 0.02 + 0.5 * difficulty / num_classes), 0.45, 0.75 + rng.uniform(-0.1, 0.1))
+    fg_hue = rng.uniform(0, 1) if difficulty > 0 and rng.uniform() < difficulty else hue + 0.5
+    fg = _rgb(fg_hue, 0.9, 0.95)
     img = Image.new("RGB", (w, h), bg)
     draw = ImageDraw.Draw(img)
     r = int(min(w, h) * rng.uniform(0.2, 0.35))
     cx, cy = int(rng.uniform(r, w - r)), int(rng.uniform(r, h - r))
-    kind = c % 4  # the class also decides the shape
+    kind = int(rng.integers(0, 4)) if difficulty > 0 and rng.uniform() < 0.5 * difficulty else c % 4
     if kind == 0:
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fg)
     elif kind == 1:
@@ -110,6 +115,7 @@ def make_image_folder(
     seed: int = 0,
     quality: int = 90,
     progress: bool = True,
+    difficulty: float = 0.0,
 ) -> Path:
     """Write a long-tailed folder of real JPEGs to ``root/<class_name>/*.jpg``.
 
@@ -128,6 +134,9 @@ def make_image_folder(
         seed: the same seed writes the same bytes.
         quality: JPEG quality, 1-100.
         progress: show a tqdm progress bar.
+        difficulty: in ``[0, 1]``; 0 draws clean class cues, higher values make
+            the cues noisy and overlapping (see NOTE [difficulty]) so that a
+            model must learn from many examples, and rare classes suffer.
 
     Returns:
         ``Path(root)``.
@@ -152,6 +161,8 @@ def make_image_folder(
         or not 8 <= sizes[0] <= sizes[1]
     ):
         raise ValueError(f"sizes must be (min, max) ints with 8 <= min <= max, got {sizes!r}")
+    if isinstance(difficulty, bool) or not isinstance(difficulty, (int, float)) or not 0 <= difficulty <= 1:
+        raise ValueError(f"difficulty must be a number in [0, 1], got {difficulty!r}")
     counts = long_tail_counts(num_images, num_classes, imbalance)
     root = Path(root)
     lo, hi = int(sizes[0]), int(sizes[1])
@@ -165,7 +176,7 @@ def make_image_folder(
             for i in range(count):
                 rng = np.random.default_rng(mix_seed(seed, c, i))
                 w, h = (int(x) for x in rng.integers(lo, hi + 1, size=2))
-                img = _draw_image(rng, c, num_classes, w, h, noise)
+                img = _draw_image(rng, c, num_classes, w, h, noise, float(difficulty))
                 img.save(folder / f"{name}_{i:06d}.jpg", "JPEG", quality=quality)
                 bar.update(1)
     return root

@@ -68,7 +68,8 @@ def demo_folder(demo: dict[str, Any], rank: int) -> Path:
     done = root / ".complete"
     if rank == 0 and not done.exists():
         make_image_folder(root, num_images=demo["num_images"], num_classes=demo["num_classes"],
-                          imbalance=demo["imbalance"], sizes=tuple(demo["sizes"]), seed=0)
+                          imbalance=demo["imbalance"], sizes=tuple(demo["sizes"]), seed=0,
+                          difficulty=demo.get("difficulty", 0.0))
         done.touch()
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
@@ -101,7 +102,10 @@ def build_transforms(cfg: dict[str, Any]) -> tuple[Any, Any]:
 def build_sampler(cfg: dict[str, Any], labels: np.ndarray, seed: int) -> Any:
     kind, a = cfg["sampler"]["type"], cfg["sampler"]["args"]
     if kind == "ClassBalancedSampler":
-        return dataforge.ClassBalancedSampler(labels, strategy=a["strategy"], num_samples=a["num_samples"],
+        # num_samples null: an epoch draws as many samples as the train split holds, so a
+        # balanced run and a shuffled run compare at equal compute per epoch
+        num_samples = a["num_samples"] if a["num_samples"] is not None else len(labels)
+        return dataforge.ClassBalancedSampler(labels, strategy=a["strategy"], num_samples=num_samples,
                                               seed=seed)
     if kind == "shuffle":  # uniform without replacement = a plain shuffle, rank-aware and resumable
         return dataforge.WeightedSampler(np.ones(len(labels)), num_samples=len(labels), replacement=False,
