@@ -152,3 +152,19 @@ def test_make_text_corpus_bad_input(tmp_path: Path) -> None:
         make_text_corpus(tmp_path / "c.jsonl", num_docs=-1, progress=False)
     with pytest.raises(ValueError, match="imbalance must be"):
         make_text_corpus(tmp_path / "c.jsonl", num_docs=5, num_classes=2, imbalance=0, progress=False)
+
+
+def test_difficulty_is_validated_and_deterministic(tmp_path) -> None:
+    import pytest
+
+    from dataforge.synthetic import make_image_folder
+
+    with pytest.raises(ValueError, match="difficulty"):
+        make_image_folder(tmp_path / "x", num_images=2, num_classes=1, sizes=(16, 16), progress=False, difficulty=1.5)
+    kw = dict(num_images=6, num_classes=2, imbalance=1, sizes=(16, 20), progress=False)
+    a = make_image_folder(tmp_path / "a", difficulty=0.7, **kw)
+    b = make_image_folder(tmp_path / "b", difficulty=0.7, **kw)
+    c = make_image_folder(tmp_path / "c", difficulty=0.0, **kw)
+    files = sorted(p.relative_to(a) for p in a.glob("*/*.jpg"))
+    assert [(a / f).read_bytes() for f in files] == [(b / f).read_bytes() for f in files]
+    assert [(a / f).read_bytes() for f in files] != [(c / f).read_bytes() for f in files]
