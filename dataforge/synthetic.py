@@ -202,6 +202,7 @@ def make_text_corpus(
     seed: int = 0,
     mean_length: float = 100.0,
     progress: bool = True,
+    difficulty: float = 0.0,
 ) -> Path:
     """Write a long-tailed JSONL text corpus, one ``{"text": str, "label": int}`` a line.
 
@@ -209,6 +210,9 @@ def make_text_corpus(
     come from a Zipf-distributed shared vocabulary, with about a quarter drawn
     from a class-specific vocabulary, so a bag-of-words model can learn the
     label. Labels follow :func:`long_tail_counts`, in a seeded random order.
+    ``difficulty`` in ``[0, 1]`` thins the class words (down to a tenth) and
+    draws up to half of them from the next class's vocabulary, so that
+    neighbouring classes overlap and rare classes are hard to learn.
 
     Example:
         >>> import tempfile, json
@@ -222,6 +226,8 @@ def make_text_corpus(
     seed = _check_int("seed", seed, 0)
     if isinstance(mean_length, bool) or not isinstance(mean_length, (int, float)) or not mean_length >= 1:
         raise ValueError(f"mean_length must be a number >= 1 (words per document), got {mean_length!r}")
+    if isinstance(difficulty, bool) or not isinstance(difficulty, (int, float)) or not 0 <= difficulty <= 1:
+        raise ValueError(f"difficulty must be a number in [0, 1], got {difficulty!r}")
     counts = long_tail_counts(num_docs, num_classes, imbalance)
     rng = np.random.default_rng(mix_seed(seed, _TEXT_SALT))
     taken: set[str] = set()
@@ -240,11 +246,17 @@ def make_text_corpus(
         for d, label in enumerate(labels.tolist()):
             drng = np.random.default_rng(mix_seed(seed, label, d))
             length = max(1, round(float(drng.lognormal(mu, sigma))))
-            n_class = int(drng.binomial(length, 0.25))
+            n_class = int(drng.binomial(length, 0.25 * (1 - 0.9 * difficulty)))
             idx = np.searchsorted(cdf, drng.random(length - n_class), side="right")
             words = [common[min(int(j), len(common) - 1)] for j in idx]
             vocab = per_class[label]
-            words += [vocab[int(j)] for j in drng.integers(0, len(vocab), n_class)]
+            picks = drng.integers(0, len(vocab), n_class)
+            if difficulty > 0:  # some class words come from the next class's vocabulary
+                other = per_class[(label + 1) % num_classes]
+                borrowed = drng.random(n_class) < 0.5 * difficulty
+                words += [(other if b else vocab)[int(j)] for j, b in zip(picks, borrowed)]
+            else:
+                words += [vocab[int(j)] for j in picks]
             order = drng.permutation(len(words))
             text = " ".join(words[int(j)] for j in order)
             f.write(json.dumps({"text": text, "label": label}) + "\n")

@@ -66,7 +66,8 @@ def demo_corpus(demo: dict[str, Any], rank: int) -> Path:
     if rank == 0 and not path.exists():
         tmp = path.with_suffix(".tmp")
         make_text_corpus(tmp, num_docs=demo["num_docs"], num_classes=demo["num_classes"],
-                         imbalance=demo["imbalance"], seed=0)
+                         imbalance=demo["imbalance"], seed=0,
+                         difficulty=demo.get("difficulty", 0.0))
         tmp.rename(path)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
