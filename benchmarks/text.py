@@ -1,51 +1,14 @@
 """Text benchmark: per-sample tokenization + DataCollatorWithPadding (stock) vs packed tokens + BucketBatchSampler + PadCollate (dataforge).
 
-The same measurement as ``dataforge bench text`` (arms interleaved, median of
-repeats, the limit measured in the same run); see ``dataforge/bench/text.py``.
+The same run as `dataforge bench text` (all of its options apply; see
+`dataforge/bench/text.py` for what is measured):
 
-Usage:
-    python benchmarks/text.py [--quick] [--seconds S] [--device cpu|cuda|auto]
-        [--workers 0,2] [--data PATH] [--repeats N] [--out result.json]
+    python benchmarks/text.py [--quick] [--seconds S] [--device cpu|cuda|auto] [--out DIR]
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import os
 import sys
 
-from dataforge.bench import text
-from dataforge.bench.common import BenchError
-
-
-def _workers(text: str) -> list[int]:
-    return [int(w) for w in text.split(",")]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small demo data, 1 s windows")
-    parser.add_argument("--seconds", type=float, default=None, help="steady-state seconds per arm")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--workers", type=_workers, default=None, help="comma list, e.g. 0,2")
-    parser.add_argument("--data", default=None, help="your own data (default: demo data)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per arm (median reported)")
-    parser.add_argument("--out", default=None, help="write the JSON result here (and the PNG beside it)")
-    args = parser.parse_args(argv)
-    out_dir = (os.path.dirname(args.out) or ".") if args.out else None
-    try:
-        result = text.run(quick=args.quick, seconds=args.seconds, device=args.device, data=args.data,
-                           out=out_dir, workers=args.workers, repeats=args.repeats)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(text.format_table(result))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
-
+from dataforge.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench", "text", *sys.argv[1:]]))
