@@ -15,34 +15,23 @@ the device, where they are converted and normalized as one batch.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    MetricsLog,
     RecipeError,
-    all_reduce_sum,
-    apply_overrides,
     base_parser,
-    classification_metrics,
     cleanup_distributed,
-    config_hash,
-    confusion_matrix,
-    load_checkpoint,
-    load_config,
+    fit,
     pick_device,
-    plot_metrics,
-    read_metrics,
+    prepare_run,
     run_main,
-    save_checkpoint,
     setup_distributed,
 )
 from models import SmallCNN, resnet18  # noqa: E402
@@ -122,31 +111,15 @@ def build_model(cfg: dict[str, Any], num_classes: int, args: Any) -> nn.Module:
     raise RecipeError(f"model.type must be 'SmallCNN' or 'resnet18', got {kind!r}")
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, num_classes: int) -> dict[str, Any]:
-    model.eval()
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    for batch in loader:
-        preds = model(batch["image"]).argmax(1).cpu()
-        cm += confusion_matrix(preds, batch["label"].cpu(), num_classes)
-    model.train()
-    return classification_metrics(all_reduce_sum(cm))
-
-
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0], HERE / "configs" / "image.json")
     parser.add_argument("--pretrained", default=None, help="local ResNet-18 state_dict (with model.type=resnet18)")
     parser.add_argument("--freeze-backbone", action="store_true", help="train only the classifier head")
     args = parser.parse_args()
-    cfg = apply_overrides(load_config(args.config), args.set)
-    if args.data:
-        cfg["data"]["args"]["path"] = args.data
-    if args.out:
-        cfg["train"]["out"] = args.out
-    tr = cfg["train"]
-    seed, out = int(tr["seed"]), Path(tr["out"])
+    cfg, out, chash, state = prepare_run(args)
+    seed = int(cfg["train"]["seed"])
     rank, world, local_rank = setup_distributed()
-    device = pick_device(tr["device"], local_rank)
+    device = pick_device(cfg["train"]["device"], local_rank)
     torch.manual_seed(seed)
 
     path = cfg["data"]["args"]["path"]
@@ -175,59 +148,18 @@ def main() -> None:
     opt = opt_cls([p for p in model.parameters() if p.requires_grad], **cfg["optimizer"]["args"])
     ddp_model = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
-    chash = config_hash(cfg)
-    step, start_epoch = 0, 0
-    ckpt_path = out / "checkpoint.pt"
-    if args.resume:
-        state = load_checkpoint(args.resume, chash)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        loader.load_state_dict(state["loader"])
-        step, start_epoch = state["step"], state["loader"]["epoch"]
-    elif rank == 0 and ckpt_path.exists():
-        raise RecipeError(f"{str(ckpt_path)!r} exists: pass --resume {ckpt_path} or choose another --out")
-    log = MetricsLog(out / "metrics.jsonl", enabled=rank == 0, append=bool(args.resume))
+    def step_loss(batch: Any) -> torch.Tensor:
+        return nn.functional.cross_entropy(ddp_model(batch["image"]), batch["label"])
 
-    def checkpoint() -> None:
-        if rank == 0:
-            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                        "loader": loader.state_dict(), "step": step, "config_hash": chash,
-                                        "config": cfg})
+    def predict(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return model(batch["image"]).argmax(1), batch["label"]
 
-    max_steps = tr["max_steps"]
-    t0 = time.perf_counter()
-    for epoch in range(start_epoch, tr["epochs"]):
-        loader.set_epoch(epoch)
-        bar = tqdm(loader, desc=f"epoch {epoch}", disable=rank != 0, leave=False)
-        for batch in bar:
-            loss = nn.functional.cross_entropy(ddp_model(batch["image"]), batch["label"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if step % tr["log_every"] == 0:
-                log.write({"kind": "step", "step": step, "epoch": epoch, "loss": round(loss.item(), 6)})
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step % tr["checkpoint_every"] == 0 or step == max_steps:
-                checkpoint()
-            if max_steps is not None and step >= max_steps:
-                print(f"stopped at max_steps={max_steps}; resume with --resume {ckpt_path}")
-                cleanup_distributed()
-                return
-        metrics = evaluate(model, val_loader, num_classes)
-        stats = loader.stats()
-        log.write({"kind": "epoch", "epoch": epoch, "step": step, **metrics,
-                   "samples_per_s": stats.get("samples_per_s"), "wait_fraction": stats.get("wait_fraction"),
-                   "elapsed_s": round(time.perf_counter() - t0, 2)})
-        if rank == 0:
-            print(f"epoch {epoch}: val accuracy {metrics['accuracy']:.3f}, balanced accuracy "
-                  f"{metrics['balanced_accuracy']:.3f}, min class recall "
-                  f"{min(r for r in metrics['per_class_recall'] if r is not None):.3f}")
-        checkpoint()
-    if rank == 0:
-        png = plot_metrics(read_metrics(out / "metrics.jsonl"), out / "metrics.png", list(full.classes))
-        print(f"done in {time.perf_counter() - t0:.1f}s; metrics: {out / 'metrics.jsonl'}" + (f", plot: {png}" if png else ""))
-    cleanup_distributed()
+    try:
+        fit(cfg=cfg, out=out, chash=chash, state=state, rank=rank, model=model, opt=opt, loader=loader,
+            val_loader=val_loader, step_loss=step_loss, predict=predict, num_classes=num_classes,
+            class_names=list(full.classes))
+    finally:
+        cleanup_distributed()
 
 
 if __name__ == "__main__":
