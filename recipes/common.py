@@ -107,6 +107,24 @@ def run_main(fn: Any) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- demo data
+
+
+def demo_data(name: str, params: dict[str, Any], rank: int, make: Any, suffix: str = "") -> Path:
+    """Generate demo data once with ``make(path)`` (rank 0, the others wait), cached under
+    ``$DATAFORGE_CACHE`` (default ``~/.cache/dataforge``) by its parameters."""
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    cache = Path(os.environ.get("DATAFORGE_CACHE", Path.home() / ".cache" / "dataforge"))
+    path = cache / "recipes" / f"{name}-{key}{suffix}"
+    done = path.with_name(path.name + ".complete")
+    if rank == 0 and not done.exists():
+        make(path)
+        done.touch()
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    return path
+
+
 # ----------------------------------------------------------------------------- distributed
 
 

@@ -28,6 +28,7 @@ from common import (  # noqa: E402
     RecipeError,
     base_parser,
     cleanup_distributed,
+    demo_data,
     fit,
     pick_device,
     prepare_run,
@@ -44,25 +45,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def demo_folder(demo: dict[str, Any], rank: int) -> Path:
-    """Generate the long-tail demo set once (rank 0), cached by its parameters."""
-    import hashlib
-    import json
-    import os
-
+    """The long-tail demo image folder, generated once."""
     from dataforge.synthetic import make_image_folder
 
-    key = hashlib.sha256(json.dumps(demo, sort_keys=True).encode()).hexdigest()[:10]
-    cache = Path(os.environ.get("DATAFORGE_CACHE", Path.home() / ".cache" / "dataforge"))
-    root = cache / "recipes" / f"images-{key}"
-    done = root / ".complete"
-    if rank == 0 and not done.exists():
-        make_image_folder(root, num_images=demo["num_images"], num_classes=demo["num_classes"],
-                          imbalance=demo["imbalance"], sizes=tuple(demo["sizes"]), seed=0,
-                          difficulty=demo.get("difficulty", 0.0))
-        done.touch()
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    return root
+    return demo_data("images", demo, rank, lambda root: make_image_folder(
+        root, num_images=demo["num_images"], num_classes=demo["num_classes"], imbalance=demo["imbalance"],
+        sizes=tuple(demo["sizes"]), seed=0, difficulty=demo.get("difficulty", 0.0)))
 
 
 def build_transforms(cfg: dict[str, Any]) -> tuple[Any, Any]:

@@ -28,6 +28,7 @@ from common import (  # noqa: E402
     RecipeError,
     base_parser,
     cleanup_distributed,
+    demo_data,
     fit,
     pick_device,
     prepare_run,
@@ -43,24 +44,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def demo_corpus(demo: dict[str, Any], rank: int) -> Path:
-    import hashlib
-    import json
-    import os
-
+    """The long-tail demo corpus, generated once."""
     from dataforge.synthetic import make_text_corpus
 
-    key = hashlib.sha256(json.dumps(demo, sort_keys=True).encode()).hexdigest()[:10]
-    cache = Path(os.environ.get("DATAFORGE_CACHE", Path.home() / ".cache" / "dataforge"))
-    path = cache / "recipes" / f"text-{key}.jsonl"
-    if rank == 0 and not path.exists():
-        tmp = path.with_suffix(".tmp")
-        make_text_corpus(tmp, num_docs=demo["num_docs"], num_classes=demo["num_classes"],
-                         imbalance=demo["imbalance"], seed=0,
-                         difficulty=demo.get("difficulty", 0.0))
-        tmp.rename(path)
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    return path
+    return demo_data("text", demo, rank, lambda path: make_text_corpus(
+        path, num_docs=demo["num_docs"], num_classes=demo["num_classes"], imbalance=demo["imbalance"],
+        seed=0, difficulty=demo.get("difficulty", 0.0)), suffix=".jsonl")
 
 
 def read_corpus(path: Path, a: dict[str, Any]) -> Any:
