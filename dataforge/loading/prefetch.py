@@ -227,6 +227,13 @@ def prefetch_pairs(
     """Move ``(meta, batch)`` pairs to the device with ``depth`` batches in flight."""
     inflight: collections.deque[tuple[Any, Any, Any]] = collections.deque()
     transfer.begin()
+    if transfer.stream is None:
+        # NOTE [no lookahead without streams]: on the CPU path nothing runs
+        # asynchronously, so fetching ahead would only delay the first batch and waste
+        # work when the consumer stops early; hand each batch over as it comes.
+        for meta, batch in source:
+            yield meta, transfer.start(batch)[0]
+        return
 
     def fill() -> None:
         while len(inflight) < depth:
@@ -253,7 +260,8 @@ class DevicePrefetcher(Generic[T]):
             e.g. a stock ``DataLoader``.
         device: target device (``"cuda"``, ``"cuda:1"``, ``"cpu"``...).
         batch_transforms: a callable or list of callables run on the device batch.
-        depth: batches in flight (>= 1; 2 overlaps one copy with one step).
+        depth: batches in flight on CUDA (>= 1; 2 overlaps one copy with one step); the
+            CPU path hands each batch over as it comes (nothing there runs asynchronously).
         keys: what the transforms receive: ``"auto"`` (tensor batch, ``batch["image"]`` or
             ``batch[0]``), ``None`` (the whole batch) or keys / indices.
         pin_memory: ``"auto"`` pins not-yet-pinned CPU tensors when ``device`` is CUDA.

@@ -39,14 +39,14 @@ def test_quick_run_without_transformers(monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.mark.timeout(120)
 def test_script_writes_json(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    out = tmp_path / "collate.json"
+    out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "collate.py"), "--quick", "--seconds", "0.3",
          "--out", str(out)],
         capture_output=True, text=True, timeout=110, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
-    result = json.loads(out.read_text())
+    result = json.loads((out / "results.json").read_text())["benchmarks"]["collate"]
     assert set(result["forms"]["lists"]["arms"]) == {"dataforge", "hf", "pad_sequence"}
     assert "dataforge_vs_hf" in result["forms"]["lists"]["ratios"]
     assert "hf" in proc.stdout

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,12 +37,14 @@ def test_bad_options() -> None:
             feeding.run(device="cuda", **TINY)
 
 
-def test_script_runs(tmp_path, capsys) -> None:
-    script = runpy.run_path(str(Path(__file__).parents[2] / "benchmarks" / "feeding.py"))
-    out = tmp_path / "r.json"
-    argv = ["--quick", "--seconds", "0.01", "--repeats", "1", "--out", str(out)]
-    assert script["main"](argv) == 0
-    assert "raw_pinned" in capsys.readouterr().out and out.exists()
+def test_script_runs(tmp_path, capsys, monkeypatch) -> None:
+    out = tmp_path / "out"
+    argv = ["feeding.py", "--quick", "--seconds", "0.01", "--repeats", "1", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(str(Path(__file__).parents[2] / "benchmarks" / "feeding.py"), run_name="__main__")
+    assert exc.value.code == 0
+    assert "raw_pinned" in capsys.readouterr().out and (out / "results.json").exists()
 
 
 @pytest.mark.gpu

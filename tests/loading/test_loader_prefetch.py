@@ -47,7 +47,7 @@ def test_order_len_and_depth(depth: int) -> None:
     assert torch.cat(list(p)).tolist() == list(range(10))
 
 
-def test_prefetch_runs_depth_ahead() -> None:
+def _pulled_after_first(device: str, depth: int) -> list[int]:
     pulled: list[int] = []
 
     def gen():
@@ -55,9 +55,19 @@ def test_prefetch_runs_depth_ahead() -> None:
             pulled.append(i)
             yield torch.tensor([i])
 
-    it = iter(DevicePrefetcher(gen(), "cpu", depth=3))
+    it = iter(DevicePrefetcher(gen(), device, depth=depth))
     next(it)
-    assert pulled == [0, 1, 2, 3]  # the batch handed over, and the next `depth` in flight
+    return pulled
+
+
+def test_cpu_path_does_not_fetch_ahead() -> None:
+    # NOTE [no lookahead without streams]: nothing overlaps on the CPU path
+    assert _pulled_after_first("cpu", depth=3) == [0]
+
+
+@pytest.mark.gpu
+def test_cuda_path_runs_depth_ahead() -> None:
+    assert _pulled_after_first("cuda", depth=3) == [0, 1, 2, 3]  # handed over + `depth` in flight
 
 
 def test_len_without_len_and_validation() -> None:
