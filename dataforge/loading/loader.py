@@ -105,6 +105,14 @@ class Loader:
         True
     """
 
+    def __new__(cls, dataset: Any = None, *args: Any, **kwargs: Any) -> Loader:
+        # NOTE: an iterable dataset gets the IterableLoader (see iterable_engine.py)
+        if cls is Loader and isinstance(dataset, torch.utils.data.IterableDataset):
+            from dataforge.loading.iterable_engine import IterableLoader
+
+            return super().__new__(IterableLoader)
+        return super().__new__(cls)
+
     def __init__(
         self,
         dataset: Any,
@@ -130,13 +138,10 @@ class Loader:
         multiprocessing_context: Any = None,
         depth: int = 2,
     ) -> None:
-        if isinstance(dataset, torch.utils.data.IterableDataset) or not (
-            hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")
-        ):
+        if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
             raise TypeError(
-                f"dataset must be map-style (__getitem__ and __len__), got {type(dataset).__name__}; "
-                "for an iterable dataset use torch.utils.data.DataLoader with "
-                "dataforge.DevicePrefetcher and dataforge.DataWaitMeter"
+                "dataset must be map-style (__getitem__ and __len__) or a "
+                f"torch.utils.data.IterableDataset, got {type(dataset).__name__}"
             )
         _check_int("batch_size", batch_size, 1, none_ok=True)
         _check_int("prefetch_factor", prefetch_factor, 1, none_ok=True)
@@ -274,16 +279,20 @@ class Loader:
         source: Iterator[tuple[Any, Any]] = (
             ((f.batch_no, f.num_samples, f.failures, f.worker), f.batch) for f in raw
         )
-        if self.device is not None or self._transforms:
-            if self._transfer is None:
-                self._transfer = _Transfer(
-                    self.device or torch.device("cpu"), self._transforms, self._keys, self.pin_memory
-                )
-            source = prefetch_pairs(source, self._transfer, self.depth)
+        source = self._device_path(source)
         it = LoaderIterator(self, raw, source)
         self._active = weakref.ref(it)
         self._stats.record(time.perf_counter() - t_iter, 0, batch=False)  # worker start-up
         return it
+
+    def _device_path(self, source: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+        if self.device is None and not self._transforms:
+            return source
+        if self._transfer is None:
+            self._transfer = _Transfer(
+                self.device or torch.device("cpu"), self._transforms, self._keys, self.pin_memory
+            )
+        return prefetch_pairs(source, self._transfer, self.depth)
 
     def _receive(self, meta: tuple[int, int, list[Failure], int]) -> None:
         batch_no, _, failures, worker = meta
@@ -436,7 +445,9 @@ def build_loader(
     """Build a :class:`Loader`: batches of ``dataset``, on ``device``, resumable, observable.
 
     Args:
-        dataset: a map-style dataset (``set_epoch`` and ``__getitems__`` used when present).
+        dataset: a map-style dataset (``set_epoch`` and ``__getitems__`` used when present), or
+            an ``IterableDataset``: resumable too, but no shuffle/sampler (``ds.shuffle(n)``),
+            ``on_error="raise"``, process engine only (NOTE [iterable loader], iterable_engine.py).
         batch_size: samples per batch; ``None`` (with no ``batch_sampler``) yields single
             samples, like ``DataLoader(batch_size=None)``.
         sampler: a sampler of indices (its ``set_epoch`` / ``state_dict`` are used).
