@@ -77,3 +77,20 @@ class TinyTransformer(nn.Module):
         h = self.encoder(self.emb(ids) + self.pos(pos), src_key_padding_mask=~mask)
         m = mask.unsqueeze(-1).to(h.dtype)
         return self.head((h * m).sum(1) / m.sum(1).clamp(min=1))
+
+
+class HFClassifier(nn.Module):
+    """A local HuggingFace sequence-classification model (``from_pretrained`` on a folder;
+    nothing is downloaded). Use it with the model's own tokenizer (``--tokenizer``)."""
+
+    def __init__(self, path: str, num_classes: int) -> None:
+        super().__init__()
+        from transformers import AutoModelForSequenceClassification
+
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"--hf-model folder does not exist: {path!r}")
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_classes, local_files_only=True, ignore_mismatched_sizes=True)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, attention_mask=mask.long()).logits

@@ -35,7 +35,7 @@ from common import (  # noqa: E402
     run_main,
     setup_distributed,
 )
-from models import BagOfEmbeddings, TinyTransformer  # noqa: E402
+from models import BagOfEmbeddings, HFClassifier, TinyTransformer  # noqa: E402
 
 import dataforge  # noqa: E402
 from dataforge.datasets.packed import tokenize_dataset  # noqa: E402
@@ -93,7 +93,12 @@ def get_tokenizer(cfg: dict[str, Any], train_txt: Any, path: str | None, saved: 
     return load_tokenizer(tok_path)
 
 
-def build_model(cfg: dict[str, Any], vocab_size: int, num_classes: int) -> nn.Module:
+def build_model(cfg: dict[str, Any], vocab_size: int, num_classes: int, hf_model: str | None) -> nn.Module:
+    if hf_model:
+        try:
+            return HFClassifier(hf_model, num_classes)
+        except (FileNotFoundError, ImportError, OSError) as exc:
+            raise RecipeError(f"--hf-model: {exc}") from None
     kind, a = cfg["model"]["type"], cfg["model"]["args"]
     if kind == "BagOfEmbeddings":
         return BagOfEmbeddings(vocab_size, num_classes, **a)
@@ -105,6 +110,8 @@ def build_model(cfg: dict[str, Any], vocab_size: int, num_classes: int) -> nn.Mo
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0], HERE / "configs" / "text.json")
     parser.add_argument("--tokenizer", default=None, help="a tokenizer.json to use instead of training one")
+    parser.add_argument("--hf-model", default=None,
+                        help="a local HuggingFace model folder to fine-tune (pass its tokenizer with --tokenizer)")
     args = parser.parse_args()
     cfg, out, chash, state = prepare_run(args)
     seed = int(cfg["train"]["seed"])
@@ -128,7 +135,7 @@ def main() -> None:
     batch_sampler = dataforge.BucketBatchSampler(
         train_ds.lengths, max_tokens=s["max_tokens"], batch_size=s["batch_size"], seed=seed,
         labels=train_ds.labels if s["balance"] else None, balance=s["balance"], drop_last=False)
-    collate = dataforge.PadCollate(keys=["input_ids"], mask_names={"input_ids": "attention_mask"},
+    collate = dataforge.PadCollate(train_ds.pad_id, keys=["input_ids"], mask_names={"input_ids": "attention_mask"},
                                    **cfg["collate"]["args"])
     lc = cfg["loader"]
     loader = dataforge.build_loader(train_ds, batch_sampler=batch_sampler, collate_fn=collate,
@@ -136,7 +143,7 @@ def main() -> None:
     val_loader = dataforge.build_loader(val_ds, 256, collate_fn=collate, num_workers=lc["num_workers"],
                                         engine=lc["engine"], device=device)
     num_classes = len(full.classes) if getattr(full, "classes", None) is not None else int(full.labels.max()) + 1
-    model = build_model(cfg, tok.get_vocab_size(), num_classes).to(device)
+    model = build_model(cfg, tok.get_vocab_size(), num_classes, args.hf_model).to(device)
     opt = getattr(torch.optim, cfg["optimizer"]["type"])(model.parameters(), **cfg["optimizer"]["args"])
     ddp_model = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 

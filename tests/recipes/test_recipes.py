@@ -111,3 +111,22 @@ def test_resume_from_another_config_is_refused(tmp_path: Path) -> None:
                str(tmp_path / "a"), "--resume", str(ckpt))
     assert res.returncode == 2 and "another config" in res.stderr
     assert ckpt.read_bytes() == before  # nothing overwritten
+
+
+@pytest.mark.slow
+def test_text_recipe_fine_tunes_a_local_hf_model(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    from dataforge.transforms.text import train_tokenizer
+
+    tok = train_tokenizer(["alpha beta gamma delta", "beta gamma", "delta alpha"] * 20, vocab_size=60)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    cfg = transformers.BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=16, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=32, max_position_embeddings=512)
+    transformers.BertForSequenceClassification(cfg).save_pretrained(tmp_path / "tiny-bert")
+    res = _run("text_classification.py", tmp_path, [*TEXT_TINY, "train.max_steps=3"], "--out", str(tmp_path / "hf"),
+               "--hf-model", str(tmp_path / "tiny-bert"), "--tokenizer", str(tmp_path / "tokenizer.json"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(_losses(tmp_path / "hf")) == 3
+    res = _run("text_classification.py", tmp_path, TEXT_TINY, "--out", str(tmp_path / "hf2"),
+               "--hf-model", str(tmp_path / "nope"))
+    assert res.returncode == 2 and "--hf-model" in res.stderr
