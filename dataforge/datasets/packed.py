@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataforge.datasets.map_style import MapDataset, as_labels
+from dataforge.datasets.labels import as_labels
+from dataforge.datasets.map_style import MapDataset
 
 __all__ = ["PackedTokenDataset", "tokenize_dataset"]
 

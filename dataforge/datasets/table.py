@@ -18,7 +18,8 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from dataforge.datasets.map_style import MapDataset, as_labels
+from dataforge.datasets.labels import as_labels
+from dataforge.datasets.map_style import MapDataset
 
 
 def check_file(path: Any, name: str = "path") -> Path:

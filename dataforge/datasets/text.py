@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from dataforge.datasets.map_style import MapDataset, as_labels
+from dataforge.datasets.labels import as_labels
+from dataforge.datasets.map_style import MapDataset
 from dataforge.datasets.storage import StringStorage
 from dataforge.datasets.table import check_file, encode_targets, read_jsonl
 
