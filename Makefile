@@ -1,6 +1,9 @@
 # The README's two commands: `make demo` and `make test`.
 # Each creates .venv if missing and (re)installs the package with every extra
-# whenever pyproject.toml changes, then runs.
+# whenever pyproject.toml, setup.py or the C extension's source changes, then runs.
+# The optional C extension (dataforge/_jpeg.c, region JPEG decode) is compiled by
+# that install when gcc and the libjpeg headers are there (Debian: libjpeg-dev);
+# without them the install still succeeds and dataforge decodes whole images.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,7 +14,7 @@ STAMP := $(VENV)/.dataforge-installed
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml setup.py dataforge/_jpeg.c | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[all,dev]'
 	touch $(STAMP)

@@ -6,9 +6,14 @@ the same generated JPEGs (300-500 px), in batches of ``batch_size``:
 - ``stock``: the torchvision tutorial pipeline per sample: PIL open + convert
   RGB, v2 ``RandomResizedCrop(224)`` + ``RandomHorizontalFlip``, ``ToImage`` +
   ``ToDtype(float32, scale=True)`` + ``Normalize``, then ``torch.stack``.
-- ``dataforge``: ``decode_image`` (torchvision.io) + uint8 ``train_transforms``
-  per sample, ``torch.stack`` of uint8, then batch ``ToFloat`` + ``Normalize``
-  (on ``device``; the stock float batch is moved there too).
+- ``dataforge``: uint8 ``train_transforms`` given the file, as ``ImageFolder``
+  hands it over: the crop is drawn from the header and only the crop is decoded
+  (libjpeg-turbo region decode, see NOTE [region decode]; torchvision.io decode
+  of the whole image when the C extension is not built), then resize + flip;
+  ``torch.stack`` of uint8, then batch ``ToFloat`` + ``Normalize`` (on
+  ``device``; the stock float batch is moved there too).
+- ``dataforge-whole``: the same, but ``decode_image`` (torchvision.io) of the
+  whole image first and the preset on the tensor: what the region decode buys.
 
 Both arms draw their crops from torch's global RNG, reseeded identically before
 each run, so they crop the same regions of the same images. Arms are
@@ -112,7 +117,7 @@ def _image_part(
     from torchvision.transforms import v2
 
     from dataforge.transforms.batch import Compose, Normalize, ToFloat
-    from dataforge.transforms.decode import decode_image
+    from dataforge.transforms.decode import HAVE_ROI_DECODE, decode_image
     from dataforge.transforms.image import train_transforms
 
     tutorial = v2.Compose(
@@ -136,25 +141,32 @@ def _image_part(
         _sync(device)
         return len(paths)
 
-    def dataforge(paths: Sequence[str]) -> int:
-        u8 = torch.stack([preset(decode_image(p)) for p in paths])
-        out_bytes["dataforge"] = u8[0].nbytes
-        x = on_device(u8.to(device))
-        _sync(device)
-        return len(paths) if x.dtype == torch.float32 else 0
+    def uint8_arm(name: str, load: Callable[[str], torch.Tensor]) -> Callable[[Sequence[str]], int]:
+        def step(paths: Sequence[str]) -> int:
+            u8 = torch.stack([load(p) for p in paths])
+            out_bytes[name] = u8[0].nbytes
+            x = on_device(u8.to(device))
+            _sync(device)
+            return len(paths) if x.dtype == torch.float32 else 0
+        return step
 
-    for step in (stock, dataforge):  # warm-up (allocators, lazy imports), excluded
+    steps = {
+        "stock": stock,
+        "dataforge": uint8_arm("dataforge", preset),
+        "dataforge-whole": uint8_arm("dataforge-whole", lambda p: preset(decode_image(p))),
+    }
+    for step in steps.values():  # warm-up (allocators, lazy imports), excluded
         step(batches[0])
-    # Run r of each arm uses seed r: both arms crop the same regions in a repeat.
-    seeds: dict[str, itertools.count] = {"stock": itertools.count(), "dataforge": itertools.count()}
-    def arm(step: Callable[[Sequence[str]], int], name: str) -> Callable[[], dict[str, float]]:
-        return lambda: _time_window(step, batches, seconds, seed=next(seeds[name]))
+    # Run r of each arm uses seed r: all arms crop the same regions in a repeat.
+    seeds = {name: itertools.count() for name in steps}
+    def arm(name: str) -> Callable[[], dict[str, float]]:
+        return lambda: _time_window(steps[name], batches, seconds, seed=next(seeds[name]))
 
-    arms = {"stock": arm(stock, "stock"), "dataforge": arm(dataforge, "dataforge")}
-    runs = _interleaved(arms, repeats, progress)
+    runs = _interleaved({name: arm(name) for name in steps}, repeats, progress)
     labels = {
         "stock": "PIL + v2 RandomResizedCrop/Flip + ToImage/ToDtype/Normalize per sample (float32)",
-        "dataforge": "torchvision.io decode + uint8 train_transforms per sample, batch ToFloat+Normalize",
+        "dataforge": "uint8 train_transforms on the file (decodes only the crop), batch ToFloat+Normalize",
+        "dataforge-whole": "torchvision.io decode of the whole image, then the same preset and batch ops",
     }
     result: dict[str, Any] = {"arms": {}}
     for name, rs in runs.items():
@@ -173,8 +185,12 @@ def _image_part(
     pairs = list(zip(runs["stock"], runs["dataforge"]))
     cpu_ratios = [b["samples_per_cpu_s"] / a["samples_per_cpu_s"] for a, b in pairs]
     wall_ratios = [b["samples_per_s"] / a["samples_per_s"] for a, b in pairs]
+    whole_ratios = [b["samples_per_cpu_s"] / a["samples_per_cpu_s"]
+                    for a, b in zip(runs["stock"], runs["dataforge-whole"])]
     speedup = median(cpu_ratios)
     result.update(
+        region_decode=HAVE_ROI_DECODE,
+        speedup_whole_decode=median(whole_ratios),
         speedup=speedup,
         speedup_wall=median(wall_ratios),
         speedup_per_repeat=cpu_ratios,
@@ -383,10 +399,10 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(
             f"image, per core, {img['num_images']} JPEGs, batch {result['params']['batch_size']}:"
         )
-        lines.append(f"  {'arm':<10} {'samples/cpu-s':>13} {'samples/s':>10} {'KiB out':>8}")
+        lines.append(f"  {'arm':<15} {'samples/cpu-s':>13} {'samples/s':>10} {'KiB out':>8}")
         for name, arm in img["arms"].items():
             lines.append(
-                f"  {name:<10} {arm['samples_per_cpu_s']:>13.1f} {arm['samples_per_s']:>10.1f} "
+                f"  {name:<15} {arm['samples_per_cpu_s']:>13.1f} {arm['samples_per_s']:>10.1f} "
                 f"{arm['bytes_per_sample_out'] / 1024:>8.0f}  {arm['label']}"
             )
         verdict = "meets" if img["meets_target"] else "MISSES"
@@ -395,6 +411,11 @@ def format_table(result: dict[str, Any]) -> str:
             f"{verdict}), {img['speedup_wall']:.2f}x wall; median of per-repeat ratios "
             f"[{', '.join(f'{r:.2f}' for r in img['speedup_per_repeat'])}]"
         )
+        if "speedup_whole_decode" in img:
+            region = "built" if img.get("region_decode") else "NOT built: whole-image decode"
+            lines.append(
+                f"  whole decode {img['speedup_whole_decode']:.2f}x per core (region-decode extension: {region})"
+            )
     txt = result.get("text")
     if txt:
         lines.append(

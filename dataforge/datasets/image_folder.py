@@ -59,8 +59,12 @@ class ImageFolder(MapDataset[dict[str, Any]]):
         root: the folder holding one sub-folder per class.
         transform: applied to the image (the tensor, or the bytes when
             ``decode=False``); its result replaces ``"image"``.
-        decode: decode to a tensor with ``dataforge.transforms.decode.decode_image``
-            (a corrupt file raises an error naming it); ``False`` gives the raw bytes.
+        decode: ``True``: decode to a tensor with
+            ``dataforge.transforms.decode.decode_image`` (a corrupt file raises an
+            error naming it), then transform; ``False``: the raw bytes; ``"auto"``
+            (default): as ``True``, except that a transform that decodes by itself
+            (``accepts_encoded = True``, such as ``train_transforms``, which decodes
+            only its crop) is given the file's path instead.
         extensions: file suffixes to keep, matched case-insensitively.
         classes: class folder names to use, in id order; default: every
             sub-folder, sorted.
@@ -83,7 +87,7 @@ class ImageFolder(MapDataset[dict[str, Any]]):
         root: str | os.PathLike[str],
         transform: Callable[[Any], Any] | None = None,
         *,
-        decode: bool = True,
+        decode: bool | str = "auto",
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
         classes: Sequence[str] | None = None,
     ) -> None:
@@ -91,8 +95,8 @@ class ImageFolder(MapDataset[dict[str, Any]]):
             raise TypeError(f"root must be a path, got {type(root).__name__} {root!r}")
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable or None, got {transform!r}")
-        if not isinstance(decode, bool):
-            raise TypeError(f"decode must be a bool, got {decode!r}")
+        if not isinstance(decode, bool) and decode != "auto":
+            raise TypeError(f"decode must be True, False or 'auto', got {decode!r}")
         exts = _check_extensions(extensions)
         root_path = Path(root).expanduser()
         if not root_path.exists():
@@ -115,6 +119,7 @@ class ImageFolder(MapDataset[dict[str, Any]]):
         self.root = str(root_path)
         self.transform = transform
         self.decode = decode
+        self._pass_path = decode == "auto" and bool(getattr(transform, "accepts_encoded", False))
         self.extensions = exts
         self.classes: list[str] = class_names
         self.class_to_idx: dict[str, int] = {c: i for i, c in enumerate(class_names)}
@@ -161,6 +166,8 @@ class ImageFolder(MapDataset[dict[str, Any]]):
 
     def _get(self, index: int) -> dict[str, Any]:
         path = self._paths[index]
+        if self._pass_path:
+            return {"image": self.transform(path), "label": int(self._labels[index]), "path": path}  # type: ignore[misc]
         image: Any = decode_image(path) if self.decode else Path(path).read_bytes()
         if self.transform is not None:
             image = self.transform(image)

@@ -16,9 +16,17 @@ JSONL lines are counted. Remote shards are downloaded once for that pass, so pas
 
 NOTE [error counts]: with ``on_error="skip"``/``"warn"`` a bad shard is cut at the
 error (the sample being assembled is dropped) and a bad JSONL line is skipped;
-``ds.errors`` counts them IN THIS PROCESS. Under DataLoader workers each worker
-has its own copy, so the main-process ``ds.errors`` stays 0: count in the workers
-(e.g. log ``errors`` from a ``worker_init_fn``-registered hook) if you need totals.
+``ds.errors`` counts them (and ``"warn"`` warns) IN THE PROCESS THAT READS. Under
+DataLoader workers each worker has its own copy, so the main-process ``ds.errors``
+stays 0: read the totals from the loader instead, ``dataforge.build_loader(ds, ...)
+.errors`` (also ``stats()["dataset_errors"]``), summed over its workers and
+cumulative over its epochs (see NOTE [iterable error counts] in
+``loading/iterable_engine.py``); ``"warn"`` warnings are printed by the worker that
+skipped. Each skip is counted by one consumer only: split by shard, the shard's
+reader; split by sample, where every consumer walks every shard, a bad line by the
+consumer that owns it and a bad shard by the consumer that owns the next item slot
+(the error takes one slot of the round-robin in every consumer, so they stay in
+step). Across ``torch.distributed`` ranks, sum the ranks' totals.
 """
 
 from __future__ import annotations
@@ -182,7 +190,8 @@ def _lines(f: IO[bytes], chunk: int = 1 << 20) -> Iterator[bytes]:
 
 
 class ShardDataset(ShardedSource[dict[str, Any]]):
-    """What :func:`from_shards` returns; ``errors`` counts skipped shards and lines (per process)."""
+    """What :func:`from_shards` returns; ``errors`` counts skipped shards and lines in the
+    reading process (a loader sums its workers', see NOTE [error counts])."""
 
     def __init__(self, urls: list[str], format: str, on_error: str, **kw: Any) -> None:
         self.format, self.on_error = format, on_error
@@ -209,9 +218,11 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
                 else:
                     yield from self._jsonl(f, url, keep)
         except ShardError as e:
-            self._fail(str(e), "skipped_shards")
+            if self.on_error == "raise" or keep is None or keep():  # NOTE [error counts]
+                self._fail(str(e), "skipped_shards")
         except (OSError, EOFError) as e:
-            self._fail(f"cannot read shard {url!r}: {type(e).__name__}: {e}", "skipped_shards")
+            if self.on_error == "raise" or keep is None or keep():
+                self._fail(f"cannot read shard {url!r}: {type(e).__name__}: {e}", "skipped_shards")
 
     def _jsonl(self, f: IO[bytes], url: str, keep: Callable[[], bool] | None) -> Iterator[Any]:
         if url.split("?", 1)[0].lower().endswith(".gz"):
@@ -272,7 +283,8 @@ def from_shards(
         num_replicas: world size; default from ``torch.distributed`` or 1.
         rank: this rank; default from ``torch.distributed`` or 0.
         on_error: ``"raise"`` a :class:`ShardError` naming the shard and member/line,
-            or ``"skip"``/``"warn"`` the rest of a bad shard (a bad JSONL line) and count it.
+            or ``"skip"``/``"warn"`` the rest of a bad shard (a bad JSONL line) and count it
+            in ``ds.errors``; through a loader, read ``loader.errors`` (NOTE [error counts]).
         samples_per_shard: known sample counts (one int or one per shard) for ``equalize``.
 
     Example:

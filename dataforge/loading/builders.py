@@ -101,10 +101,13 @@ def build_image_loaders(
     from dataforge.transforms import batch as B
     from dataforge.transforms.image import eval_transforms, train_transforms
 
+    from_root: list[bool] = []
+
     def make(root: Any) -> Any:
         from dataforge.datasets.image_folder import ImageFolder
 
-        return ImageFolder(root)
+        from_root.append(True)
+        return ImageFolder(root, decode=False)  # decoded by the transforms (see below)
 
     train, val = _parts(root_or_dataset, val_fraction, seed, make)
     if train_transform == PRESET:
@@ -112,6 +115,10 @@ def build_image_loaders(
     if val_transform == PRESET:
         biggest = size if isinstance(size, int) else max(size)
         val_transform = eval_transforms(size, resize=resize or round(biggest * 8 / 7))
+    if from_root:
+        # The folder yields encoded files: the training preset decodes only its crop;
+        # any other transform gets a decoded image first.
+        train_transform, val_transform = _decoding(train_transform), _decoding(val_transform)
     if train_transform is not None:
         train = train.map(train_transform, seed=seed)
     if val_transform is not None:
@@ -125,6 +132,18 @@ def build_image_loaders(
     train_loader = Loader(train, batch_size, sampler=sampler, seed=seed, drop_last=drop_last, **common)
     val_loader = Loader(_rank_slice(val), val_batch_size or batch_size, seed=seed, **common)
     return train_loader, val_loader
+
+
+def _decoding(transform: Any) -> Any:
+    """``transform`` made to take an encoded image: as is if it can, else after ``Decode``."""
+    from dataforge.transforms.compose import Compose
+    from dataforge.transforms.image import Decode
+
+    if transform is None:
+        return Decode()
+    if getattr(transform, "accepts_encoded", False):
+        return transform
+    return Compose([Decode(), transform])
 
 
 def _image_sampler(train: Any, balance: str | None, seed: int) -> Any:

@@ -21,6 +21,27 @@ first emit one dummy batch, dropped in the main process, so the cycle resumes
 where it stopped. This is exact for uneven worker streams too. A state taken
 after the last batch, before the iterator noticed the end, resumes into an empty
 rest of that epoch (the loader cannot know the stream has ended).
+
+NOTE [iterable error counts]: a source that tolerates bad records counts them in an
+``errors`` dict (``from_shards(on_error="skip"|"warn")``), but a worker's copy counts
+only in that worker. So each pass finds the counters in the dataset (through
+``_sources()``, ``datasets`` and ``dataset``: ``.map()``, ``mix()``...), and the collate
+wrapper attaches to every batch a small dict, what they grew by in this worker since
+the pass started (with ``num_workers=0``: in the calling process); the main process
+keeps the latest dict per worker. A source may skip a bad shard after its worker's
+last batch, so a worker whose dataset has counters ends its stream with
+``batch_size`` end markers: the batch holding one carries the final counts (and only
+its real samples, none with ``drop_last``); batches of markers alone are not yielded.
+Markers come last, so the order of real batches and NOTE [iterable resume] hold.
+
+``Loader.errors`` sums them, CUMULATIVE over the loader's life: one per skip in every
+pass (two epochs over data with one bad shard give 1, then 2; so does reading it
+twice in an epoch, or a pass abandoned and started again). ``reset_stats()`` leaves
+them. The state holds the totals of finished passes and each worker's count this
+epoch; that count covers the worker's stream from the start of the epoch, including
+what a resumed worker re-reads to skip the consumed part: ``load_state_dict`` restores
+the totals, and the resumed workers replace (never add to) their saved counts. A
+state without the field (older dataforge) loses the totals of earlier epochs.
 """
 
 from __future__ import annotations
@@ -55,6 +76,53 @@ class _Dummy:
     """A sample of the dummy batch that re-aligns the worker cycle on resume."""
 
 
+class _End:
+    """A sample after a worker's stream: its batch carries the final error counts."""
+
+
+# kinds of the batches a worker sends (see TaggedCollate)
+_BATCH, _DUMMY, _END = 0, 1, 2
+_MAX_WALK = 1000  # objects visited to find a pipeline's error counters
+
+
+def _int_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in value.items()
+    )
+
+
+def error_sources(dataset: Any) -> list[Any]:
+    """The datasets in ``dataset``'s pipeline with an ``errors`` dict of int counters
+    (see NOTE [iterable error counts]), each once; at most ``_MAX_WALK`` objects are visited."""
+    from dataforge.datasets.iterable import IterDataset  # NOTE: lazily, as builders.py
+
+    found: list[Any] = []
+    seen: set[int] = set()
+    todo = [dataset]
+    while todo and len(seen) < _MAX_WALK:
+        d = todo.pop(0)
+        if id(d) in seen:
+            continue
+        seen.add(id(d))
+        if _int_dict(getattr(d, "errors", None)) and d.errors:
+            found.append(d)
+        if isinstance(d, IterDataset):
+            todo.extend(d._sources())
+        subs = getattr(d, "datasets", None)
+        if isinstance(subs, (list, tuple)):
+            todo.extend(subs)
+        sub = getattr(d, "dataset", None)
+        if sub is not None:
+            todo.append(sub)
+    return found
+
+
+def _add(total: dict[str, int], counts: dict[str, int]) -> None:
+    for k, v in counts.items():
+        total[k] = total.get(k, 0) + v
+
+
 class ResumableSource(torch.utils.data.IterableDataset):
     """The DataLoader's dataset: sets the epoch, then drops the samples already consumed
     (see NOTE [iterable resume]). Its fields are set before each pass, so fresh workers
@@ -66,39 +134,77 @@ class ResumableSource(torch.utils.data.IterableDataset):
         self.epoch = 0
         self.skips: list[int] = [0]
         self.dummies = 0
+        self._counters: list[Any] = []  # set per pass, in the process that iterates
+        self._base: list[dict[str, int]] = []
 
     def __iter__(self) -> Iterator[Any]:
         w = current_worker_id()
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)
+        self._counters = error_sources(self.dataset)
+        self._base = [dict(c.errors) for c in self._counters]
         if w < self.dummies:
             yield from (_Dummy() for _ in range(self.batch_size))
         it = iter(self.dataset)
         skip = self.skips[w] if w < len(self.skips) else 0
         yield from (itertools.islice(it, skip, None) if skip else it)
+        if self._counters:
+            yield from (_End() for _ in range(self.batch_size))
+
+    def error_counts(self) -> dict[str, int] | None:
+        """What the dataset's counters grew by since this pass started (``None``: no
+        counters); see NOTE [iterable error counts]."""
+        if not self._counters:
+            return None
+        out: dict[str, int] = {}
+        for src, base in zip(self._counters, self._base):
+            for k, v in src.errors.items():
+                out[k] = out.get(k, 0) + v - base.get(k, 0)
+        return out
 
 
 class TaggedCollate:
-    """Collate in the worker and tag the batch: ``(worker id, is dummy, batch)``."""
+    """Collate in the worker and tag the batch: ``(worker id, kind, error counts, batch)``
+    with kind ``_BATCH``, ``_DUMMY`` (no batch) or ``_END`` (counts only); see NOTE
+    [iterable resume] and NOTE [iterable error counts]."""
 
-    def __init__(self, collate: Callable[[Any], Any], batched: bool) -> None:
+    def __init__(
+        self, collate: Callable[[Any], Any], batched: bool, drop_last: bool, source: ResumableSource
+    ) -> None:
         self.collate = collate
         self.batched = batched
+        self.drop_last = drop_last
+        self.source = source  # the worker's copy in a worker: only used without one
 
-    def __call__(self, data: Any) -> tuple[int, bool, Any]:
-        first = data[0] if self.batched and len(data) else data
+    def __call__(self, data: Any) -> tuple[int, int, dict[str, int] | None, Any]:
+        w = current_worker_id()
+        batched = self.batched and len(data) > 0
+        first, last = (data[0], data[-1]) if batched else (data, data)
         if isinstance(first, _Dummy):
-            return current_worker_id(), True, None
-        return current_worker_id(), False, self.collate(data)
+            return w, _DUMMY, None, None
+        info = torch.utils.data.get_worker_info()
+        src = info.dataset if info is not None else self.source
+        errors = src.error_counts() if isinstance(src, ResumableSource) else None
+        if isinstance(last, _End):
+            real = [x for x in data if not isinstance(x, _End)] if batched else []
+            if not real or self.drop_last:  # a partial batch: torch would drop it too
+                return w, _END, errors, None
+            data = real
+        return w, _BATCH, errors, self.collate(data)
 
 
 def _pairs(raw: Iterator[Any], start: int, batched: bool) -> Iterator[tuple[Any, Any]]:
     # module-level: must not reference the Loader (see LoaderKeys in plan.py)
+    # meta: (batch number, samples, failures, worker, error counts); batch number -1 and
+    # batch None for an end-of-stream batch, which only reports its error counts
     b = start
-    for worker, dummy, batch in raw:
-        if dummy:
+    for worker, kind, errors, batch in raw:
+        if kind == _DUMMY:
             continue
-        yield (b, batch_len(batch) if batched else 1, [], int(worker)), batch
+        if kind == _END:
+            yield (-1, 0, [], int(worker), errors), None
+            continue
+        yield (b, batch_len(batch) if batched else 1, [], int(worker), errors), batch
         b += 1
 
 
@@ -211,7 +317,7 @@ class IterableLoader(Loader):
             )
         self._dataloader = self._stock = torch.utils.data.DataLoader(
             self._source, batch_size=batch_size, drop_last=drop_last, num_workers=num_workers,
-            collate_fn=TaggedCollate(collate, batched), pin_memory=self.pin_memory,
+            collate_fn=TaggedCollate(collate, batched, drop_last, self._source), pin_memory=self.pin_memory,
             generator=make_generator(mix_seed(seed, 0x5EED)), **kwargs,
         )
         self._stats = LoaderStats()
@@ -221,6 +327,10 @@ class IterableLoader(Loader):
         self._next_worker = 0
         self._iter_resume: tuple[list[int], int] | None = None
         self._resume = None
+        # NOTE [iterable error counts]: finished passes + each worker's count this epoch
+        self._error_keys = [k for d in error_sources(dataset) for k in d.errors]
+        self._errors_done: dict[str, int] = {}
+        self._worker_errors: list[dict[str, int]] = [{} for _ in range(self._nw)]
         self._active = None
 
     def __len__(self) -> int:
@@ -238,6 +348,8 @@ class IterableLoader(Loader):
         self._close_active()
         self._stats.start()
         t_iter = time.perf_counter()
+        if self._iter_resume is None:
+            self._fold_errors()  # a fresh start of the epoch: earlier passes are final
         counts, nxt = self._iter_resume if self._iter_resume is not None else ([0] * self._nw, 0)
         self._iter_resume = None
         self._counts, self._next_worker, self._yielded = list(counts), nxt, sum(counts)
@@ -254,14 +366,19 @@ class IterableLoader(Loader):
         self._stats.record(time.perf_counter() - t_iter, 0, batch=False)
         return it
 
-    def _receive(self, meta: tuple[int, int, list[Any], int]) -> None:
-        batch_no, _, _, worker = meta
+    def _receive(self, meta: tuple[Any, ...]) -> None:
+        batch_no, _, _, worker, errors = meta
+        if errors is not None:
+            self._worker_errors[worker] = errors
+        if batch_no < 0:  # an end-of-stream batch: error counts only
+            return
         self._yielded = batch_no + 1
         self._counts[worker] += 1
         self._next_worker = (worker + 1) % self._nw
 
     def _end_epoch(self) -> None:
         self._active = None
+        self._fold_errors()
         self._epoch += 1
         self._yielded = 0
         self._counts = [0] * self._nw
@@ -275,8 +392,34 @@ class IterableLoader(Loader):
             self._epoch, self._yielded, self._next_worker = epoch, 0, 0
             self._counts = [0] * self._nw
             self._iter_resume = None
+            self._fold_errors()
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
+
+    # -- error counts (NOTE [iterable error counts]) ----------------------------------
+
+    def _fold_errors(self) -> None:
+        for counts in self._worker_errors:
+            _add(self._errors_done, counts)
+        self._worker_errors = [{} for _ in range(self._nw)]
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Records the dataset skipped, summed over the workers, e.g. ``{"skipped_shards": 1,
+        "skipped_lines": 3}`` for ``from_shards(on_error="skip"|"warn")``; ``{}`` when the
+        dataset keeps no ``errors`` counters. Cumulative over the loader's life (every pass,
+        every epoch), restored by ``load_state_dict``; see NOTE [iterable error counts]."""
+        out = dict.fromkeys(self._error_keys, 0)
+        for counts in (self._errors_done, *self._worker_errors):
+            _add(out, counts)
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """``Loader.stats()`` plus ``dataset_errors``: :attr:`errors` (cumulative over the
+        loader's life; ``reset_stats()`` does not reset it)."""
+        out = super().stats()
+        out["dataset_errors"] = self.errors
+        return out
 
     # -- state ---------------------------------------------------------------------
 
@@ -291,7 +434,9 @@ class IterableLoader(Loader):
 
     def state_dict(self) -> dict[str, Any]:
         """The consumer's position: NOTE [loader state] plus ``num_workers``,
-        ``worker_batches`` (batches taken from each worker) and ``next_worker``."""
+        ``worker_batches`` (batches taken from each worker), ``next_worker`` and
+        ``dataset_errors`` (``{"done": totals of the finished passes, "workers": each
+        worker's counts this epoch}``, see NOTE [iterable error counts])."""
         counts, nxt = (
             self._iter_resume if self._iter_resume is not None else (self._counts, self._next_worker)
         )
@@ -299,6 +444,9 @@ class IterableLoader(Loader):
             epoch=self._epoch, batches_yielded=sum(counts), sampler_state=None, **self._fields()
         )
         state.update(num_workers=self.num_workers, worker_batches=list(counts), next_worker=nxt)
+        state["dataset_errors"] = {
+            "done": dict(self._errors_done), "workers": [dict(c) for c in self._worker_errors],
+        }
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -323,9 +471,21 @@ class IterableLoader(Loader):
             raise ValueError(
                 f"loader state field 'next_worker' must be an int in [0, {self._nw}), got {nxt!r}"
             )
+        errors = state.get("dataset_errors", {"done": {}, "workers": [{}] * self._nw})
+        if (
+            not isinstance(errors, dict) or not _int_dict(errors.get("done"))
+            or not isinstance(errors.get("workers"), list) or len(errors["workers"]) != self._nw
+            or not all(_int_dict(c) for c in errors["workers"])
+        ):
+            raise ValueError(
+                "loader state field 'dataset_errors' must be {'done': {name: int}, 'workers': "
+                f"[{self._nw} such dicts]}}, got {errors!r}; pass a dict from Loader.state_dict()"
+            )
         self._close_active()
         self._epoch, self._yielded = epoch, k
         self._iter_resume = (list(counts), nxt)
+        self._errors_done = dict(errors["done"])
+        self._worker_errors = [dict(c) for c in errors["workers"]]
 
     def __repr__(self) -> str:
         return (

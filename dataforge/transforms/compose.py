@@ -137,6 +137,11 @@ class Compose:
             _check_callable(f"transforms[{i}]", t)
         self.transforms = list(transforms)
         self._takes = [accepts_generator(t) for t in self.transforms]
+        # Takes an encoded image (bytes / path) when its first transform does (see
+        # ImageFolder(decode="auto") and transforms.image.RandomResizedCrop).
+        self.accepts_encoded = bool(self.transforms) and bool(
+            getattr(self.transforms[0], "accepts_encoded", False)
+        )
 
     def __call__(self, x: Any, *, generator: torch.Generator | None = None) -> Any:
         for t, takes in zip(self.transforms, self._takes):

@@ -19,6 +19,7 @@ Reproducibility per sample: see NOTE [per-sample randomness] in
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,16 +27,25 @@ from typing import Any
 import torch
 
 from dataforge.transforms.compose import draw_seed, torch_rng_seeded
-from dataforge.transforms.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from dataforge.transforms.decode import (
+    DEFAULT_MAX_PIXELS,
+    ImageDecodeError,
+    decode_image,
+    decode_region,
+    read_header,
+)
 
 # `Albumentations` is also importable from here (lazily, see __getattr__ below).
 __all__ = [
     "Decode",
     "ImageDecodeError",
+    "RandomResizedCrop",
     "Torchvision",
     "eval_transforms",
     "train_transforms",
 ]
+
+_ENCODED = (bytes, bytearray, memoryview, str, os.PathLike)
 
 
 def _split(sample: Any, key: str) -> tuple[Any, Mapping[str, Any] | None]:
@@ -97,9 +107,7 @@ class Decode:
 
     def __call__(self, sample: Any, *, generator: torch.Generator | None = None) -> Any:
         source, d = _split(sample, self.key)
-        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
-        if d is not None and name is None:
-            name = str(d.get("path", d.get("__key__", "<bytes>")))
+        name = _name(source, d)
         image = decode_image(
             source,
             self.mode,
@@ -176,6 +184,139 @@ def _check_range(name: str, value: Any, *, upper: float | None = None) -> tuple[
     return float(value[0]), float(value[1])
 
 
+class RandomResizedCrop:
+    """v2 ``RandomResizedCrop`` + ``RandomHorizontalFlip`` that can also decode: only the crop.
+
+    Called on a uint8 ``(C, H, W)`` tensor it is the torchvision pair: the same
+    random draws from the same RNG (torch's global one, or ``generator=``) and the
+    same pixels as ``v2.Compose([v2.RandomResizedCrop(size, scale, ratio),
+    v2.RandomHorizontalFlip(hflip)])`` (tested).
+
+    Called on an encoded image (bytes or a path, bare or as ``sample["image"]``), it
+    draws the crop from the header's size, then decodes only that box (see NOTE
+    [region decode] in :mod:`dataforge.transforms.decode`): the rows below the crop
+    are never read, the rows above and the columns beside it are not reconstructed.
+    Same draws, same crop; with ``reduce=False`` the pixels equal decode-then-crop
+    exactly. With ``reduce=True`` (default) a JPEG whose crop is at least twice
+    ``size`` is decoded at 1/2, 1/4 or 1/8 scale in the IDCT, then resized as usual
+    (a small, antialiased difference in pixels for a large saving on big photos).
+    :class:`~dataforge.datasets.ImageFolder` hands this transform the file
+    instead of a decoded image (``accepts_encoded``).
+
+    Args:
+        size: output size (int for square, or ``(h, w)``).
+        scale / ratio: crop area (relative) and aspect-ratio ranges, as torchvision.
+        hflip: probability of a horizontal flip (0 disables it, and its draw).
+        antialias: antialias when downscaling.
+        reduce: allow reduced-scale JPEG decoding (see above).
+        mode / max_pixels / allow_truncated: as :class:`Decode`, for encoded input.
+        key: the entry to transform when called on a sample dict.
+
+    Example:
+        >>> from PIL import Image; import io
+        >>> buf = io.BytesIO(); Image.new("RGB", (80, 60), (9, 99, 199)).save(buf, "JPEG")
+        >>> t = RandomResizedCrop(32)
+        >>> t(buf.getvalue()).shape, t(torch.zeros(3, 60, 80, dtype=torch.uint8)).shape
+        (torch.Size([3, 32, 32]), torch.Size([3, 32, 32]))
+    """
+
+    accepts_encoded = True
+
+    def __init__(
+        self,
+        size: int | tuple[int, int] = 224,
+        *,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+        antialias: bool = True,
+        reduce: bool = True,
+        mode: str = "RGB",
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        allow_truncated: bool = False,
+        key: str = "image",
+    ) -> None:
+        size = _check_size("size", size)
+        self.size = (size, size) if isinstance(size, int) else size
+        self.scale = _check_range("scale", scale, upper=1.0)
+        self.ratio = _check_range("ratio", ratio)
+        if isinstance(hflip, bool) or not isinstance(hflip, (int, float)) or not 0 <= hflip <= 1:
+            raise ValueError(f"hflip must be a probability in [0, 1], got {hflip!r}")
+        self.hflip = float(hflip)
+        self.antialias = bool(antialias)
+        self.reduce = bool(reduce)
+        self.decode = Decode(mode, max_pixels=max_pixels, allow_truncated=allow_truncated, key=key)
+        self.key = key
+        # As torchvision: float32 log-ratios, so the draws below are its draws.
+        self._log_ratio = torch.log(torch.tensor(self.ratio))
+
+    def params(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """Draw ``(top, left, height, width)`` of a crop, exactly as v2 ``RandomResizedCrop``."""
+        area = height * width
+        lo, hi = self._log_ratio
+        for _ in range(10):
+            target_area = area * torch.empty(1).uniform_(self.scale[0], self.scale[1]).item()
+            aspect = torch.exp(torch.empty(1).uniform_(lo, hi)).item()  # type: ignore[arg-type]
+            w = int(round(math.sqrt(target_area * aspect)))
+            h = int(round(math.sqrt(target_area / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                i = int(torch.randint(0, height - h + 1, size=(1,)).item())
+                j = int(torch.randint(0, width - w + 1, size=(1,)).item())
+                return i, j, h, w
+        in_ratio = width / height  # fallback: central crop
+        if in_ratio < min(self.ratio):
+            w, h = width, int(round(width / min(self.ratio)))
+        elif in_ratio > max(self.ratio):
+            w, h = int(round(height * max(self.ratio))), height
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, sample: Any, *, generator: torch.Generator | None = None) -> Any:
+        if generator is None:
+            return self._apply(sample)
+        with torch_rng_seeded(draw_seed(generator)):
+            return self._apply(sample)
+
+    def _apply(self, sample: Any) -> Any:
+        from torchvision.transforms.v2 import functional as F
+
+        image, d = _split(sample, self.key)
+        if isinstance(image, _ENCODED):
+            name = _name(image, d)
+            enc = read_header(image, max_pixels=self.decode.max_pixels,
+                              allow_truncated=self.decode.allow_truncated, name=name)
+            top, left, h, w = self.params(enc.height, enc.width)
+            denom = 1
+            if self.reduce:
+                for d_ in (8, 4, 2):
+                    if h // d_ >= self.size[0] and w // d_ >= self.size[1]:
+                        denom = d_
+                        break
+            crop = decode_region(enc, (top, left, h, w), mode=self.decode.mode, scale_denom=denom,
+                                 allow_truncated=self.decode.allow_truncated)
+            out = F.resize(crop, list(self.size), antialias=self.antialias)
+        else:
+            height, width = F.get_size(image)
+            top, left, h, w = self.params(height, width)
+            out = F.resized_crop(image, top, left, h, w, list(self.size), antialias=self.antialias)
+        if self.hflip > 0 and torch.rand(1) < self.hflip:
+            out = F.horizontal_flip(out)
+        return _join(out, d, self.key)
+
+    def __repr__(self) -> str:
+        return (f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio}, "
+                f"hflip={self.hflip}, antialias={self.antialias}, reduce={self.reduce})")
+
+
+def _name(source: Any, d: Mapping[str, Any] | None) -> str | None:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if d is not None:
+        return str(d.get("path", d.get("__key__", "<bytes>")))
+    return None
+
+
 def train_transforms(
     size: int | tuple[int, int] = 224,
     *,
@@ -183,8 +324,13 @@ def train_transforms(
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     hflip: float = 0.5,
     antialias: bool = True,
-) -> Torchvision:
-    """Training preset: v2 ``RandomResizedCrop`` + ``RandomHorizontalFlip`` on uint8 CHW.
+    reduce: bool = True,
+) -> RandomResizedCrop:
+    """Training preset: random resized crop + horizontal flip, uint8 CHW out.
+
+    Built on ``torchvision.transforms.v2`` semantics (same draws, same pixels on a
+    decoded image); given an encoded image it decodes only the crop (see
+    :class:`RandomResizedCrop`, which this returns).
 
     Args:
         size: output size (int for square, or ``(h, w)``).
@@ -192,10 +338,11 @@ def train_transforms(
         ratio: range of the crop's aspect ratio.
         hflip: probability of a horizontal flip (0 disables it).
         antialias: antialias when downscaling.
+        reduce: allow reduced-scale JPEG decoding for crops at least twice ``size``.
 
     Returns:
-        A :class:`Torchvision` transform: uint8 ``(C, H, W)`` in, uint8 ``(C, *size)`` out
-        (bare image or sample dict; optional ``generator=``).
+        A transform: uint8 ``(C, H, W)`` tensor, or JPEG/PNG bytes or a path, in;
+        uint8 ``(C, *size)`` out (bare image or sample dict; optional ``generator=``).
 
     Example:
         >>> t = train_transforms(32)
@@ -204,17 +351,8 @@ def train_transforms(
         >>> out.shape, out.dtype
         (torch.Size([3, 32, 32]), torch.uint8)
     """
-    from torchvision.transforms import v2
-
-    size = _check_size("size", size)
-    scale = _check_range("scale", scale, upper=1.0)
-    ratio = _check_range("ratio", ratio)
-    if isinstance(hflip, bool) or not isinstance(hflip, (int, float)) or not 0 <= hflip <= 1:
-        raise ValueError(f"hflip must be a probability in [0, 1], got {hflip!r}")
-    ops: list[Any] = [v2.RandomResizedCrop(size, scale=scale, ratio=ratio, antialias=antialias)]
-    if hflip > 0:
-        ops.append(v2.RandomHorizontalFlip(p=hflip))
-    return Torchvision(v2.Compose(ops))
+    return RandomResizedCrop(size, scale=scale, ratio=ratio, hflip=hflip, antialias=antialias,
+                             reduce=reduce)
 
 
 def eval_transforms(size: int | tuple[int, int] = 224, resize: int = 256) -> Torchvision:

@@ -142,7 +142,7 @@ def test_bad_input(tmp_path: Path, folder: Path) -> None:
         dataforge.ImageFolder(folder, classes="cat")
     with pytest.raises(TypeError, match="transform must be callable"):
         dataforge.ImageFolder(folder, transform=3)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="decode must be a bool"):
+    with pytest.raises(TypeError, match="decode must be True, False or .auto."):
         dataforge.ImageFolder(folder, decode="yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="root must be a path, got int"):
         dataforge.ImageFolder(3)  # type: ignore[arg-type]

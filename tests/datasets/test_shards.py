@@ -298,3 +298,58 @@ def test_split_by_sample_bad_line_reported_once(tmp_path) -> None:
     parts = [from_shards(path, num_replicas=2, rank=r, on_error="skip") for r in range(2)]
     assert [list(d) for d in parts] == [[0], [1, 3]]
     assert [d.errors["skipped_lines"] for d in parts] == [1, 0]  # only the owner parsed it
+
+
+@pytest.mark.parametrize("variant", ["cut_in_data", "bad_header", "garbage", "bad_gzip"])
+def test_split_by_sample_bad_shard_reported_once(tmp_path, variant) -> None:
+    # 2 shards for 3 consumers: split by sample, so every consumer walks the bad shard
+    path, _, _ = _corrupt_variants(tmp_path)[variant]
+    good = write_tar(tmp_path / "after.tar", sample_members(["a", "b", "c", "d"]))
+    whole = keys(from_shards([path, good], format="tar", on_error="skip"))
+    parts = [from_shards([path, good], format="tar", on_error="skip", num_replicas=3, rank=r) for r in range(3)]
+    got = [keys(d) for d in parts]
+    assert sorted(k for g in got for k in g) == sorted(whole)  # still every sample once
+    assert sum(d.errors["skipped_shards"] for d in parts) == 1  # the skip takes one slot
+    with pytest.raises(ShardError):  # "raise" still raises in every consumer
+        keys(from_shards([path, good], format="tar", num_replicas=3, rank=1))
+
+
+def _bad_jsonl_shards(root: Path) -> list[str]:
+    """a: 2 bad lines, b: 1 bad line, c: a gzip cut in half (a bad shard)."""
+    a = write_jsonl(root / "a.jsonl", [{"a": i} for i in range(5)], extra_lines=("{oops", '{"a": 5}', "[1,"))
+    b = write_jsonl(root / "b.jsonl", [{"b": i} for i in range(4)], extra_lines=("nope", '{"b": 4}'))
+    blob = gzip.compress(b"".join(json.dumps({"c": i}).encode() + b"\n" for i in range(50)))
+    c = root / "c.jsonl.gz"
+    c.write_bytes(blob[: len(blob) // 2])
+    return [a, b, str(c)]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize(
+    ("which", "expected"),
+    [
+        ("a", {"skipped_shards": 0, "skipped_lines": 2}),  # 1 shard: split by sample in workers
+        ("abc", {"skipped_shards": 1, "skipped_lines": 3}),  # 3 shards: split by shard
+    ],
+)
+def test_loader_totals_of_bad_jsonl(tmp_path, num_workers, which, expected) -> None:
+    urls = [u for u in _bad_jsonl_shards(tmp_path) if Path(u).name[0] in which]
+    whole = list(from_shards(urls, on_error="skip"))
+    loader = dataforge.build_loader(
+        from_shards(urls, on_error="skip").map(json.dumps), 2, collate_fn=list, num_workers=num_workers
+    )
+    got = [row for batch in loader for row in batch]
+    assert sorted(got) == sorted(json.dumps(r) for r in whole)
+    assert loader.errors == expected and loader.stats()["dataset_errors"] == expected
+    list(loader)  # a second epoch adds the same skips again: totals are cumulative
+    assert loader.errors == {k: 2 * v for k, v in expected.items()}
+
+
+def test_loader_totals_sum_every_source_of_a_mix(tmp_path) -> None:
+    a, b, c = _bad_jsonl_shards(tmp_path)
+    path, _, _ = _corrupt_variants(tmp_path)["garbage"]
+    tar = from_shards([path, write_tar(tmp_path / "ok.tar", sample_members(["x", "y"]))], on_error="skip")
+    mixed = dataforge.mix([from_shards([a, b, c], on_error="skip"), tar.map(get_key)], stop="all_exhausted")
+    loader = dataforge.build_loader(mixed, 3, collate_fn=list, num_workers=2)
+    assert len([x for batch in loader for x in batch]) == 6 + 5 + 2  # rows of a, b; samples
+    assert loader.errors == {"skipped_shards": 2, "skipped_lines": 3}

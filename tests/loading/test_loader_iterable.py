@@ -193,3 +193,122 @@ def test_breaking_early_stops_the_workers_and_restarts_the_epoch() -> None:
     assert [to_plain(b) for b in loader] == full
     loader.close()
     assert not [p for p in multiprocessing.active_children() if p.is_alive()]
+
+
+# -- skipped records of the source (NOTE [iterable error counts]) ---------------------
+
+
+def corrupt_tar_shards(root: str) -> tuple[str, list[str]]:
+    """8 tar shards, two of them bad: shard 2 cut inside its 3rd member, shard 7 not a tar.
+
+    Split over 2 workers, worker 1 reads shards 1, 3, 5, 7: 6 good samples, then the bad
+    shard after its last full batch (batch_size 2 or 3), so only the end-of-stream batch
+    can report that skip; worker 0 reads 9 samples, so with batch_size 2 that report
+    arrives before worker 0's last batch. Returns the urls pattern and the readable keys.
+    """
+    write_tar_shards(root, [3, 2, 4, 1, 2, 3, 3, 0])
+    cut = os.path.join(root, "shard-002.tar")
+    with open(cut, "rb") as f:
+        data = f.read()
+    with open(cut, "wb") as f:
+        f.write(data[: 2 * 1024 + 700])  # members: 512 header + 512 data each
+    with open(os.path.join(root, "shard-007.tar"), "wb") as f:
+        f.write(b"not a tar file at all " * 50)
+    pattern = os.path.join(root, "shard-{000..007}.tar")
+    readable = keys(dataforge.from_shards(pattern, on_error="skip"))
+    # shard 2: only its 1st sample (the 2nd was being assembled when the damage was met)
+    assert len(readable) == 3 + 2 + 1 + 1 + 2 + 3 + 3
+    return pattern, readable
+
+
+TWO_BAD_SHARDS = {"skipped_shards": 2, "skipped_lines": 0}
+
+
+@pytest.mark.parametrize("drop_last", [False, True], ids=["keep_last", "drop_last"])
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_skipped_shards_in_workers_reach_the_loader(tmp_path, num_workers: int, drop_last: bool) -> None:
+    pattern, readable = corrupt_tar_shards(str(tmp_path))
+    ds = dataforge.from_shards(pattern, on_error="skip")
+    loader = dataforge.build_loader(ds, 3, collate_fn=keys, num_workers=num_workers, drop_last=drop_last)
+    assert loader.errors == {"skipped_shards": 0, "skipped_lines": 0}  # the keys before any pass
+    got = list(loader)
+    # the end-of-stream batches change nothing in what is yielded
+    assert got == stock(ds, batch_size=3, collate_fn=keys, num_workers=num_workers, drop_last=drop_last)
+    if not drop_last:
+        assert sorted(k for b in got for k in b) == sorted(readable)
+    assert loader.errors == TWO_BAD_SHARDS
+    assert loader.stats()["dataset_errors"] == TWO_BAD_SHARDS
+    assert list(loader) == got  # epoch 1: same shard order
+    assert loader.errors == {"skipped_shards": 4, "skipped_lines": 0}  # cumulative: 2 per epoch
+    loader.reset_stats()
+    assert loader.stats()["dataset_errors"] == {"skipped_shards": 4, "skipped_lines": 0}
+
+
+def test_skipped_shards_unbatched_and_through_map(tmp_path) -> None:
+    pattern, readable = corrupt_tar_shards(str(tmp_path))
+    ds = dataforge.from_shards(pattern, on_error="skip").map(lambda s: s["__key__"])
+    loader = dataforge.build_loader(ds, None, num_workers=2)  # one sample per "batch"
+    assert sorted(loader) == sorted(readable)
+    assert loader.errors == TWO_BAD_SHARDS
+
+
+def test_warn_policy_still_warns_in_the_calling_process(tmp_path) -> None:
+    pattern, readable = corrupt_tar_shards(str(tmp_path))
+    loader = dataforge.build_loader(
+        dataforge.from_shards(pattern, on_error="warn"), 4, collate_fn=keys, num_workers=0
+    )
+    with pytest.warns(RuntimeWarning, match="skipped") as record:
+        got = [k for b in loader for k in b]
+    assert got == readable
+    assert len([w for w in record if "skipped" in str(w.message)]) == 2
+    assert loader.errors == TWO_BAD_SHARDS
+
+
+def test_a_dataset_without_counters_reports_none() -> None:
+    loader = dataforge.build_loader(shuffled(), 4, num_workers=0)
+    list(loader)
+    assert loader.errors == {} and loader.stats()["dataset_errors"] == {}
+    assert loader.state_dict()["dataset_errors"] == {"done": {}, "workers": [{}]}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_skip_totals_resume_without_double_counting(tmp_path, num_workers: int) -> None:
+    pattern, _ = corrupt_tar_shards(str(tmp_path))
+
+    def make() -> IterableLoader:
+        ds = dataforge.from_shards(pattern, on_error="skip")
+        return dataforge.build_loader(ds, 2, collate_fn=keys, num_workers=num_workers)
+
+    ref = make()
+    full = list(ref)
+    assert ref.errors == TWO_BAD_SHARDS
+    for k in range(len(full) + 1):  # every position, including after the last batch
+        a = make()
+        it = iter(a)
+        head = [next(it) for _ in range(k)]
+        state = json.loads(json.dumps(a.state_dict()))
+        a.close()
+        b = make()
+        b.load_state_dict(state)
+        assert b.errors == a.errors  # restored with the position
+        assert head + list(b) == full
+        assert b.errors == TWO_BAD_SHARDS, f"resumed after {k} batches"
+    state = json.loads(json.dumps(b.state_dict()))  # after the end: epoch 1, totals kept
+    assert (state["epoch"], state["dataset_errors"]["done"]) == (1, TWO_BAD_SHARDS)
+    c = make()
+    c.load_state_dict(state)
+    assert c.errors == TWO_BAD_SHARDS
+    list(c)
+    assert c.errors == {"skipped_shards": 4, "skipped_lines": 0}
+
+
+def test_error_totals_in_the_state_are_checked(tmp_path) -> None:
+    pattern, _ = corrupt_tar_shards(str(tmp_path))
+    loader = dataforge.build_loader(dataforge.from_shards(pattern, on_error="skip"), 2, num_workers=0)
+    state = loader.state_dict()
+    for bad in ({"done": {}, "workers": []}, {"done": {"skipped_shards": "1"}, "workers": [{}]}, [1]):
+        with pytest.raises(ValueError, match="dataset_errors"):
+            loader.load_state_dict({**state, "dataset_errors": bad})
+    del state["dataset_errors"]  # a state from before the field: totals start from 0
+    loader.load_state_dict(state)
+    assert loader.errors == {"skipped_shards": 0, "skipped_lines": 0}

@@ -18,9 +18,10 @@ def test_bench_transforms_tiny(tmp_path, monkeypatch):
     )
     json.dumps(result)  # JSON-serialisable
     img, txt = result["image"], result["text"]
-    assert set(img["arms"]) == {"stock", "dataforge"}
+    assert set(img["arms"]) == {"stock", "dataforge", "dataforge-whole"}
+    assert img["speedup_whole_decode"] > 0 and isinstance(img["region_decode"], bool)
     assert all(a["samples_per_s"] > 0 for a in img["arms"].values())
     assert img["arms"]["dataforge"]["bytes_per_sample_out"] * 4 == img["arms"]["stock"]["bytes_per_sample_out"]
     assert txt["arms"]["packed"]["tokens_per_s"] > 0 and txt["tokens_per_epoch"] > 0
     table = transforms.format_table(result)
-    assert "speedup" in table and "tokens/s" in table
+    assert "speedup" in table and "tokens/s" in table and "whole decode" in table

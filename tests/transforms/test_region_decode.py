@@ -1,0 +1,345 @@
+"""Region decode (``dataforge._jpeg`` via ``decode_region``) and the crop-aware preset."""
+
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+import dataforge.transforms.decode as dec
+from dataforge.transforms.decode import (
+    ImageDecodeError,
+    decode_image,
+    decode_region,
+    read_header,
+)
+from dataforge.transforms.image import RandomResizedCrop, train_transforms
+
+needs_ext = pytest.mark.skipif(not dec.HAVE_ROI_DECODE, reason="dataforge._jpeg not built")
+
+
+def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Smooth gradients plus texture: compresses like a photo, not like noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([x / w * 255, y / h * 255, (x + y) / (w + h) * 255], axis=-1)
+    img += rng.normal(0, 20, (h, w, 3))
+    img[h // 3 : h // 2, w // 4 : w // 2] = (250, 30, 30)  # a sharp-edged block
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _jpeg(arr: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=kw.pop("quality", 90), **kw)
+    return buf.getvalue()
+
+
+VARIANTS = {
+    "420": {"subsampling": 2},
+    "422": {"subsampling": 1},
+    "444": {"subsampling": 0},
+    "progressive": {"progressive": True},
+    "restart": {"restart_marker_blocks": 4},
+}
+
+
+def _random_boxes(h: int, w: int, n: int, seed: int) -> list[tuple[int, int, int, int]]:
+    rng = np.random.default_rng(seed)
+    boxes = [(0, 0, h, w), (h - 1, w - 1, 1, 1), (0, 0, 1, 1)]
+    for _ in range(n):
+        bh, bw = int(rng.integers(1, h + 1)), int(rng.integers(1, w + 1))
+        boxes.append((int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1)), bh, bw))
+    return boxes
+
+
+def test_extension_built_where_libjpeg_headers_exist():
+    # CI must not silently lose the fast path: where the headers are, it is built.
+    if any(Path(p, "jpeglib.h").exists() for p in ("/usr/include", "/usr/local/include")):
+        assert dec.HAVE_ROI_DECODE, "libjpeg headers present but dataforge._jpeg is not built"
+
+
+@needs_ext
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_region_equals_whole_decode_cropped(variant):
+    data = _jpeg(_photo(123, 187, seed=1), **VARIANTS[variant])
+    enc = read_header(data)
+    whole = dec._decode_whole(enc, "RGB", False)
+    assert whole.shape == (3, 123, 187)
+    for top, left, h, w in _random_boxes(123, 187, 40, seed=2):
+        region = decode_region(enc, (top, left, h, w))
+        ref = whole[:, top : top + h, left : left + w]
+        assert region.shape == ref.shape
+        assert torch.equal(region, ref), (variant, (top, left, h, w))
+
+
+@needs_ext
+def test_region_on_demo_style_files_is_exact_against_torchvision(tmp_path):
+    from dataforge.synthetic import make_image_folder
+
+    root = make_image_folder(tmp_path, num_images=6, num_classes=2, imbalance=1.0,
+                             sizes=(200, 300), progress=False)
+    from torchvision.io import decode_jpeg
+
+    for path in sorted(Path(root).rglob("*.jpg")):
+        enc = read_header(path)
+        whole = decode_jpeg(torch.frombuffer(bytearray(enc.data), dtype=torch.uint8))
+        for box in _random_boxes(enc.height, enc.width, 10, seed=3):
+            t, left, h, w = box
+            assert torch.equal(decode_region(enc, box), whole[:, t : t + h, left : left + w])
+
+
+@needs_ext
+@pytest.mark.parametrize("denom", [2, 4, 8])
+def test_reduced_scale_shape_and_content(denom):
+    arr = _photo(200, 328, seed=4)
+    enc = read_header(_jpeg(arr))
+    top, left, h, w = 17, 33, 150, 251
+    out = decode_region(enc, (top, left, h, w), scale_denom=denom)
+    exp_h = -(-(top + h) // denom) - top // denom
+    exp_w = -(-(left + w) // denom) - left // denom
+    assert out.shape == (3, exp_h, exp_w)
+    # Content: close to an area-average downscale of the same region.
+    ref = torch.from_numpy(arr).permute(2, 0, 1).float()[None]
+    ref = torch.nn.functional.avg_pool2d(ref, denom, ceil_mode=True)[0]
+    ref = ref[:, top // denom : top // denom + exp_h, left // denom : left // denom + exp_w]
+    assert (out.float() - ref).abs().mean() < 12
+
+
+@needs_ext
+def test_grayscale_and_mode_l():
+    gray = _photo(64, 80)[:, :, 0]
+    buf = io.BytesIO()
+    Image.fromarray(gray, mode="L").save(buf, "JPEG", quality=95)
+    enc = read_header(buf.getvalue())
+    rgb = decode_region(enc, (5, 7, 40, 50))
+    assert rgb.shape == (3, 40, 50)
+    assert torch.equal(rgb[0], rgb[1]) and torch.equal(rgb[1], rgb[2])
+    whole_l = decode_image(buf.getvalue(), "L")
+    assert torch.equal(decode_region(enc, (5, 7, 40, 50), mode="L"), whole_l[:, 5:45, 7:57])
+    color = read_header(_jpeg(_photo(64, 80)))
+    assert decode_region(color, (0, 0, 64, 80), mode="L").shape == (1, 64, 80)
+
+
+def test_cmyk_and_png_fall_back_to_the_whole_decode():
+    arr = _photo(40, 56)
+    buf = io.BytesIO()
+    Image.fromarray(arr).convert("CMYK").save(buf, "JPEG", quality=90)
+    png = io.BytesIO()
+    Image.fromarray(arr).save(png, "PNG")
+    for data in (buf.getvalue(), png.getvalue()):
+        whole = decode_image(data)
+        region = decode_region(read_header(data), (3, 4, 20, 30))
+        assert torch.equal(region, whole[:, 3:23, 4:34])
+
+
+def test_corrupt_data_behaves_as_the_whole_decode(tmp_path):
+    data = _jpeg(_photo(96, 96))
+    corrupt = data[:400] + bytes(b ^ 0x5A for b in data[400:900]) + data[900:]
+    p = tmp_path / "corrupt.jpg"
+    p.write_bytes(corrupt)
+    try:
+        whole = decode_image(p)
+    except ImageDecodeError as exc:
+        with pytest.raises(ImageDecodeError, match="corrupt.jpg") as info:
+            decode_region(read_header(p), (10, 10, 50, 50))
+        assert str(info.value) == str(exc)
+    else:  # the reference decoder tolerated it: the region path gives its pixels
+        assert torch.equal(decode_region(read_header(p), (10, 10, 50, 50)), whole[:, 10:60, 10:60])
+
+
+def test_header_errors_truncation_and_box_checks(tmp_path):
+    data = _jpeg(_photo(48, 64))
+    p = tmp_path / "cut.jpg"
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageDecodeError, match="cut.jpg: truncated JPEG"):
+        read_header(p)
+    assert read_header(p, allow_truncated=True).width == 64
+    with pytest.raises(ImageDecodeError, match="max_pixels=100"):
+        read_header(data, max_pixels=100, name="big.jpg")
+    enc = read_header(data, name="img.jpg")
+    with pytest.raises(ValueError, match="img.jpg: box .* does not lie inside the 64x48 image"):
+        decode_region(enc, (40, 0, 10, 10))
+    with pytest.raises(ValueError, match="scale_denom must be 1, 2, 4 or 8"):
+        decode_region(enc, (0, 0, 8, 8), scale_denom=3)
+
+
+@needs_ext
+def test_c_function_checks_its_arguments():
+    from dataforge import _jpeg as ext  # type: ignore[attr-defined]
+
+    data = _jpeg(_photo(32, 32))
+    with pytest.raises(ValueError, match="scale_denom"):
+        ext.decode_crop(data, 0, 0, 8, 8, 3)
+    with pytest.raises(ValueError, match="crop box"):
+        ext.decode_crop(data, -1, 0, 8, 8)
+    with pytest.raises(ValueError, match="outside"):
+        ext.decode_crop(data, 100, 0, 8, 8)
+    with pytest.raises(ValueError, match="libjpeg"):
+        ext.decode_crop(b"\xff\xd8\xff\xe0 not really a jpeg", 0, 0, 8, 8)
+    with pytest.raises(ValueError, match="libjpeg"):
+        ext.header(b"\xff\xd8\xff")
+    assert ext.header(data) == (32, 32)
+
+
+@needs_ext
+def test_threads_decode_in_parallel_and_agree():
+    datas = [_jpeg(_photo(150, 200, seed=s)) for s in range(8)]
+    boxes = [(s, 2 * s, 100, 120) for s in range(8)]
+    serial = [decode_region(read_header(d), b) for d, b in zip(datas, boxes)]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            par = list(pool.map(lambda a: decode_region(read_header(a[0]), a[1]), zip(datas, boxes)))
+            assert all(torch.equal(a, b) for a, b in zip(serial, par))
+
+
+# ------------------------------------------------------------------ RandomResizedCrop
+
+
+def _tv_pair(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5):
+    ops = [v2.RandomResizedCrop(size, scale=scale, ratio=ratio, antialias=True)]
+    if hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    return v2.Compose(ops)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"scale": (0.5, 1.0), "ratio": (1.0, 1.0)},
+        {"hflip": 0.0},
+        {"hflip": 1.0, "scale": (0.9, 1.0)},
+        {"scale": (0.99, 1.0), "ratio": (3.0, 4.0)},  # often impossible: central-crop fallback
+    ],
+)
+def test_tensor_input_equals_torchvision(kw):
+    img = torch.from_numpy(_photo(90, 130)).permute(2, 0, 1).contiguous()
+    ours, ref = RandomResizedCrop(32, **kw), _tv_pair(32, **kw)
+    for seed in range(30):
+        torch.manual_seed(seed)
+        a = ref(img)
+        after_ref = torch.rand(1)
+        torch.manual_seed(seed)
+        b = ours(img)
+        assert torch.equal(a, b), (kw, seed)
+        assert torch.equal(torch.rand(1), after_ref)  # same number of draws
+
+
+def test_params_match_torchvision_get_params():
+    from torchvision.transforms import RandomResizedCrop as V1
+
+    ours = RandomResizedCrop(16, scale=(0.2, 0.9), ratio=(0.5, 2.0))
+    dummy = torch.empty(1, 1, 1).expand(3, 77, 201)
+    for seed in range(50):
+        torch.manual_seed(seed)
+        ref = V1.get_params(dummy, [0.2, 0.9], [0.5, 2.0])
+        torch.manual_seed(seed)
+        assert ours.params(77, 201) == tuple(ref)
+
+
+@pytest.mark.parametrize("variant", ["420", "444", "progressive"])
+def test_encoded_input_equals_decode_then_torchvision(tmp_path, variant):
+    data = _jpeg(_photo(150, 210, seed=5), **VARIANTS[variant])
+    path = tmp_path / "x.jpg"
+    path.write_bytes(data)
+    ours, ref = train_transforms(64, reduce=False), _tv_pair(64)
+    whole = decode_image(data)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        expected = ref(whole)
+        for src in (data, path, str(path), {"image": data, "path": str(path), "label": 3}):
+            torch.manual_seed(seed)
+            out = ours(src)
+            if isinstance(src, dict):
+                assert out["label"] == 3 and out["path"] == str(path)
+                out = out["image"]
+            assert torch.equal(out, expected), (variant, seed, type(src))
+
+
+@needs_ext
+def test_reduce_decodes_big_crops_at_lower_scale_and_stays_close():
+    arr = _photo(600, 800, seed=6)
+    data = _jpeg(arr)
+    big = RandomResizedCrop(64, scale=(0.9, 1.0), hflip=0.0)
+    exact = RandomResizedCrop(64, scale=(0.9, 1.0), hflip=0.0, reduce=False)
+    for seed in range(5):
+        g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        a, b = big(data, generator=g1), exact(data, generator=g2)
+        assert a.shape == b.shape == (3, 64, 64)
+        assert (a.float() - b.float()).abs().mean() < 4
+
+
+def test_generator_reproducible_and_varies():
+    data = _jpeg(_photo(120, 160))
+    t = train_transforms(48)
+    a = [t(data, generator=torch.Generator().manual_seed(s)) for s in range(6)]
+    b = [t(data, generator=torch.Generator().manual_seed(s)) for s in range(6)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert len({x.float().sum().item() for x in a}) > 1
+
+
+def test_errors_name_the_file(tmp_path):
+    p = tmp_path / "broken.jpg"
+    p.write_bytes(b"not a jpeg at all")
+    t = train_transforms(32)
+    with pytest.raises(ImageDecodeError, match="broken.jpg"):
+        t(p)
+    with pytest.raises(ImageDecodeError, match="broken.jpg"):
+        t({"image": p.read_bytes(), "path": str(p)})
+    with pytest.raises(ValueError, match="hflip"):
+        RandomResizedCrop(32, hflip=2)
+    with pytest.raises(ValueError, match="size"):
+        RandomResizedCrop(0)
+
+
+def test_image_folder_hands_the_file_to_crop_aware_transforms(tmp_path):
+    from dataforge import ImageFolder
+    from dataforge.synthetic import make_image_folder
+
+    root = make_image_folder(tmp_path, num_images=8, num_classes=2, imbalance=1.0,
+                             sizes=(60, 90), progress=False)
+    seen: list[object] = []
+
+    class Spy(RandomResizedCrop):
+        def __call__(self, sample, *, generator=None):
+            seen.append(sample)
+            return super().__call__(sample, generator=generator)
+
+    fused = ImageFolder(root, transform=Spy(32, reduce=False))  # decode="auto": gets the path
+    whole = ImageFolder(root, transform=train_transforms(32, reduce=False), decode=True)
+    tv = ImageFolder(root, transform=v2.CenterCrop(20))  # not crop-aware: gets a tensor
+    for i in range(len(fused)):
+        torch.manual_seed(i)
+        a = fused[i]
+        torch.manual_seed(i)
+        b = whole[i]
+        assert seen[-1] == a["path"]
+        assert a["image"].shape == (3, 32, 32) and a["label"] == b["label"]
+        assert torch.equal(a["image"], b["image"])
+        assert tv[i]["image"].shape == (3, 20, 20)
+    raw = ImageFolder(root, decode=False)
+    assert isinstance(raw[0]["image"], bytes)
+    assert os.path.exists(fused[0]["path"])
+
+
+def test_map_with_seed_same_for_0_and_2_workers(tmp_path):
+    from dataforge import ImageFolder, build_loader
+    from dataforge.synthetic import make_image_folder
+
+    root = make_image_folder(tmp_path, num_images=12, num_classes=3, imbalance=1.0,
+                             sizes=(60, 90), progress=False)
+    ds = ImageFolder(root, decode=False).map(train_transforms(24), seed=7)
+
+    def run(workers: int) -> list[torch.Tensor]:
+        loader = build_loader(ds, 4, num_workers=workers, seed=0)
+        return [b["image"] for b in loader]
+
+    a, b = run(0), run(2)
+    assert len(a) == 3 and all(torch.equal(x, y) for x, y in zip(a, b))
