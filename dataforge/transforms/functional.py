@@ -99,11 +99,19 @@ def to_float_normalize(
     place on the converted batch: one allocation instead of three. On the CPU a
     fresh batch-sized float buffer costs page faults that dominate the arithmetic,
     so this is about 2.5x faster there; on CUDA it launches fewer kernels. Equal to
-    the unfused result up to float rounding.
+    the unfused result up to float rounding. On the CPU a batch-sized output is
+    huge-page backed (NOTE [huge pages] in ``dataforge._memory``), another ~3x.
     """
     shape = (-1, 1, 1)
     s = torch.as_tensor(std, device=x.device, dtype=torch.float64).reshape(shape)
     m = torch.as_tensor(mean, device=x.device, dtype=torch.float64).reshape(shape)
     mul = (1.0 / (s * 255.0) if scale else 1.0 / s).to(dtype)
     sub = (m / s).to(dtype)
-    return x.to(dtype).mul_(mul).sub_(sub)
+    if x.device.type == "cpu" and x.dtype != dtype:
+        from dataforge._memory import empty_like_cpu
+
+        out = empty_like_cpu(x, dtype)
+        out.copy_(x)
+    else:
+        out = x.to(dtype)
+    return out.mul_(mul).sub_(sub)
