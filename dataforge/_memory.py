@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,10 +27,10 @@ HUGE_PAGE = 2 << 20
 MIN_BYTES = 32 << 20
 _MADV_HUGEPAGE = 14
 
-_madvise = None
+_madvise: Any = None
 
 
-def _load_madvise() -> object:
+def _load_madvise() -> Any:
     global _madvise
     if _madvise is None:
         _madvise = False
@@ -62,5 +63,5 @@ def empty_like_cpu(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
             start = -(-out.data_ptr() // HUGE_PAGE) * HUGE_PAGE
             end = (out.data_ptr() + nbytes) // HUGE_PAGE * HUGE_PAGE
             if end > start:
-                madvise(start, end - start, _MADV_HUGEPAGE)  # type: ignore[operator]
+                madvise(start, end - start, _MADV_HUGEPAGE)
     return out
