@@ -289,8 +289,9 @@ class Loader:
         if self.device is None and not self._transforms:
             return source
         if self._transfer is None:
-            self._transfer = _Transfer(
-                self.device or torch.device("cpu"), self._transforms, self._keys, self.pin_memory
+            self._transfer = _Transfer(  # NOTE [consumer threads on CPU] in prefetch.py
+                self.device or torch.device("cpu"), self._transforms, self._keys, self.pin_memory,
+                cpu_threads=1 if self.num_workers > 0 else None,
             )
         return prefetch_pairs(source, self._transfer, self.depth)
 

@@ -9,30 +9,52 @@ without inter-process copies or worker start-up. The global RNGs are shared by
 the threads (they are not reseeded per worker; a ``worker_init_fn`` runs once in
 each thread, without seeding); per-sample randomness must come from
 ``(seed, epoch, index)``, which is what makes the batches identical to the
-process engine's. Threads are started for each pass (cheap) and stopped at its end. A hung fetch cannot be killed: with ``timeout`` the consumer
-gets an error and the daemon thread is abandoned.
+process engine's. Threads are started for each pass (cheap) and stopped at its
+end. A hung fetch cannot be killed: with ``timeout`` the consumer gets an error and
+the daemon thread is abandoned.
+
+NOTE [one intra-op thread per worker]: as a stock DataLoader does in its worker
+processes, each fetch thread runs torch ops single-threaded
+(``torch.set_num_threads(1)``): otherwise every resize in every worker thread fans
+out over all cores' OpenMP threads, which then spin against each other (measured
+on 2 cores: 5x the context switches, 10-20% fewer samples/s). torch keeps that
+setting per thread once a thread has run an op, but its global value is what new
+threads start from, so the pool restores the global value it found when it stops.
+
+NOTE [threads at exit]: a daemon thread still inside a torch op when the
+interpreter shuts down aborts the process ("terminate called without an active
+exception") when the op returns. An ``atexit`` hook stops every live pool and
+waits (up to ``EXIT_JOIN_S`` in all) for its threads to finish their batch.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import queue
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+import torch
+
 from dataforge.loading.errors import set_thread_worker_id, with_context
 
 _STOP = object()
+EXIT_JOIN_S = 10.0
+_LIVE: weakref.WeakSet[ThreadBatchIterator] = weakref.WeakSet()
 
 
 def _worker(
     worker_id: int, tasks: queue.SimpleQueue[Any], init_fn: Callable[[int], Any] | None
 ) -> None:
     set_thread_worker_id(worker_id)
+    torch.set_num_threads(1)  # NOTE [one intra-op thread per worker]
     init_error: BaseException | None = None
     if init_fn is not None:
         try:
@@ -86,12 +108,15 @@ class ThreadBatchIterator(Iterator[Any]):
         self._threads: list[threading.Thread] = []
         self._closed = False
         self._keys_done = False
+        self._torch_threads = torch.get_num_threads()
         for i in range(num_workers):
             t = threading.Thread(
                 target=_worker, args=(i, self._tasks, init_fn), name=f"dataforge-fetch-{i}", daemon=True
             )
             t.start()
             self._threads.append(t)
+        if self._threads:
+            _LIVE.add(self)
 
     def _submit_more(self) -> None:
         while not self._keys_done and len(self._pending) < self._window:
@@ -143,8 +168,26 @@ class ThreadBatchIterator(Iterator[Any]):
         self._pending.clear()
         for _ in self._threads:
             self._tasks.put(_STOP)
-        self._threads = []
+        if self._threads:
+            torch.set_num_threads(self._torch_threads)  # NOTE [one intra-op thread per worker]
+        self._stopped, self._threads = self._threads, []
+
+    def _join(self, deadline: float) -> None:
+        for t in getattr(self, "_stopped", []):
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    """NOTE [threads at exit]."""
+    pools = list(_LIVE)
+    for pool in pools:
+        with contextlib.suppress(Exception):
+            pool.close()
+    deadline = time.monotonic() + EXIT_JOIN_S
+    for pool in pools:
+        pool._join(deadline)
