@@ -245,17 +245,20 @@ def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any],
                   min_seconds: float) -> dict[str, float]:
     """CPU seconds of work per sample of each pipeline: one process, one thread, no loader.
 
-    Per sample: read + decode + augment (cycling over the first 64 files), plus
-    the sample's share of the batch work (collate; and on the CPU, the uint8
-    pipeline's convert + normalize). See NOTE [limit in CPU time] in ``runner``.
+    Per sample: read + decode + augment, walking all ``n`` files in one shuffled
+    order (as the arms do: a small cycled subset would stay in the CPU caches and
+    understate the work), plus the sample's share of the batch work (collate; and
+    on the CPU, the uint8 pipeline's convert + normalize). See NOTE [limit in CPU
+    time] in ``runner``.
     """
     k = min(n, 64)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
 
     def per_sample(get: Callable[[int], Any]) -> float:
         state = {"i": 0}
 
         def step() -> None:
-            get(state["i"] % k)
+            get(order[state["i"] % n])
             state["i"] += 1
 
         return cpu_seconds_per_call(step, repeats=repeats, min_seconds=min_seconds)
