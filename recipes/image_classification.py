@@ -39,7 +39,7 @@ from models import SmallCNN, resnet18  # noqa: E402
 
 import dataforge  # noqa: E402
 from dataforge.transforms import batch as B  # noqa: E402
-from dataforge.transforms.image import eval_transforms, train_transforms  # noqa: E402
+from dataforge.transforms.image import eval_transforms, train_transforms, with_decode  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -113,12 +113,12 @@ def main() -> None:
     path = cfg["data"]["args"]["path"]
     root = Path(path) if path else demo_folder(cfg["data"]["args"]["demo"], rank)
     try:
-        full = dataforge.ImageFolder(root)
+        full = dataforge.ImageFolder(root, decode=False)  # the transforms decode (only the crop)
     except (FileNotFoundError, ValueError) as exc:
         raise RecipeError(f"data: {exc}") from None
     vf = cfg["data"]["args"]["val_fraction"]
     train_ds, val_ds = full.split([1 - vf, vf], seed=seed, stratify=True)
-    tf_train, tf_val = build_transforms(cfg)
+    tf_train, tf_val = (with_decode(t) for t in build_transforms(cfg))
     train_ds = train_ds.map(tf_train, seed=seed)
     val_ds = val_ds.subset(np.arange(rank, len(val_ds), world)).map(tf_val)  # each rank a disjoint part
 

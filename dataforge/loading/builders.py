@@ -99,7 +99,7 @@ def build_image_loaders(
         >>> train, val = build_image_loaders("data/pets", size=160, device="cuda")  # doctest: +SKIP
     """
     from dataforge.transforms import batch as B
-    from dataforge.transforms.image import eval_transforms, train_transforms
+    from dataforge.transforms.image import eval_transforms, train_transforms, with_decode
 
     from_root: list[bool] = []
 
@@ -118,7 +118,7 @@ def build_image_loaders(
     if from_root:
         # The folder yields encoded files: the training preset decodes only its crop;
         # any other transform gets a decoded image first.
-        train_transform, val_transform = _decoding(train_transform), _decoding(val_transform)
+        train_transform, val_transform = with_decode(train_transform), with_decode(val_transform)
     if train_transform is not None:
         train = train.map(train_transform, seed=seed)
     if val_transform is not None:
@@ -132,18 +132,6 @@ def build_image_loaders(
     train_loader = Loader(train, batch_size, sampler=sampler, seed=seed, drop_last=drop_last, **common)
     val_loader = Loader(_rank_slice(val), val_batch_size or batch_size, seed=seed, **common)
     return train_loader, val_loader
-
-
-def _decoding(transform: Any) -> Any:
-    """``transform`` made to take an encoded image: as is if it can, else after ``Decode``."""
-    from dataforge.transforms.compose import Compose
-    from dataforge.transforms.image import Decode
-
-    if transform is None:
-        return Decode()
-    if getattr(transform, "accepts_encoded", False):
-        return transform
-    return Compose([Decode(), transform])
 
 
 def _image_sampler(train: Any, balance: str | None, seed: int) -> Any:

@@ -43,6 +43,7 @@ __all__ = [
     "Torchvision",
     "eval_transforms",
     "train_transforms",
+    "with_decode",
 ]
 
 _ENCODED = (bytes, bytearray, memoryview, str, os.PathLike)
@@ -379,6 +380,34 @@ def eval_transforms(size: int | tuple[int, int] = 224, resize: int = 256) -> Tor
             f"use resize >= {biggest} (commonly size * 8 / 7)"
         )
     return Torchvision(v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(size)]))
+
+
+def with_decode(transform: Callable[..., Any] | None, **decode_kwargs: Any) -> Callable[..., Any]:
+    """``transform`` made to take an encoded image (bytes or a path, bare or in a sample dict).
+
+    A transform that decodes by itself (``accepts_encoded``, e.g. ``train_transforms``,
+    which decodes only its crop) is returned as is; any other runs after
+    :class:`Decode` (``decode_kwargs`` go to it); ``None`` gives ``Decode()``. Use it
+    with ``ImageFolder(root, decode=False)`` (or encoded shards) so that the split,
+    the sampler and the transforms decide what gets decoded.
+
+    Example:
+        >>> from torchvision.transforms import v2
+        >>> with_decode(train_transforms(32)).accepts_encoded
+        True
+        >>> with_decode(Torchvision(v2.CenterCrop(8)))  # doctest: +ELLIPSIS
+        Compose([
+            Decode(mode='RGB', ...),
+            Torchvision(CenterCrop(size=(8, 8)))
+        ])
+    """
+    from dataforge.transforms.compose import Compose
+
+    if transform is None:
+        return Decode(**decode_kwargs)
+    if getattr(transform, "accepts_encoded", False):
+        return transform
+    return Compose([Decode(**decode_kwargs), transform])
 
 
 def __getattr__(name: str) -> Any:

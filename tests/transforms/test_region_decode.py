@@ -343,3 +343,18 @@ def test_map_with_seed_same_for_0_and_2_workers(tmp_path):
 
     a, b = run(0), run(2)
     assert len(a) == 3 and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_with_decode():
+    from dataforge.transforms.compose import Compose
+    from dataforge.transforms.image import Decode, Torchvision, with_decode
+
+    data = _jpeg(_photo(40, 50))
+    preset = train_transforms(16)
+    assert with_decode(preset) is preset
+    assert isinstance(with_decode(None), Decode)
+    assert with_decode(None)(data).shape == (3, 40, 50)
+    wrapped = with_decode(Torchvision(v2.CenterCrop(10)), mode="L")
+    assert isinstance(wrapped, Compose) and not wrapped.accepts_encoded
+    assert wrapped({"image": data, "label": 1})["image"].shape == (1, 10, 10)
+    assert Compose([preset, Torchvision(v2.CenterCrop(8))]).accepts_encoded
