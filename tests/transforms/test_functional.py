@@ -63,3 +63,23 @@ def test_fused_to_float_normalize_matches_torchvision():
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     ref = torch.stack([TF.normalize(TF.to_dtype(s, torch.float32, scale=True), mean, std) for s in x])
     torch.testing.assert_close(F.to_float_normalize(x, mean, std), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 7, 5), (2, 3, 64, 48), (3, 1, 5, 5), (2, 4, 3, 3)])
+def test_per_channel_ops_on_channels_last_batches(shape):
+    # NOTE [channels-last per-channel ops]: the fast CPU path for channels-last batches
+    # gives the contiguous path's values, keeps the layout, and stays differentiable.
+    from dataforge.transforms.functional import normalize, to_float_normalize
+
+    c = shape[1]
+    mean, std = [0.1 * (i + 1) for i in range(c)], [0.2 + 0.05 * i for i in range(c)]
+    x = torch.randint(0, 256, shape, dtype=torch.uint8)
+    xl = x.contiguous(memory_format=torch.channels_last)
+    a, b = to_float_normalize(x, mean, std), to_float_normalize(xl, mean, std)
+    assert torch.equal(a, b) and b.is_contiguous(memory_format=torch.channels_last)
+    f = (x.float() / 255).contiguous(memory_format=torch.channels_last).requires_grad_()
+    n = normalize(f, mean, std)
+    assert torch.allclose(n, normalize(f.detach().contiguous(), mean, std))
+    assert n.is_contiguous(memory_format=torch.channels_last)
+    n.sum().backward()
+    assert torch.allclose(f.grad[0, :, 0, 0], 1 / torch.tensor(std))
