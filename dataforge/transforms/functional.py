@@ -95,6 +95,20 @@ def _channels_last_rows(x: torch.Tensor) -> tuple[torch.Tensor, int] | None:
     return x.permute(0, 2, 3, 1).view(-1).view(-1, c * k), k
 
 
+def _channels_last_into(out: torch.Tensor, x: torch.Tensor, ops: Sequence[tuple[str, torch.Tensor]]) -> bool:
+    """``out = x`` then each in-place ``(method, per-channel values)`` of ``ops``, on the fast
+    channels-last view (NOTE [channels-last per-channel ops]); False (nothing done) when
+    ``out`` is not a channels-last CPU batch."""
+    rows, src = _channels_last_rows(out), _channels_last_rows(x)
+    if rows is None or src is None:
+        return False
+    view, k = rows
+    view.copy_(src[0])
+    for method, values in ops:
+        getattr(view, method)(values.flatten().repeat(k))
+    return True
+
+
 def normalize(
     x: torch.Tensor,
     mean: Sequence[float] | torch.Tensor,
@@ -105,11 +119,7 @@ def normalize(
     m = torch.as_tensor(mean, device=x.device, dtype=x.dtype).reshape(shape)
     s = torch.as_tensor(std, device=x.device, dtype=x.dtype).reshape(shape)
     out = torch.empty_like(x)
-    rows = _channels_last_rows(out)
-    if rows is not None:  # NOTE [channels-last per-channel ops]
-        view, k = rows
-        view.copy_(_channels_last_rows(x)[0])  # type: ignore[index]
-        view.sub_(m.flatten().repeat(k)).div_(s.flatten().repeat(k))
+    if _channels_last_into(out, x, [("sub_", m), ("div_", s)]):
         return out
     return torch.sub(x, m).div_(s)
 
@@ -139,11 +149,7 @@ def to_float_normalize(
         from dataforge._memory import empty_like_cpu
 
         out = empty_like_cpu(x, dtype)
-        rows = _channels_last_rows(out)
-        if rows is not None:  # NOTE [channels-last per-channel ops]
-            view, k = rows
-            view.copy_(_channels_last_rows(x)[0])  # type: ignore[index]
-            view.mul_(mul.flatten().repeat(k)).sub_(sub.flatten().repeat(k))
+        if _channels_last_into(out, x, [("mul_", mul), ("sub_", sub)]):
             return out
         out.copy_(x)
     else:
