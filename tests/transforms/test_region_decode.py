@@ -358,3 +358,27 @@ def test_with_decode():
     assert isinstance(wrapped, Compose) and not wrapped.accepts_encoded
     assert wrapped({"image": data, "label": 1})["image"].shape == (1, 10, 10)
     assert Compose([preset, Torchvision(v2.CenterCrop(8))]).accepts_encoded
+
+
+def test_eval_preset_matches_torchvision_and_decodes_large_jpegs_reduced(tmp_path):
+    from dataforge.transforms.image import ResizeCenterCrop, eval_transforms
+
+    ref = v2.Compose([v2.Resize(36, antialias=True), v2.CenterCrop(32)])
+    img = torch.from_numpy(_photo(70, 95)).permute(2, 0, 1).contiguous()
+    assert torch.equal(eval_transforms(32, resize=36)(img), ref(img))
+    data = _jpeg(_photo(70, 95))
+    path = tmp_path / "v.jpg"
+    path.write_bytes(data)
+    expected = ref(decode_image(data))
+    for src in (data, path, {"image": data, "path": str(path)}):
+        out = eval_transforms(32, resize=36)(src)
+        assert torch.equal(out["image"] if isinstance(out, dict) else out, expected)
+    big = _jpeg(_photo(600, 800, seed=7))
+    ref_big = v2.Compose([v2.Resize(64, antialias=True), v2.CenterCrop(56)])(decode_image(big))
+    exact = ResizeCenterCrop(56, 64, reduce=False)(big)
+    reduced = eval_transforms(56, resize=64)(big)  # decoded at 1/8: 75 x 100
+    assert torch.equal(exact, ref_big)
+    assert reduced.shape == ref_big.shape == (3, 56, 56)
+    assert (reduced.float() - exact.float()).abs().mean() < 4
+    with pytest.raises(ValueError, match="resize=20 is smaller than size=32"):
+        eval_transforms(32, resize=20)
