@@ -29,6 +29,7 @@ import torch
 from dataforge.transforms.compose import draw_seed, torch_rng_seeded
 from dataforge.transforms.decode import (
     DEFAULT_MAX_PIXELS,
+    EncodedImage,
     ImageDecodeError,
     decode_image,
     decode_region,
@@ -118,6 +119,16 @@ class Decode:
             name=name,
         )
         return _join(image, d, self.key)
+
+    def header(self, source: Any, sample: Mapping[str, Any] | None = None) -> EncodedImage:
+        """Read and check ``source``'s header with these settings (nothing decoded)."""
+        return read_header(source, max_pixels=self.max_pixels, allow_truncated=self.allow_truncated,
+                           name=_name(source, sample))
+
+    def region(self, image: EncodedImage, box: tuple[int, int, int, int], scale_denom: int = 1) -> torch.Tensor:
+        """Decode ``box`` of an image from :meth:`header` (see ``decode_region``)."""
+        return decode_region(image, box, mode=self.mode, scale_denom=scale_denom,
+                             allow_truncated=self.allow_truncated)
 
     def __repr__(self) -> str:
         return f"Decode(mode={self.mode!r}, max_pixels={self.max_pixels}, allow_truncated={self.allow_truncated})"
@@ -285,9 +296,7 @@ class RandomResizedCrop:
 
         image, d = _split(sample, self.key)
         if isinstance(image, _ENCODED):
-            name = _name(image, d)
-            enc = read_header(image, max_pixels=self.decode.max_pixels,
-                              allow_truncated=self.decode.allow_truncated, name=name)
+            enc = self.decode.header(image, d)
             top, left, h, w = self.params(enc.height, enc.width)
             denom = 1
             if self.reduce:
@@ -295,8 +304,7 @@ class RandomResizedCrop:
                     if h // d_ >= self.size[0] and w // d_ >= self.size[1]:
                         denom = d_
                         break
-            crop = decode_region(enc, (top, left, h, w), mode=self.decode.mode, scale_denom=denom,
-                                 allow_truncated=self.decode.allow_truncated)
+            crop = self.decode.region(enc, (top, left, h, w), denom)
             out = F.resize(crop, list(self.size), antialias=self.antialias)
         else:
             height, width = F.get_size(image)
@@ -413,14 +421,12 @@ class ResizeCenterCrop:
 
         image, d = _split(sample, self.key)
         if isinstance(image, _ENCODED):
-            enc = read_header(image, max_pixels=self.decode.max_pixels,
-                              allow_truncated=self.decode.allow_truncated, name=_name(image, d))
+            enc = self.decode.header(image, d)
             denom = 1
             if self.reduce:
                 short = min(enc.height, enc.width)
                 denom = next((k for k in (8, 4, 2) if short // k >= self.resize), 1)
-            image = decode_region(enc, (0, 0, enc.height, enc.width), mode=self.decode.mode,
-                                  scale_denom=denom, allow_truncated=self.decode.allow_truncated)
+            image = self.decode.region(enc, (0, 0, enc.height, enc.width), denom)
         out = F.center_crop(F.resize(image, [self.resize], antialias=True), self.size)
         return _join(out, d, self.key)
 
