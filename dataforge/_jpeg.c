@@ -53,13 +53,14 @@ static void on_message(j_common_ptr cinfo, int level) {
 
 PyDoc_STRVAR(decode_crop_doc,
 "decode_crop(data, top, left, height, width, scale_denom=1, gray=False)\n"
-"    -> (pixels: bytearray, rows: int, cols: int, channels: int, col_offset: int)\n"
+"    -> (pixels: bytearray, rows: int, cols: int, channels: int, col_offset: int, col_count: int)\n"
 "\n"
 "Decode the box (top, left, height, width) of a JPEG (in full-resolution pixels)\n"
 "at 1/scale_denom scale (1, 2, 4 or 8). Returns HWC uint8 pixels of rows x cols x\n"
-"channels; the requested box starts at column col_offset of each row and spans\n"
-"ceil((left + width) / scale_denom) - left // scale_denom columns (rows likewise,\n"
-"starting at row 0); the columns around it are decoded too, as iMCU alignment wants. Raises ValueError on corrupt data or an unsupported color\n"
+"channels; the requested box is columns col_offset .. col_offset + col_count of each\n"
+"row (col_count = ceil((left + width) / scale_denom) - left // scale_denom, within the\n"
+"image), and all rows; the columns around it are decoded too, as iMCU alignment\n"
+"wants. Raises ValueError on corrupt data or an unsupported color\n"
 "space (CMYK), so the caller can fall back to a general decoder.");
 
 static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
@@ -89,7 +90,7 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     JSAMPROW *volatile rows_ptr = NULL;
     PyThreadState *volatile thread_state = NULL;
     volatile int created = 0;
-    long rows = 0, cols = 0, channels = gray ? 1 : 3, col_offset = 0;
+    long rows = 0, cols = 0, channels = gray ? 1 : 3, col_offset = 0, col_count = 0;
 
     cinfo.err = jpeg_std_error(&err.pub);
     err.pub.error_exit = on_error;
@@ -138,6 +139,7 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     JDIMENSION xoff = (JDIMENSION)x0_decoded, xwidth = (JDIMENSION)(x1_decoded - x0_decoded);
     if (xwidth < cinfo.output_width) jpeg_crop_scanline(&cinfo, &xoff, &xwidth);
     col_offset = x0 - (long)xoff;
+    col_count = x1 - x0;
     cols = (long)cinfo.output_width; /* == xwidth after cropping */
     rows = y1 - y0;
 
@@ -166,7 +168,7 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     jpeg_destroy_decompress(&cinfo);
     free(rows_ptr);
     PyBuffer_Release(&view);
-    PyObject *result = Py_BuildValue("(Ollll)", out, rows, cols, channels, col_offset);
+    PyObject *result = Py_BuildValue("(Olllll)", out, rows, cols, channels, col_offset, col_count);
     Py_DECREF(out);
     return result;
 }

@@ -166,11 +166,13 @@ class ImageFolder(MapDataset[dict[str, Any]]):
 
     def _get(self, index: int) -> dict[str, Any]:
         path = self._paths[index]
-        if self._pass_path:
-            return {"image": self.transform(path), "label": int(self._labels[index]), "path": path}  # type: ignore[misc]
-        image: Any = decode_image(path) if self.decode else Path(path).read_bytes()
-        if self.transform is not None:
-            image = self.transform(image)
+        image: Any
+        if self._pass_path:  # the transform decodes (only what it keeps)
+            image = self.transform(path)  # type: ignore[misc]
+        else:
+            image = decode_image(path) if self.decode else Path(path).read_bytes()
+            if self.transform is not None:
+                image = self.transform(image)
         return {"image": image, "label": int(self._labels[index]), "path": path}
 
     def __repr__(self) -> str:

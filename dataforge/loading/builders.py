@@ -101,12 +101,9 @@ def build_image_loaders(
     from dataforge.transforms import batch as B
     from dataforge.transforms.image import eval_transforms, train_transforms, with_decode
 
-    from_root: list[bool] = []
-
     def make(root: Any) -> Any:
         from dataforge.datasets.image_folder import ImageFolder
 
-        from_root.append(True)
         return ImageFolder(root, decode=False)  # decoded by the transforms (see below)
 
     train, val = _parts(root_or_dataset, val_fraction, seed, make)
@@ -115,7 +112,7 @@ def build_image_loaders(
     if val_transform == PRESET:
         biggest = size if isinstance(size, int) else max(size)
         val_transform = eval_transforms(size, resize=resize or round(biggest * 8 / 7))
-    if from_root:
+    if isinstance(root_or_dataset, (str, os.PathLike)):
         # The folder yields encoded files: the training preset decodes only its crop;
         # any other transform gets a decoded image first.
         train_transform, val_transform = with_decode(train_transform), with_decode(val_transform)

@@ -106,6 +106,7 @@ class ThreadBatchIterator(Iterator[Any]):
         self._pending: collections.deque[tuple[Future[Any], Any]] = collections.deque()
         self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._stopped: list[threading.Thread] = []  # told to stop, joined at exit
         self._closed = False
         self._keys_done = False
         self._torch_threads = torch.get_num_threads()
@@ -173,7 +174,7 @@ class ThreadBatchIterator(Iterator[Any]):
         self._stopped, self._threads = self._threads, []
 
     def _join(self, deadline: float) -> None:
-        for t in getattr(self, "_stopped", []):
+        for t in self._stopped:
             t.join(max(0.0, deadline - time.monotonic()))
 
     def __del__(self) -> None:

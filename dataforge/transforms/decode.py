@@ -230,14 +230,12 @@ def decode_region(
         raise ValueError(f"scale_denom must be 1, 2, 4 or 8, got {scale_denom!r}")
     if _jpeg is not None and image.format == "JPEG" and mode in ("RGB", "L"):
         try:
-            buf, rows, cols, channels, offset = _jpeg.decode_crop(
+            buf, rows, cols, channels, offset, out_w = _jpeg.decode_crop(
                 image.data, top, left, height, width, scale_denom, mode == "L"
             )
         except ValueError:
             pass  # CMYK, or libjpeg warned about the data: the general decoder decides
         else:
-            d = scale_denom
-            out_w = min(-(-(left + width) // d), -(-image.width // d)) - left // d
             hwc = torch.frombuffer(buf, dtype=torch.uint8).view(rows, cols, channels)
             # A channels-last (C, H, W) view, as torchvision returns: the uint8 resize
             # kernels are fastest on that layout.

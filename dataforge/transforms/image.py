@@ -298,12 +298,7 @@ class RandomResizedCrop:
         if isinstance(image, _ENCODED):
             enc = self.decode.header(image, d)
             top, left, h, w = self.params(enc.height, enc.width)
-            denom = 1
-            if self.reduce:
-                for d_ in (8, 4, 2):
-                    if h // d_ >= self.size[0] and w // d_ >= self.size[1]:
-                        denom = d_
-                        break
+            denom = _scale_denom(h, w, *self.size) if self.reduce else 1
             crop = self.decode.region(enc, (top, left, h, w), denom)
             out = F.resize(crop, list(self.size), antialias=self.antialias)
         else:
@@ -317,6 +312,12 @@ class RandomResizedCrop:
     def __repr__(self) -> str:
         return (f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio}, "
                 f"hflip={self.hflip}, antialias={self.antialias}, reduce={self.reduce})")
+
+
+def _scale_denom(height: int, width: int, min_height: int, min_width: int) -> int:
+    """The largest JPEG decode reduction (8, 4, 2, else 1) that keeps ``height x width``
+    at least ``min_height x min_width``: the image is shrunk further afterwards anyway."""
+    return next((k for k in (8, 4, 2) if height // k >= min_height and width // k >= min_width), 1)
 
 
 def _name(source: Any, d: Mapping[str, Any] | None) -> str | None:
@@ -422,10 +423,7 @@ class ResizeCenterCrop:
         image, d = _split(sample, self.key)
         if isinstance(image, _ENCODED):
             enc = self.decode.header(image, d)
-            denom = 1
-            if self.reduce:
-                short = min(enc.height, enc.width)
-                denom = next((k for k in (8, 4, 2) if short // k >= self.resize), 1)
+            denom = _scale_denom(enc.height, enc.width, self.resize, self.resize) if self.reduce else 1
             image = self.decode.region(enc, (0, 0, enc.height, enc.width), denom)
         out = F.center_crop(F.resize(image, [self.resize], antialias=True), self.size)
         return _join(out, d, self.key)
