@@ -21,10 +21,16 @@ on 2 cores: 5x the context switches, 10-20% fewer samples/s). torch keeps that
 setting per thread once a thread has run an op, but its global value is what new
 threads start from, so the pool restores the global value it found when it stops.
 
-NOTE [threads at exit]: a daemon thread still inside a torch op when the
-interpreter shuts down aborts the process ("terminate called without an active
-exception") when the op returns. An ``atexit`` hook stops every live pool and
-waits (up to ``EXIT_JOIN_S`` in all) for its threads to finish their batch.
+NOTE [threads at exit]: a daemon thread that touches torch while the interpreter
+shuts down aborts the process ("terminate called without an active exception"):
+Python ends such a thread with ``pthread_exit`` when it asks for the GIL back, and
+the unwind through torch's C++ frames calls ``std::terminate``. Freeing a tensor
+is enough (seen in a gdb backtrace: ``THPVariable_clear`` -> ``take_gil`` ->
+``pthread_exit``), so a thread that has been told to stop but is still dropping its
+last batch is as dangerous as one mid-fetch. An ``atexit`` hook therefore closes
+every live pool and joins every fetch thread still running, whether or not its
+pool object still exists (up to ``EXIT_JOIN_S`` in all), except the threads a
+``timeout`` abandoned as hung: waiting for those could take forever.
 """
 
 from __future__ import annotations
@@ -47,7 +53,9 @@ from dataforge.loading.errors import set_thread_worker_id, with_context
 
 _STOP = object()
 EXIT_JOIN_S = 10.0
+THREAD_PREFIX = "dataforge-fetch-"
 _LIVE: weakref.WeakSet[ThreadBatchIterator] = weakref.WeakSet()
+_ABANDONED: weakref.WeakSet[threading.Thread] = weakref.WeakSet()  # hung past a timeout
 
 
 def _worker(
@@ -68,6 +76,7 @@ def _worker(
         fut, fn, key = item
         if not fut.set_running_or_notify_cancel():
             continue
+        fut.df_thread = threading.current_thread()  # type: ignore[attr-defined]  # for a timeout
         if init_error is not None:
             fut.set_exception(init_error)
             continue
@@ -106,13 +115,12 @@ class ThreadBatchIterator(Iterator[Any]):
         self._pending: collections.deque[tuple[Future[Any], Any]] = collections.deque()
         self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._stopped: list[threading.Thread] = []  # told to stop, joined at exit
         self._closed = False
         self._keys_done = False
         self._torch_threads = torch.get_num_threads()
         for i in range(num_workers):
             t = threading.Thread(
-                target=_worker, args=(i, self._tasks, init_fn), name=f"dataforge-fetch-{i}", daemon=True
+                target=_worker, args=(i, self._tasks, init_fn), name=f"{THREAD_PREFIX}{i}", daemon=True
             )
             t.start()
             self._threads.append(t)
@@ -148,6 +156,9 @@ class ThreadBatchIterator(Iterator[Any]):
         try:
             result = fut.result(timeout=self._timeout if self._timeout > 0 else None)
         except FutureTimeout:
+            hung = getattr(fut, "df_thread", None)
+            if hung is not None:
+                _ABANDONED.add(hung)  # NOTE [threads at exit]
             self.close()
             raise RuntimeError(
                 f"dataforge thread engine: loading {key!r} timed out after {self._timeout} s "
@@ -171,11 +182,7 @@ class ThreadBatchIterator(Iterator[Any]):
             self._tasks.put(_STOP)
         if self._threads:
             torch.set_num_threads(self._torch_threads)  # NOTE [one intra-op thread per worker]
-        self._stopped, self._threads = self._threads, []
-
-    def _join(self, deadline: float) -> None:
-        for t in self._stopped:
-            t.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -185,10 +192,11 @@ class ThreadBatchIterator(Iterator[Any]):
 @atexit.register
 def _stop_all_at_exit() -> None:
     """NOTE [threads at exit]."""
-    pools = list(_LIVE)
-    for pool in pools:
+    for pool in list(_LIVE):
         with contextlib.suppress(Exception):
             pool.close()
     deadline = time.monotonic() + EXIT_JOIN_S
-    for pool in pools:
-        pool._join(deadline)
+    me = threading.current_thread()
+    for t in threading.enumerate():
+        if t.name.startswith(THREAD_PREFIX) and t is not me and t not in _ABANDONED:
+            t.join(max(0.0, deadline - time.monotonic()))

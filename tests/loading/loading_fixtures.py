@@ -76,7 +76,7 @@ class Crashing(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         in_worker = torch.utils.data.get_worker_info() is not None
-        in_thread = threading.current_thread().name.startswith("dataforge-fetch")
+        in_thread = threading.current_thread().name.startswith("dataforge-fetch-")
         if i == self.at and (in_worker or (in_thread and self.how == "hang")):
             if self.how == "segv":
                 os.kill(os.getpid(), signal.SIGSEGV)

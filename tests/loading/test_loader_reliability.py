@@ -83,3 +83,35 @@ def test_breaking_early_and_deleting_ends_workers(results, engine: str, persiste
 def test_a_loader_collected_in_a_reference_cycle_ends_its_workers(results) -> None:
     out = _get(results, "cycle:process:1")
     assert len(out["pids"]) == 2 and out["gone_after"] is not None and out["seconds"] < 5, out
+
+
+EXIT_WHILE_BUSY = """
+import time, torch, dataforge
+
+class Busy:
+    def __len__(self): return 64
+    def __getitem__(self, i):
+        x = torch.ones(100)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < (0.01 if i < 4 else 1.0):
+            x = x * 1.0001  # frees the previous tensor, which releases and retakes the GIL
+        return x
+
+loader = dataforge.build_loader(Busy(), batch_size=2, num_workers=2, engine="thread")
+it = iter(loader); next(it); next(it)
+del it
+loader.close(); del loader
+print("exiting", flush=True)
+"""
+
+
+def test_exiting_while_fetch_threads_finish_a_batch_does_not_abort() -> None:
+    # NOTE [threads at exit]: the pool object is gone but its threads are still in torch ops
+    # when the interpreter shuts down; without the exit join this aborted every time
+    # ("terminate called without an active exception", exit status -6)
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT_WHILE_BUSY], capture_output=True, text=True, timeout=60,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(SCRIPT))),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "exiting"
