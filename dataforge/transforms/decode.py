@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,15 +50,33 @@ def _read(source: bytes | bytearray | memoryview | str | os.PathLike[str]) -> tu
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), "<bytes>"
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
+        path = os.fspath(source)
         try:
-            return path.read_bytes(), str(path)
+            return _read_file(path), str(path)
         except FileNotFoundError:
             raise FileNotFoundError(f"image file does not exist: {str(path)!r}") from None
     raise TypeError(
         f"image source must be bytes or a path, got {type(source).__name__}; "
         "pass the file's bytes or its path"
     )
+
+
+def _read_file(path: str | bytes) -> bytes:
+    """The whole file in one ``read`` of the size ``fstat`` reports (about half the time of
+    ``Path.read_bytes`` for a 75 kB JPEG); a short read, or a size of 0 (pipes, procfs),
+    reads on to the end."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size) if size else b""
+        if len(data) < size or not size:
+            chunks = [data]
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

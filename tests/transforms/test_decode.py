@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -109,3 +110,21 @@ def test_animated_gif_first_frame_and_16_bit_png():
     out = decode_image(png16)
     assert out.dtype == torch.uint8 and out.shape == (3, 64, 80)
     assert int(out[0, -1, -1]) == int(a16[-1, -1]) >> 8
+
+
+def test_reading_a_file_gives_its_bytes_whatever_the_size_says(tmp_path) -> None:
+    from dataforge.transforms.decode import _read
+
+    data = bytes(range(256)) * 700
+    path = tmp_path / "img.jpg"
+    path.write_bytes(data)
+    assert _read(path) == (data, str(path))
+    assert _read(str(path))[0] == data
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    assert _read(empty)[0] == b""
+    # procfs reports size 0 but has content: read on to the end
+    if os.path.exists("/proc/self/status"):
+        assert _read("/proc/self/status")[0].startswith(b"Name:")
+    with pytest.raises(FileNotFoundError, match="image file does not exist"):
+        _read(tmp_path / "missing.jpg")
