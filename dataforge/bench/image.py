@@ -21,7 +21,8 @@ device (synchronized on CUDA):
 
 The limit, measured in the same run: the CPU time of one sample of each
 pipeline in a single process with one thread (read + decode + augment, plus its
-share of the batch work: collate, and normalize when the device is the CPU),
+share of the batch work: its own collate, ``torch.stack`` for stock and dataforge's
+``stack`` for dataforge, and normalize when the device is the CPU),
 times the cores the run can use (``min(max(workers, 1), cores)``).
 
 NOTE [endless data]: every arm draws from the same shuffled, repeated index
@@ -263,16 +264,20 @@ def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any],
 
         return cpu_seconds_per_call(step, repeats=repeats, min_seconds=min_seconds)
 
-    def per_batch(samples: list[torch.Tensor], finish: Callable[[torch.Tensor], Any]) -> float:
-        return cpu_seconds_per_call(lambda: finish(torch.stack(samples)), repeats=repeats,
+    def per_batch(samples: list[torch.Tensor], collate: Callable[[list[torch.Tensor]], torch.Tensor],
+                  finish: Callable[[torch.Tensor], Any]) -> float:
+        return cpu_seconds_per_call(lambda: finish(collate(samples)), repeats=repeats,
                                     min_seconds=min_seconds / 4) / len(samples)
+
+    from dataforge.collate.functional import stack
 
     b = min(batch_size, k)
     stock_s = per_sample(stock_get)
     df_s = per_sample(df_get)
-    stock_s += per_batch([stock_get(i % k)[0] for i in range(b)], lambda x: x)
+    # each pipeline with its own collate: torch.stack (default_collate) and dataforge's stack
+    stock_s += per_batch([stock_get(i % k)[0] for i in range(b)], torch.stack, lambda x: x)
     tf = _batch_tf(torch.device("cpu")) if device.type == "cpu" else (lambda x: x)
-    df_s += per_batch([df_get(i % k)["image"] for i in range(b)], tf)
+    df_s += per_batch([df_get(i % k)["image"] for i in range(b)], stack, tf)
     return {"stock": stock_s, "dataforge": df_s}
 
 
@@ -353,7 +358,7 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
         },
         "limit": {
             "method": "CPU time, 1 process, 1 thread, no loader: read + decode + augment one sample, plus "
-                      "its share of collate (and of normalize on CPU); times the cores in use "
+                      "its share of its own collate (and of normalize on CPU); times the cores in use "
                       "(workers, or torch threads when workers=0, at most the usable cores); "
                       "median over repeats, interleaved with the arms",
             "cores_in_use": {str(w): cores_in_use(w) for w in workers_list},

@@ -10,7 +10,8 @@ the same generated JPEGs (300-500 px), in batches of ``batch_size``:
   hands it over: the crop is drawn from the header and only the crop is decoded
   (libjpeg-turbo region decode, see NOTE [region decode]; torchvision.io decode
   of the whole image when the C extension is not built), then resize + flip;
-  ``torch.stack`` of uint8, then batch ``ToFloat`` + ``Normalize`` (on
+  dataforge's collate (``collate.functional.stack``, which keeps the images'
+  channels-last layout) of uint8, then batch ``ToFloat`` + ``Normalize`` (on
   ``device``; the stock float batch is moved there too).
 - ``dataforge-whole``: the same, but ``decode_image`` (torchvision.io) of the
   whole image first and the preset on the tensor: what the region decode buys.
@@ -116,6 +117,7 @@ def _image_part(
     from PIL import Image
     from torchvision.transforms import v2
 
+    from dataforge.collate.functional import stack
     from dataforge.transforms.batch import Compose, Normalize, ToFloat
     from dataforge.transforms.decode import HAVE_ROI_DECODE, decode_image
     from dataforge.transforms.image import train_transforms
@@ -143,7 +145,7 @@ def _image_part(
 
     def uint8_arm(name: str, load: Callable[[str], torch.Tensor]) -> Callable[[Sequence[str]], int]:
         def step(paths: Sequence[str]) -> int:
-            u8 = torch.stack([load(p) for p in paths])
+            u8 = stack([load(p) for p in paths])  # dataforge's collate: NOTE [stack keeps the layout]
             out_bytes[name] = u8[0].nbytes
             x = on_device(u8.to(device))
             _sync(device)

@@ -58,3 +58,36 @@ def test_shared_allocation_falls_back_without_private_api(monkeypatch: pytest.Mo
     t = F.empty((3, 2), torch.int64, shared=True)
     assert t.shape == (3, 2) and t.is_shared()
     assert F.stack([torch.ones(2), torch.ones(2)], shared=True).is_shared()
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_stack_keeps_a_channels_last_layout(shared: bool) -> None:
+    # NOTE [stack keeps the layout]: decoded images are (C, H, W) views of HWC memory
+    imgs = [torch.randint(0, 255, (5, 7, 3), dtype=torch.uint8).permute(2, 0, 1) for _ in range(4)]
+    out = F.stack(imgs, shared=shared)
+    assert torch.equal(out, torch.stack(imgs)) and out.dtype == torch.uint8
+    assert out.shape == (4, 3, 5, 7) and out.is_contiguous(memory_format=torch.channels_last)
+    assert out.is_shared() == shared
+    assert out.reshape(4, -1).shape == (4, 105)
+    # a (C, H, W) image whose size-1 dims carry any stride is still dense
+    one = [torch.zeros(1, 4, 3).permute(2, 0, 1)] * 2
+    assert torch.equal(F.stack(one), torch.stack(one))
+
+
+def test_stack_falls_back_to_a_contiguous_batch_for_mixed_or_overlapping_layouts() -> None:
+    cl = torch.arange(24, dtype=torch.float32).reshape(2, 4, 3).permute(2, 0, 1)
+    mixed = [cl, cl.contiguous()]
+    out = F.stack(mixed)
+    assert torch.equal(out, torch.stack(mixed)) and out.is_contiguous()
+    expanded = [torch.ones(3, 1, 1).expand(3, 2, 4)] * 2  # stride 0: not dense
+    out = F.stack(expanded)
+    assert torch.equal(out, torch.stack(expanded)) and out.is_contiguous()
+    sliced = [torch.zeros(3, 4, 6)[:, :, ::2]] * 2  # strided, not dense
+    assert F.stack(sliced).is_contiguous()
+    with pytest.raises(RuntimeError):
+        F.stack([cl, torch.zeros(3, 2, 5)])  # ragged shapes: torch's own error
+
+
+def test_empty_takes_strides_for_a_dense_layout() -> None:
+    t = F.empty((2, 3, 4, 5), torch.float32, strides=(60, 1, 15, 3), shared=True)
+    assert t.is_contiguous(memory_format=torch.channels_last) and t.is_shared()

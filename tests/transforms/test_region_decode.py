@@ -50,6 +50,12 @@ VARIANTS = {
 }
 
 
+def _dense_hwc(x: torch.Tensor) -> bool:
+    """(C, H, W) whose memory is one dense HWC block (channels-last; torch only names it for 4-D)."""
+    c, h, w = x.shape
+    return x.stride() == (1, w * c, c)
+
+
 def _random_boxes(h: int, w: int, n: int, seed: int) -> list[tuple[int, int, int, int]]:
     rng = np.random.default_rng(seed)
     boxes = [(0, 0, h, w), (h - 1, w - 1, 1, 1), (0, 0, 1, 1)]
@@ -77,6 +83,9 @@ def test_region_equals_whole_decode_cropped(variant):
         ref = whole[:, top : top + h, left : left + w]
         assert region.shape == ref.shape
         assert torch.equal(region, ref), (variant, (top, left, h, w))
+        # dense channels-last, whatever columns libjpeg decoded around the box: the uint8
+        # resize's fast path needs it (see decode_region)
+        assert _dense_hwc(region), (top, left, h, w)
 
 
 @needs_ext
@@ -382,3 +391,17 @@ def test_eval_preset_matches_torchvision_and_decodes_large_jpegs_reduced(tmp_pat
     assert (reduced.float() - exact.float()).abs().mean() < 4
     with pytest.raises(ValueError, match="resize=20 is smaller than size=32"):
         eval_transforms(32, resize=20)
+
+
+@needs_ext
+def test_the_train_preset_on_a_file_gives_channels_last_samples_that_batch_without_a_transpose():
+    from dataforge.collate.functional import stack
+
+    data = _jpeg(_photo(300, 400, seed=5))
+    t = RandomResizedCrop(64)
+    torch.manual_seed(0)
+    samples = [t(data) for _ in range(4)]
+    assert all(_dense_hwc(s) for s in samples)
+    batch = stack(samples)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(batch, torch.stack(samples))
