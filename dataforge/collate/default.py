@@ -5,7 +5,10 @@ numpy scalars are stacked; Python ints give int64, floats float64 and bools a
 bool tensor; strings, bytes and ``None`` stay lists; mappings, namedtuples and
 sequences are collated field by field (tuple samples give a list, as in torch).
 Differences: ``None`` is allowed, every error names the key path and the sample
-indices, and types are dispatched through a registry that users extend.
+indices, and types are dispatched through a registry that users extend. The values
+are torch's; the memory layout may not be: tensors that share a dense
+channels-last layout (decoded images) are stacked into a channels-last batch
+(NOTE [stack keeps the layout] in :mod:`dataforge.collate.functional`).
 
 Example:
     >>> import torch
