@@ -331,12 +331,16 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
     stock_get = StockImageDataset(items, image_size).__getitem__
     df_get = ImageFolder(root, transform=train_transforms(image_size)).__getitem__
     limit_runs: list[dict[str, float]] = []
+    # NOTE: the limit is timed over windows as long as an arm's (up to 5 CPU-s each): with
+    # 1 s windows, a slow or fast second on this shared machine moved it by 10% between
+    # runs (one full run put an arm at 106% of it)
+    limit_window = min(1.0, seconds / 2) if quick else min(5.0, seconds)
 
     def measure_limit_now(_: int) -> None:
         if progress:
             progress("limit: one process, one thread, no loader")
         limit_runs.append(measure_limit(stock_get, df_get, len(items), batch_size=batch_size,
-                                        device=dev, repeats=1, min_seconds=min(1.0, seconds / 2)))
+                                        device=dev, repeats=1, min_seconds=limit_window))
 
     summaries = run_arms(arms, workers_list, seconds=seconds, repeats=repeats, warmup=warm,
                          progress=progress, on_repeat=measure_limit_now)
