@@ -248,8 +248,8 @@ def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any],
 
     Per sample: read + decode + augment, walking all ``n`` files in one shuffled
     order (as the arms do: a small cycled subset would stay in the CPU caches and
-    understate the work), plus the sample's share of the batch work (collate; and
-    on the CPU, the uint8 pipeline's convert + normalize). See NOTE [limit in CPU
+    understate the work), plus the sample's share of the batch work (the pipeline's
+    own collate; and on the CPU, the uint8 pipeline's convert + normalize). See NOTE [limit in CPU
     time] in ``runner``.
     """
     k = min(n, 64)

@@ -17,7 +17,7 @@ import numpy as np
 
 from dataforge.datasets.map_style import MapDataset
 from dataforge.datasets.storage import StringStorage
-from dataforge.transforms.decode import decode_image
+from dataforge.transforms.decode import decode_image, read_file
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -170,7 +170,7 @@ class ImageFolder(MapDataset[dict[str, Any]]):
         if self._pass_path:  # the transform decodes (only what it keeps)
             image = self.transform(path)  # type: ignore[misc]
         else:
-            image = decode_image(path) if self.decode else Path(path).read_bytes()
+            image = decode_image(path) if self.decode else read_file(path)
             if self.transform is not None:
                 image = self.transform(image)
         return {"image": image, "label": int(self._labels[index]), "path": path}

@@ -217,12 +217,10 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
                     yield from iter_samples(f, url, read=not self._counting, keep=keep)
                 else:
                     yield from self._jsonl(f, url, keep)
-        except ShardError as e:
+        except (ShardError, OSError, EOFError) as e:
             if self.on_error == "raise" or keep is None or keep():  # NOTE [error counts]
-                self._fail(str(e), "skipped_shards")
-        except (OSError, EOFError) as e:
-            if self.on_error == "raise" or keep is None or keep():
-                self._fail(f"cannot read shard {url!r}: {type(e).__name__}: {e}", "skipped_shards")
+                msg = str(e) if isinstance(e, ShardError) else f"cannot read shard {url!r}: {type(e).__name__}: {e}"
+                self._fail(msg, "skipped_shards")
 
     def _jsonl(self, f: IO[bytes], url: str, keep: Callable[[], bool] | None) -> Iterator[Any]:
         if url.split("?", 1)[0].lower().endswith(".gz"):

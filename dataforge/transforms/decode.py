@@ -52,7 +52,7 @@ def _read(source: bytes | bytearray | memoryview | str | os.PathLike[str]) -> tu
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         try:
-            return _read_file(path), str(path)
+            return read_file(path), str(path)
         except FileNotFoundError:
             raise FileNotFoundError(f"image file does not exist: {str(path)!r}") from None
     raise TypeError(
@@ -61,7 +61,7 @@ def _read(source: bytes | bytearray | memoryview | str | os.PathLike[str]) -> tu
     )
 
 
-def _read_file(path: str | bytes) -> bytes:
+def read_file(path: str | bytes) -> bytes:
     """The whole file in one ``read`` of the size ``fstat`` reports (about half the time of
     ``Path.read_bytes`` for a 75 kB JPEG); a short read, or a size of 0 (pipes, procfs),
     reads on to the end."""

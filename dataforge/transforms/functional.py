@@ -118,9 +118,10 @@ def normalize(
     shape = (-1, 1, 1)
     m = torch.as_tensor(mean, device=x.device, dtype=x.dtype).reshape(shape)
     s = torch.as_tensor(std, device=x.device, dtype=x.dtype).reshape(shape)
-    out = torch.empty_like(x)
-    if _channels_last_into(out, x, [("sub_", m), ("div_", s)]):
-        return out
+    if _channels_last_rows(x) is not None:  # allocate only for the fast path
+        out = torch.empty_like(x)  # keeps the channels-last layout
+        if _channels_last_into(out, x, [("sub_", m), ("div_", s)]):
+            return out
     return torch.sub(x, m).div_(s)
 
 
