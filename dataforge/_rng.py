@@ -8,13 +8,27 @@ per-sample random draw is made from a seed derived here.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import random
+import threading
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 _MASK64 = (1 << 64) - 1
+
+# NOTE [global RNGs under threads]: torch's default CPU generator, numpy's global
+# RandomState and ``random``'s are process-wide, so two threads of the thread engine
+# that each seed them for "their" sample would draw from each other's streams (seen:
+# half the samples of a seeded map differed from the process engine's). Every block
+# that seeds and uses the global RNGs (``seeded_rng``,
+# ``transforms.compose.torch_rng_seeded``) holds this lock, so such blocks run one
+# at a time; transforms that take ``generator=`` draw from their own generator and
+# need no lock, which is why ``MapDataset.map(fn, seed=)`` hands one to an ``fn``
+# with a ``generator`` parameter instead of seeding the globals. Re-entrant: seeded
+# blocks nest (a seeded map around a Compose that seeds for a child).
+GLOBAL_RNG_LOCK = threading.RLock()
 
 
 def mix_seed(*parts: int) -> int:
@@ -35,6 +49,19 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return mix_seed(seed, epoch, index)
 
 
+def declares_generator(fn: object) -> bool:
+    """Whether ``fn`` names a ``generator`` parameter (``**kwargs`` alone does not count:
+    such a function may pass it on to something that ignores it)."""
+    target = getattr(fn, "forward", fn) if isinstance(fn, torch.nn.Module) else fn
+    try:
+        params = inspect.signature(target).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # builtins and some C callables
+        return False
+    p = params.get("generator")
+    return p is not None and p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                        inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed)
@@ -46,19 +73,23 @@ def seeded_rng(seed: int) -> Iterator[None]:
     """Run a block with torch, numpy and ``random`` global RNGs seeded from ``seed``,
     restoring their previous states afterwards (so third-party transforms that
     use the global RNG, such as torchvision v2 or albumentations, become
-    reproducible per sample without disturbing the caller's streams)."""
+    reproducible per sample without disturbing the caller's streams).
+
+    Holds ``GLOBAL_RNG_LOCK`` for the block (NOTE [global RNGs under threads]):
+    such blocks in different threads run one after the other."""
     # NOTE [cheap seeding]: seed the CPU default generator directly; torch.manual_seed
     # would also seed every accelerator (about 0.2 ms a call, paid per sample).
-    gen = torch.default_generator
-    torch_state = gen.get_state()
-    np_state = np.random.get_state(legacy=False)
-    py_state = random.getstate()
-    gen.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-    try:
-        yield
-    finally:
-        gen.set_state(torch_state)
-        np.random.set_state(np_state)
-        random.setstate(py_state)
+    with GLOBAL_RNG_LOCK:
+        gen = torch.default_generator
+        torch_state = gen.get_state()
+        np_state = np.random.get_state(legacy=False)
+        py_state = random.getstate()
+        gen.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            gen.set_state(torch_state)
+            np.random.set_state(np_state)
+            random.setstate(py_state)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from dataforge._rng import sample_seed, seeded_rng
+from dataforge._rng import declares_generator, make_generator, sample_seed, seeded_rng
 from dataforge.datasets.labels import as_labels, split_indices
 
 T_co = TypeVar("T_co", covariant=True)
@@ -127,9 +127,13 @@ class MapDataset(Dataset[T_co]):
 
         Args:
             fn: the function (picklable if workers are spawned, not forked).
-            seed: when given, each call runs with the torch, numpy and ``random``
-                global RNGs seeded from ``(seed, epoch, index)``, so random
-                augmentations reproduce whatever the number of workers.
+            seed: when given, random augmentations reproduce per ``(seed, epoch,
+                index)``, whatever the number of workers or the engine. An ``fn``
+                with a ``generator`` parameter (dataforge's transforms, ``Compose``)
+                is called with ``generator=`` a ``torch.Generator`` seeded from them
+                and must draw from it; any other ``fn`` runs with the torch, numpy
+                and ``random`` global RNGs seeded from them, one call at a time
+                across threads (NOTE [global RNGs under threads] in ``dataforge._rng``).
 
         ``fn`` is assumed to keep the label: ``.labels`` passes through.
         """
@@ -200,11 +204,15 @@ class _Mapped(_Wrapper):
             raise TypeError(f"map(seed=...) must be an int or None, got {seed!r}")
         super().__init__(source)
         self.fn, self.seed = fn, seed
+        self._pass_generator = seed is not None and declares_generator(fn)
 
     def _apply(self, item: Any, index: int) -> Any:
         if self.seed is None:
             return self.fn(item)
-        with seeded_rng(sample_seed(int(self.seed), self._epoch, index)):
+        s = sample_seed(int(self.seed), self._epoch, index)
+        if self._pass_generator:  # its own stream: no global seeding, no lock
+            return self.fn(item, generator=make_generator(s))  # type: ignore[call-arg]
+        with seeded_rng(s):
             return self.fn(item)
 
     def _get(self, index: int) -> Any:

@@ -8,8 +8,11 @@ in torchvision / PIL / numpy release the GIL, so threads run them in parallel
 without inter-process copies or worker start-up. The global RNGs are shared by
 the threads (they are not reseeded per worker; a ``worker_init_fn`` runs once in
 each thread, without seeding); per-sample randomness must come from
-``(seed, epoch, index)``, which is what makes the batches identical to the
-process engine's. Threads are started for each pass (cheap) and stopped at its
+``(seed, epoch, index)`` (``MapDataset.map(fn, seed=)`` or ``generator=``), which is
+what makes the batches identical to the process engine's (tested). Blocks that
+seed the global RNGs hold a lock, so transforms that draw from them run one at a
+time, while those that take ``generator=`` run in parallel (NOTE [global RNGs
+under threads] in :mod:`dataforge._rng`). Threads are started for each pass (cheap) and stopped at its
 end. A hung fetch cannot be killed: with ``timeout`` the consumer gets an error and
 the daemon thread is abandoned.
 

@@ -10,12 +10,17 @@ python generators, not the global RNGs. With ``reseed=True`` (default) the adapt
 re-seeds the pipeline before every call from ``generator`` when given, else from
 torch's global RNG, which ``MapDataset.map(fn, seed=...)`` seeds per sample. The
 augmentation then depends only on (seed, epoch, index), not on the worker.
+The random state lives in the transform object, which the threads of the thread
+engine share: a re-seeded call therefore holds a lock from the seeding to the
+result, so albumentations pipelines run one sample at a time under
+``engine="thread"`` (use the process engine to run them in parallel).
 albumentations itself is imported only when an adapter is built.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,6 +30,8 @@ import torch
 from dataforge.transforms.compose import draw_seed
 
 __all__ = ["Albumentations"]
+
+_RESEEDED_CALL = threading.Lock()  # NOTE [albumentations randomness]: seed + call, atomically
 
 
 def _to_hwc(image: Any) -> np.ndarray:
@@ -111,8 +118,12 @@ class Albumentations:
         else:
             image = sample
         if self.reseed:
-            self._seed(generator)
-        out = _to_chw(self.transform(image=_to_hwc(image))["image"])
+            with _RESEEDED_CALL:
+                self._seed(generator)
+                result = self.transform(image=_to_hwc(image))["image"]
+        else:
+            result = self.transform(image=_to_hwc(image))["image"]
+        out = _to_chw(result)
         return {**sample, self.key: out} if isinstance(sample, Mapping) else out
 
     def __repr__(self) -> str:

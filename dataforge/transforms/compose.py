@@ -10,10 +10,12 @@ runs a sample. There are two equivalent ways to get it:
 
 1. pass ``generator=`` to the call (for example one made by
    ``dataforge._rng.make_generator(sample_seed(seed, epoch, index))``); or
-2. call without a generator inside ``MapDataset.map(fn, seed=...)``, which wraps
-   each call in ``dataforge._rng.seeded_rng(sample_seed(seed, epoch, index))``,
+2. ``MapDataset.map(fn, seed=...)``: an ``fn`` with a ``generator`` parameter is
+   called with ``generator=make_generator(sample_seed(seed, epoch, index))``; any
+   other runs inside ``dataforge._rng.seeded_rng(sample_seed(seed, epoch, index))``,
    so the global RNGs that torchvision and albumentations use are seeded per
-   sample and restored afterwards.
+   sample and restored afterwards (one such call at a time across threads:
+   NOTE [global RNGs under threads] in :mod:`dataforge._rng`).
 
 Without either, random draws fall back to torch's global RNG, exactly as
 torchvision does.
@@ -30,7 +32,7 @@ from typing import Any
 
 import torch
 
-from dataforge._rng import seeded_rng
+from dataforge._rng import GLOBAL_RNG_LOCK, seeded_rng
 
 Transform = Callable[..., Any]
 
@@ -69,15 +71,17 @@ def torch_rng_seeded(seed: int) -> Iterator[None]:
     A few microseconds, against about half a millisecond for
     :func:`dataforge._rng.seeded_rng` (which also seeds numpy, ``random`` and every
     accelerator): enough for transforms that draw only from torch's CPU RNG, such
-    as all torchvision v2 transforms.
+    as all torchvision v2 transforms. Holds ``GLOBAL_RNG_LOCK`` for the block
+    (NOTE [global RNGs under threads] in :mod:`dataforge._rng`).
     """
-    gen = torch.default_generator
-    state = gen.get_state()
-    gen.manual_seed(seed)
-    try:
-        yield
-    finally:
-        gen.set_state(state)
+    with GLOBAL_RNG_LOCK:
+        gen = torch.default_generator
+        state = gen.get_state()
+        gen.manual_seed(seed)
+        try:
+            yield
+        finally:
+            gen.set_state(state)
 
 
 def call(

@@ -201,9 +201,11 @@ class RandomResizedCrop:
     """v2 ``RandomResizedCrop`` + ``RandomHorizontalFlip`` that can also decode: only the crop.
 
     Called on a uint8 ``(C, H, W)`` tensor it is the torchvision pair: the same
-    random draws from the same RNG (torch's global one, or ``generator=``) and the
-    same pixels as ``v2.Compose([v2.RandomResizedCrop(size, scale, ratio),
-    v2.RandomHorizontalFlip(hflip)])`` (tested).
+    random draws and the same pixels as ``v2.Compose([v2.RandomResizedCrop(size,
+    scale, ratio), v2.RandomHorizontalFlip(hflip)])`` (tested). The draws come from
+    torch's global RNG, as torchvision's, or from ``generator=`` when given: then they
+    are v2's under ``torch.manual_seed`` with the generator's seed, and the global
+    RNG is neither read nor seeded (safe in parallel threads).
 
     Called on an encoded image (bytes or a path, bare or as ``sample["image"]``), it
     draws the crop from the header's size, then decodes only that box (see NOTE
@@ -263,18 +265,21 @@ class RandomResizedCrop:
         # As torchvision: float32 log-ratios, so the draws below are its draws.
         self._log_ratio = torch.log(torch.tensor(self.ratio))
 
-    def params(self, height: int, width: int) -> tuple[int, int, int, int]:
-        """Draw ``(top, left, height, width)`` of a crop, exactly as v2 ``RandomResizedCrop``."""
+    def params(self, height: int, width: int,
+               generator: torch.Generator | None = None) -> tuple[int, int, int, int]:
+        """Draw ``(top, left, height, width)`` of a crop, exactly as v2 ``RandomResizedCrop``
+        draws it from torch's global RNG (here from ``generator`` when one is given)."""
         area = height * width
         lo, hi = self._log_ratio
         for _ in range(10):
-            target_area = area * torch.empty(1).uniform_(self.scale[0], self.scale[1]).item()
-            aspect = torch.exp(torch.empty(1).uniform_(lo, hi)).item()  # type: ignore[arg-type]
+            target_area = area * torch.empty(1).uniform_(
+                self.scale[0], self.scale[1], generator=generator).item()
+            aspect = torch.exp(torch.empty(1).uniform_(lo, hi, generator=generator)).item()  # type: ignore[arg-type]
             w = int(round(math.sqrt(target_area * aspect)))
             h = int(round(math.sqrt(target_area / aspect)))
             if 0 < w <= width and 0 < h <= height:
-                i = int(torch.randint(0, height - h + 1, size=(1,)).item())
-                j = int(torch.randint(0, width - w + 1, size=(1,)).item())
+                i = int(torch.randint(0, height - h + 1, size=(1,), generator=generator).item())
+                j = int(torch.randint(0, width - w + 1, size=(1,), generator=generator).item())
                 return i, j, h, w
         in_ratio = width / height  # fallback: central crop
         if in_ratio < min(self.ratio):
@@ -286,26 +291,22 @@ class RandomResizedCrop:
         return (height - h) // 2, (width - w) // 2, h, w
 
     def __call__(self, sample: Any, *, generator: torch.Generator | None = None) -> Any:
-        if generator is None:
-            return self._apply(sample)
-        with torch_rng_seeded(draw_seed(generator)):
-            return self._apply(sample)
-
-    def _apply(self, sample: Any) -> Any:
+        # draws straight from ``generator``: no global-RNG seeding, so no lock, and
+        # threads run it in parallel (NOTE [global RNGs under threads] in dataforge._rng)
         from torchvision.transforms.v2 import functional as F
 
         image, d = _split(sample, self.key)
         if isinstance(image, _ENCODED):
             enc = self.decode.header(image, d)
-            top, left, h, w = self.params(enc.height, enc.width)
+            top, left, h, w = self.params(enc.height, enc.width, generator)
             denom = _scale_denom(h, w, *self.size) if self.reduce else 1
             crop = self.decode.region(enc, (top, left, h, w), denom)
             out = F.resize(crop, list(self.size), antialias=self.antialias)
         else:
             height, width = F.get_size(image)
-            top, left, h, w = self.params(height, width)
+            top, left, h, w = self.params(height, width, generator)
             out = F.resized_crop(image, top, left, h, w, list(self.size), antialias=self.antialias)
-        if self.hflip > 0 and torch.rand(1) < self.hflip:
+        if self.hflip > 0 and torch.rand(1, generator=generator) < self.hflip:
             out = F.horizontal_flip(out)
         return _join(out, d, self.key)
 

@@ -57,15 +57,28 @@ def test_generator_reproduces_and_varies():
     assert torch.equal(a, b) and len(outs) > 1
 
 
-def test_generator_equals_torchvision_under_same_global_seed():
-    # The generator only seeds torch's global RNG for the call: the preset is
-    # exactly v2 RandomResizedCrop + RandomHorizontalFlip.
+def test_preset_equals_torchvision_under_same_global_seed():
+    # Without a generator the preset draws from torch's global RNG: it is exactly
+    # v2 RandomResizedCrop + RandomHorizontalFlip.
     x = _image()
     ref_t = v2.Compose([v2.RandomResizedCrop(16, antialias=True), v2.RandomHorizontalFlip()])
     torch.manual_seed(123)
     ref = ref_t(x)
     torch.manual_seed(123)
     assert torch.equal(train_transforms(16)(x), ref)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_generator_draws_are_torchvision_draws_and_leave_the_global_rng_alone(seed):
+    x = _image()
+    ref_t = v2.Compose([v2.RandomResizedCrop(16, antialias=True), v2.RandomHorizontalFlip()])
+    torch.manual_seed(seed)
+    ref = ref_t(x)
+    torch.manual_seed(999)
+    before = torch.get_rng_state()
+    out = train_transforms(16)(x, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(out, ref)
+    assert torch.equal(torch.get_rng_state(), before)  # neither read nor seeded
 
 
 @pytest.mark.parametrize(
