@@ -405,3 +405,25 @@ def test_the_train_preset_on_a_file_gives_channels_last_samples_that_batch_witho
     batch = stack(samples)
     assert batch.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(batch, torch.stack(samples))
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous", "gray", "same_size", "upscale"])
+def test_direct_resize_equals_torchvision_resize(layout, antialias):
+    # NOTE [direct resize] in image.py: the same interpolate call as v2's resize_image
+    from torchvision.transforms.v2 import functional as F
+
+    from dataforge.transforms.image import _resize_crop
+
+    g = torch.Generator().manual_seed(3)
+    h, w, c, size = 157, 203, 3, (64, 48)
+    hwc = torch.randint(0, 256, (h, w, c), dtype=torch.uint8, generator=g)
+    crop = {"channels_last": hwc.permute(2, 0, 1), "contiguous": hwc.permute(2, 0, 1).contiguous(),
+            "gray": hwc[..., :1].permute(2, 0, 1), "same_size": hwc.permute(2, 0, 1),
+            "upscale": hwc[:20, :30].permute(2, 0, 1)}[layout]
+    if layout == "same_size":
+        size = (h, w)
+    ref = F.resize(crop, list(size), antialias=antialias)
+    out = _resize_crop(crop, size, antialias)
+    assert out.shape == ref.shape and torch.equal(out, ref)
+    assert out.stride() == ref.stride()  # the layout too (channels-last in, channels-last out)
