@@ -49,17 +49,19 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return mix_seed(seed, epoch, index)
 
 
-def declares_generator(fn: object) -> bool:
-    """Whether ``fn`` names a ``generator`` parameter (``**kwargs`` alone does not count:
-    such a function may pass it on to something that ignores it)."""
-    target = getattr(fn, "forward", fn) if isinstance(fn, torch.nn.Module) else fn
+def accepts_generator(fn: object, *, via_kwargs: bool = True) -> bool:
+    """Whether ``fn`` takes a ``generator`` keyword: a parameter of that name, or, when
+    ``via_kwargs``, ``**kwargs`` (``MapDataset.map`` passes ``via_kwargs=False``: such
+    a function may pass the generator on to something that ignores it)."""
+    target = fn.forward if isinstance(fn, torch.nn.Module) else fn
     try:
-        params = inspect.signature(target).parameters  # type: ignore[arg-type]
+        params = inspect.signature(target).parameters.values()  # type: ignore[arg-type]
     except (TypeError, ValueError):  # builtins and some C callables
         return False
-    p = params.get("generator")
-    return p is not None and p.kind in (inspect.Parameter.KEYWORD_ONLY,
-                                        inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    keyword = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if via_kwargs:
+        return any(p.name == "generator" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    return any(p.name == "generator" and p.kind in keyword for p in params)
 
 
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:

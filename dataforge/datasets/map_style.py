@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from dataforge._rng import declares_generator, make_generator, sample_seed, seeded_rng
+from dataforge._rng import accepts_generator, make_generator, sample_seed, seeded_rng
 from dataforge.datasets.labels import as_labels, split_indices
 
 T_co = TypeVar("T_co", covariant=True)
@@ -204,7 +204,7 @@ class _Mapped(_Wrapper):
             raise TypeError(f"map(seed=...) must be an int or None, got {seed!r}")
         super().__init__(source)
         self.fn, self.seed = fn, seed
-        self._pass_generator = seed is not None and declares_generator(fn)
+        self._pass_generator = seed is not None and accepts_generator(fn, via_kwargs=False)
 
     def _apply(self, item: Any, index: int) -> Any:
         if self.seed is None:

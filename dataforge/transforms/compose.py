@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import inspect
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
-from dataforge._rng import GLOBAL_RNG_LOCK, seeded_rng
+from dataforge._rng import GLOBAL_RNG_LOCK, accepts_generator, seeded_rng
 
 Transform = Callable[..., Any]
 
@@ -45,18 +44,6 @@ __all__ = [
     "draw_seed",
     "torch_rng_seeded",
 ]
-
-
-def accepts_generator(fn: Transform) -> bool:
-    """Whether ``fn`` takes a ``generator`` keyword (or ``**kwargs``)."""
-    target = fn.forward if isinstance(fn, torch.nn.Module) else fn
-    try:
-        params = inspect.signature(target).parameters.values()
-    except (TypeError, ValueError):  # builtins and some C callables
-        return False
-    return any(
-        p.name == "generator" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params
-    )
 
 
 def draw_seed(generator: torch.Generator | None = None) -> int:

@@ -19,6 +19,7 @@ Reproducibility per sample: see NOTE [per-sample randomness] in
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -315,7 +316,13 @@ class RandomResizedCrop:
                 f"hflip={self.hflip}, antialias={self.antialias}, reduce={self.reduce})")
 
 
-_NATIVE_UINT8_BILINEAR: bool | None = None
+@functools.cache
+def _native_uint8_bilinear() -> bool:
+    """torchvision's ``_do_native_uint8_resize_on_cpu(BILINEAR)``: resize uint8 natively."""
+    import platform
+
+    return (torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+            or platform.machine() in ("aarch64", "arm64"))
 
 
 def _resize_crop(crop: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
@@ -330,16 +337,10 @@ def _resize_crop(crop: torch.Tensor, size: tuple[int, int], antialias: bool) -> 
     """
     from torchvision.transforms.v2 import functional as F
 
-    global _NATIVE_UINT8_BILINEAR
-    if _NATIVE_UINT8_BILINEAR is None:  # torchvision's _do_native_uint8_resize_on_cpu
-        import platform
-
-        _NATIVE_UINT8_BILINEAR = (torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-                                  or platform.machine() in ("aarch64", "arm64"))
     c, h, w = crop.shape
     if (h, w) == size:
         return crop
-    if not (_NATIVE_UINT8_BILINEAR and crop.dtype == torch.uint8 and crop.device.type == "cpu"
+    if not (_native_uint8_bilinear() and crop.dtype == torch.uint8 and crop.device.type == "cpu"
             and h * w > 0):
         return F.resize(crop, list(size), antialias=antialias)
     x = crop.reshape(1, c, h, w)

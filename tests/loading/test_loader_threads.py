@@ -135,7 +135,7 @@ def test_seeded_maps_give_the_same_batches_on_every_engine():
 
 
 def test_seeded_map_hands_a_generator_only_to_fns_that_name_one():
-    from dataforge._rng import declares_generator
+    from dataforge._rng import accepts_generator
     from dataforge.datasets import from_sequence
 
     seen: list[object] = []
@@ -148,8 +148,9 @@ def test_seeded_map_hands_a_generator_only_to_fns_that_name_one():
         seen.append(kw.get("generator"))
         return x
 
-    assert declares_generator(named) and not declares_generator(kwargs_only)
-    assert not declares_generator(len)
+    assert accepts_generator(named, via_kwargs=False)
+    assert not accepts_generator(kwargs_only, via_kwargs=False)
+    assert not accepts_generator(len, via_kwargs=False)
     from_sequence([0, 1]).map(named, seed=0)[1]
     from_sequence([0, 1]).map(kwargs_only, seed=0)[1]
     from_sequence([0, 1]).map(named)[1]
