@@ -1,7 +1,9 @@
 """dataforge.transforms: per-sample and on-device batch transforms.
 
 - :mod:`~dataforge.transforms.image`: ``Decode``, ``train_transforms``,
-  ``eval_transforms``, ``Torchvision`` and ``Albumentations`` adapters (uint8 CHW).
+  ``eval_transforms``, ``Torchvision`` and ``Albumentations`` adapters (uint8 CHW);
+  the presets live in :mod:`~dataforge.transforms.presets`, ``Decode`` and the
+  decoders in :mod:`~dataforge.transforms.decode`.
 - :mod:`~dataforge.transforms.batch`: ``ToFloat``, ``Normalize``,
   ``RandomHorizontalFlip``, ``RandomBrightnessContrast``, ``ChannelsLast``,
   ``Compose`` on whole NCHW batches on any device.
@@ -27,7 +29,7 @@ from dataforge.transforms.compose import Compose, OneOf, RandomApply
 
 __all__ = ["Compose", "OneOf", "RandomApply"]
 
-_SUBMODULES = ("albumentations", "batch", "compose", "decode", "functional", "image", "text")
+_SUBMODULES = ("albumentations", "batch", "compose", "decode", "functional", "image", "presets", "text")
 
 
 def __getattr__(name: str) -> Any:

@@ -9,7 +9,7 @@ NOTE [region decode]: :func:`decode_region` decodes only a box of a JPEG, at
 full or 1/2, 1/4, 1/8 scale, with the C extension ``dataforge._jpeg``
 (libjpeg-turbo's ``jpeg_skip_scanlines`` / ``jpeg_crop_scanline`` / DCT scaling;
 see ``dataforge/_jpeg.c``). At full scale its pixels equal a whole decode cropped
-to the box (tested). It is how :class:`dataforge.transforms.image.RandomResizedCrop`
+to the box (tested). It is how :class:`dataforge.transforms.presets.RandomResizedCrop`
 avoids decoding the parts of an image a crop throws away. Without the extension
 (``HAVE_ROI_DECODE`` is False: no compiler or libjpeg headers at install time), for
 other formats, and for anything the extension refuses (CMYK, any corrupt-data
@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageFile
+
+from dataforge.transforms._sample import join_sample, source_name, split_sample
 
 # NOTE [pixel limit]: the same default as PIL's Image.MAX_IMAGE_PIXELS (about
 # 89 M pixels); checked from the header before any pixel is decoded.
@@ -297,3 +301,69 @@ def _decode_pil(data: bytes, mode: str, name: str, allow_truncated: bool) -> tor
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+class Decode:
+    """Decode bytes or a path into a uint8 ``(C, H, W)`` tensor.
+
+    ``torchvision.io`` (libjpeg-turbo, releases the GIL) first, PIL as the fallback;
+    images over ``max_pixels`` are refused (decompression-bomb guard) and truncated
+    files raise :class:`ImageDecodeError` unless ``allow_truncated``. Errors name
+    the file.
+
+    Args:
+        mode: ``"RGB"`` (grayscale / RGBA converted), ``"L"``, ``"RGBA"`` or ``"UNCHANGED"``.
+        max_pixels: pixel limit, ``None`` for none.
+        allow_truncated: decode truncated files instead of raising.
+        key: the entry to decode when called on a sample dict.
+
+    Example:
+        >>> from PIL import Image; import io
+        >>> buf = io.BytesIO(); Image.new("L", (5, 4)).save(buf, "PNG")
+        >>> Decode()({"image": buf.getvalue(), "label": 1})["image"].shape
+        torch.Size([3, 4, 5])
+    """
+
+    def __init__(
+        self,
+        mode: str = "RGB",
+        *,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        allow_truncated: bool = False,
+        key: str = "image",
+    ) -> None:
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        if max_pixels is not None and (
+            isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1
+        ):
+            raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
+        self.mode = mode
+        self.max_pixels = max_pixels
+        self.allow_truncated = bool(allow_truncated)
+        self.key = key
+
+    def __call__(self, sample: Any, *, generator: torch.Generator | None = None) -> Any:
+        source, d = split_sample(sample, self.key)
+        name = source_name(source, d)
+        image = decode_image(
+            source,
+            self.mode,
+            max_pixels=self.max_pixels,
+            allow_truncated=self.allow_truncated,
+            name=name,
+        )
+        return join_sample(image, d, self.key)
+
+    def header(self, source: Any, sample: Mapping[str, Any] | None = None) -> EncodedImage:
+        """Read and check ``source``'s header with these settings (nothing decoded)."""
+        return read_header(source, max_pixels=self.max_pixels, allow_truncated=self.allow_truncated,
+                           name=source_name(source, sample))
+
+    def region(self, image: EncodedImage, box: tuple[int, int, int, int], scale_denom: int = 1) -> torch.Tensor:
+        """Decode ``box`` of an image from :meth:`header` (see ``decode_region``)."""
+        return decode_region(image, box, mode=self.mode, scale_denom=scale_denom,
+                             allow_truncated=self.allow_truncated)
+
+    def __repr__(self) -> str:
+        return f"Decode(mode={self.mode!r}, max_pixels={self.max_pixels}, allow_truncated={self.allow_truncated})"

@@ -413,7 +413,7 @@ def test_direct_resize_equals_torchvision_resize(layout, antialias):
     # NOTE [direct resize] in image.py: the same interpolate call as v2's resize_image
     from torchvision.transforms.v2 import functional as F
 
-    from dataforge.transforms.image import _resize_crop
+    from dataforge.transforms.presets import _resize_crop
 
     g = torch.Generator().manual_seed(3)
     h, w, c, size = 157, 203, 3, (64, 48)
