@@ -23,7 +23,10 @@ The limit, measured in the same run: the CPU time of one sample of each
 pipeline in a single process with one thread (read + decode + augment, plus its
 share of the batch work: its own collate, ``torch.stack`` for stock and dataforge's
 ``stack`` for dataforge, and normalize when the device is the CPU),
-times the cores the run can use (``min(max(workers, 1), cores)``).
+times the cores the run can use (``min(max(workers, 1), cores)``). Beside it, the
+parallel ceiling (NOTE [parallel ceiling] in :mod:`dataforge.bench.ceiling`): the same
+dataforge work run by that many processes at once, which shows what the cores give
+together on this machine.
 
 NOTE [endless data]: every arm draws from the same shuffled, repeated index
 space (the folder tiled to about 100,000 entries), so a small demo folder
@@ -45,6 +48,7 @@ from typing import Any
 import torch
 
 from dataforge.bench import report
+from dataforge.bench.ceiling import measure_ceiling
 from dataforge.bench.common import BenchError, env_info, median, usable_cores
 from dataforge.bench.runner import (
     Arm,
@@ -336,11 +340,26 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
     # runs (one full run put an arm at 106% of it)
     limit_window = min(1.0, seconds / 2) if quick else min(5.0, seconds)
 
+    ceiling_cores = sorted({cores_in_use(w) for w in workers_list} - {1})
+    ceiling_runs: dict[int, list[float]] = {k: [] for k in ceiling_cores}
+    ceiling_error: list[str] = []
+
     def measure_limit_now(_: int) -> None:
         if progress:
             progress("limit: one process, one thread, no loader")
         limit_runs.append(measure_limit(stock_get, df_get, len(items), batch_size=batch_size,
                                         device=dev, repeats=1, min_seconds=limit_window))
+        for k in ceiling_cores:  # NOTE [parallel ceiling]
+            if progress:
+                progress(f"parallel ceiling: the limit's work in {k} processes at once")
+            if ceiling_error:
+                return
+            try:
+                ceiling_runs[k].append(measure_ceiling(
+                    root, size=image_size, batch_size=batch_size, cores=k,
+                    normalize=dev.type == "cpu", seconds=limit_window))
+            except RuntimeError as exc:  # informational: reported, the benchmark goes on
+                ceiling_error.append(str(exc))
 
     summaries = run_arms(arms, workers_list, seconds=seconds, repeats=repeats, warmup=warm,
                          progress=progress, on_repeat=measure_limit_now)
@@ -349,6 +368,9 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
                   for w in workers_list}
     arm_dicts = [s.to_dict() for s in summaries]
     report.add_ratios(arm_dicts, by_workers)
+    ceiling = {str(w): median(ceiling_runs[cores_in_use(w)]) for w in workers_list
+               if ceiling_runs.get(cores_in_use(w)) and not ceiling_error}
+    report.add_ceiling_fractions(arm_dicts, ceiling, "dataforge")
     result: dict[str, Any] = {
         "benchmark": "image",
         "status": "ok",
@@ -368,6 +390,15 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
             "cores_in_use": {str(w): cores_in_use(w) for w in workers_list},
             "per_sample_ms": {p: s * 1e3 for p, s in limit_s.items()},
             "by_workers": by_workers,
+        },
+        "ceiling": {
+            "method": "the dataforge limit's work (read + decode + augment, stack, normalize on CPU) in "
+                      "that many independent processes at once, 1 thread each, no loader; samples/s "
+                      "added up; median over repeats. Informational: no loader beats it on this machine",
+            "pipeline": "dataforge",
+            "by_workers": ceiling,
+            "fraction_of_limit": {w: v / by_workers[w]["dataforge"] for w, v in ceiling.items()},
+            "error": ceiling_error[0] if ceiling_error else None,
         },
         "arms": arm_dicts,
     }

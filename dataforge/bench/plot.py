@@ -1,4 +1,5 @@
-"""PNG plot of a throughput result: samples/s by arm and workers, the limit as a line.
+"""PNG plot of a throughput result: samples/s by arm and workers, the limit (and the
+image benchmark's parallel ceiling) as lines.
 
 matplotlib is imported lazily (the ``bench`` extra) with the non-interactive
 ``Agg`` backend, so plotting works on a headless machine and ``import
@@ -54,6 +55,13 @@ def plot_throughput(result: dict[str, Any], path: str | os.PathLike[str]) -> Pat
             if v:
                 ax.hlines(v, i - 0.45, i + 0.45, colors="black", linestyles=styles[k % len(styles)],
                           label=f"limit ({pipe} pipeline)" if i == 0 else "_nolegend_")
+    ceiling = (result.get("ceiling") or {}).get("by_workers") or {}
+    for i, w in enumerate(workers):  # NOTE [parallel ceiling] in dataforge.bench.ceiling
+        v = ceiling.get(str(w))
+        if v:
+            ax.hlines(v, i - 0.45, i + 0.45, colors="dimgray", linestyles="-", linewidth=1.2,
+                      label="parallel ceiling (dataforge)" if not any(
+                          ceiling.get(str(u)) for u in workers[:i]) else "_nolegend_")
     values = [a["samples_per_s"] for a in arms if a["samples_per_s"] > 0]
     if values and max(values) > 20 * min(values):
         ax.set_yscale("log")  # a 50x gap would flatten the small bars to nothing

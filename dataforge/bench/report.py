@@ -24,6 +24,10 @@ benchmarks (``image``, ``text``) also have::
               "per_sample_ms": {PIPELINE: float},  # CPU ms, single process, 1 thread
               "cores_in_use": {"<workers>": int},  # the multiplier per workers count
               "by_workers": {"<workers>": {PIPELINE: samples/s}}},
+    "ceiling": {"method": str, "pipeline": str,      # image only: NOTE [parallel ceiling]
+                "by_workers": {"<workers>": samples/s},  # for workers counts using > 1 core
+                "fraction_of_limit": {"<workers>": float},
+                "error": str | None},               # why it is missing, if it failed
     "plot": str | None,                            # the PNG, when an out folder was given
     "arms": [{
         "arm": str, "label": str, "pipeline": str, "workers": int,
@@ -37,6 +41,7 @@ benchmarks (``image``, ``text``) also have::
         "window_s": float, "samples_measured": int,
         "ratio_to_stock": float | None,    # vs the "stock" arm at the same workers
         "fraction_of_limit": float | None, # vs limit.by_workers[workers][pipeline]
+        "fraction_of_ceiling": float,      # image, ceiling's pipeline, when it has one
         # text arms add: "tokens_per_s", "padding_efficiency" (real / padded tokens),
         #   "first_epoch_s", "first_epoch_samples_per_s", "first_epoch_tokens_per_s"
     }]
@@ -168,6 +173,13 @@ def add_ratios(arms: list[dict[str, Any]], by_workers: dict[str, dict[str, float
         a["fraction_of_limit"] = a["samples_per_s"] / lim if lim else None
 
 
+def add_ceiling_fractions(arms: list[dict[str, Any]], ceiling: dict[str, float], pipeline: str) -> None:
+    """Fill ``fraction_of_ceiling`` of the ``ok`` arms of ``pipeline`` that have a ceiling."""
+    for a in arms:
+        if a["status"] == "ok" and a["pipeline"] == pipeline and str(a["workers"]) in ceiling:
+            a["fraction_of_ceiling"] = a["samples_per_s"] / ceiling[str(a["workers"])]
+
+
 def _fmt(v: Any, spec: str) -> str:
     if v is None:
         return "-"
@@ -180,6 +192,10 @@ def format_throughput_table(result: dict[str, Any]) -> str:
     """The terminal table of an ``image`` or ``text`` result."""
     text = result.get("benchmark") == "text"
     cols = ["arm", "workers", "samples/s", "x stock", "of limit", "1st batch s", "CPU ms/sample", "peak MB"]
+    ceiling = result.get("ceiling") or {}
+    show_ceiling = bool(ceiling.get("by_workers"))
+    if show_ceiling:
+        cols[5:5] = ["of ceiling"]
     if text:
         cols[3:3] = ["tokens/s", "pad eff", "epoch1 s"]
     rows = []
@@ -195,6 +211,8 @@ def format_throughput_table(result: dict[str, Any]) -> str:
             _fmt(None if a.get("cpu_s_per_sample") is None else a["cpu_s_per_sample"] * 1e3, ".2f"),
             _fmt(a["peak_mem_mb"], ",.0f"),
         ]
+        if show_ceiling:
+            row[5:5] = ["-" if a.get("fraction_of_ceiling") is None else f"{a['fraction_of_ceiling']:.0%}"]
         if text:
             row[3:3] = [_fmt(a.get("tokens_per_s"), ",.0f"), _fmt(a.get("padding_efficiency"), ".3f"),
                         _fmt(a.get("first_epoch_s"), ".2f")]
@@ -214,5 +232,11 @@ def format_throughput_table(result: dict[str, Any]) -> str:
     limits = ", ".join(
         f"workers={w}: " + " / ".join(f"{p} {v:,.0f}" for p, v in d.items())
         for w, d in lim["by_workers"].items())
-    foot = f"limit ({result['unit']}; {lim['method']}): {limits}"
-    return "\n".join([head, *lines, foot])
+    foot = [f"limit ({result['unit']}; {lim['method']}): {limits}"]
+    if ceiling.get("error"):
+        foot.append(f"parallel ceiling: not measured ({ceiling['error']})")
+    elif show_ceiling:
+        foot.append(f"parallel ceiling ({ceiling['pipeline']}, {result['unit']}): " + ", ".join(
+            f"workers={w}: {v:,.0f} ({ceiling['fraction_of_limit'][w]:.0%} of the limit)"
+            for w, v in ceiling["by_workers"].items()))
+    return "\n".join([head, *lines, *foot])

@@ -6,6 +6,7 @@ import torch
 from dataforge.bench import image
 from dataforge.bench.data import check_image_folder
 from dataforge.bench.report import validate_result
+from dataforge.bench.runner import cores_in_use
 
 CPU = torch.device("cpu")
 
@@ -77,6 +78,25 @@ def test_run_small(tiny_images, tmp_path):
     ok = [a for a in r["arms"] if a["status"] == "ok"]
     assert {a["arm"] for a in ok} >= {"stock", "stock-tuned"}
     assert all(a["ratio_to_stock"] > 0 and a["fraction_of_limit"] > 0 for a in ok)
+    # NOTE [parallel ceiling]: measured whenever the run uses more than one core
+    ceiling = r["ceiling"]["by_workers"]
+    if cores_in_use(0) > 1:
+        assert ceiling["0"] > 0 and r["ceiling"]["fraction_of_limit"]["0"] > 0
+        assert all(a["fraction_of_ceiling"] > 0 for a in ok if a["pipeline"] == "dataforge")
+        assert "of ceiling" in image.format_table(r)
+    else:
+        assert ceiling == {}
+    assert all("fraction_of_ceiling" not in a for a in ok if a["pipeline"] == "stock")
     if r.get("plot"):
         assert (tmp_path / "image.png").stat().st_size > 1000
     assert "stock-tuned" in image.format_table(r)
+
+
+def test_ceiling_runs_processes_and_names_a_failure(tiny_images, tmp_path):
+    from dataforge.bench.ceiling import measure_ceiling
+
+    rate = measure_ceiling(str(tiny_images), size=32, batch_size=4, cores=2, normalize=True, seconds=0.05)
+    assert rate > 0
+    with pytest.raises(RuntimeError, match="parallel ceiling: .*"):
+        measure_ceiling(str(tmp_path / "missing"), size=32, batch_size=4, cores=2, normalize=False,
+                        seconds=0.05)

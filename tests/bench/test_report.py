@@ -8,6 +8,7 @@ import pytest
 from dataforge.bench.report import (
     SCHEMA_VERSION,
     SchemaError,
+    add_ceiling_fractions,
     add_ratios,
     format_throughput_table,
     validate_document,
@@ -90,3 +91,15 @@ def test_table_lists_every_arm():
     assert lines[-1].startswith("limit (samples/s; m): workers=2: stock 200 / dataforge 300")
     text_table = format_throughput_table(_result("text", tokens_per_s=12345.0, padding_efficiency=0.97))
     assert "pad eff" in text_table and "0.970" in text_table and "12,345" in text_table
+
+
+def test_table_shows_the_parallel_ceiling_when_measured():
+    r = _result()
+    r["ceiling"] = {"method": "m", "pipeline": "dataforge", "by_workers": {"2": 400.0},
+                    "fraction_of_limit": {"2": 400.0 / 300}}
+    add_ceiling_fractions(r["arms"], r["ceiling"]["by_workers"], "dataforge")
+    lines = format_throughput_table(r).splitlines()
+    assert "of ceiling" in lines[1]
+    thread = next(line for line in lines if line.startswith("dataforge-thread"))
+    assert "62%" in thread  # 250 of 400
+    assert lines[-1] == "parallel ceiling (dataforge, samples/s): workers=2: 400 (133% of the limit)"
