@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench", help="throughput benchmarks against stock PyTorch",
         description="Measure input-pipeline throughput on this machine, side by side with stock "
-                    "PyTorch in the same run, against the measured limit.")
+                    "PyTorch in the same run, against the measured limit (and, for image, the "
+                    "parallel ceiling: the same work in one process per core, no loader).")
     b.add_argument("what", choices=[*BENCHMARKS, "all"], metavar="BENCHMARK",
                    help=f"one of {', '.join(BENCHMARKS)}, or all ({', '.join(ALL)})")
     b.add_argument("--data", metavar="PATH", help="your ImageFolder (ROOT/<class>/<image>) for image, or a JSONL "
