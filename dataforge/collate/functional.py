@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dataforge._memory import POOL_MIN_BYTES, empty_strided_cpu
+
 __all__ = [
     "empty",
     "in_worker",
@@ -66,8 +68,10 @@ def empty(
     if strides is None:
         strides = _contiguous_strides(shape)
     strides = tuple(int(s) for s in strides)
-    if not shared or torch.device(device).type != "cpu":
+    if torch.device(device).type != "cpu":
         return torch.empty_strided(shape, strides, dtype=dtype, device=device)
+    if not shared:  # batch-sized: from the buffer pool (NOTE [buffer pool] in dataforge._memory)
+        return empty_strided_cpu(shape, strides, dtype)
     nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
     try:
         storage = torch.UntypedStorage._new_shared(nbytes)  # type: ignore[attr-defined]
@@ -106,19 +110,23 @@ def stack(tensors: Sequence[torch.Tensor], *, shared: bool = False) -> torch.Ten
     image into a contiguous batch instead: 43 us against 5 us per 224x224 image on one
     core (measured; see benchmarks/README.md). Values, shape and dtype are those of
     ``torch.stack``; use ``.reshape`` rather than ``.view`` to flatten such a batch, or
-    ``.contiguous()`` when a contiguous one is needed.
+    ``.contiguous()`` when a contiguous one is needed. A batch of 1 MiB or more outside
+    a worker process is allocated from the buffer pool (NOTE [buffer pool] in
+    ``dataforge._memory``).
     """
     elem = tensors[0]
     layout = _dense_layout(elem) if elem.device.type == "cpu" else None
     if layout is not None and any(t.stride() != layout or t.shape != elem.shape for t in tensors):
         layout = None
-    if layout is None and (not shared or elem.device.type != "cpu"):
-        return torch.stack(list(tensors), 0)
+    if elem.device.type != "cpu" or any(t.requires_grad for t in tensors):
+        return torch.stack(list(tensors), 0)  # (out= does not support autograd)
     dtype = elem.dtype
     for t in tensors:
         if t.dtype != dtype:
             dtype = torch.promote_types(dtype, t.dtype)
     shape = (len(tensors), *elem.shape)
+    if layout is None and not shared and math.prod(shape) * dtype.itemsize < POOL_MIN_BYTES:
+        return torch.stack(list(tensors), 0)  # small: malloc reuses its memory anyway
     strides = None if layout is None else (elem.numel(), *layout)
     out = empty(shape, dtype, shared=shared, strides=strides)
     return torch.stack(list(tensors), 0, out=out)
