@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "from_shards": "dataforge.datasets.shards",
     "mix": "dataforge.datasets.iterable",
     "seed_worker": "dataforge.loading.seeding",
+    "set_buffer_pool": "dataforge._memory",
     "zip": "dataforge.datasets.map_style",
 }
 _SUBMODULES = ("collate", "datasets", "loading", "samplers", "synthetic", "transforms")
@@ -69,6 +70,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from dataforge._memory import set_buffer_pool
     from dataforge.collate.default import default_collate
     from dataforge.collate.pad import PadCollate
     from dataforge.collate.split import SplitCollate

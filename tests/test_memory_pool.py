@@ -114,3 +114,23 @@ def test_stack_from_the_pool_equals_torch_stack(monkeypatch, channels_last):
     assert batch.is_contiguous(memory_format=torch.channels_last) == channels_last
     grad = [torch.zeros(3, 224, 224, requires_grad=True) for _ in range(8)]
     assert stack(grad).requires_grad  # autograd: plain torch.stack, not out=
+
+
+def test_set_buffer_pool_bounds_and_turns_off(monkeypatch):
+    import dataforge
+
+    pool = BufferPool()
+    monkeypatch.setattr(_memory, "POOL", pool)
+    t = empty_strided_cpu(SHAPE, STRIDES, torch.float32)
+    del t
+    gc.collect()
+    assert pool.free_bytes > 0
+    dataforge.set_buffer_pool(0)  # hands the free buffers back, keeps none from now on
+    assert pool.free_bytes == 0 and pool.max_free_bytes == 0
+    t = empty_strided_cpu(SHAPE, STRIDES, torch.float32)
+    del t
+    gc.collect()
+    assert pool.free_bytes == 0
+    for bad in (-1, 1.5, True, "1GB"):
+        with pytest.raises(ValueError, match="max_free_bytes must be an int >= 0"):
+            dataforge.set_buffer_pool(bad)
