@@ -108,7 +108,8 @@ class BufferPool:
         if base is None:
             base = np.empty(size + _ALIGN, dtype=np.uint8)
             _advise_huge(base.ctypes.data, base.nbytes)
-            self.allocated += 1
+            with self._lock:
+                self.allocated += 1
         off = -base.ctypes.data % _ALIGN
         view = base[off:off + size]  # its own object: it lives exactly as long as the storage
         fin = weakref.finalize(view, self._release, size, base)
@@ -199,7 +200,10 @@ def empty_strided_cpu(shape: tuple[int, ...], strides: tuple[int, ...], dtype: t
     shape, strides = tuple(int(s) for s in shape), tuple(int(s) for s in strides)
     if math.prod(shape) * torch.empty((), dtype=dtype).element_size() < POOL_MIN_BYTES:
         return torch.empty_strided(shape, strides, dtype=dtype)
-    return POOL.empty_strided(shape, strides, dtype)
+    try:
+        return POOL.empty_strided(shape, strides, dtype)
+    except (RuntimeError, TypeError):  # pragma: no cover - a torch built without numpy support
+        return torch.empty_strided(shape, strides, dtype=dtype)
 
 
 def empty_like_cpu(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
