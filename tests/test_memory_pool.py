@@ -127,7 +127,9 @@ def test_set_buffer_pool_bounds_and_turns_off(monkeypatch):
     assert pool.free_bytes > 0
     dataforge.set_buffer_pool(0)  # hands the free buffers back, keeps none from now on
     assert pool.free_bytes == 0 and pool.max_free_bytes == 0
+    made = pool.allocated
     t = empty_strided_cpu(SHAPE, STRIDES, torch.float32)
+    assert t.stride() == STRIDES and pool.allocated == made  # a plain torch allocation
     del t
     gc.collect()
     assert pool.free_bytes == 0
