@@ -98,7 +98,7 @@ class BufferPool:
     def empty_strided(self, shape: tuple[int, ...], strides: tuple[int, ...],
                       dtype: torch.dtype) -> torch.Tensor:
         """An uninitialised CPU tensor of a dense layout ``strides``, its memory pooled."""
-        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        size = math.prod(shape) * dtype.itemsize
         with self._lock:
             bucket = self._free.get(size)
             base = bucket.pop() if bucket else None
@@ -178,7 +178,7 @@ def _advise_huge(ptr: int, nbytes: int) -> None:
                 madvise(start, end - start, _MADV_HUGEPAGE)
 
 
-def _dense_strides(x: torch.Tensor) -> tuple[int, ...] | None:
+def dense_strides(x: torch.Tensor) -> tuple[int, ...] | None:
     """``x``'s strides when they are a dense permutation (contiguous, channels-last), else None."""
     dims = sorted(range(x.dim()), key=lambda d: (x.stride(d), -d))
     expected = 1
@@ -198,7 +198,7 @@ def empty_strided_cpu(shape: tuple[int, ...], strides: tuple[int, ...], dtype: t
         torch.Size([2, 3])
     """
     shape, strides = tuple(int(s) for s in shape), tuple(int(s) for s in strides)
-    small = math.prod(shape) * torch.empty((), dtype=dtype).element_size() < POOL_MIN_BYTES
+    small = math.prod(shape) * dtype.itemsize < POOL_MIN_BYTES
     if small or POOL.max_free_bytes == 0:  # set_buffer_pool(0): plain allocations, as torch's
         return torch.empty_strided(shape, strides, dtype=dtype)
     try:
@@ -215,7 +215,7 @@ def empty_like_cpu(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         >>> empty_like_cpu(torch.zeros(2, 3, dtype=torch.uint8), torch.float32).dtype
         torch.float32
     """
-    strides = _dense_strides(x)
+    strides = dense_strides(x)
     if strides is None:  # overlapping or with gaps: torch picks the layout
         return torch.empty_like(x, dtype=dtype)
     return empty_strided_cpu(tuple(x.shape), strides, dtype)

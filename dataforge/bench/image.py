@@ -350,10 +350,10 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
         limit_runs.append(measure_limit(stock_get, df_get, len(items), batch_size=batch_size,
                                         device=dev, repeats=1, min_seconds=limit_window))
         for k in ceiling_cores:  # NOTE [parallel ceiling]
-            if progress:
-                progress(f"parallel ceiling: the limit's work in {k} processes at once")
             if ceiling_error:
                 return
+            if progress:
+                progress(f"parallel ceiling: the limit's work in {k} processes at once")
             try:
                 ceiling_runs[k].append(measure_ceiling(
                     root, size=image_size, batch_size=batch_size, cores=k,

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataforge._memory import POOL_MIN_BYTES, empty_strided_cpu
+from dataforge._memory import POOL_MIN_BYTES, dense_strides, empty_strided_cpu
 
 __all__ = [
     "empty",
@@ -89,15 +89,7 @@ def _contiguous_strides(shape: Shape) -> tuple[int, ...]:
 
 def _dense_layout(t: torch.Tensor) -> tuple[int, ...] | None:
     """``t``'s strides if they are a dense, non-contiguous permutation (channels-last), else None."""
-    if t.is_contiguous() or t.dim() < 2:
-        return None
-    dims = sorted(range(t.dim()), key=lambda d: (t.stride(d), -d), reverse=True)
-    expected = 1
-    for d in reversed(dims):  # innermost first
-        if t.size(d) != 1 and t.stride(d) != expected:
-            return None
-        expected *= t.size(d)
-    return tuple(t.stride())
+    return None if t.is_contiguous() or t.dim() < 2 else dense_strides(t)
 
 
 def stack(tensors: Sequence[torch.Tensor], *, shared: bool = False) -> torch.Tensor:
@@ -115,11 +107,11 @@ def stack(tensors: Sequence[torch.Tensor], *, shared: bool = False) -> torch.Ten
     ``dataforge._memory``).
     """
     elem = tensors[0]
-    layout = _dense_layout(elem) if elem.device.type == "cpu" else None
-    if layout is not None and any(t.stride() != layout or t.shape != elem.shape for t in tensors):
-        layout = None
     if elem.device.type != "cpu" or any(t.requires_grad for t in tensors):
         return torch.stack(list(tensors), 0)  # (out= does not support autograd)
+    layout = _dense_layout(elem)
+    if layout is not None and any(t.stride() != layout or t.shape != elem.shape for t in tensors):
+        layout = None
     dtype = elem.dtype
     for t in tensors:
         if t.dtype != dtype:
