@@ -4,9 +4,10 @@ NOTE [parallel ceiling]: the limit (``image.measure_limit``) is one core's work 
 sample times the cores in use, which assumes that cores add up perfectly. They do
 not quite: they share the last-level cache and the memory bandwidth, and on a
 virtual machine they may share more. The ceiling measures what the cores really
-give together. It runs the same work as the dataforge limit, with nothing between
-the processes and no loader: read, decode and augment each sample, then stack each
-batch and, on the CPU, normalize it. That work runs in ``cores`` independent
+give together. It runs the same work as the dataforge limit, through the same
+function (``image.batch_step``, NOTE [limit as a flow]), with nothing between the
+processes and no loader: read, decode and augment each sample, then stack each batch
+and, on the CPU, normalize it. That work runs in ``cores`` independent
 processes, each with one torch thread, started together after a warm-up; their
 rates are added up.
 
@@ -37,7 +38,7 @@ def _work(root: str, size: int, batch_size: int, normalize: bool, seconds: float
     """One process: warm up, wait for the others, then batches for ``seconds``; put the rate."""
     import torch
 
-    from dataforge.bench.image import _batch_tf
+    from dataforge.bench.image import _batch_tf, _identity, _image_of, batch_step
     from dataforge.collate.functional import stack
     from dataforge.datasets.image_folder import ImageFolder
     from dataforge.transforms.image import train_transforms
@@ -45,17 +46,9 @@ def _work(root: str, size: int, batch_size: int, normalize: bool, seconds: float
     try:
         torch.set_num_threads(1)
         ds = ImageFolder(root, transform=train_transforms(size))
-        get, n = ds.__getitem__, len(ds)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-        tf = _batch_tf(torch.device("cpu")) if normalize else None
-        state = {"i": 0}
-
-        def one_batch() -> None:
-            samples = [get(order[(state["i"] + j) % n])["image"] for j in range(batch_size)]
-            state["i"] += batch_size
-            b = stack(samples)
-            if tf is not None:
-                tf(b)
+        tf = _batch_tf(torch.device("cpu")) if normalize else _identity
+        one_batch = batch_step(ds.__getitem__, _image_of, stack, tf, len(ds), batch_size=batch_size,
+                               seed=seed)
 
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < WARMUP_S:

@@ -19,11 +19,11 @@ device (synchronized on CUDA):
    CUDA -> ``Prefetcher``) over the same uint8 pipeline; ``absent`` when
    torchdata is not installed.
 
-The limit, measured in the same run: the CPU time of one sample of each
-pipeline in a single process with one thread (read + decode + augment, plus its
-share of the batch work: its own collate, ``torch.stack`` for stock and dataforge's
-``stack`` for dataforge, and normalize when the device is the CPU),
-times the cores the run can use (``min(max(workers, 1), cores)``). Beside it, the
+The limit, measured in the same run: the CPU time per sample of each pipeline's
+whole job done batch after batch by a single process with one thread and no
+loader (read + decode + augment each sample, then its own collate, ``torch.stack``
+for stock and dataforge's ``stack`` for dataforge, and normalize when the device
+is the CPU; NOTE [limit as a flow] in :func:`measure_limit`), times the cores the run can use (``min(max(workers, 1), cores)``). Beside it, the
 parallel ceiling (NOTE [parallel ceiling] in :mod:`dataforge.bench.ceiling`): the same
 dataforge work run by that many processes at once, which shows what the cores give
 together on this machine.
@@ -245,44 +245,68 @@ def _torchdata_arm(ds: Any, batch_size: int, device: torch.device,
 # --------------------------------------------------------------------------- the limit
 
 
+def batch_step(get: Callable[[int], Any], pick: Callable[[Any], torch.Tensor],
+               collate: Callable[[list[torch.Tensor]], Any], finish: Callable[[Any], Any], n: int, *,
+               batch_size: int, seed: int = 0) -> Callable[[], None]:
+    """A callable that does one batch of a pipeline's whole job in this thread, no loader.
+
+    Each call reads, decodes and augments the next ``batch_size`` samples of one
+    shuffled order over all ``n`` files (as the arms do: a small cycled subset would
+    stay in the CPU caches), collates them with ``collate`` and applies ``finish``.
+    The limit times it in one thread and the parallel ceiling runs it in N processes
+    (NOTE [limit as a flow]).
+    """
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    state = {"i": 0}
+
+    def step() -> None:
+        i = state["i"]
+        samples = [pick(get(order[(i + j) % n])) for j in range(batch_size)]
+        state["i"] = i + batch_size
+        finish(collate(samples))
+
+    return step
+
+
 def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any], n: int, *,
                   batch_size: int, device: torch.device, repeats: int,
                   min_seconds: float) -> dict[str, float]:
     """CPU seconds of work per sample of each pipeline: one process, one thread, no loader.
 
-    Per sample: read + decode + augment, walking all ``n`` files in one shuffled
-    order (as the arms do: a small cycled subset would stay in the CPU caches and
-    understate the work), plus the sample's share of the batch work (the pipeline's
-    own collate; and on the CPU, the uint8 pipeline's convert + normalize). See NOTE [limit in CPU
-    time] in ``runner``.
+    NOTE [limit as a flow]: the limit times the whole job as one thread does it
+    without a loader (:func:`batch_step`): read + decode + augment each sample, then
+    the pipeline's own collate (``torch.stack`` for stock, dataforge's ``stack``)
+    and, on the CPU, the uint8 pipeline's convert + normalize, batch after batch.
+    Up to the fifth session the batch share was timed apart, on one batch of
+    samples stacked over and over: its inputs stayed in the caches and its buffers
+    mapped, and it came out at about half its cost in the flow (0.062 against 0.12
+    CPU-ms per sample). That put the limit 6%-7% above what one core can do, and
+    the parallel ceiling, which runs this flow, at 92%-94% of it, while every stage
+    alone ran at 0.98-1.02x its single-process rate in two processes at once.
+    See also NOTE [limit in CPU time] in ``runner``.
     """
-    k = min(n, 64)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
-
-    def per_sample(get: Callable[[int], Any]) -> float:
-        state = {"i": 0}
-
-        def step() -> None:
-            get(order[state["i"] % n])
-            state["i"] += 1
-
-        return cpu_seconds_per_call(step, repeats=repeats, min_seconds=min_seconds)
-
-    def per_batch(samples: list[torch.Tensor], collate: Callable[[list[torch.Tensor]], torch.Tensor],
-                  finish: Callable[[torch.Tensor], Any]) -> float:
-        return cpu_seconds_per_call(lambda: finish(collate(samples)), repeats=repeats,
-                                    min_seconds=min_seconds / 4) / len(samples)
-
     from dataforge.collate.functional import stack
 
-    b = min(batch_size, k)
-    stock_s = per_sample(stock_get)
-    df_s = per_sample(df_get)
-    # each pipeline with its own collate: torch.stack (default_collate) and dataforge's stack
-    stock_s += per_batch([stock_get(i % k)[0] for i in range(b)], torch.stack, lambda x: x)
-    tf = _batch_tf(torch.device("cpu")) if device.type == "cpu" else (lambda x: x)
-    df_s += per_batch([df_get(i % k)["image"] for i in range(b)], stack, tf)
-    return {"stock": stock_s, "dataforge": df_s}
+    def per_sample(get: Callable[[int], Any], pick: Callable[[Any], torch.Tensor],
+                   collate: Callable[[list[torch.Tensor]], Any], finish: Callable[[Any], Any]) -> float:
+        step = batch_step(get, pick, collate, finish, n, batch_size=batch_size)
+        return cpu_seconds_per_call(step, repeats=repeats, min_seconds=min_seconds) / batch_size
+
+    tf = _batch_tf(torch.device("cpu")) if device.type == "cpu" else _identity
+    return {"stock": per_sample(stock_get, _first, torch.stack, _identity),
+            "dataforge": per_sample(df_get, _image_of, stack, tf)}
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _first(sample: Any) -> torch.Tensor:
+    return sample[0]
+
+
+def _image_of(sample: Any) -> torch.Tensor:
+    return sample["image"]
 
 
 # --------------------------------------------------------------------------- run
@@ -383,8 +407,9 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
             "quick": quick, "virtual_length": _tiled(len(items)),
         },
         "limit": {
-            "method": "CPU time, 1 process, 1 thread, no loader: read + decode + augment one sample, plus "
-                      "its share of its own collate (and of normalize on CPU); times the cores in use "
+            "method": "CPU time, 1 process, 1 thread, no loader: batch after batch, read + decode + augment "
+                      "each sample, then its own collate (and normalize on CPU); per sample, times the "
+                      "cores in use "
                       "(workers, or torch threads when workers=0, at most the usable cores); "
                       "median over repeats, interleaved with the arms",
             "cores_in_use": {str(w): cores_in_use(w) for w in workers_list},

@@ -100,3 +100,19 @@ def test_ceiling_runs_processes_and_names_a_failure(tiny_images, tmp_path):
     with pytest.raises(RuntimeError, match="parallel ceiling: .*"):
         measure_ceiling(str(tmp_path / "missing"), size=32, batch_size=4, cores=2, normalize=False,
                         seconds=0.05)
+
+
+def test_batch_step_walks_every_file_once_per_pass_and_collates_each_batch():
+    got, batches = [], []
+
+    def get(i):
+        got.append(i)
+        return {"image": torch.full((1,), i)}
+
+    step = image.batch_step(get, image._image_of, torch.stack, batches.append, 10, batch_size=4)
+    for _ in range(5):  # 20 samples: two shuffled passes over the 10 files
+        step()
+    assert sorted(got[:10]) == list(range(10)) and got[10:] == got[:10]
+    assert got[:10] != list(range(10))  # a shuffled order, not the files' order
+    assert [b.shape for b in batches] == [(4, 1)] * 5
+    assert torch.cat(batches).flatten().tolist() == got
