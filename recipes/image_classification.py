@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import SequentialSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -128,8 +129,10 @@ def main() -> None:
     loader = dataforge.build_loader(train_ds, lc["batch_size"], sampler=sampler, num_workers=lc["num_workers"],
                                     engine=lc["engine"], device=device, batch_transforms=on_device,
                                     seed=seed, drop_last=True)
-    val_loader = dataforge.build_loader(val_ds, lc["batch_size"], num_workers=lc["num_workers"],
-                                        engine=lc["engine"], device=device, batch_transforms=on_device)
+    # val_ds is already this rank's part: an explicit in-order sampler says so to build_loader
+    val_loader = dataforge.build_loader(val_ds, lc["batch_size"], sampler=SequentialSampler(val_ds),
+                                        num_workers=lc["num_workers"], engine=lc["engine"], device=device,
+                                        batch_transforms=on_device)
     num_classes = len(full.classes)
     model = build_model(cfg, num_classes, args).to(device)
     opt_cls = getattr(torch.optim, cfg["optimizer"]["type"])

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import SequentialSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -140,8 +141,9 @@ def main() -> None:
     lc = cfg["loader"]
     loader = dataforge.build_loader(train_ds, batch_sampler=batch_sampler, collate_fn=collate,
                                     num_workers=lc["num_workers"], engine=lc["engine"], device=device, seed=seed)
-    val_loader = dataforge.build_loader(val_ds, 256, collate_fn=collate, num_workers=lc["num_workers"],
-                                        engine=lc["engine"], device=device)
+    # val_ds is already this rank's part: an explicit in-order sampler says so to build_loader
+    val_loader = dataforge.build_loader(val_ds, 256, sampler=SequentialSampler(val_ds), collate_fn=collate,
+                                        num_workers=lc["num_workers"], engine=lc["engine"], device=device)
     num_classes = len(full.classes) if getattr(full, "classes", None) is not None else int(full.labels.max()) + 1
     model = build_model(cfg, tok.get_vocab_size(), num_classes, args.hf_model).to(device)
     opt = getattr(torch.optim, cfg["optimizer"]["type"])(model.parameters(), **cfg["optimizer"]["args"])
