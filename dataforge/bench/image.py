@@ -23,10 +23,11 @@ The limit, measured in the same run: the CPU time per sample of each pipeline's
 whole job done batch after batch by a single process with one thread and no
 loader (read + decode + augment each sample, then its own collate, ``torch.stack``
 for stock and dataforge's ``stack`` for dataforge, and normalize when the device
-is the CPU; NOTE [limit as a flow] in :func:`measure_limit`), times the cores the run can use (``min(max(workers, 1), cores)``). Beside it, the
-parallel ceiling (NOTE [parallel ceiling] in :mod:`dataforge.bench.ceiling`): the same
-dataforge work run by that many processes at once, which shows what the cores give
-together on this machine.
+is the CPU; NOTE [limit as a flow] in :func:`measure_limit`), times the cores the
+run can use (``min(max(workers, 1), cores)``). Beside it, the parallel ceiling
+(NOTE [parallel ceiling] in :mod:`dataforge.bench.ceiling`): the same dataforge work
+run by that many processes at once, which shows what the cores give together on
+this machine.
 
 NOTE [endless data]: every arm draws from the same shuffled, repeated index
 space (the folder tiled to about 100,000 entries), so a small demo folder
@@ -280,7 +281,7 @@ def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any],
     Up to the fifth session the batch share was timed apart, on one batch of
     samples stacked over and over: its inputs stayed in the caches and its buffers
     mapped, and it came out at about half its cost in the flow (0.062 against 0.12
-    CPU-ms per sample). That put the limit 6%-7% above what one core can do, and
+    CPU-ms per sample). That put the limit about 6% above what one core can do, and
     the parallel ceiling, which runs this flow, at 92%-94% of it, while every stage
     alone ran at 0.98-1.02x its single-process rate in two processes at once.
     See also NOTE [limit in CPU time] in ``runner``.
