@@ -38,7 +38,7 @@ def _work(root: str, size: int, batch_size: int, normalize: bool, seconds: float
     """One process: warm up, wait for the others, then batches for ``seconds``; put the rate."""
     import torch
 
-    from dataforge.bench.image import _batch_tf, _identity, _image_of, batch_step
+    from dataforge.bench.image import _batch_tf, _identity, _images, batch_step
     from dataforge.collate.functional import stack
     from dataforge.datasets.image_folder import ImageFolder
     from dataforge.transforms.image import train_transforms
@@ -47,7 +47,7 @@ def _work(root: str, size: int, batch_size: int, normalize: bool, seconds: float
         torch.set_num_threads(1)
         ds = ImageFolder(root, transform=train_transforms(size))
         tf = _batch_tf(torch.device("cpu")) if normalize else _identity
-        one_batch = batch_step(ds.__getitem__, _image_of, stack, tf, len(ds), batch_size=batch_size,
+        one_batch = batch_step(ds.__getitem__, _images, stack, tf, len(ds), batch_size=batch_size,
                                seed=seed)
 
         t0 = time.perf_counter()

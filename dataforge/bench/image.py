@@ -124,6 +124,7 @@ class _Finish:
 
 
 def _images(batch: Any) -> torch.Tensor:
+    """The images of a batch, or the image of a sample: ``["image"]`` of a dict, else ``[0]``."""
     return batch["image"] if isinstance(batch, dict) else batch[0]
 
 
@@ -294,20 +295,12 @@ def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any],
         return cpu_seconds_per_call(step, repeats=repeats, min_seconds=min_seconds) / batch_size
 
     tf = _batch_tf(torch.device("cpu")) if device.type == "cpu" else _identity
-    return {"stock": per_sample(stock_get, _first, torch.stack, _identity),
-            "dataforge": per_sample(df_get, _image_of, stack, tf)}
+    return {"stock": per_sample(stock_get, _images, torch.stack, _identity),
+            "dataforge": per_sample(df_get, _images, stack, tf)}
 
 
 def _identity(x: Any) -> Any:
     return x
-
-
-def _first(sample: Any) -> torch.Tensor:
-    return sample[0]
-
-
-def _image_of(sample: Any) -> torch.Tensor:
-    return sample["image"]
 
 
 # --------------------------------------------------------------------------- run

@@ -72,7 +72,7 @@ def empty(
         return torch.empty_strided(shape, strides, dtype=dtype, device=device)
     if not shared:  # batch-sized: from the buffer pool (NOTE [buffer pool] in dataforge._memory)
         return empty_strided_cpu(shape, strides, dtype)
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * dtype.itemsize
     try:
         storage = torch.UntypedStorage._new_shared(nbytes)  # type: ignore[attr-defined]
         return torch.empty(0, dtype=dtype).set_(storage, 0, shape, strides)

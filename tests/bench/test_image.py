@@ -109,7 +109,7 @@ def test_batch_step_walks_every_file_once_per_pass_and_collates_each_batch():
         got.append(i)
         return {"image": torch.full((1,), i)}
 
-    step = image.batch_step(get, image._image_of, torch.stack, batches.append, 10, batch_size=4)
+    step = image.batch_step(get, image._images, torch.stack, batches.append, 10, batch_size=4)
     for _ in range(5):  # 20 samples: two shuffled passes over the 10 files
         step()
     assert sorted(got[:10]) == list(range(10)) and got[10:] == got[:10]
