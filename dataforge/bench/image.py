@@ -18,6 +18,11 @@ device (synchronized on CUDA):
    ``ParallelMapper`` with threads -> ``Batcher`` -> collate -> ``PinMemory`` on
    CUDA -> ``Prefetcher``) over the same uint8 pipeline; ``absent`` when
    torchdata is not installed.
+6. ``dataforge-gpu-decode`` (``--device cuda`` only): the thread engine's workers
+   only read the files; each batch of encoded JPEGs is decoded with nvJPEG and
+   cropped, flipped and normalized on the GPU (:class:`~dataforge.transforms.gpu_decode.
+   GpuRandomResizedCrop`, the same crop draws). ``absent``, with the reason, on the
+   CPU or where torchvision cannot decode on the GPU. It has no CPU limit.
 
 The limit, measured in the same run: the CPU time per sample of each pipeline's
 whole job done batch after batch by a single process with one thread and no
@@ -168,7 +173,7 @@ def _uint8_finisher(device: torch.device) -> Callable[[Any], Any]:
 
 def make_arms(root: str, items: list[tuple[str, int]], *, size: int, batch_size: int,
               device: torch.device) -> list[Arm]:
-    """The five image arms over the folder ``root`` (whose files are ``items``)."""
+    """The six image arms over the folder ``root`` (whose files are ``items``)."""
     from dataforge.datasets.image_folder import ImageFolder
     from dataforge.loading.loader import build_loader
     from dataforge.transforms.image import train_transforms
@@ -215,7 +220,48 @@ def make_arms(root: str, items: list[tuple[str, int]], *, size: int, batch_size:
                         make_df, consume))
 
     arms.append(_torchdata_arm(df_tiled, batch_size, device, consume))
+    enc_tiled = ImageFolder(root, decode=False).subset(tiled_idx)
+    arms.append(_gpu_decode_arm(enc_tiled, size, batch_size, device, consume))
     return arms
+
+
+def gpu_decode_loader(ds: Any, workers: int, *, size: int, batch_size: int, device: torch.device,
+                      decode: str = "cuda") -> Iterable[Any]:
+    """The GPU decode arm's loader: threads read the files of ``ds`` (an
+    ``ImageFolder(decode=False)``), :class:`GpuRandomResizedCrop` finishes each batch on
+    ``device`` (``decode="cpu"``: its CPU path, for tests without a GPU)."""
+    from dataforge.loading.loader import build_loader
+    from dataforge.transforms.gpu_decode import GpuRandomResizedCrop
+
+    tf = GpuRandomResizedCrop(size, decode=decode, device=device, mean=MEAN, std=STD, seed=0)
+    return build_loader(ds, batch_size, shuffle=True, num_workers=workers,
+                        pin_memory=device.type == "cuda", device=device, batch_transforms=tf,
+                        transform_keys=["image"], seed=0, engine="thread",
+                        timeout=BATCH_TIMEOUT if workers > 0 else 0)
+
+
+def _gpu_decode_arm(ds: Any, size: int, batch_size: int, device: torch.device,
+                    consume: Callable[[Any], Counters]) -> Arm:
+    import warnings
+
+    from dataforge.transforms.gpu_decode import GpuRandomResizedCrop
+
+    name = "dataforge-gpu-decode"
+    label = "dataforge thread engine reading files + nvJPEG decode, crop, flip, normalize on the GPU"
+    if device.type != "cuda":
+        return Arm(name, label, lambda w: [], consume, pipeline="gpu-decode",
+                   absent="needs --device cuda (decodes with nvJPEG on the GPU); skipped on the CPU")
+    with warnings.catch_warnings():  # the reason is reported as the arm's status instead
+        warnings.simplefilter("ignore")
+        reason = GpuRandomResizedCrop(size, device=device).fallback_reason
+    if reason is not None:
+        return Arm(name, label, lambda w: [], consume, pipeline="gpu-decode",
+                   absent=f"no GPU decode here: {reason}")
+
+    def make(workers: int) -> Iterable[Any]:
+        return gpu_decode_loader(ds, workers, size=size, batch_size=batch_size, device=device)
+
+    return Arm(name, label, make, consume, pipeline="gpu-decode")
 
 
 def _torchdata_arm(ds: Any, batch_size: int, device: torch.device,

@@ -19,8 +19,28 @@ def arms(tiny_images):
 
 def test_arm_names(arms):
     assert [a.name for a in arms] == ["stock", "stock-tuned", "dataforge-process", "dataforge-thread",
-                                      "torchdata-nodes"]
-    assert [a.pipeline for a in arms] == ["stock"] + ["dataforge"] * 4
+                                      "torchdata-nodes", "dataforge-gpu-decode"]
+    assert [a.pipeline for a in arms] == ["stock"] + ["dataforge"] * 4 + ["gpu-decode"]
+
+
+def test_gpu_decode_arm_is_absent_on_the_cpu_with_a_note(arms):
+    gpu = arms[-1]
+    assert gpu.absent and "--device cuda" in gpu.absent
+
+
+def test_gpu_decode_loader_finishes_batches_of_file_bytes(tiny_images):
+    """The arm's loader, run on its CPU path: threads read bytes, the transform finishes."""
+    from dataforge.datasets.image_folder import ImageFolder
+
+    ds = ImageFolder(tiny_images, decode=False)
+    loader = image.gpu_decode_loader(ds, 2, size=32, batch_size=4, device=CPU, decode="cpu")
+    batches = list(loader)
+    assert sum(len(b["label"]) for b in batches) == len(ds)
+    for b in batches:
+        x = b["image"]
+        assert x.dtype == torch.float32 and x.shape == (len(b["label"]), 3, 32, 32)
+        assert x.min() < 0 < x.max()
+        assert [ds.classes.index(p.split("/")[-2]) for p in b["path"]] == b["label"].tolist()
 
 
 def test_every_arm_yields_normalized_float_batches_of_the_same_shape(arms):
