@@ -16,9 +16,10 @@
  *     (scale_denom), when the caller will shrink the crop by at least that much.
  *
  * The GIL is released while pixels are decoded, so threads decode in parallel.
- * Any libjpeg warning (corrupt data) aborts the decode with a ValueError: the
- * Python caller then falls back to its general decoder, whose behavior on
- * damaged files is the reference. Requires libjpeg(-turbo) >= 1.5 / 2.x headers.
+ * Errors: dataforge._jpeg.Unsupported (a ValueError) for what this module does
+ * not decode (CMYK, 12-bit, lossless, a broken crop path; the caller may use a
+ * general decoder), ValueError for corrupt data or a limit exceeded (the caller
+ * must not retry elsewhere: the refusal stands). Requires libjpeg-turbo >= 1.5.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -29,58 +30,186 @@
 #include <string.h>
 
 #include <jpeglib.h>
+#include <jerror.h>
+
+#if JPEG_LIB_VERSION >= 70
+#define COMP_DCT_SIZE(comp) ((comp)->DCT_h_scaled_size)
+#define MIN_DCT_SIZE(cinfo) ((cinfo)->min_DCT_h_scaled_size)
+#else
+#define COMP_DCT_SIZE(comp) ((comp)->DCT_scaled_size)
+#define MIN_DCT_SIZE(cinfo) ((cinfo)->min_DCT_scaled_size)
+#endif
+
+#ifdef LIBJPEG_TURBO_VERSION_NUMBER
+#define TURBO_VERSION LIBJPEG_TURBO_VERSION_NUMBER
+#else
+#define TURBO_VERSION 0
+#endif
+
+/* NOTE [scaled crop of 4x2 / 2x4 chroma]: with DCT scaling, libjpeg does part of
+ * a component's upsampling inside its IDCT (the component's DCT_scaled_size is
+ * larger than min_DCT_scaled_size) and the rest in the upsampler. Before
+ * libjpeg-turbo 3.0.0 (commit 3a536273), jpeg_crop_scanline computed such a
+ * component's downsampled_width without the IDCT's share, so the upsampler filled
+ * only part of the row and the color converter read uninitialised memory (4x2
+ * and 2x4 chroma at scale 1/2 and 1/4: wrong pixels). Debian 12 ships 2.1.5, so
+ * the build keeps the system library (the extension must build from the distro's
+ * libjpeg-dev) and avoids the broken path instead: a component that is partly
+ * upsampled in the IDCT and partly in the upsampler is decoded at full width (no
+ * jpeg_crop_scanline; DCT scaling and row skipping are kept), then sliced. Built
+ * against >= 3.0, the crop is used and the widths it set are checked against the
+ * fixed formula, so an older runtime library behind the same soname is caught
+ * (Unsupported: the caller decodes the whole image instead).
+ */
+#define CROP_SCALED_FIXED (TURBO_VERSION >= 3000000)
+
+static PyObject *Unsupported; /* dataforge._jpeg.Unsupported, a ValueError */
+
+enum { FAIL_DATA = 1, FAIL_UNSUPPORTED = 2 };
 
 typedef struct {
     struct jpeg_error_mgr pub;
+    struct jpeg_progress_mgr progress;
     jmp_buf jump;
+    int strict;     /* corrupt-data warnings are errors */
+    long max_scans; /* 0: no limit */
+    int kind;       /* FAIL_* once failed */
     char message[JMSG_LENGTH_MAX];
 } ErrorManager;
+
+static int unsupported_code(int code) {
+    return code == JERR_BAD_PRECISION || code == JERR_SOF_UNSUPPORTED || code == JERR_NOT_COMPILED ||
+           code == JERR_CONVERSION_NOTIMPL;
+}
 
 static void on_error(j_common_ptr cinfo) {
     ErrorManager *err = (ErrorManager *)cinfo->err;
     (*cinfo->err->format_message)(cinfo, err->message);
+    err->kind = unsupported_code(err->pub.msg_code) ? FAIL_UNSUPPORTED : FAIL_DATA;
     longjmp(err->jump, 1);
 }
 
+/* NOTE [benign warnings]: libjpeg warns (level -1) both about damaged entropy data,
+ * where it invents pixels (gray fill, resync: Huffman/arithmetic bad code, premature
+ * end of segment or file, wrong RST, bogus progression) and about things that do not
+ * change a pixel: bytes skipped between segments (JWRN_EXTRANEOUS_DATA: junk or
+ * padding that no scan reads, common from cameras and editors), an unknown JFIF
+ * revision or Adobe transform code, a bad ICC marker. Only the first kind is
+ * corrupt data; the second decodes exactly as any other decoder would. */
+static int benign_warning(int code) {
+    switch (code) {
+    case JWRN_EXTRANEOUS_DATA:
+    case JWRN_JFIF_MAJOR:
+    case JWRN_ADOBE_XFORM:
+#if TURBO_VERSION >= 2000000
+    case JWRN_BOGUS_ICC:
+#endif
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static void on_message(j_common_ptr cinfo, int level) {
-    /* level < 0: a warning about corrupt data. Treated as an error (see top). */
-    if (level < 0) {
-        ErrorManager *err = (ErrorManager *)cinfo->err;
-        (*cinfo->err->format_message)(cinfo, err->message);
+    ErrorManager *err = (ErrorManager *)cinfo->err;
+    if (level >= 0 || !err->strict || benign_warning(err->pub.msg_code)) return;
+    (*cinfo->err->format_message)(cinfo, err->message);
+    err->kind = FAIL_DATA;
+    longjmp(err->jump, 1);
+}
+
+/* Called by libjpeg before each chunk of input it consumes: stops a progressive or
+ * multi-scan file at its (max_scans + 1)-th scan, before that scan is decoded. */
+static void on_progress(j_common_ptr cinfo) {
+    ErrorManager *err = (ErrorManager *)cinfo->err;
+    j_decompress_ptr dinfo = (j_decompress_ptr)cinfo;
+    if (err->max_scans > 0 && (long)dinfo->input_scan_number > err->max_scans) {
+        snprintf(err->message, sizeof err->message, "more than max_scans=%ld scans", err->max_scans);
+        err->kind = FAIL_DATA;
         longjmp(err->jump, 1);
     }
 }
 
+/* Whether jpeg_crop_scanline gives exact pixels for every component (NOTE [scaled
+ * crop of 4x2 / 2x4 chroma]): a component upsampled partly in the IDCT and partly in
+ * the upsampler is at risk on libjpeg-turbo < 3.0. */
+static int crop_at_risk(j_decompress_ptr cinfo, jpeg_component_info *comp) {
+    int ds = COMP_DCT_SIZE(comp), m = MIN_DCT_SIZE(cinfo);
+    return ds != m && (comp->h_samp_factor * ds != cinfo->max_h_samp_factor * m ||
+                       comp->v_samp_factor * ds != cinfo->max_v_samp_factor * m);
+}
+
+static int crop_is_safe(j_decompress_ptr cinfo) {
+    if (CROP_SCALED_FIXED) return 1;
+    for (int ci = 0; ci < cinfo->num_components; ci++)
+        if (crop_at_risk(cinfo, &cinfo->comp_info[ci])) return 0;
+    return 1;
+}
+
+/* After jpeg_crop_scanline: the widths of at-risk components are the fixed formula's. */
+static int crop_widths_ok(j_decompress_ptr cinfo) {
+    for (int ci = 0; ci < cinfo->num_components; ci++) {
+        jpeg_component_info *comp = &cinfo->comp_info[ci];
+        if (!crop_at_risk(cinfo, comp)) continue;
+        unsigned long num = (unsigned long)cinfo->output_width * (unsigned long)comp->h_samp_factor *
+                            (unsigned long)COMP_DCT_SIZE(comp);
+        unsigned long den = (unsigned long)cinfo->max_h_samp_factor * (unsigned long)MIN_DCT_SIZE(cinfo);
+        if ((unsigned long)comp->downsampled_width != (num + den - 1) / den) return 0;
+    }
+    return 1;
+}
+
+static void init_errors(j_decompress_ptr cinfo, ErrorManager *err, int strict, long max_scans) {
+    cinfo->err = jpeg_std_error(&err->pub);
+    err->pub.error_exit = on_error;
+    err->pub.emit_message = on_message;
+    err->progress.progress_monitor = on_progress;
+    err->strict = strict;
+    err->max_scans = max_scans;
+    err->kind = 0;
+    err->message[0] = '\0';
+}
+
+static PyObject *raise_failure(ErrorManager *err) {
+    PyErr_Format(err->kind == FAIL_UNSUPPORTED ? Unsupported : PyExc_ValueError, "libjpeg: %s",
+                 err->message);
+    return NULL;
+}
+
 PyDoc_STRVAR(decode_crop_doc,
-"decode_crop(data, top, left, height, width, scale_denom=1, gray=False)\n"
+"decode_crop(data, top, left, height, width, scale_denom=1, gray=False, strict=True, max_scans=0)\n"
 "    -> (pixels: bytearray, rows: int, cols: int, channels: int)\n"
 "\n"
 "Decode the box (top, left, height, width) of a JPEG (in full-resolution pixels)\n"
 "at 1/scale_denom scale (1, 2, 4 or 8). Returns the box as dense HWC uint8 pixels,\n"
 "rows x cols x channels (cols = ceil((left + width) / scale_denom) - left // scale_denom,\n"
-"within the image). The columns around the box that iMCU alignment makes libjpeg\n"
-"decode are dropped, each row moved into place, so the result is one dense block\n"
-"(the uint8 resize is much faster on dense channels-last input). Raises ValueError on\n"
-"corrupt data or an unsupported color space (CMYK), so the caller can fall back to a\n"
-"general decoder.");
+"the box clipped to the image). The columns around the box that iMCU alignment makes\n"
+"libjpeg decode are dropped, each row moved into place, so the result is one dense\n"
+"block (the uint8 resize is much faster on dense channels-last input).\n"
+"strict: a corrupt-data warning is an error (else libjpeg's repair is kept; benign\n"
+"warnings never are). max_scans: refuse a file with more scans (0: no limit).\n"
+"Raises Unsupported (a ValueError) for CMYK/YCCK, precisions other than 8, lossless\n"
+"or hierarchical files, and ValueError for corrupt data or a limit exceeded.");
 
 static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"data", "top", "left", "height", "width", "scale_denom", "gray", NULL};
+    static char *kwlist[] = {"data",  "top",  "left",   "height",    "width",
+                             "scale_denom", "gray", "strict", "max_scans", NULL};
     Py_buffer view;
-    long top, left, height, width, denom = 1;
-    int gray = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*llll|lp", kwlist, &view, &top, &left, &height,
-                                     &width, &denom, &gray))
+    long top, left, height, width, denom = 1, max_scans = 0;
+    int gray = 0, strict = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*llll|lppl", kwlist, &view, &top, &left, &height,
+                                     &width, &denom, &gray, &strict, &max_scans))
         return NULL;
     if (denom != 1 && denom != 2 && denom != 4 && denom != 8) {
         PyBuffer_Release(&view);
         PyErr_Format(PyExc_ValueError, "scale_denom must be 1, 2, 4 or 8, got %ld", denom);
         return NULL;
     }
-    if (top < 0 || left < 0 || height < 1 || width < 1) {
+    if (top < 0 || left < 0 || height < 1 || width < 1 || max_scans < 0) {
         PyBuffer_Release(&view);
         PyErr_Format(PyExc_ValueError, "crop box must have top, left >= 0 and height, width >= 1, "
-                     "got (%ld, %ld, %ld, %ld)", top, left, height, width);
+                     "got (%ld, %ld, %ld, %ld); max_scans must be >= 0, got %ld",
+                     top, left, height, width, max_scans);
         return NULL;
     }
 
@@ -93,52 +222,66 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     volatile int created = 0;
     long rows = 0, cols = 0, channels = gray ? 1 : 3, col_offset = 0, col_count = 0;
 
-    cinfo.err = jpeg_std_error(&err.pub);
-    err.pub.error_exit = on_error;
-    err.pub.emit_message = on_message;
-    err.message[0] = '\0';
+    init_errors(&cinfo, &err, strict, max_scans);
     if (setjmp(err.jump)) {
         if (thread_state != NULL) PyEval_RestoreThread(thread_state);
         if (created) jpeg_destroy_decompress(&cinfo);
         free(rows_ptr);
         Py_XDECREF(out);
         PyBuffer_Release(&view);
-        PyErr_Format(PyExc_ValueError, "libjpeg: %s", err.message);
-        return NULL;
+        return raise_failure(&err);
     }
     jpeg_create_decompress(&cinfo);
     created = 1;
+    cinfo.progress = &err.progress;
     jpeg_mem_src(&cinfo, (const unsigned char *)view.buf, (unsigned long)view.len);
     jpeg_read_header(&cinfo, TRUE);
     if (!gray && (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK)) {
         jpeg_destroy_decompress(&cinfo);
         PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "CMYK/YCCK JPEG: not decoded here");
+        PyErr_SetString(Unsupported, "CMYK/YCCK JPEG: not decoded here");
         return NULL;
     }
+    /* The box clipped to the image, in full-resolution pixels. The image's sides are
+       at most JPEG_MAX_DIMENSION (65500), so no sum below can overflow a long. */
+    long image_h = (long)cinfo.image_height, image_w = (long)cinfo.image_width;
+    if (top >= image_h || left >= image_w) {
+        jpeg_destroy_decompress(&cinfo);
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError, "crop box (%ld, %ld, %ld, %ld) lies outside the %ldx%ld image",
+                     top, left, height, width, image_w, image_h);
+        return NULL;
+    }
+    long bottom = height >= image_h - top ? image_h : top + height;
+    long right = width >= image_w - left ? image_w : left + width;
+
     cinfo.out_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
     cinfo.scale_num = 1;
     cinfo.scale_denom = (unsigned int)denom;
     jpeg_start_decompress(&cinfo);
 
     long out_h = (long)cinfo.output_height, out_w = (long)cinfo.output_width;
-    long y0 = top / denom, y1 = (top + height + denom - 1) / denom;
-    long x0 = left / denom, x1 = (left + width + denom - 1) / denom;
+    long y0 = top / denom, y1 = (bottom + denom - 1) / denom;
+    long x0 = left / denom, x1 = (right + denom - 1) / denom;
     if (y1 > out_h) y1 = out_h;
     if (x1 > out_w) x1 = out_w;
     /* Chroma upsampling of an edge column reads the samples beside it: decode a
        margin on both sides, or the edge columns would differ from a full decode. */
     long x0_decoded = x0 > 0 ? x0 - 1 : 0;
     long x1_decoded = x1 + 16 > out_w ? out_w : x1 + 16;
-    if (y0 >= y1 || x0 >= x1) {
-        jpeg_destroy_decompress(&cinfo);
-        PyBuffer_Release(&view);
-        PyErr_Format(PyExc_ValueError, "crop box (%ld, %ld, %ld, %ld) lies outside the %ldx%ld image",
-                     top, left, height, width, (long)cinfo.image_width, (long)cinfo.image_height);
-        return NULL;
-    }
     JDIMENSION xoff = (JDIMENSION)x0_decoded, xwidth = (JDIMENSION)(x1_decoded - x0_decoded);
-    if (xwidth < cinfo.output_width) jpeg_crop_scanline(&cinfo, &xoff, &xwidth);
+    if (xwidth < cinfo.output_width && crop_is_safe(&cinfo)) {
+        jpeg_crop_scanline(&cinfo, &xoff, &xwidth);
+        if (!crop_widths_ok(&cinfo)) {
+            jpeg_destroy_decompress(&cinfo);
+            PyBuffer_Release(&view);
+            PyErr_SetString(Unsupported, "this libjpeg-turbo crops 4x2/2x4 chroma wrongly when scaling "
+                            "(fixed in 3.0.0): not decoded here");
+            return NULL;
+        }
+    } else {
+        xoff = 0;
+    }
     col_offset = x0 - (long)xoff;
     col_count = x1 - x0;
     cols = (long)cinfo.output_width; /* == xwidth after cropping */
@@ -187,34 +330,6 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     return result;
 }
 
-PyDoc_STRVAR(header_doc,
-"header(data) -> (width, height): a JPEG's size from its header (nothing decoded).\n"
-"Raises ValueError when the data is not a readable JPEG header.");
-
-static PyObject *header(PyObject *self, PyObject *arg) {
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
-    struct jpeg_decompress_struct cinfo;
-    ErrorManager err;
-    cinfo.err = jpeg_std_error(&err.pub);
-    err.pub.error_exit = on_error;
-    err.pub.emit_message = on_message;
-    err.message[0] = '\0';
-    if (setjmp(err.jump)) {
-        jpeg_destroy_decompress(&cinfo);
-        PyBuffer_Release(&view);
-        PyErr_Format(PyExc_ValueError, "libjpeg: %s", err.message);
-        return NULL;
-    }
-    jpeg_create_decompress(&cinfo);
-    jpeg_mem_src(&cinfo, (const unsigned char *)view.buf, (unsigned long)view.len);
-    jpeg_read_header(&cinfo, TRUE);
-    long width = (long)cinfo.image_width, height = (long)cinfo.image_height;
-    jpeg_destroy_decompress(&cinfo);
-    PyBuffer_Release(&view);
-    return Py_BuildValue("(ll)", width, height);
-}
-
 PyDoc_STRVAR(jpeg_version_doc, "jpeg_version() -> int: JPEG_LIB_VERSION this module was built against.");
 
 static PyObject *jpeg_version(PyObject *self, PyObject *unused) {
@@ -223,7 +338,6 @@ static PyObject *jpeg_version(PyObject *self, PyObject *unused) {
 
 static PyMethodDef methods[] = {
     {"decode_crop", (PyCFunction)(void (*)(void))decode_crop, METH_VARARGS | METH_KEYWORDS, decode_crop_doc},
-    {"header", header, METH_O, header_doc},
     {"jpeg_version", jpeg_version, METH_NOARGS, jpeg_version_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -233,4 +347,18 @@ static struct PyModuleDef module = {
     "Region-of-interest JPEG decoding with libjpeg-turbo (see dataforge/_jpeg.c).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__jpeg(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__jpeg(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Unsupported = PyErr_NewExceptionWithDoc(
+        "dataforge._jpeg.Unsupported",
+        "A JPEG this module does not decode (CMYK, 12-bit, lossless, ...): use a general decoder.",
+        PyExc_ValueError, NULL);
+    if (Unsupported == NULL || PyModule_AddObjectRef(m, "Unsupported", Unsupported) < 0 ||
+        PyModule_AddIntConstant(m, "LIBJPEG_TURBO_VERSION_NUMBER", TURBO_VERSION) < 0 ||
+        PyModule_AddIntConstant(m, "CROP_SCALED_FIXED", CROP_SCALED_FIXED) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

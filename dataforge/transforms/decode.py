@@ -1,20 +1,38 @@
 """Image decoding: bytes or a path to a uint8 CHW tensor, whole or only a crop of it.
 
 ``torchvision.io.decode_image`` (libjpeg-turbo / libpng, releases the GIL) first,
-PIL as the fallback for formats torchvision cannot read. Safety is kept:
-a pixel limit against decompression bombs and truncated files refused unless the
-caller opts in.
+PIL as the fallback for formats torchvision cannot read.
+
+NOTE [decode limits]: untrusted files are bounded before any decoder spends on them,
+whichever path decodes them: ``max_bytes`` (the file's size, checked before it is
+read), ``max_pixels`` (the header's width x height; animated GIFs are decoded by PIL,
+first frame only, so one frame is all that is decoded) and ``max_scans`` (a JPEG's
+scans, counted from its markers: see NOTE [counting scans] in ``_jpeg_markers``).
+A file refused by a limit or found corrupt by the region decoder is refused: no
+fallback decodes it again.
+
+NOTE [strict decoding]: ``strict=True`` (default) raises on a JPEG whose data is
+damaged even though it still ends properly (libjpeg would invent the missing pixels,
+mostly gray); ``strict=False`` keeps libjpeg's repair. Strict is the default because
+a training set should not quietly learn from invented pixels, and a loader's
+``on_error`` policy can skip and count what raises. Benign libjpeg warnings (bytes
+between segments, unknown JFIF revision, ...) are not corruption (NOTE [benign
+warnings] in ``dataforge/_jpeg.c``). The check needs the C extension: torchvision and
+PIL repair damaged data silently, so without it only errors raise. Truncated files
+are refused by ``allow_truncated=False`` (default) from the header; when allowed,
+they are decoded leniently.
 
 NOTE [region decode]: :func:`decode_region` decodes only a box of a JPEG, at
 full or 1/2, 1/4, 1/8 scale, with the C extension ``dataforge._jpeg``
 (libjpeg-turbo's ``jpeg_skip_scanlines`` / ``jpeg_crop_scanline`` / DCT scaling;
-see ``dataforge/_jpeg.c``). At full scale its pixels equal a whole decode cropped
-to the box (tested). It is how :class:`dataforge.transforms.presets.RandomResizedCrop`
+see ``dataforge/_jpeg.c``). Its pixels equal a whole decode cropped to the box, at
+every scale and sampling factor (tested on a corpus), also on libjpeg-turbo < 3.0
+(NOTE [scaled crop of 4x2 / 2x4 chroma] there). It is how :class:`dataforge.transforms.presets.RandomResizedCrop`
 avoids decoding the parts of an image a crop throws away. Without the extension
 (``HAVE_ROI_DECODE`` is False: no compiler or libjpeg headers at install time), for
-other formats, and for anything the extension refuses (CMYK, any corrupt-data
-warning), it decodes the whole image with :func:`decode_image` and slices it, so
-results and errors stay the same, only slower.
+other formats, and for JPEGs the extension does not decode (CMYK, lossless), it
+decodes the whole image with :func:`decode_image` and slices it: same pixels, only
+slower. Corrupt data it reports is an error (NOTE [decode limits]).
 """
 
 from __future__ import annotations
@@ -29,11 +47,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
+from dataforge.transforms._jpeg_markers import JpegStructure, read_structure
 from dataforge.transforms._sample import join_sample, source_name, split_sample
 
 # NOTE [pixel limit]: the same default as PIL's Image.MAX_IMAGE_PIXELS (about
 # 89 M pixels); checked from the header before any pixel is decoded.
 DEFAULT_MAX_PIXELS = 89_478_485
+# A progressive JPEG has about 10 scans; libjpeg-turbo's own tools suggest limiting
+# untrusted files to a few hundred (djpeg -maxscans).
+DEFAULT_MAX_SCANS = 256
+# 256 MiB: the size of an uncompressed RGB image at the default pixel limit.
+DEFAULT_MAX_BYTES = 256 * 2**20
 
 _MODES = ("RGB", "L", "RGBA", "UNCHANGED")
 
@@ -50,33 +74,60 @@ class ImageDecodeError(ValueError):
     """An image could not be decoded; the message names the file."""
 
 
-def _read(source: bytes | bytearray | memoryview | str | os.PathLike[str]) -> tuple[bytes, str]:
+def _read(
+    source: bytes | bytearray | memoryview | str | os.PathLike[str],
+    max_bytes: int | None = None,
+    name: str | None = None,
+) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray, memoryview)):
+        size = memoryview(source).nbytes
+        if max_bytes is not None and size > max_bytes:
+            raise ImageDecodeError(_too_many_bytes(name or "<bytes>", size, max_bytes))
         return bytes(source), "<bytes>"
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         try:
-            return read_file(path), str(path)
+            return read_file(path, max_bytes=max_bytes), str(path)
         except FileNotFoundError:
             raise FileNotFoundError(f"image file does not exist: {str(path)!r}") from None
+        except _TooLarge as exc:
+            raise ImageDecodeError(_too_many_bytes(name or str(path), exc.size, max_bytes)) from None
     raise TypeError(
         f"image source must be bytes or a path, got {type(source).__name__}; "
         "pass the file's bytes or its path"
     )
 
 
-def read_file(path: str | bytes) -> bytes:
+def _too_many_bytes(name: str, size: int, max_bytes: int | None) -> str:
+    return (f"{name}: {size} bytes exceeds max_bytes={max_bytes}; "
+            "raise max_bytes if the file is trusted")
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def read_file(path: str | bytes, *, max_bytes: int | None = None) -> bytes:
     """The whole file in one ``read`` of the size ``fstat`` reports (about half the time of
     ``Path.read_bytes`` for a 75 kB JPEG); a short read, or a size of 0 (pipes, procfs),
-    reads on to the end."""
+    reads on to the end. Over ``max_bytes`` it raises ``ValueError`` (before reading,
+    when ``fstat`` knows the size)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
         size = os.fstat(fd).st_size
+        if max_bytes is not None and size > max_bytes:
+            raise _TooLarge(size)
         data = os.read(fd, size) if size else b""
         if len(data) < size or not size:
             chunks = [data]
+            total = len(data)
             while chunk := os.read(fd, 1 << 20):
                 chunks.append(chunk)
+                total += len(chunk)
+                if max_bytes is not None and total > max_bytes:
+                    raise _TooLarge(total)
             data = b"".join(chunks)
         return data
     finally:
@@ -85,25 +136,36 @@ def read_file(path: str | bytes) -> bytes:
 
 @dataclass(frozen=True)
 class EncodedImage:
-    """An encoded image whose header has been checked: bytes, name, size and format."""
+    """An encoded image whose header has been checked: bytes, name, size and format.
+
+    ``truncated``: a JPEG without its end marker (read with ``allow_truncated=True``);
+    ``max_scans``: the scan limit it was checked with, which the region decoder
+    enforces again while it decodes.
+    """
 
     data: bytes
     name: str
     width: int
     height: int
     format: str | None
+    truncated: bool = False
+    max_scans: int | None = None
 
 
 def read_header(
     source: bytes | bytearray | memoryview | str | os.PathLike[str],
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_scans: int | None = DEFAULT_MAX_SCANS,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
     allow_truncated: bool = False,
     name: str | None = None,
 ) -> EncodedImage:
-    """Read ``source`` and check its header (format, pixel limit, JPEG truncation).
+    """Read ``source`` and check its header (format, limits, JPEG truncation).
 
-    Nothing is decoded; errors are :class:`ImageDecodeError` naming the file.
+    Nothing is decoded; errors are :class:`ImageDecodeError` naming the file. The
+    limits (NOTE [decode limits]; ``None`` for none) are checked here, so every
+    decoder that takes the result is bounded by them.
 
     Example:
         >>> from PIL import Image; import io
@@ -111,24 +173,50 @@ def read_header(
         >>> im = read_header(buf.getvalue()); (im.width, im.height, im.format)
         (4, 3, 'JPEG')
     """
-    data, default_name = _read(source)
+    data, default_name = _read(source, max_bytes, name)
     name = name or default_name
     if not data:
         raise ImageDecodeError(f"{name}: empty file, not an image")
-    w, h, fmt = _check_header(data, name, max_pixels)
-    if not allow_truncated and _is_truncated_jpeg(data):
+    if data[:3] == b"\xff\xd8\xff":
+        w, h = _check_jpeg(data, name, max_pixels, max_scans)
+        fmt: str | None = "JPEG"
+    else:
+        w, h, fmt = _check_other(data, name, max_pixels)
+    truncated = _is_truncated_jpeg(data)
+    if truncated and not allow_truncated:
         raise ImageDecodeError(
             f"{name}: truncated JPEG (no end-of-image marker); "
             "pass allow_truncated=True to decode what is there"
         )
-    return EncodedImage(data, name, w, h, fmt)
+    return EncodedImage(data, name, w, h, fmt, truncated, max_scans)
 
 
-def _check_header(data: bytes, name: str, max_pixels: int | None) -> tuple[int, int, str | None]:
-    size = _jpeg_size(data)
-    if size is not None:
-        _check_pixels(*size, name, max_pixels)
-        return size[0], size[1], "JPEG"
+def _check_jpeg(data: bytes, name: str, max_pixels: int | None, max_scans: int | None) -> tuple[int, int]:
+    s: JpegStructure | None = read_structure(data, max_scans)
+    if s is None:
+        raise ImageDecodeError(f"{name}: corrupt JPEG: no frame header (SOF marker) before the image data")
+    if s.precision != 8:
+        raise ImageDecodeError(
+            f"{name}: {s.precision}-bit JPEG (sample precision {s.precision}); the decoders here "
+            "(libjpeg-turbo in torchvision, PIL and dataforge._jpeg) read 8-bit JPEGs only: "
+            "convert the file to 8 bits per sample"
+        )
+    if s.width == 0 or s.height == 0:
+        raise ImageDecodeError(
+            f"{name}: JPEG declares a {s.width}x{s.height} image (a height set by a DNL marker "
+            "is not supported)"
+        )
+    _check_pixels(s.width, s.height, name, max_pixels)
+    if max_scans is not None and s.scans > max_scans:
+        raise ImageDecodeError(
+            f"{name}: JPEG with more than max_scans={max_scans} scans (a progressive file has "
+            "about 10; each scan is a pass over the whole image); raise max_scans if the file "
+            "is trusted"
+        )
+    return s.width, s.height
+
+
+def _check_other(data: bytes, name: str, max_pixels: int | None) -> tuple[int, int, str | None]:
     try:
         with Image.open(io.BytesIO(data)) as im:  # lazy: parses the header only
             w, h = im.size
@@ -143,17 +231,6 @@ def _check_header(data: bytes, name: str, max_pixels: int | None) -> tuple[int, 
     return w, h, fmt
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """A JPEG's size read by libjpeg (about 1 us, PIL's parser 17 us); None to ask PIL."""
-    if _jpeg is None or data[:3] != b"\xff\xd8\xff":
-        return None
-    try:
-        w, h = _jpeg.header(data)
-    except ValueError:
-        return None  # PIL reads it, or words the error
-    return (w, h) if w > 0 and h > 0 else None
-
-
 def _check_pixels(w: int, h: int, name: str, max_pixels: int | None) -> None:
     if max_pixels is not None and w * h > max_pixels:
         raise ImageDecodeError(
@@ -164,7 +241,9 @@ def _check_pixels(w: int, h: int, name: str, max_pixels: int | None) -> None:
 
 def _is_truncated_jpeg(data: bytes) -> bool:
     # A complete JPEG ends with the EOI marker (possibly followed by padding zeros).
-    return data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(b"\xff\xd9")
+    if data[:2] != b"\xff\xd8":
+        return False
+    return not (data.endswith(b"\xff\xd9") or data.rstrip(b"\x00").endswith(b"\xff\xd9"))
 
 
 def decode_image(
@@ -172,7 +251,10 @@ def decode_image(
     mode: str = "RGB",
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_scans: int | None = DEFAULT_MAX_SCANS,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
     allow_truncated: bool = False,
+    strict: bool = True,
     name: str | None = None,
 ) -> torch.Tensor:
     """Decode an encoded image into a uint8 ``(C, H, W)`` tensor.
@@ -182,15 +264,20 @@ def decode_image(
         mode: ``"RGB"`` (grayscale and RGBA are converted), ``"L"``, ``"RGBA"`` or
             ``"UNCHANGED"``.
         max_pixels: refuse images with more pixels than this (``None``: no limit).
+        max_scans: refuse JPEGs with more scans than this (``None``: no limit).
+        max_bytes: refuse files larger than this (``None``: no limit). See NOTE
+            [decode limits].
         allow_truncated: decode truncated files (missing rows come out gray)
             instead of raising.
+        strict: raise on damaged JPEG data (default) instead of decoding what
+            libjpeg can repair; see NOTE [strict decoding].
         name: how to name the image in errors (defaults to the path).
 
     Returns:
         A uint8 tensor of shape ``(C, H, W)`` (the first frame of an animated
-        image; 16-bit images reduced to their 8 high bits). torchvision returns
-        JPEGs as a channels-last view of its HWC buffer, kept as is: the uint8
-        resize kernels are fastest on that layout.
+        image; 16-bit images reduced to their 8 high bits). JPEGs come back as a
+        channels-last view of an HWC buffer, kept as is: the uint8 resize kernels
+        are fastest on that layout.
 
     Example:
         >>> from PIL import Image; import io
@@ -200,16 +287,66 @@ def decode_image(
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    image = read_header(source, max_pixels=max_pixels, allow_truncated=allow_truncated, name=name)
-    return _decode_whole(image, mode, allow_truncated)
+    image = read_header(source, max_pixels=max_pixels, max_scans=max_scans, max_bytes=max_bytes,
+                        allow_truncated=allow_truncated, name=name)
+    return _decode_whole(image, mode, allow_truncated, strict)
 
 
-def _decode_whole(image: EncodedImage, mode: str, allow_truncated: bool) -> torch.Tensor:
+def _decode_whole(image: EncodedImage, mode: str, allow_truncated: bool, strict: bool = True) -> torch.Tensor:
+    if image.format == "JPEG" and _jpeg is not None:
+        out = _decode_jpeg_whole(image, mode, strict)
+        if out is not None:
+            return out
+    elif image.format == "GIF":
+        # torchvision decodes every frame of an animation; PIL only the first (NOTE [decode limits])
+        return _decode_pil(image.data, mode, image.name, allow_truncated)
     try:
         return _decode_torchvision(image.data, mode)
     except Exception:
         pass  # a format or feature torchvision cannot read: fall back to PIL
     return _decode_pil(image.data, mode, image.name, allow_truncated)
+
+
+def _decode_jpeg_whole(image: EncodedImage, mode: str, strict: bool) -> torch.Tensor | None:
+    """The whole JPEG through ``dataforge._jpeg`` (same pixels as torchvision, and it
+    reports damaged data); None when it does not decode this file or mode."""
+    gray = mode == "L" or (mode == "UNCHANGED" and len(_components(image)) == 1)
+    out = _jpeg_crop(image, (0, 0, image.height, image.width), 1, gray, strict)
+    if out is None or mode in ("RGB", "L", "UNCHANGED"):
+        return out
+    alpha = torch.full((1, *out.shape[1:]), 255, dtype=torch.uint8)  # RGBA: opaque, as PIL
+    return torch.cat([out, alpha])
+
+
+def _components(image: EncodedImage) -> tuple[tuple[int, int, int], ...]:
+    s = read_structure(image.data, 0)
+    return s.components if s is not None else ()
+
+
+def _jpeg_crop(image: EncodedImage, box: tuple[int, int, int, int], scale_denom: int, gray: bool,
+               strict: bool) -> torch.Tensor | None:
+    """``box`` of a JPEG decoded by ``dataforge._jpeg`` as a dense channels-last ``(C, h, w)``;
+    None when the extension does not decode this file (the caller uses a general decoder).
+    Damaged data (under ``strict``) and limits raise :class:`ImageDecodeError`: no other
+    decoder gets the file (NOTE [decode limits])."""
+    if _jpeg is None:
+        return None
+    top, left, height, width = box
+    try:
+        buf, rows, cols, channels = _jpeg.decode_crop(
+            image.data, top, left, height, width, scale_denom, gray,
+            strict and not image.truncated, image.max_scans or 0,
+        )
+    except _jpeg.Unsupported:
+        return None  # CMYK, lossless, ...: a general decoder reads it
+    except ValueError as exc:
+        hint = "; pass strict=False to decode what libjpeg can repair" if strict else ""
+        raise ImageDecodeError(f"{image.name}: corrupt JPEG ({exc}){hint}") from None
+    # A dense channels-last (C, H, W) view of the HWC pixels. NOTE: dense matters:
+    # torch's uint8 antialiased resize takes its fast path only on channels-last
+    # contiguous input; a strided crop view cost 186 instead of 125 us per sample
+    # (one core, demo data), and its output came back in the slow NCHW layout.
+    return torch.frombuffer(buf, dtype=torch.uint8).view(rows, cols, channels).permute(2, 0, 1)
 
 
 def decode_region(
@@ -219,6 +356,7 @@ def decode_region(
     mode: str = "RGB",
     scale_denom: int = 1,
     allow_truncated: bool = False,
+    strict: bool = True,
 ) -> torch.Tensor:
     """Decode the box ``(top, left, height, width)`` of an image into uint8 ``(C, h, w)``.
 
@@ -228,11 +366,12 @@ def decode_region(
     resize the result anyway.
 
     Args:
-        image: from :func:`read_header`.
+        image: from :func:`read_header` (its limits hold here too).
         box: ``(top, left, height, width)`` in full-resolution pixels, inside the image.
         mode: ``"RGB"`` or ``"L"`` use the fast path; other modes decode whole.
         scale_denom: 1, 2, 4 or 8.
         allow_truncated: as in :func:`decode_image`.
+        strict: as in :func:`decode_image` (NOTE [strict decoding]).
 
     Example:
         >>> from PIL import Image; import io
@@ -250,19 +389,10 @@ def decode_region(
     if scale_denom not in (1, 2, 4, 8):
         raise ValueError(f"scale_denom must be 1, 2, 4 or 8, got {scale_denom!r}")
     if _jpeg is not None and image.format == "JPEG" and mode in ("RGB", "L"):
-        try:
-            buf, rows, cols, channels = _jpeg.decode_crop(
-                image.data, top, left, height, width, scale_denom, mode == "L"
-            )
-        except ValueError:
-            pass  # CMYK, or libjpeg warned about the data: the general decoder decides
-        else:
-            # A dense channels-last (C, H, W) view of the HWC pixels. NOTE: dense matters:
-            # torch's uint8 antialiased resize takes its fast path only on channels-last
-            # contiguous input; a strided crop view cost 186 instead of 125 us per sample
-            # (one core, demo data), and its output came back in the slow NCHW layout.
-            return torch.frombuffer(buf, dtype=torch.uint8).view(rows, cols, channels).permute(2, 0, 1)
-    whole = _decode_whole(image, mode, allow_truncated)
+        out = _jpeg_crop(image, (top, left, height, width), scale_denom, mode == "L", strict)
+        if out is not None:
+            return out
+    whole = _decode_whole(image, mode, allow_truncated, strict)
     return whole[:, top : top + height, left : left + width]
 
 
@@ -303,18 +433,27 @@ def _decode_pil(data: bytes, mode: str, name: str, allow_truncated: bool) -> tor
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
+def check_limit(name: str, value: Any) -> int | None:
+    """``value`` as a decode limit: a positive int, or None for no limit (else ValueError)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a positive int or None (no limit), got {value!r}")
+    return value
+
+
 class Decode:
     """Decode bytes or a path into a uint8 ``(C, H, W)`` tensor.
 
-    ``torchvision.io`` (libjpeg-turbo, releases the GIL) first, PIL as the fallback;
-    images over ``max_pixels`` are refused (decompression-bomb guard) and truncated
-    files raise :class:`ImageDecodeError` unless ``allow_truncated``. Errors name
-    the file.
+    ``torchvision.io`` (libjpeg-turbo, releases the GIL) or ``dataforge._jpeg`` first,
+    PIL as the fallback; files over the limits are refused before anything is decoded
+    (NOTE [decode limits]), damaged JPEG data raises unless ``strict=False`` (NOTE
+    [strict decoding]) and truncated files raise :class:`ImageDecodeError` unless
+    ``allow_truncated``. Errors name the file.
 
     Args:
         mode: ``"RGB"`` (grayscale / RGBA converted), ``"L"``, ``"RGBA"`` or ``"UNCHANGED"``.
-        max_pixels: pixel limit, ``None`` for none.
+        max_pixels / max_scans / max_bytes: limits, ``None`` for none.
         allow_truncated: decode truncated files instead of raising.
+        strict: raise on damaged JPEG data instead of decoding libjpeg's repair.
         key: the entry to decode when called on a sample dict.
 
     Example:
@@ -329,41 +468,38 @@ class Decode:
         mode: str = "RGB",
         *,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_scans: int | None = DEFAULT_MAX_SCANS,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
         allow_truncated: bool = False,
+        strict: bool = True,
         key: str = "image",
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-        if max_pixels is not None and (
-            isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1
-        ):
-            raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
         self.mode = mode
-        self.max_pixels = max_pixels
+        self.max_pixels = check_limit("max_pixels", max_pixels)
+        self.max_scans = check_limit("max_scans", max_scans)
+        self.max_bytes = check_limit("max_bytes", max_bytes)
         self.allow_truncated = bool(allow_truncated)
+        self.strict = bool(strict)
         self.key = key
 
     def __call__(self, sample: Any, *, generator: torch.Generator | None = None) -> Any:
         source, d = split_sample(sample, self.key)
-        name = source_name(source, d)
-        image = decode_image(
-            source,
-            self.mode,
-            max_pixels=self.max_pixels,
-            allow_truncated=self.allow_truncated,
-            name=name,
-        )
-        return join_sample(image, d, self.key)
+        image = self.header(source, d)
+        return join_sample(_decode_whole(image, self.mode, self.allow_truncated, self.strict), d, self.key)
 
     def header(self, source: Any, sample: Mapping[str, Any] | None = None) -> EncodedImage:
         """Read and check ``source``'s header with these settings (nothing decoded)."""
-        return read_header(source, max_pixels=self.max_pixels, allow_truncated=self.allow_truncated,
+        return read_header(source, max_pixels=self.max_pixels, max_scans=self.max_scans,
+                           max_bytes=self.max_bytes, allow_truncated=self.allow_truncated,
                            name=source_name(source, sample))
 
     def region(self, image: EncodedImage, box: tuple[int, int, int, int], scale_denom: int = 1) -> torch.Tensor:
         """Decode ``box`` of an image from :meth:`header` (see ``decode_region``)."""
         return decode_region(image, box, mode=self.mode, scale_denom=scale_denom,
-                             allow_truncated=self.allow_truncated)
+                             allow_truncated=self.allow_truncated, strict=self.strict)
 
     def __repr__(self) -> str:
-        return f"Decode(mode={self.mode!r}, max_pixels={self.max_pixels}, allow_truncated={self.allow_truncated})"
+        return (f"Decode(mode={self.mode!r}, max_pixels={self.max_pixels}, max_scans={self.max_scans}, "
+                f"max_bytes={self.max_bytes}, allow_truncated={self.allow_truncated}, strict={self.strict})")

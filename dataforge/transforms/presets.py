@@ -16,7 +16,12 @@ from typing import Any
 import torch
 
 from dataforge.transforms._sample import ENCODED, join_sample, split_sample
-from dataforge.transforms.decode import DEFAULT_MAX_PIXELS, Decode
+from dataforge.transforms.decode import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SCANS,
+    Decode,
+)
 
 __all__ = ["RandomResizedCrop", "ResizeCenterCrop", "eval_transforms", "train_transforms"]
 
@@ -74,7 +79,9 @@ class RandomResizedCrop:
         hflip: probability of a horizontal flip (0 disables it, and its draw).
         antialias: antialias when downscaling.
         reduce: allow reduced-scale JPEG decoding (see above).
-        mode / max_pixels / allow_truncated: as :class:`Decode`, for encoded input.
+        mode / max_pixels / max_scans / max_bytes / allow_truncated / strict: as
+            :class:`Decode`, for encoded input (limits checked before decoding; see
+            NOTE [decode limits] in :mod:`dataforge.transforms.decode`).
         key: the entry to transform when called on a sample dict.
 
     Example:
@@ -98,7 +105,10 @@ class RandomResizedCrop:
         reduce: bool = True,
         mode: str = "RGB",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_scans: int | None = DEFAULT_MAX_SCANS,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
         allow_truncated: bool = False,
+        strict: bool = True,
         key: str = "image",
     ) -> None:
         size = _check_size("size", size)
@@ -110,7 +120,8 @@ class RandomResizedCrop:
         self.hflip = float(hflip)
         self.antialias = bool(antialias)
         self.reduce = bool(reduce)
-        self.decode = Decode(mode, max_pixels=max_pixels, allow_truncated=allow_truncated, key=key)
+        self.decode = Decode(mode, max_pixels=max_pixels, max_scans=max_scans, max_bytes=max_bytes,
+                             allow_truncated=allow_truncated, strict=strict, key=key)
         self.key = key
         # As torchvision: float32 log-ratios, so the draws below are its draws.
         self._log_ratio = torch.log(torch.tensor(self.ratio))
@@ -258,7 +269,9 @@ class ResizeCenterCrop:
         size: output size (int for square, or ``(h, w)``).
         resize: length of the shorter side before cropping; at least ``size``.
         reduce: allow reduced-scale JPEG decoding (see above).
-        mode / max_pixels / allow_truncated: as :class:`Decode`, for encoded input.
+        mode / max_pixels / max_scans / max_bytes / allow_truncated / strict: as
+            :class:`Decode`, for encoded input (limits checked before decoding; see
+            NOTE [decode limits] in :mod:`dataforge.transforms.decode`).
         key: the entry to transform when called on a sample dict.
 
     Example:
@@ -277,7 +290,10 @@ class ResizeCenterCrop:
         reduce: bool = True,
         mode: str = "RGB",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_scans: int | None = DEFAULT_MAX_SCANS,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
         allow_truncated: bool = False,
+        strict: bool = True,
         key: str = "image",
     ) -> None:
         size = _check_size("size", size)
@@ -292,7 +308,8 @@ class ResizeCenterCrop:
         self.size = [size, size] if isinstance(size, int) else list(size)
         self.resize = resize
         self.reduce = bool(reduce)
-        self.decode = Decode(mode, max_pixels=max_pixels, allow_truncated=allow_truncated, key=key)
+        self.decode = Decode(mode, max_pixels=max_pixels, max_scans=max_scans, max_bytes=max_bytes,
+                             allow_truncated=allow_truncated, strict=strict, key=key)
         self.key = key
 
     def __call__(self, sample: Any, *, generator: torch.Generator | None = None) -> Any:

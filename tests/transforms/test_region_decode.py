@@ -192,9 +192,9 @@ def test_c_function_checks_its_arguments():
         ext.decode_crop(data, 100, 0, 8, 8)
     with pytest.raises(ValueError, match="libjpeg"):
         ext.decode_crop(b"\xff\xd8\xff\xe0 not really a jpeg", 0, 0, 8, 8)
-    with pytest.raises(ValueError, match="libjpeg"):
-        ext.header(b"\xff\xd8\xff")
-    assert ext.header(data) == (32, 32)
+    with pytest.raises(ValueError, match="max_scans"):
+        ext.decode_crop(data, 0, 0, 8, 8, 1, False, True, -1)
+    assert ext.decode_crop(data, 0, 0, 32, 32)[1:] == (32, 32, 3)
 
 
 @needs_ext
