@@ -324,6 +324,14 @@ def _decode_jpegs(headers: list[EncodedImage], dev: torch.device) -> dict[int, t
     if not index:
         return {}
     data = [torch.frombuffer(bytearray(headers[i].data), dtype=torch.uint8) for i in index]
+    # NOTE [nvJPEG stream hazard]: torchvision allocates the outputs on the current
+    # stream, and nvJPEG's hardware decoder (Hopper has one) may write them before
+    # the work already queued on that stream has run; a block the caching allocator
+    # just recycled can still be read by those kernels, which then see the decoded
+    # pixels (pytorch/vision#9606, unfixed in torchvision). Draining the stream first
+    # removes the hazard; the decode host-synchronizes before returning anyway.
+    if dev.type == "cuda":
+        torch.cuda.current_stream(dev).synchronize()
     try:
         images = decode_jpeg(data, mode=ImageReadMode.RGB, device=dev)
     except RuntimeError:
