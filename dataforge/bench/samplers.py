@@ -160,7 +160,8 @@ def memory_child(n: int) -> dict[str, Any]:
     gc.collect()
     tracemalloc.start()
     sampler = _class_balanced(labels)
-    sampler._epoch_indices(sampler.generator())
+    for _ in sampler.epoch_chunks():
+        pass
     np_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return {
@@ -177,7 +178,8 @@ def _memory_in_process(labels: np.ndarray) -> dict[str, Any]:
     gc.collect()
     tracemalloc.start()
     sampler = _class_balanced(labels)
-    sampler._epoch_indices(sampler.generator())
+    for _ in sampler.epoch_chunks():
+        pass
     np_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return {

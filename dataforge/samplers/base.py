@@ -1,10 +1,12 @@
 """The plumbing every dataforge sampler shares: seed, epoch, rank split, resume.
 
-A subclass implements only how it draws one epoch's *global* order
-(``_epoch_indices(generator) -> np.ndarray``) and how many items that order holds
-(``_global_len()``); batch samplers also turn a chunk of that order into lists
-(``_to_items``). The base class owns ``set_epoch``, the per-rank strided slice,
-``__len__``, fast iteration and ``state_dict`` / ``load_state_dict``.
+A subclass implements only how it streams one epoch's *global* order
+(``_global_chunks(start)``: the order from position ``start`` on, as consecutive
+arrays) and how many items that order holds (``_global_len()``); batch samplers
+also turn a piece of that order into lists (``_to_items``). The base class owns
+``set_epoch``, the per-rank strided slice, ``__len__``, fast iteration and
+``state_dict`` / ``load_state_dict``. Streaming keeps memory independent of the
+epoch's length, and resuming at position ``k`` is the subclass starting at ``k``.
 
 NOTE [epoch semantics]: as with ``torch.utils.data.DistributedSampler``, the order
 depends only on ``(seed, epoch)``: call ``set_epoch(epoch)`` before each epoch
@@ -54,7 +56,7 @@ class EpochSampler(Sampler[T], Generic[T]):
         drop_last: drop the tail of the order to make it divisible by the number
             of replicas instead of padding it.
 
-    Subclasses implement ``_global_len()`` and ``_epoch_indices(generator)`` and may
+    Subclasses implement ``_global_len()`` and ``_global_chunks(start)`` and may
     add validation fields to the state through ``_state_fields()``.
 
     Example:
@@ -64,8 +66,8 @@ class EpochSampler(Sampler[T], Generic[T]):
         ...         self.n = n
         ...     def _global_len(self):
         ...         return self.n
-        ...     def _epoch_indices(self, generator):
-        ...         return generator.permutation(self.n)
+        ...     def _global_chunks(self, start):
+        ...         yield self.generator().permutation(self.n)[start:]
         >>> s = Shuffled(5, seed=0, num_replicas=2, rank=1)
         >>> len(s), len(list(s)), s.state_dict()["num_yielded"]
         (3, 3, 3)
@@ -96,8 +98,8 @@ class EpochSampler(Sampler[T], Generic[T]):
         """Number of items in the global order of the current epoch."""
         raise NotImplementedError
 
-    def _epoch_indices(self, generator: np.random.Generator) -> np.ndarray:
-        """The current epoch's global order (a 1-D integer array)."""
+    def _global_chunks(self, start: int) -> Iterator[np.ndarray]:
+        """The current epoch's global order from position ``start`` on, as 1-D arrays."""
         raise NotImplementedError
 
     def _to_items(self, chunk: np.ndarray) -> list[Any]:
@@ -113,9 +115,6 @@ class EpochSampler(Sampler[T], Generic[T]):
         """The numpy generator of ``epoch`` (default: the current one); equal on every rank."""
         e = self.epoch if epoch is None else epoch
         return np.random.Generator(np.random.PCG64(mix_seed(self.seed or 0, e)))
-
-    def _epoch_order(self) -> np.ndarray:
-        return self._epoch_indices(self.generator())
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order the next ``__iter__`` yields.
@@ -138,17 +137,6 @@ class EpochSampler(Sampler[T], Generic[T]):
     def __len__(self) -> int:
         return self._rank_len(self._global_len())
 
-    def _rank_slice(self, order: np.ndarray, a: int, b: int) -> np.ndarray:
-        """Items ``a:b`` of this rank's strided share of ``order`` (padding included)."""
-        r, n = self.num_replicas, len(order)
-        if r == 1:
-            return order[a:b]
-        first, last = a * r + self.rank, (b - 1) * r + self.rank
-        if b <= a or last < n:
-            return order[first : last + 1 : r]  # a strided view, no copy
-        pos = np.arange(a, b, dtype=np.int64) * r + self.rank
-        return order[pos % n]  # past the end: padding repeats the start of the order
-
     def __iter__(self) -> Iterator[T]:
         start = self._resume
         self._resume = 0
@@ -159,16 +147,53 @@ class EpochSampler(Sampler[T], Generic[T]):
         # per chunk, and progress is read back from the live iterator's length hint.
         return itertools.chain.from_iterable(self._chunks(start))
 
+    def _rank_order(self, start: int) -> Iterator[np.ndarray]:
+        """This rank's items ``start, start + 1, ...`` (padding included) as arrays.
+
+        Rank ``r`` holds global positions ``r, r + R, ...``; positions past the end
+        of the order are padding and repeat its start (``position % total``).
+        """
+        n, total = len(self), self._global_len()
+        r, reps = self.rank, self.num_replicas
+        a = start
+        pos = a * reps + r  # global position of this rank's next item
+        if a < n and pos < total:
+            g = pos  # global position of the next array's first item
+            for arr in self._global_chunks(pos):
+                take = arr[pos - g :: reps][: n - a]
+                g += len(arr)
+                if len(take):
+                    yield take
+                    a += len(take)
+                    pos += len(take) * reps
+                if a >= n or pos >= total:
+                    break
+        if a < n:  # padding: positions past the end wrap to the first min(total, R) items
+            positions = np.arange(a, n, dtype=np.int64) * reps + r
+            yield self._head(min(total, reps))[positions % total]
+
+    def _head(self, k: int) -> np.ndarray:
+        """The first ``k`` items of the global order."""
+        parts: list[np.ndarray] = []
+        got = 0
+        for arr in self._global_chunks(0):
+            parts.append(arr[: k - got])
+            got += len(parts[-1])
+            if got >= k:
+                break
+        return np.concatenate(parts)
+
     def _chunks(self, start: int) -> Iterator[Iterator[T]]:
-        order = self._epoch_order()
-        n = self._rank_len(len(order))
-        for a in range(start, n, self._chunk):
-            items = self._to_items(self._rank_slice(order, a, min(a + self._chunk, n)))
-            it = iter(items)
-            self._live = (a, len(items), it)
-            yield it
+        a = start
+        for arr in self._rank_order(start):
+            for s in range(0, len(arr), self._chunk):
+                items = self._to_items(arr[s : s + self._chunk])
+                it = iter(items)
+                self._live = (a, len(items), it)
+                yield it
+                a += len(items)
         self._live = None
-        self._done = n
+        self._done = len(self)
 
     @property
     def num_yielded(self) -> int:

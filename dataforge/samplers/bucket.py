@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -195,7 +195,7 @@ class BucketBatchSampler(EpochSampler[list[int]]):
         rng = self.generator()
         n = len(self.lengths)
         if self._balancer is not None:
-            idx = self._balancer._epoch_indices(rng)
+            idx = np.concatenate(list(self._balancer.epoch_chunks(self.epoch)))
         elif self.shuffle:
             idx = rng.permutation(n).astype(index_dtype(n))
         else:
@@ -215,8 +215,8 @@ class BucketBatchSampler(EpochSampler[list[int]]):
     def _global_len(self) -> int:
         return len(self._epoch_plan()[2])
 
-    def _epoch_order(self) -> np.ndarray:
-        return self._epoch_plan()[2]
+    def _global_chunks(self, start: int) -> Iterator[np.ndarray]:
+        yield self._epoch_plan()[2][start:]
 
     def _to_items(self, chunk: np.ndarray) -> list[list[int]]:
         flat, starts, _ = self._epoch_plan()

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
 from dataforge.samplers.base import EpochSampler, check_int
-from dataforge.samplers.functional import (
-    CHUNK,
-    counting_sort,
-    index_dtype,
-    largest_remainder,
-    quota_pieces,
-    shuffle_concat,
-)
+from dataforge.samplers.functional import CHUNK, counting_sort, index_dtype, largest_remainder
+from dataforge.samplers.quota_stream import QuotaEpoch
 
 STRATEGIES = ("oversample", "undersample", "sqrt")
 _MAX_DIRECT_KEYS = 1 << 22  # class ids below this are grouped by a counting sort
@@ -107,6 +101,9 @@ class ClassBalancedSampler(EpochSampler[int]):
         True
     """
 
+    _epoch_chunk = 1 << 18  # positions per generated chunk of the global order
+    _block = 1 << 16  # see QuotaEpoch: largest class drawn as whole passes
+
     def __init__(
         self,
         labels: Any,
@@ -141,6 +138,7 @@ class ClassBalancedSampler(EpochSampler[int]):
         self._weights, default = self._shares(strategy, counts, present)
         self.strategy = strategy
         self.num_samples = num_samples if num_samples is not None else default
+        self._work: np.ndarray | None = None
 
     def _shares(
         self, strategy: Any, counts: np.ndarray, present: np.ndarray
@@ -202,10 +200,29 @@ class ClassBalancedSampler(EpochSampler[int]):
     def _global_len(self) -> int:
         return self.num_samples
 
-    def _epoch_indices(self, generator: np.random.Generator) -> np.ndarray:
-        quotas = self._quotas(generator)
-        pieces = quota_pieces(self._grouped, self._offsets, quotas, generator)
-        return shuffle_concat(pieces, self.num_samples, generator, self._grouped.dtype.type)
+    def epoch_chunks(self, epoch: int | None = None, start: int = 0) -> Iterator[np.ndarray]:
+        """``epoch``'s global order (all ranks) from position ``start`` on, as arrays.
+
+        Generated lazily (see NOTE [streamed quota epoch]): memory is the class
+        grouping plus one work copy of it plus O(chunk), whatever the epoch's length.
+        """
+        e = self.epoch if epoch is None else check_int("epoch", epoch, minimum=0)
+        quotas = self._quotas(self.generator(e))
+        # one work buffer is reused by successive iterators; a concurrent one gets its own
+        work, self._work = self._work, None
+        if work is None:
+            work = np.empty_like(self._grouped)
+        try:
+            epoch_order = QuotaEpoch(
+                self._grouped, self._offsets, quotas, (self.seed, e), work,
+                chunk=self._epoch_chunk, block=self._block,
+            )
+            yield from epoch_order.chunks(start)
+        finally:
+            self._work = work
+
+    def _global_chunks(self, start: int) -> Iterator[np.ndarray]:
+        return self.epoch_chunks(None, start)
 
     def _state_fields(self) -> dict[str, Any]:
         return {"num_labels": self.num_labels, "num_samples": self.num_samples}

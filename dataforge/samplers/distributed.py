@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -81,8 +81,8 @@ class DistributedSamplerWrapper(EpochSampler[T]):
     def _global_len(self) -> int:
         return len(self._items())
 
-    def _epoch_order(self) -> np.ndarray:
-        return np.arange(len(self._items()), dtype=np.int64)
+    def _global_chunks(self, start: int) -> Iterator[np.ndarray]:
+        yield np.arange(start, len(self._items()), dtype=np.int64)
 
     def _to_items(self, chunk: np.ndarray) -> list[Any]:
         items = self._items()

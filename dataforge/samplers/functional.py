@@ -21,6 +21,8 @@ import numpy as np
 CHUNK = 1 << 20  # elements per vectorised step: bounds temporaries to a few MB
 _SHUFFLE_BLOCK = 1 << 16  # target bucket size of the two-level shuffle (fits in L2)
 _MAX_SHUFFLE_BUCKETS = (1 << 16) - 1  # keys fit in uint16: two bytes per element
+_RADIX_KEYS = 1 << 16  # groupings with at most this many keys use numpy's radix argsort
+_HG_LIMIT = 10**9  # numpy's hypergeometric needs both populations below this
 
 
 def index_dtype(n: int) -> type[np.signedinteger]:
@@ -126,6 +128,9 @@ def counting_sort(
     np.cumsum(counts, out=offsets[1:])
     out = np.empty(n, dtype if dtype is not None else index_dtype(n))
     cursor = offsets[:-1].copy()
+    if values is None and num_keys <= _RADIX_KEYS:
+        _radix_group(keys, num_keys, out, cursor, chunk)
+        return out, offsets
     shift = max(int(chunk - 1).bit_length(), 1)
     ctype = np.uint32 if shift + max(int(num_keys - 1).bit_length(), 1) <= 32 else np.uint64
     mask = ctype((1 << shift) - 1)
@@ -160,6 +165,35 @@ def counting_sort(
     if pos != n:
         raise ValueError(f"values hold {pos} items but keys hold {n}; they must align")
     return out, offsets
+
+
+def _radix_group(
+    keys: np.ndarray, num_keys: int, out: np.ndarray, cursor: np.ndarray, chunk: int
+) -> None:
+    """Positions grouped by key into ``out`` from ``cursor`` on (stable), chunk by chunk.
+
+    NOTE [radix grouping]: numpy's stable argsort of 8- and 16-bit keys is a radix
+    sort, O(chunk) and about 10x faster than sorting composite 32-bit keys, so
+    keys below 2^16 are grouped this way; the result is the same stable grouping.
+    """
+    ktype = np.uint8 if num_keys <= 256 else np.uint16
+    n = len(keys)
+    for s in range(0, n, chunk):
+        piece = keys[s : s + chunk].astype(ktype, copy=False)
+        local = np.argsort(piece, kind="stable").astype(out.dtype)
+        local += s
+        cnt = np.bincount(piece, minlength=num_keys)
+        nz = np.flatnonzero(cnt)
+        if len(nz) <= 64:  # few groups per chunk: contiguous copies
+            a = 0
+            for k, c in zip(nz.tolist(), cnt[nz].tolist()):
+                out[cursor[k] : cursor[k] + c] = local[a : a + c]
+                a += c
+        else:
+            dest = np.repeat(cursor[nz] - (np.cumsum(cnt[nz]) - cnt[nz]), cnt[nz])
+            dest += np.arange(len(piece), dtype=np.int64)
+            out[dest] = local
+        cursor += cnt
 
 
 def shuffle_concat(
@@ -383,3 +417,81 @@ def geometric_boundaries(lengths: np.ndarray, min_count: int, ratio: float = 1.1
     if out and acc < min_count:
         out.pop()  # a short last bucket joins the previous one
     return np.asarray(out, dtype=np.int64)
+
+
+def hypergeometric(rng: np.random.Generator, good: int, bad: int, nsample: int) -> int:
+    """Good items among ``nsample`` drawn without replacement from ``good + bad``.
+
+    numpy's sampler needs both populations below 10^9; larger ones (an epoch of
+    billions of indices) are drawn by inversion of the exact pmf over a window of
+    +-40 standard deviations around the mode, built from the pmf's ratios
+    ``p(k + 1) / p(k)`` (products and quotients only: the same on every machine).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> 0 <= hypergeometric(rng, 3 * 10**9, 2 * 10**9, 1000) <= 1000
+        True
+    """
+    if good < _HG_LIMIT and bad < _HG_LIMIT:
+        return int(rng.hypergeometric(good, bad, nsample)) if nsample else 0
+    total = good + bad
+    lo, hi = max(0, nsample - bad), min(nsample, good)
+    if lo == hi:
+        return lo
+    mode = min(max(int((nsample + 1) * (good + 1) // (total + 2)), lo), hi)
+    var = nsample * (good / total) * (bad / total) * max(total - nsample, 1) / max(total - 1, 1)
+    half = int(40 * np.sqrt(var)) + 2
+    a, b = max(lo, mode - half), min(hi, mode + half)
+    up = np.arange(mode, b, dtype=np.float64)  # ratios p(k + 1) / p(k), k = mode .. b - 1
+    r_up = (good - up) * (nsample - up) / ((up + 1) * (bad - nsample + up + 1))
+    down = np.arange(mode, a, -1, dtype=np.float64)  # ratios p(k - 1) / p(k), k = mode .. a + 1
+    r_down = down * (bad - nsample + down) / ((good - down + 1) * (nsample - down + 1))
+    pmf = np.concatenate((np.cumprod(r_down)[::-1], [1.0], np.cumprod(r_up)))
+    cdf = np.cumsum(pmf)
+    k = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    return a + min(k, len(pmf) - 1)
+
+
+def multivariate_hypergeometric(
+    rng: np.random.Generator, colors: np.ndarray, nsample: int
+) -> np.ndarray:
+    """How many of each color ``nsample`` draws without replacement take (any totals).
+
+    Splits the colors in two halves of about equal population while that exceeds
+    numpy's limit (one :func:`hypergeometric` per split), then draws each part with
+    numpy's ``multivariate_hypergeometric(..., method="marginals")`` (O(colors)).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> out = multivariate_hypergeometric(rng, np.array([10**9, 10**9, 5]), 100)
+        >>> int(out.sum()), bool(out[2] <= 5)
+        (100, True)
+    """
+    colors = np.asarray(colors, dtype=np.int64)
+    out = np.zeros(len(colors), np.int64)
+    stack = [(0, len(colors), int(colors.sum()), int(nsample))]
+    while stack:
+        lo, hi, total, m = stack.pop()
+        if m == 0:
+            continue
+        if m == total:
+            out[lo:hi] = colors[lo:hi]
+        elif total < _HG_LIMIT:
+            out[lo:hi] = rng.multivariate_hypergeometric(colors[lo:hi], m, method="marginals")
+        elif hi - lo == 1:
+            out[lo] = m
+        else:
+            cum = np.cumsum(colors[lo:hi])
+            mid = lo + min(max(int(np.searchsorted(cum, total / 2)), 1), hi - lo - 1)
+            left = int(cum[mid - lo - 1])
+            x = hypergeometric(rng, left, total - left, m)
+            stack.append((mid, hi, total - left, m - x))
+            stack.append((lo, mid, left, x))
+    return out
+
+
+def block_permute(src: np.ndarray, dst: np.ndarray, block: int, rng: np.random.Generator) -> None:
+    """``dst`` = ``src`` with each run of ``block`` items permuted uniformly (in cache)."""
+    for s in range(0, len(src), block):
+        part = src[s : s + block]
+        dst[s : s + len(part)] = part[rng.permutation(len(part))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from dataforge.samplers.base import EpochSampler, check_int
 from dataforge.samplers.functional import gumbel_top_k, index_dtype, searchsorted_draw
+from dataforge.samplers.quota_stream import keyed_rng
 
 
 def as_weights(weights: Any, name: str = "weights") -> np.ndarray:
@@ -68,6 +70,8 @@ class WeightedSampler(EpochSampler[int]):
         [0, 2, 3]
     """
 
+    _draw_chunk = 1 << 20  # i.i.d. draws per generated chunk
+
     def __init__(
         self,
         weights: Any,
@@ -97,13 +101,21 @@ class WeightedSampler(EpochSampler[int]):
     def _global_len(self) -> int:
         return self.num_samples
 
-    def _epoch_indices(self, generator: np.random.Generator) -> np.ndarray:
+    def _global_chunks(self, start: int) -> Iterator[np.ndarray]:
         dtype = index_dtype(len(self.weights))
-        if self._cumulative is not None:
-            return searchsorted_draw(
-                self._cumulative, self.num_samples, generator, self._last_positive, dtype
-            )
-        return gumbel_top_k(self.weights, self.num_samples, generator).astype(dtype)
+        if self._cumulative is None:  # without replacement: k distinct draws, bounded by len(weights)
+            order = gumbel_top_k(self.weights, self.num_samples, self.generator())
+            yield order[start:].astype(dtype)
+            return
+        # NOTE [chunked i.i.d. draws]: draws are independent, so chunk j of the epoch
+        # is drawn from its own generator keyed by (seed, epoch, j): memory O(chunk)
+        # and resuming at any position starts at its chunk.
+        size = self._draw_chunk
+        for j in range(start // size, -(-self.num_samples // size)):
+            m = min(size, self.num_samples - j * size)
+            rng = keyed_rng(self.seed, self.epoch, j)
+            out = searchsorted_draw(self._cumulative, m, rng, self._last_positive, dtype)
+            yield out[start - j * size :] if j == start // size else out
 
     def _state_fields(self) -> dict[str, Any]:
         return {
