@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fuzz import jpeg_corpus as C
 from PIL import Image
 from torchvision.transforms import v2
 
@@ -63,6 +64,44 @@ def _random_boxes(h: int, w: int, n: int, seed: int) -> list[tuple[int, int, int
         bh, bw = int(rng.integers(1, h + 1)), int(rng.integers(1, w + 1))
         boxes.append((int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1)), bh, bw))
     return boxes
+
+
+def _corpus_boxes(h: int, w: int) -> list[tuple[int, int, int, int]]:
+    """Boxes at every edge and corner, MCU-aligned and not, and inside."""
+    boxes = [(0, 0, h, w), (0, 0, 1, 1), (0, w - 1, 1, 1), (h - 1, 0, 1, 1), (h - 1, w - 1, 1, 1),
+             (0, 0, 1, w), (h - 1, 0, 1, w), (0, 0, h, 1), (0, w - 1, h, 1), (16, 32, 32, 64),
+             (15, 31, 34, 66), (17, 33, h - 17, w - 33), (0, 45, h, 70), (50, 0, 40, w)]
+    return boxes + _random_boxes(h, w, 6, seed=11)[3:]
+
+
+@needs_ext
+@pytest.mark.parametrize("name", sorted(C.sampling_corpus()))
+def test_region_corpus_every_sampling_factor_scale_and_box_equals_the_whole_decode(name):
+    # NOTE [scaled crop of 4x2 / 2x4 chroma] in _jpeg.c: zero differing pixels, reduce off
+    # (scale 1, against torchvision's own libjpeg-turbo) and on (scales 2, 4, 8, against the
+    # whole image decoded at that scale by the same libjpeg, without crop or skipped rows).
+    from torchvision.io import decode_jpeg
+
+    from dataforge import _jpeg as ext  # type: ignore[attr-defined]
+
+    data = C.sampling_corpus()[name]
+    enc = read_header(data)
+    h, w = enc.height, enc.width
+    gray = name.startswith("gray")
+    tv = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    for denom in (1, 2, 4, 8):
+        buf, rows, cols, ch = ext.decode_crop(data, 0, 0, h, w, denom)
+        whole = torch.frombuffer(buf, dtype=torch.uint8).view(rows, cols, ch).permute(2, 0, 1)
+        if denom == 1:
+            assert torch.equal(whole, tv.expand(3, -1, -1) if gray else tv), name
+        for top, left, bh, bw in _corpus_boxes(h, w):
+            out = decode_region(enc, (top, left, bh, bw), scale_denom=denom)
+            y0, x0 = top // denom, left // denom
+            ref = whole[:, y0 : -(-(top + bh) // denom), x0 : -(-(left + bw) // denom)]
+            assert out.shape == ref.shape and torch.equal(out, ref), (name, denom, (top, left, bh, bw))
+        if gray or name.endswith("baseline"):
+            out_l = decode_region(enc, (9, 13, h - 20, w - 30), mode="L", scale_denom=denom)
+            assert out_l.shape[0] == 1
 
 
 def test_extension_built_where_libjpeg_headers_exist():
