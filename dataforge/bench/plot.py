@@ -13,13 +13,27 @@ Example:
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Any
 
 
+def _caption(result: dict[str, Any]) -> str:
+    """What made the plot: date, data, sizes, windows (the same run as the JSON beside it)."""
+    cfg, env = result.get("config", {}), result.get("env", {})
+    data = "demo data" if cfg.get("demo_data") else (cfg.get("data") or "demo data")
+    return (f"{env.get('date', '')}  {cfg.get('num_samples', '?')} samples from {data}, batch "
+            f"{cfg.get('batch_size')}, {cfg.get('seconds')} s x {cfg.get('repeats')} repeats"
+            f"{' (--quick)' if cfg.get('quick') else ''}; {env.get('cpu', '')}")
+
+
 def plot_throughput(result: dict[str, Any], path: str | os.PathLike[str]) -> Path | None:
-    """Draw grouped bars (one group per workers count, one bar per arm) with the
+    """Draw grouped bars (one group per workers count, one bar per arm that ran) with the
     measured limit of each pipeline as a dashed horizontal line over its group.
+
+    Arms that did not run (absent or failed) get no bar and no legend entry: a line
+    under the plot names them and why (the table has the same). A log axis carries
+    labelled ticks at 1, 2 and 5 of every decade.
 
     Returns the written path, or ``None`` when matplotlib is not installed.
     """
@@ -28,14 +42,19 @@ def plot_throughput(result: dict[str, Any], path: str | os.PathLike[str]) -> Pat
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     except ImportError:
         return None
 
+    from dataforge.bench.report import trusted_ceiling
+
     arms = [a for a in result["arms"] if a["status"] == "ok"]
-    names = list(dict.fromkeys(a["arm"] for a in result["arms"]))
+    names = list(dict.fromkeys(a["arm"] for a in arms))
+    missing = {a["arm"]: f"{a['arm']} ({a['status']}: {a.get('reason') or 'no reason given'})"
+               for a in result["arms"] if a["status"] != "ok" and a["arm"] not in names}
     workers = sorted({a["workers"] for a in result["arms"]})
     width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(workers) * max(len(names), 1) * 0.6), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(workers) * max(len(names), 1) * 0.6), 4.6))
     cmap = plt.get_cmap("tab10")
     for j, name in enumerate(names):
         xs, ys = [], []
@@ -55,7 +74,7 @@ def plot_throughput(result: dict[str, Any], path: str | os.PathLike[str]) -> Pat
             if v:
                 ax.hlines(v, i - 0.45, i + 0.45, colors="black", linestyles=styles[k % len(styles)],
                           label=f"limit ({pipe} pipeline)" if i == 0 else "_nolegend_")
-    ceiling = (result.get("ceiling") or {}).get("by_workers") or {}
+    ceiling = trusted_ceiling(result)  # NOTE [ceiling above the arms] in dataforge.bench.report
     for i, w in enumerate(workers):  # NOTE [parallel ceiling] in dataforge.bench.ceiling
         v = ceiling.get(str(w))
         if v:
@@ -63,16 +82,31 @@ def plot_throughput(result: dict[str, Any], path: str | os.PathLike[str]) -> Pat
                       label="parallel ceiling (dataforge)" if not any(
                           ceiling.get(str(u)) for u in workers[:i]) else "_nolegend_")
     values = [a["samples_per_s"] for a in arms if a["samples_per_s"] > 0]
+    values += [v for d in by_workers.values() for v in d.values() if v]
     if values and max(values) > 20 * min(values):
         ax.set_yscale("log")  # a 50x gap would flatten the small bars to nothing
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(min(values) / 2, max(values) * 2.5)
+        ax.grid(axis="y", which="major", alpha=0.3)
     ax.set_xticks(range(len(workers)))
     ax.set_xticklabels([f"{w} workers" for w in workers])
-    ax.set_ylabel(result.get("unit", "samples/s"))
+    ax.set_ylabel(result.get("unit", "samples/s") + (" (log scale)" if ax.get_yscale() == "log" else ""))
     env = result.get("env", {})
     ax.set_title(f"dataforge bench {result.get('benchmark', '')}: {env.get('cores')} cores, "
                  f"device {result.get('config', {}).get('device')}", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
+    notes = [_caption(result)]
+    if missing:
+        notes.append("not run: " + "; ".join(missing.values()))
+    beaten = sorted(set((result.get("ceiling") or {}).get("by_workers") or {}) - set(ceiling), key=int)
+    if beaten:
+        notes.append(f"parallel ceiling not drawn at workers={','.join(beaten)}: an arm ran faster, "
+                     "so it was mis-measured (see the table)")
+    fig.text(0.01, 0.01, "\n".join(textwrap.shorten(n, 150) for n in notes), fontsize=7,
+             color="dimgray", va="bottom")
+    fig.tight_layout(rect=(0, 0.04 * len(notes), 1, 1))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

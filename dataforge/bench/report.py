@@ -1,14 +1,16 @@
 """Benchmark results: the JSON schema, its validation, ratios and the terminal table.
 
-JSON document written by ``dataforge bench`` (``<out>/results.json``)::
+JSON document written by ``dataforge bench`` for each benchmark it runs
+(``<out>/<benchmark>.json``; ``<out>/index.json`` records which command wrote
+which file, see :mod:`dataforge.cli`)::
 
     {
       "schema_version": 1,
       "command": "dataforge bench all --quick",     # how it was produced
       "env": {...},                                  # common.env_info(): cpu, cores, versions, gpu
-      "benchmarks": {"image": RESULT, "text": RESULT, "samplers": ..., ...},
-      "seconds_by_benchmark": {"image": float, ...},  # wall time of each benchmark
-      "total_seconds": float                         # wall time of the whole command
+      "benchmarks": {"image": RESULT},               # the one benchmark of this file
+      "seconds_by_benchmark": {"image": float},      # its wall time
+      "total_seconds": float                         # the same: wall time of this benchmark
     }
 
 Every ``RESULT`` has ``"status"``: ``"ok"``, ``"not available"`` (its module is
@@ -41,7 +43,7 @@ benchmarks (``image``, ``text``) also have::
         "window_s": float, "samples_measured": int,
         "ratio_to_stock": float | None,    # vs the "stock" arm at the same workers
         "fraction_of_limit": float | None, # vs limit.by_workers[workers][pipeline]
-        "fraction_of_ceiling": float,      # image, ceiling's pipeline, when it has one
+        "fraction_of_ceiling": float | None,  # image, ceiling's pipeline; None: an arm beat it
         # text arms add: "tokens_per_s", "padding_efficiency" (real / padded tokens),
         #   "first_epoch_s", "first_epoch_samples_per_s", "first_epoch_tokens_per_s"
     }]
@@ -143,7 +145,7 @@ def validate_result(result: Any, name: str = "result") -> None:
 
 
 def validate_document(doc: Any) -> None:
-    """Raise :class:`SchemaError` if a ``results.json`` document breaks the schema."""
+    """Raise :class:`SchemaError` if a ``<benchmark>.json`` document breaks the schema."""
     problems: list[str] = []
     v = _need(problems, doc, "schema_version", int, "document")
     if v is not None and v != SCHEMA_VERSION:
@@ -173,11 +175,42 @@ def add_ratios(arms: list[dict[str, Any]], by_workers: dict[str, dict[str, float
         a["fraction_of_limit"] = a["samples_per_s"] / lim if lim else None
 
 
-def add_ceiling_fractions(arms: list[dict[str, Any]], ceiling: dict[str, float], pipeline: str) -> None:
-    """Fill ``fraction_of_ceiling`` of the ``ok`` arms of ``pipeline`` that have a ceiling."""
+# NOTE [ceiling above the arms]: the parallel ceiling is an upper bound (the limit's
+# work with no loader at all). An arm measured above it by more than this margin shows
+# the ceiling mis-measured at that workers count (a short --quick window, a busy
+# machine while its processes ran), so no fraction of it is reported or drawn there.
+CEILING_MARGIN = 1.05
+
+
+def ceiling_exceeded(arms: list[dict[str, Any]], ceiling: dict[str, float],
+                     pipeline: str) -> dict[str, str]:
+    """``{workers: arm}`` for each workers count whose ceiling an ``ok`` arm of
+    ``pipeline`` beat by more than ``CEILING_MARGIN`` (NOTE [ceiling above the arms])."""
+    out: dict[str, str] = {}
     for a in arms:
-        if a["status"] == "ok" and a["pipeline"] == pipeline and str(a["workers"]) in ceiling:
-            a["fraction_of_ceiling"] = a["samples_per_s"] / ceiling[str(a["workers"])]
+        w = str(a["workers"])
+        if (a["status"] == "ok" and a["pipeline"] == pipeline and w in ceiling
+                and a["samples_per_s"] > CEILING_MARGIN * ceiling[w]):
+            out[w] = a["arm"]
+    return out
+
+
+def trusted_ceiling(result: dict[str, Any]) -> dict[str, float]:
+    """The ceiling values of ``result`` that no arm beat: the ones worth reporting."""
+    ceiling = result.get("ceiling") or {}
+    values = ceiling.get("by_workers") or {}
+    bad = ceiling_exceeded(result.get("arms", []), values, ceiling.get("pipeline", "dataforge"))
+    return {w: v for w, v in values.items() if w not in bad}
+
+
+def add_ceiling_fractions(arms: list[dict[str, Any]], ceiling: dict[str, float], pipeline: str) -> None:
+    """Fill ``fraction_of_ceiling`` of the ``ok`` arms of ``pipeline`` that have a ceiling
+    no arm beat (NOTE [ceiling above the arms]); ``None`` where an arm beat it."""
+    bad = ceiling_exceeded(arms, ceiling, pipeline)
+    for a in arms:
+        w = str(a["workers"])
+        if a["status"] == "ok" and a["pipeline"] == pipeline and w in ceiling:
+            a["fraction_of_ceiling"] = None if w in bad else a["samples_per_s"] / ceiling[w]
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -193,7 +226,8 @@ def format_throughput_table(result: dict[str, Any]) -> str:
     text = result.get("benchmark") == "text"
     cols = ["arm", "workers", "samples/s", "x stock", "of limit", "1st batch s", "CPU ms/sample", "peak MB"]
     ceiling = result.get("ceiling") or {}
-    show_ceiling = bool(ceiling.get("by_workers"))
+    trusted = trusted_ceiling(result)
+    show_ceiling = bool(trusted)
     if show_ceiling:
         cols[5:5] = ["of ceiling"]
     if text:
@@ -235,8 +269,11 @@ def format_throughput_table(result: dict[str, Any]) -> str:
     foot = [f"limit ({result['unit']}; {lim['method']}): {limits}"]
     if ceiling.get("error"):
         foot.append(f"parallel ceiling: not measured ({ceiling['error']})")
-    elif show_ceiling:
+    elif ceiling.get("by_workers"):
+        beaten = ceiling_exceeded(result["arms"], ceiling["by_workers"], ceiling["pipeline"])
         foot.append(f"parallel ceiling ({ceiling['pipeline']}, {result['unit']}): " + ", ".join(
             f"workers={w}: {v:,.0f} ({ceiling['fraction_of_limit'][w]:.0%} of the limit)"
+            + (f", not used: {beaten[w]} ran faster, so it was mis-measured (a short window or a "
+               "busy machine; rerun with longer --seconds)" if w in beaten else "")
             for w, v in ceiling["by_workers"].items()))
     return "\n".join([head, *lines, *foot])

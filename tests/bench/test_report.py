@@ -10,7 +10,9 @@ from dataforge.bench.report import (
     SchemaError,
     add_ceiling_fractions,
     add_ratios,
+    ceiling_exceeded,
     format_throughput_table,
+    trusted_ceiling,
     validate_document,
     validate_result,
 )
@@ -103,3 +105,22 @@ def test_table_shows_the_parallel_ceiling_when_measured():
     thread = next(line for line in lines if line.startswith("dataforge-thread"))
     assert "62%" in thread  # 250 of 400
     assert lines[-1] == "parallel ceiling (dataforge, samples/s): workers=2: 400 (133% of the limit)"
+
+
+def test_a_ceiling_an_arm_beat_is_not_used():
+    """NOTE [ceiling above the arms]: --quick once showed arms at 132% of a ceiling at 25% of
+    the limit; an upper bound that an arm beats was mis-measured, so no fraction of it."""
+    r = _result()
+    r["ceiling"] = {"method": "m", "pipeline": "dataforge", "by_workers": {"2": 190.0},
+                    "fraction_of_limit": {"2": 190.0 / 300}}
+    add_ceiling_fractions(r["arms"], r["ceiling"]["by_workers"], "dataforge")
+    assert ceiling_exceeded(r["arms"], {"2": 190.0}, "dataforge") == {"2": "dataforge-thread"}
+    assert trusted_ceiling(r) == {}
+    thread = next(a for a in r["arms"] if a["arm"] == "dataforge-thread")
+    assert thread["fraction_of_ceiling"] is None
+    validate_result(r, "image")
+    lines = format_throughput_table(r).splitlines()
+    assert "of ceiling" not in lines[1] and not any("132%" in line for line in lines)
+    assert "not used: dataforge-thread ran faster" in lines[-1]
+    r["ceiling"]["by_workers"] = {"2": 245.0}  # within the 5% margin: noise, still used
+    assert trusted_ceiling(r) == {"2": 245.0}
