@@ -1,13 +1,19 @@
-"""Where this process sits: distributed rank / world size and DataLoader worker.
+"""Who this process is: distributed rank and world size, loader worker id.
 
-Shared by samplers (rank splitting) and iterable datasets (rank x worker
-sharding) so that both agree on who is who.
+The one home of worker and rank identity, shared by samplers (rank splitting),
+iterable datasets (rank x worker sharding), the loader (worker seeds, error
+messages) and the thread engine (thread workers), so that all agree on who is who.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+
 import torch.distributed as dist
 import torch.utils.data
+
+_thread_local = threading.local()
 
 
 def resolve_replicas(num_replicas: int | None = None, rank: int | None = None) -> tuple[int, int]:
@@ -34,9 +40,38 @@ def resolve_replicas(num_replicas: int | None = None, rank: int | None = None) -
     return num_replicas, rank
 
 
+def env_rank() -> int:
+    """The rank from ``RANK`` (torchrun) or ``SLURM_PROCID``, else 0."""
+    for var in ("RANK", "SLURM_PROCID"):
+        value = os.environ.get(var)
+        if value is not None and value.isdigit():
+            return int(value)
+    return 0
+
+
+def loader_rank() -> int:
+    """The rank mixed into worker seeds: ``torch.distributed``'s, else the environment's
+    (torchrun before ``init_process_group``: ``RANK`` still tells ranks apart)."""
+    world, rank = resolve_replicas()
+    return rank if world > 1 else env_rank()
+
+
 def worker_info() -> tuple[int, int]:
     """Return ``(worker_id, num_workers)`` of the current DataLoader worker, ``(0, 1)`` in the main process."""
     info = torch.utils.data.get_worker_info()
     if info is None:
         return 0, 1
     return info.id, info.num_workers
+
+
+def set_thread_worker_id(worker_id: int) -> None:
+    """Mark the calling thread as thread-engine worker ``worker_id``."""
+    _thread_local.worker_id = worker_id
+
+
+def current_worker_id() -> int:
+    """The worker id of the caller: a process worker, a thread-engine worker, or 0 (main)."""
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        return int(info.id)
+    return int(getattr(_thread_local, "worker_id", 0))

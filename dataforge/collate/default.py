@@ -109,22 +109,24 @@ def _first_mismatch(samples: Sequence[Any], types: type | tuple[type, ...]) -> i
 
 def collate_tensors(samples: list[Any], ctx: CollateContext) -> torch.Tensor:
     """Stack tensors of one shape; the error on a ragged field suggests ``PadCollate``."""
-    elem = samples[0]
-    shape = elem.shape
+    # NOTE [unusual layouts first]: a nested tensor has no .shape (torch raises an internal
+    # error), so every sample's layout is checked before any shape is read
     for i, t in enumerate(samples):
         if not isinstance(t, torch.Tensor):
             raise _type_error(samples, i, ctx.path)
+        if t.is_nested or t.layout != torch.strided:
+            raise TypeError(
+                f"{ctx.path}: {'nested' if t.is_nested else str(t.layout)} tensors cannot "
+                f"be collated by default_collate (sample {i}); register a function for them "
+                "with default_collate.register(torch.Tensor) or write a collate_fn"
+            )
+    shape = samples[0].shape
+    for i, t in enumerate(samples):
         if t.shape != shape:
             raise ValueError(
                 f"{ctx.path}: cannot stack tensors of different shapes: sample 0 has shape "
                 f"{tuple(shape)} but sample {i} has shape {tuple(t.shape)}. {PAD_HINT}"
             )
-    if elem.is_nested or elem.layout != torch.strided:
-        raise TypeError(
-            f"{ctx.path}: {'nested' if elem.is_nested else str(elem.layout)} tensors cannot "
-            "be collated by default_collate; register a function for them with "
-            "default_collate.register(torch.Tensor) or write a collate_fn"
-        )
     return ctx.stack(samples)
 
 

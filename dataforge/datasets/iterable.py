@@ -79,6 +79,10 @@ class IterDataset(torch.utils.data.IterableDataset, Generic[T]):
         """The datasets this one reads from (for ``set_epoch`` propagation)."""
         return ()
 
+    def sources(self) -> tuple[IterDataset[Any], ...]:
+        """The datasets this one reads from (empty for a source)."""
+        return tuple(self._sources())
+
     # -- plumbing ----------------------------------------------------------
     def __iter__(self) -> Iterator[T]:
         # A plain function (not a generator) so that the counters are reset at

@@ -1,9 +1,12 @@
-"""Worker processes of ``engine="process"``: seeding, crash detection, shutdown.
+"""``engine="process"``: worker processes of a stock DataLoader; crash detection, shutdown.
 
-The process engine is a stock ``torch.utils.data.DataLoader``; torch already
+The process engines run a stock ``torch.utils.data.DataLoader``; torch already
 notices dead workers (a SIGCHLD handler and a liveness check) and timeouts.
-This module turns those into errors that name the worker, and stops the rest
-of the workers at once so that nothing hangs and nothing is left behind.
+:class:`StockEngine` turns those into messages that name the worker, and stops
+the rest of the workers at once so that nothing hangs and nothing is left
+behind. :class:`ProcessEngine` runs it over batch keys (``batch_size=None``;
+collation happens in the worker, so one batch crosses the process boundary as a
+few large tensors); ``iterable_engine.py`` runs it over an iterable dataset.
 """
 
 from __future__ import annotations
@@ -13,32 +16,14 @@ import multiprocessing
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import torch.utils.data
 
 from dataforge._rng import make_generator, mix_seed
-from dataforge.loading.errors import identity, with_context
-from dataforge.loading.seeding import seed_worker
-
-
-class WorkerInit:
-    """Seeds a worker process (see ``seed_worker``), then runs the user's ``worker_init_fn``."""
-
-    def __init__(self, seed: int, rank: int, user_fn: Callable[[int], Any] | None) -> None:
-        self.seed = seed
-        self.rank = rank
-        self.epoch = 0
-        self.user_fn = user_fn
-
-    def __call__(self, worker_id: int) -> None:
-        seed_worker(worker_id, seed=self.seed, epoch=self.epoch, rank=self.rank)
-        if self.user_fn is not None:
-            try:
-                self.user_fn(worker_id)
-            except Exception as exc:
-                raise with_context(exc, f"worker_init_fn of worker {worker_id}") from exc
+from dataforge.loading.fetch import BatchFetcher, BatchKey, Fetched, identity
+from dataforge.loading.seeding import WorkerSeeding
 
 
 def dead_workers(raw: Any) -> str:
@@ -97,46 +82,6 @@ def shutdown_workers(raw: Any, *, kill: bool = False, grace: float | None = None
         shutdown()
 
 
-def make_dataloader(
-    fetcher: Any,
-    keys: Any,
-    *,
-    num_workers: int,
-    pin_memory: bool,
-    timeout: float,
-    seed: int,
-    prefetch_factor: int | None,
-    persistent_workers: bool,
-    worker_init_fn: WorkerInit,
-    multiprocessing_context: Any,
-) -> torch.utils.data.DataLoader:
-    """The stock DataLoader behind ``engine="process"``: one ``BatchKey`` per "sample"
-    (``batch_size=None``), collated in the worker by ``fetcher``."""
-    kwargs: dict[str, Any] = {}
-    if num_workers > 0:
-        if multiprocessing_context is None and sys.platform.startswith("linux"):
-            multiprocessing_context = multiprocessing.get_context("fork")
-        kwargs.update(
-            prefetch_factor=prefetch_factor,
-            persistent_workers=persistent_workers,
-            multiprocessing_context=multiprocessing_context,
-            timeout=timeout,  # waits on workers; the single-process path has nothing to wait on
-            worker_init_fn=worker_init_fn,
-        )
-    return torch.utils.data.DataLoader(
-        fetcher,
-        batch_size=None,
-        sampler=keys,
-        num_workers=num_workers,
-        collate_fn=identity,
-        pin_memory=pin_memory,
-        # NOTE: a seeded generator, so torch's worker base seed never draws from the global
-        # RNG of the training process
-        generator=make_generator(mix_seed(seed, 0x5EED)),
-        **kwargs,
-    )
-
-
 def worker_crashed(exc: BaseException, raw: Any) -> bool:
     """Whether ``exc`` (raised while waiting for a batch) means a worker died or timed out."""
     msg = str(exc)
@@ -157,3 +102,103 @@ def worker_crashed(exc: BaseException, raw: Any) -> bool:
     except RuntimeError:  # torch's SIGCHLD handler reporting the death
         return True
     return False
+
+
+def dataloader_options(
+    num_workers: int, *, persistent: bool, timeout: float, prefetch_factor: int | None, seed: int,
+    seeding: WorkerSeeding, multiprocessing_context: Any,
+) -> dict[str, Any]:
+    """The DataLoader arguments both process engines share."""
+    kwargs: dict[str, Any] = {
+        # NOTE: a seeded generator, so torch's worker base seed never draws from the
+        # global RNG of the training process
+        "generator": make_generator(mix_seed(seed, 0x5EED)),
+    }
+    if num_workers > 0:
+        if multiprocessing_context is None and sys.platform.startswith("linux"):
+            multiprocessing_context = multiprocessing.get_context("fork")
+        kwargs.update(
+            prefetch_factor=prefetch_factor,
+            persistent_workers=persistent,
+            multiprocessing_context=multiprocessing_context,
+            timeout=timeout,  # waits on workers; the single-process path has nothing to wait on
+            worker_init_fn=seeding,
+        )
+    return kwargs
+
+
+class StockEngine:
+    """A stock DataLoader as an engine: pass, shutdown and crash reports (NOTE [engine
+    contract] in ``engine.py``); subclasses build the DataLoader and start a pass."""
+
+    def __init__(self, dataloader: torch.utils.data.DataLoader, *, timeout: float) -> None:
+        self.dataloader = dataloader
+        self.persistent = bool(dataloader.persistent_workers)
+        self.timeout = timeout
+        self._raw: Any = None
+
+    def _begin(self) -> Iterator[Any]:
+        self._raw = iter(self.dataloader)
+        return self._raw
+
+    def stop(self, *, kill: bool = False) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None and (kill or not self.persistent):
+            shutdown_workers(raw, kill=kill)
+        if kill:
+            self.dataloader._iterator = None
+
+    def close(self, *, grace: float | None = None) -> None:
+        self._raw = None
+        raw = getattr(self.dataloader, "_iterator", None)
+        if raw is not None:
+            shutdown_workers(raw, grace=grace)
+            self.dataloader._iterator = None
+
+    def diagnose(self, exc: BaseException) -> str | None:
+        raw = self._raw
+        if raw is None or not worker_crashed(exc, raw):
+            return None
+        if "DataLoader timed out" in str(exc):
+            return f"timed out after timeout={self.timeout} s waiting for a worker"
+        dead = dead_workers(raw)
+        return f"worker process(es) died: {dead}" if dead else "a worker did not answer"
+
+
+class KeyFeed:
+    """The DataLoader's ``sampler``: each ``iter()`` yields the keys of the current pass.
+
+    torch calls ``iter(sampler)`` more than once when it builds an iterator; every call
+    gets the same key iterator, so nothing is drawn twice.
+    """
+
+    def __init__(self) -> None:
+        self.keys: Iterator[BatchKey] = iter(())
+        self.length = 0
+
+    def __iter__(self) -> Iterator[BatchKey]:
+        return self.keys
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class ProcessEngine(StockEngine):
+    """``engine="process"``: a stock DataLoader over batch keys, one key per "sample"
+    (``batch_size=None``), each loaded and collated in a worker by ``fetcher``."""
+
+    def __init__(
+        self, fetcher: BatchFetcher, *, num_workers: int, pin_memory: bool, persistent: bool,
+        **options: Any,
+    ) -> None:
+        self._feed = KeyFeed()
+        dataloader = torch.utils.data.DataLoader(
+            fetcher, batch_size=None, sampler=self._feed, num_workers=num_workers,
+            collate_fn=identity, pin_memory=pin_memory,
+            **dataloader_options(num_workers, persistent=persistent, **options),
+        )
+        super().__init__(dataloader, timeout=options["timeout"])
+
+    def start(self, work: Iterator[BatchKey]) -> Iterator[Fetched]:
+        self._feed.keys = work
+        return self._begin()

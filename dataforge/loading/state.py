@@ -19,6 +19,14 @@ STATE_VERSION = 1
 
 # fields that must match the loader the state is loaded into
 CHECKED_FIELDS = ("dataset_len", "seed", "batch_size", "drop_last", "shuffle")
+# how to make each of them match: only fixes that exist
+_FIXES = {
+    "dataset_len": "load the state into a loader over the dataset it was saved with",
+    "seed": "build the loader with seed={saved!r}",
+    "batch_size": "build the loader with batch_size={saved!r}",
+    "drop_last": "build the loader with drop_last={saved!r}",
+    "shuffle": "build the loader with shuffle={saved!r}",
+}
 
 
 def make_state(
@@ -60,13 +68,17 @@ def _nonneg_int(state: dict[str, Any], field: str) -> int:
     return value
 
 
-def validate_state(state: Any, current: dict[str, Any]) -> tuple[int, int, dict[str, Any] | None]:
-    """Check ``state`` against the loader's ``current`` fields; return ``(epoch, k, sampler_state)``.
+def validate_state(
+    state: Any, current: dict[str, Any], num_batches: int | None
+) -> tuple[int, int, dict[str, Any] | None]:
+    """Check ``state`` against the loader's ``current`` fields and its ``num_batches`` per
+    epoch (``None``: unknown); return ``(epoch, k, sampler_state)``.
 
     Raises:
         TypeError: ``state`` is not a dict.
-        ValueError: a field is missing or malformed, or a field of ``CHECKED_FIELDS``
-            differs (the message names the field, the saved and the current value).
+        ValueError: a field is missing or malformed, a field of ``CHECKED_FIELDS``
+            differs (the message names the field, the saved and the current value), or
+            ``batches_yielded`` is past the end of an epoch.
     """
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict from Loader.state_dict(), got {type(state).__name__}")
@@ -82,11 +94,16 @@ def validate_state(state: Any, current: dict[str, Any]) -> tuple[int, int, dict[
         if state[field] != current[field]:
             raise ValueError(
                 f"loader state does not fit this loader: {field} was {state[field]!r} when saved "
-                f"but is {current[field]!r} now; build the loader with {field}={state[field]!r} "
+                f"but is {current[field]!r} now; {_FIXES[field].format(saved=state[field])} "
                 "or start without the state"
             )
     epoch = _nonneg_int(state, "epoch")
     k = _nonneg_int(state, "batches_yielded")
+    if num_batches is not None and k > num_batches:
+        raise ValueError(
+            f"loader state field 'batches_yielded' is {k}, past the {num_batches} batches of an "
+            "epoch of this loader; pass a dict from Loader.state_dict() of the same loader"
+        )
     sampler_state = state.get("sampler_state")
     if sampler_state is not None and not isinstance(sampler_state, dict):
         raise ValueError(f"loader state field 'sampler_state' must be a dict or None, got {sampler_state!r}")

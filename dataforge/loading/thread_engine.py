@@ -52,7 +52,9 @@ from typing import Any
 
 import torch
 
-from dataforge.loading.errors import set_thread_worker_id, with_context
+from dataforge._dist import set_thread_worker_id
+from dataforge.loading.fetch import BatchFetcher, BatchKey, Fetched
+from dataforge.loading.policies import with_context
 
 _STOP = object()
 EXIT_JOIN_S = 10.0
@@ -190,6 +192,41 @@ class ThreadBatchIterator(Iterator[Any]):
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+class ThreadEngine:
+    """``engine="thread"`` (NOTE [thread engine]) behind the engine contract (``engine.py``)."""
+
+    persistent = False
+
+    def __init__(
+        self, fetcher: BatchFetcher, *, num_workers: int, prefetch_factor: int | None,
+        timeout: float, init_fn: Callable[[int], Any] | None,
+    ) -> None:
+        self.fetcher = fetcher
+        self.num_workers = num_workers
+        self.prefetch_factor = prefetch_factor or 2
+        self.timeout = timeout
+        self.init_fn = init_fn
+        self._pool: ThreadBatchIterator | None = None
+
+    def start(self, work: Iterator[BatchKey]) -> Iterator[Fetched]:
+        self._pool = ThreadBatchIterator(
+            self.fetcher.__getitem__, work, self.num_workers, self.prefetch_factor,
+            self.timeout, init_fn=self.init_fn,
+        )
+        return self._pool
+
+    def stop(self, *, kill: bool = False) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def close(self, *, grace: float | None = None) -> None:
+        self.stop()
+
+    def diagnose(self, exc: BaseException) -> str | None:
+        return None  # a timeout is already a clear RuntimeError; threads cannot die alone
 
 
 @atexit.register

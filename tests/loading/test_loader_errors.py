@@ -7,7 +7,7 @@ import torch
 from loading_fixtures import Failing
 
 import dataforge
-from dataforge.loading.errors import with_context
+from dataforge.loading.policies import with_context
 
 
 @pytest.mark.parametrize(("engine", "num_workers"), [("process", 0), ("process", 2), ("thread", 2)])

@@ -12,7 +12,7 @@ import torch
 from helpers import run_test_save_load_state, to_plain
 
 import dataforge
-from dataforge.loading.iterable_engine import IterableLoader
+from dataforge.loading.loader import Loader
 
 
 def shuffled(n: int = 23, buffer: int = 8) -> dataforge.IterDataset:
@@ -47,7 +47,7 @@ def stock(ds: torch.utils.data.IterableDataset, epoch: int = 0, **kw) -> list:
 def test_batches_equal_a_stock_dataloader(num_workers: int) -> None:
     ds = shuffled()
     loader = dataforge.build_loader(ds, 4, num_workers=num_workers)
-    assert isinstance(loader, IterableLoader) and isinstance(loader, dataforge.Loader)
+    assert isinstance(loader, Loader) and loader.iterable
     got = [to_plain(b) for b in loader]
     assert got == stock(ds, batch_size=4, num_workers=num_workers)
     assert sorted(x for b in got for x in b[2]) == list(range(23))
@@ -151,7 +151,7 @@ def test_order_arguments_point_to_ds_shuffle(arg: str) -> None:
     [
         ({"engine": "thread"}, r"engine='thread'.*lock.*engine='process'"),
         ({"on_error": "skip"}, r"on_error='skip'.*indices.*from_shards\(.*on_error="),
-        ({"persistent_workers": True}, "persistent_workers"),
+        ({"batch_size": None, "drop_last": True}, "drop_last=True needs a batch_size"),
         ({"batch_size": 0}, "batch_size"),
     ],
 )
@@ -275,7 +275,7 @@ def test_a_dataset_without_counters_reports_none() -> None:
 def test_skip_totals_resume_without_double_counting(tmp_path, num_workers: int) -> None:
     pattern, _ = corrupt_tar_shards(str(tmp_path))
 
-    def make() -> IterableLoader:
+    def make() -> Loader:
         ds = dataforge.from_shards(pattern, on_error="skip")
         return dataforge.build_loader(ds, 2, collate_fn=keys, num_workers=num_workers)
 
