@@ -1,9 +1,9 @@
 """Collate benchmark: dataforge PadCollate vs HF DataCollatorWithPadding vs pad_sequence.
 
-The same run as `dataforge bench collate` (all of its options apply; see
+The same run as `dataforge bench collate` (all of its options apply, `--help` lists them; see
 `dataforge/bench/collate.py` for what is measured):
 
-    python benchmarks/collate.py [--quick] [--seconds S] [--device cpu|cuda|auto] [--out DIR]
+    python benchmarks/collate.py [--quick] [--seconds S] [--repeats N] [--batch-size N] [--out DIR]
 """
 
 import sys

@@ -1,9 +1,9 @@
 """Samplers benchmark: ClassBalancedSampler vs WeightedRandomSampler, bucketing padding efficiency.
 
-The same run as `dataforge bench samplers` (all of its options apply; see
+The same run as `dataforge bench samplers` (all of its options apply, `--help` lists them; see
 `dataforge/bench/samplers.py` for what is measured):
 
-    python benchmarks/samplers.py [--quick] [--seconds S] [--device cpu|cuda|auto] [--out DIR]
+    python benchmarks/samplers.py [--quick] [--repeats N] [--out DIR]
 """
 
 import sys

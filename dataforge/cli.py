@@ -1,10 +1,14 @@
-"""The ``dataforge`` command: ``dataforge bench image | text | samplers | collate | feeding | transforms | all``.
+"""The ``dataforge`` command: ``dataforge --version``, ``dataforge bench BENCHMARK [options]``.
 
-Each benchmark prints a table, and the run writes ``<out>/results.json`` (schema
-in :mod:`dataforge.bench.report`) plus a PNG per throughput benchmark. Bad input
-(a ``--data`` path of the wrong shape, ``--device cuda`` without a GPU, a
-negative worker count, an unknown benchmark) is one line on stderr and exit code
-2, never a traceback.
+Each benchmark takes only the options it uses (``dataforge bench samplers --help``
+lists them); any other option is an error, not silently ignored. A run writes, in
+its ``--out`` folder, one ``<benchmark>.json`` per benchmark it ran (the document
+schema is in :mod:`dataforge.bench.report`), ``image.png`` / ``text.png`` for the
+throughput benchmarks, and updates ``index.json``, which records for every file
+the command and the time that wrote it: one folder can hold several runs and say
+which made what. Bad input (a ``--data`` path of the wrong shape, ``--device cuda``
+without a GPU, a negative worker count, an unknown benchmark or option) is one
+line on stderr and exit code 2, never a traceback.
 
 Example:
     $ dataforge bench all --quick            # demo data, about 1-2 minutes on 2 cores
@@ -19,6 +23,7 @@ import importlib
 import inspect
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -27,7 +32,42 @@ from typing import Any
 from dataforge.bench import ALL, BENCHMARKS
 from dataforge.bench.common import BenchError, env_info
 
-_OWN = ("image", "text")  # the throughput benchmarks that take the full set of options
+_PLOTTED = ("image", "text")  # the throughput benchmarks: their run() draws <name>.png into out
+INDEX = "index.json"
+
+# NOTE [options per benchmark]: each benchmark lists the options its run() uses; its
+# --help shows those only, and any other option is refused after parsing (it is
+# registered hidden, so that the error can name the benchmark instead of argparse's
+# "unrecognized arguments"). --quick and --out are common to all.
+USES: dict[str, tuple[str, ...]] = {
+    "image": ("data", "device", "workers", "batch_size", "seconds", "repeats", "image_size",
+              "num_images", "warmup"),
+    "text": ("data", "device", "workers", "batch_size", "seconds", "repeats", "text_key",
+             "label_key", "num_docs", "warmup"),
+    "samplers": ("repeats", "num_labels"),
+    "collate": ("batch_size", "seconds", "repeats"),
+    "feeding": ("device", "workers", "batch_size", "seconds", "repeats"),
+    "transforms": ("data", "device", "batch_size", "seconds", "repeats", "image_size",
+                   "num_images", "num_docs"),
+}
+USES["all"] = tuple(dict.fromkeys(o for name in ALL for o in USES[name]))
+_SINGLE_WORKERS = ("feeding",)  # takes one DataLoader workers count, not a sweep
+_HIDDEN = ("num_images", "num_docs", "warmup", "num_labels")  # sizes for tests and smoke runs
+
+ABOUT: dict[str, str] = {
+    "image": "JPEG folder -> normalized batches on the device: stock DataLoader, dataforge "
+             "loaders and torchdata.nodes against the measured limit and parallel ceiling",
+    "text": "JSONL texts -> padded token batches: per-sample tokenization (stock) against "
+            "packed tokens + length bucketing (dataforge), each against its own limit",
+    "samplers": "sampler throughput and memory on 1M (--quick) or 100M synthetic labels; "
+                "padding efficiency of length bucketing",
+    "collate": "padding collate on one synthetic batch: PadCollate vs DataCollatorWithPadding "
+               "vs pad_sequence",
+    "feeding": "host-to-device copies of synthetic uint8 batches: DevicePrefetcher vs "
+               ".to(device) vs the raw pinned copy (a GPU benchmark; on a CPU it says so)",
+    "transforms": "per-sample image and text pipelines on one core",
+    "all": f"{', '.join(ALL)} in turn, each writing its own files",
+}
 
 
 class _UsageError(Exception):
@@ -78,46 +118,128 @@ def _device(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected cpu, cuda (or cuda:N) or auto, got {text!r}")
 
 
+def _option_help(opt: str, what: str) -> str:
+    """The help line of ``opt`` as benchmark ``what`` uses it."""
+    if opt == "data":
+        return {
+            "image": "your ImageFolder (ROOT/<class>/<image>)",
+            "text": "a JSONL file with a text (and label) key per line",
+            "transforms": "an image folder (image part) or a JSONL file (text part)",
+            "all": "a folder goes to image, a JSONL file to text",
+        }[what] + "; default: demo data generated once into $DATAFORGE_CACHE (~/.cache/dataforge/demo)"
+    if opt == "workers":
+        if what in _SINGLE_WORKERS:
+            return "DataLoader workers (default 2 on CUDA, 0 on CPU)"
+        return ("comma list of worker counts to sweep, e.g. 0,2,4 (default 0,<cores>; with "
+                "--quick one small value)" + ("; feeding takes it when it is one count"
+                                               if what == "all" else ""))
+    defaults = {  # (batch_size, seconds, repeats) defaults as each run() sets them
+        "image": ("64; --quick 32", "steady-state seconds per arm and repeat (default 10; --quick 1)", "3"),
+        "text": ("64", "steady-state seconds per arm and repeat (default 10; --quick 1)", "3"),
+        "samplers": ("", "", "3"),
+        "collate": ("64", "measured seconds per arm and input form (default 4; --quick 0.3)",
+                    "5; --quick 3"),
+        "feeding": ("64; --quick 32", "seconds per arm and repeat (default 1; --quick 0.2)",
+                    "5; --quick 3"),
+        "transforms": ("64", "seconds per image run (default 3; --quick 0.5)", "5; --quick 3"),
+    }
+    if what == "all":
+        users = ", ".join(n for n in ALL if opt in USES[n])
+        return {"batch_size": "samples per batch", "seconds": "measured seconds per arm",
+                "repeats": "measured runs per arm; the median is reported",
+                "device": "cpu, cuda or auto (default cpu)", "image_size": "crop size (default 224)",
+                "text_key": "JSONL text field (default text)",
+                "label_key": "JSONL label field (default label; '' for unlabelled text)",
+                }.get(opt, opt) + f" (used by {users}; each benchmark's own default otherwise)"
+    batch, seconds, repeats = defaults[what]
+    return {
+        "device": "cpu, cuda or auto (default cpu)",
+        "batch_size": f"samples per batch (default {batch})",
+        "seconds": seconds,
+        "repeats": f"measured runs per arm; the median is reported (default {repeats})",
+        "image_size": "crop size (default 224)",
+        "text_key": "JSONL text field (default text)",
+        "label_key": "JSONL label field (default label; '' for unlabelled text)",
+    }[opt]
+
+
+_OPTION_ARGS: dict[str, dict[str, Any]] = {
+    "data": {"metavar": "PATH"},
+    "device": {"type": _device, "default": "cpu", "metavar": "{cpu,cuda,auto}"},
+    "workers": {"type": _workers, "metavar": "LIST"},
+    "batch_size": {"type": _positive(int), "metavar": "N"},
+    "seconds": {"type": _positive(float), "metavar": "S"},
+    "repeats": {"type": _positive(int), "metavar": "N"},
+    "image_size": {"type": _positive(int), "default": 224, "metavar": "N"},
+    "text_key": {"default": "text", "metavar": "KEY"},
+    "label_key": {"default": "label", "metavar": "KEY"},
+    "num_images": {"type": _positive(int)},
+    "num_docs": {"type": _positive(int)},
+    "num_labels": {"type": _positive(int)},
+    "warmup": {"type": float},
+}
+
+
+def _add_benchmark(sub: Any, what: str) -> None:
+    p = sub.add_parser(what, help=ABOUT[what], description=f"dataforge bench {what}: {ABOUT[what]}.")
+    p.add_argument("--quick", action="store_true", help="small data and short windows")
+    p.add_argument("--out", default="bench_out", metavar="DIR",
+                   help=f"folder for {'<benchmark>' if what == 'all' else what}.json"
+                        + (" and plots" if what in (*_PLOTTED, "all") else "")
+                        + f", and {INDEX} (which run wrote which file); default ./bench_out")
+    for opt, kwargs in _OPTION_ARGS.items():
+        flag = "--" + opt.replace("_", "-")
+        if opt in USES[what]:
+            help_text = argparse.SUPPRESS if opt in _HIDDEN else _option_help(opt, what)
+            p.add_argument(flag, dest=opt, help=help_text, **kwargs)
+        else:  # NOTE [options per benchmark]: parsed, then refused by name
+            p.add_argument(flag, dest=opt, help=argparse.SUPPRESS,
+                           **{**kwargs, "default": argparse.SUPPRESS})
+
+
+def _version() -> str:
+    import torch
+
+    from dataforge import __version__
+
+    return f"dataforge {__version__} (torch {torch.__version__}, python {platform.python_version()})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dataforge", description="dataforge: data pipelines for PyTorch")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser, metavar="COMMAND")
     b = sub.add_parser(
         "bench", help="throughput benchmarks against stock PyTorch",
         description="Measure input-pipeline throughput on this machine, side by side with stock "
-                    "PyTorch in the same run, against the measured limit (and, for image, the "
-                    "parallel ceiling: the same work in one process per core, no loader).")
-    b.add_argument("what", choices=[*BENCHMARKS, "all"], metavar="BENCHMARK",
-                   help=f"one of {', '.join(BENCHMARKS)}, or all ({', '.join(ALL)})")
-    b.add_argument("--data", metavar="PATH", help="your ImageFolder (ROOT/<class>/<image>) for image, or a JSONL "
-                   "file for text; default: demo data generated once into $DATAFORGE_CACHE "
-                   "(~/.cache/dataforge/demo)")
-    b.add_argument("--device", type=_device, default="cpu", metavar="{cpu,cuda,auto}", help="cpu, cuda or auto (default cpu)")
-    b.add_argument("--workers", type=_workers, metavar="LIST", help="comma list of worker counts to sweep, e.g. "
-                   "0,2,4 (default 0,<cores>; with --quick one small value)")
-    b.add_argument("--batch-size", type=_positive(int), metavar="N", help="samples per batch (default 64; "
-                   "image --quick 32)")
-    b.add_argument("--seconds", type=_positive(float), metavar="S", help="steady-state seconds per arm and "
-                   "repeat (default 10; --quick 1)")
-    b.add_argument("--repeats", type=_positive(int), default=3, metavar="N", help="runs per arm; the median is "
-                   "reported (default 3)")
-    b.add_argument("--quick", action="store_true", help="small data and short windows (~1-2 min)")
-    b.add_argument("--out", default="bench_out", metavar="DIR", help="folder for results.json and plots "
-                   "(default ./bench_out)")
-    b.add_argument("--image-size", type=_positive(int), default=224, metavar="N", help="crop size (default 224)")
-    b.add_argument("--text-key", default="text", metavar="KEY", help="JSONL text field (default text)")
-    b.add_argument("--label-key", default="label", metavar="KEY", help="JSONL label field (default label)")
-    # Hidden: sizes for tests and smoke runs.
-    b.add_argument("--num-images", type=_positive(int), help=argparse.SUPPRESS)
-    b.add_argument("--num-docs", type=_positive(int), help=argparse.SUPPRESS)
-    b.add_argument("--warmup", type=float, help=argparse.SUPPRESS)
+                    "PyTorch in the same run, against the measured limit. Each benchmark has "
+                    "its own options: dataforge bench BENCHMARK --help.")
+    benches = b.add_subparsers(dest="what", required=True, parser_class=_Parser, metavar="BENCHMARK")
+    for what in (*BENCHMARKS, "all"):
+        _add_benchmark(benches, what)
     return parser
+
+
+def _refuse_unused(args: argparse.Namespace) -> None:
+    """NOTE [options per benchmark]: an option the benchmark does not use is an error."""
+    given = [o for o in _OPTION_ARGS if o not in USES[args.what] and hasattr(args, o)]
+    if given:
+        flags = ", ".join("--" + o.replace("_", "-") for o in given)
+        takes = ", ".join("--" + o.replace("_", "-") for o in ("quick", "out", *USES[args.what])
+                          if o not in _HIDDEN)
+        raise _UsageError(f"bench {args.what} does not use {flags}; it takes {takes} "
+                          f"(see dataforge bench {args.what} --help)")
+    workers = getattr(args, "workers", None)
+    if args.what in _SINGLE_WORKERS and workers is not None and len(workers) != 1:
+        raise _UsageError(f"bench {args.what} takes one --workers count (DataLoader workers), "
+                          f"got {','.join(map(str, workers))} (see dataforge bench {args.what} --help)")
 
 
 def _check_data(what: str, args: argparse.Namespace) -> dict[str, str | None]:
     """Which benchmark gets ``--data``; checked before anything runs."""
     from dataforge.bench.data import check_image_folder, check_jsonl
 
-    if args.data is None:
+    if getattr(args, "data", None) is None:
         return {}
     p = Path(args.data).expanduser()
     target = what
@@ -137,6 +259,24 @@ def _progress(line: str) -> None:
     print(f"  .. {line}", file=sys.stderr, flush=True)
 
 
+def run_kwargs(name: str, args: argparse.Namespace, data: str | None, out: Path) -> dict[str, Any]:
+    """The keyword arguments of benchmark ``name``'s ``run()``: the options it uses, when given."""
+    kw: dict[str, Any] = {"quick": args.quick, "device": getattr(args, "device", "cpu"),
+                          "data": data, "out": str(out) if name in _PLOTTED else None}
+    for opt in USES.get(name, ()):
+        v: Any = getattr(args, opt, None)
+        if opt == "data" or v is None:
+            continue
+        if opt == "label_key":
+            v = v or None  # '' -> unlabelled text
+        if opt == "workers" and name in _SINGLE_WORKERS:
+            if len(v) != 1:
+                continue  # `all`: a sweep is for image and text (alone, refused at parsing)
+            v = v[0]
+        kw[opt] = v
+    return kw
+
+
 def _run_one(name: str, args: argparse.Namespace, data: str | None, out: Path) -> dict[str, Any]:
     try:
         mod = importlib.import_module(f"dataforge.bench.{name}")
@@ -145,43 +285,53 @@ def _run_one(name: str, args: argparse.Namespace, data: str | None, out: Path) -
             return {"status": "not available",
                     "reason": f"dataforge.bench.{name} is not available yet"}
         raise
-    kw: dict[str, Any] = {"quick": args.quick, "seconds": args.seconds, "device": args.device,
-                          "data": data, "out": str(out) if name in _OWN else None}
-    extra = {"workers": args.workers, "batch_size": args.batch_size, "repeats": args.repeats}
-    if name in _OWN:
-        kw.update(extra, progress=_progress, warmup=args.warmup)
-        if name == "image":
-            kw.update(image_size=args.image_size, num_images=args.num_images)
-        else:
-            kw.update(num_docs=args.num_docs, text_key=args.text_key, label_key=args.label_key or None)
-    else:  # another module: pass only the options its run() names, when given
-        params = inspect.signature(mod.run).parameters
-        single = args.workers[0] if args.workers and len(args.workers) == 1 else None
-        given = {**extra, "workers": single, "image_size": args.image_size,
-                 "num_images": args.num_images, "num_docs": args.num_docs, "progress": _progress}
-        kw.update({k: v for k, v in given.items() if k in params and v is not None})
+    kw = run_kwargs(name, args, data, out)
+    if "progress" in inspect.signature(mod.run).parameters:
+        kw["progress"] = _progress
     result = mod.run(**kw)
     result.setdefault("status", "ok")
     print(f"\n== {name} ==\n{mod.format_table(result)}", flush=True)
     return result
 
 
+def _write_json(path: Path, doc: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _update_index(out: Path, files: list[str], entry: dict[str, Any]) -> None:
+    """Record in ``<out>/index.json`` which run wrote ``files``; entries of deleted files go."""
+    path = out / INDEX
+    try:
+        index = json.loads(path.read_text())
+        if not isinstance(index, dict) or not isinstance(index.get("files"), dict):
+            raise ValueError
+    except (OSError, ValueError):
+        index = {"files": {}}
+    index["about"] = ("which dataforge bench run wrote each file of this folder: command, "
+                      "date, status")
+    index["files"].update({f: entry for f in files})
+    index["files"] = {f: e for f, e in sorted(index["files"].items()) if (out / f).exists()}
+    _write_json(path, index)
+
+
 def bench(args: argparse.Namespace, argv: list[str]) -> int:
     from dataforge.bench.report import SCHEMA_VERSION, validate_document
     from dataforge.bench.runner import resolve_device
 
-    device = str(resolve_device(args.device))  # --device cuda without a GPU fails here
-    args.device = device
+    if hasattr(args, "device"):
+        args.device = str(resolve_device(args.device))  # --device cuda without a GPU fails here
+    device = getattr(args, "device", "cpu")
     data = _check_data(args.what, args)
     names = list(ALL) if args.what == "all" else [args.what]
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
-        raise BenchError(f"--out {str(out)!r} is a file; expected a folder for results.json and plots")
+        raise BenchError(f"--out {str(out)!r} is a file; expected a folder for the results and plots")
     out.mkdir(parents=True, exist_ok=True)
-    doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION,
-                           "command": " ".join(["dataforge", *argv]),
-                           "env": env_info(device), "benchmarks": {}, "seconds_by_benchmark": {}}
+    command = " ".join(["dataforge", *argv])
     failed = 0
+    written: list[str] = []
     t0 = time.perf_counter()
     for name in names:
         print(f"-- dataforge bench {name}", file=sys.stderr, flush=True)
@@ -201,15 +351,21 @@ def bench(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"dataforge bench {name}: failed: {result['reason']}", file=sys.stderr)
         elif result["status"] == "not available":
             print(f"dataforge bench {name}: {result['reason']}", file=sys.stderr)
-        doc["benchmarks"][name] = result
-        doc["seconds_by_benchmark"][name] = time.perf_counter() - t1
-    doc["total_seconds"] = time.perf_counter() - t0
-    validate_document(doc)
-    path = out / "results.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-    print(f"\nwrote {path} ({doc['total_seconds']:.0f} s)", flush=True)
+        seconds = time.perf_counter() - t1
+        doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "command": command,
+                               "env": env_info(device), "benchmarks": {name: result},
+                               "seconds_by_benchmark": {name: seconds}, "total_seconds": seconds}
+        validate_document(doc)
+        _write_json(out / f"{name}.json", doc)
+        files = [f"{name}.json"]
+        if result.get("plot"):
+            files.append(Path(result["plot"]).name)
+        _update_index(out, files, {"command": command, "date": doc["env"]["date"],
+                                   "benchmark": name, "status": result["status"]})
+        written += files
+    total = time.perf_counter() - t0
+    print(f"\nwrote {', '.join(str(out / f) for f in written)}; {out / INDEX} says which run "
+          f"wrote which file ({total:.0f} s)", flush=True)
     return 1 if failed else 0
 
 
@@ -219,10 +375,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.cmd == "bench":
+            _refuse_unused(args)
     except _UsageError as exc:
         print(f"dataforge: error: {exc}", file=sys.stderr)
         return 2
-    except SystemExit as exc:  # --help
+    except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
     try:
         if args.cmd == "bench":

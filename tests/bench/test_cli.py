@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dataforge.cli import _run_one, build_parser, main
+from dataforge.bench.report import validate_document
+from dataforge.cli import _HIDDEN, ABOUT, USES, _run_one, build_parser, main, run_kwargs
 
 
 def _err(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -104,13 +106,57 @@ def test_out_is_a_file(capsys, tmp_path, tiny_images):
 
 def test_help_exits_zero(capsys):
     assert main(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("image", "text", "samplers", "collate", "feeding", "all"))
+    assert main(["bench", "image", "--help"]) == 0
     assert "--workers" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    import dataforge
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith(f"dataforge {dataforge.__version__} (torch ")
+
+
+def _flags(help_text: str) -> set[str]:
+    return set(re.findall(r"(?m)^  (--[a-z-]+)", help_text)) - {"--help"}
+
+
+@pytest.mark.parametrize("what", [*USES])
+def test_each_benchmark_lists_only_the_options_it_uses(capsys, what):
+    """Every benchmark printed the same help (all options) before."""
+    assert main(["bench", what, "--help"]) == 0
+    out = capsys.readouterr().out
+    shown = {"--" + o.replace("_", "-") for o in ("quick", "out", *USES[what]) if o not in _HIDDEN}
+    assert _flags(out) == shown
+    assert ABOUT[what].split(":")[0][:30] in " ".join(out.split())
+
+
+def test_helps_differ():
+    assert USES["samplers"] == ("repeats", "num_labels")
+    assert "data" not in USES["collate"] and "workers" not in USES["collate"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "samplers", "--data", "folder"], "bench samplers does not use --data; it takes "
+                                                "--quick, --out, --repeats"),
+    (["bench", "collate", "--workers", "2", "--device", "cpu"], "does not use --device, --workers"),
+    (["bench", "samplers", "--seconds", "5"], "does not use --seconds"),
+    (["bench", "feeding", "--text-key", "body"], "does not use --text-key"),
+    (["bench", "feeding", "--workers", "0,2"], "takes one --workers count"),
+])
+def test_an_option_the_benchmark_does_not_use_is_an_error(capsys, argv, message):
+    """`bench samplers --data folder` ignored --data and ran the full 100M benchmark."""
+    err = _err(capsys, argv)
+    assert message in err and "--help" in err
 
 
 def test_parser_defaults():
     args = build_parser().parse_args(["bench", "image", "--workers", "0, 2,4"])
-    assert args.workers == [0, 2, 4] and args.repeats == 3 and args.device == "cpu"
+    assert args.workers == [0, 2, 4] and args.repeats is None and args.device == "cpu"
     assert args.image_size == 224 and args.out == "bench_out"
+    assert not hasattr(build_parser().parse_args(["bench", "samplers"]), "workers")
 
 
 def test_missing_module_is_not_available(tmp_path):
@@ -120,35 +166,65 @@ def test_missing_module_is_not_available(tmp_path):
                       "reason": "dataforge.bench.no_such_benchmark is not available yet"}
 
 
+def test_run_kwargs_pass_each_benchmark_its_options(tmp_path):
+    args = build_parser().parse_args(["bench", "all", "--quick", "--workers", "3", "--batch-size", "7",
+                                      "--seconds", "0.5"])
+    image = run_kwargs("image", args, None, tmp_path)
+    assert image["workers"] == [3] and image["batch_size"] == 7 and image["out"] == str(tmp_path)
+    assert "repeats" not in image  # not given: the benchmark's own default
+    assert run_kwargs("feeding", args, None, tmp_path)["workers"] == 3  # one DataLoader count
+    collate = run_kwargs("collate", args, None, tmp_path)
+    assert collate == {"quick": True, "device": "cpu", "data": None, "out": None, "batch_size": 7,
+                       "seconds": 0.5}
+    samplers = run_kwargs("samplers", args, None, tmp_path)
+    assert set(samplers) == {"quick", "device", "data", "out"}
+    sweep = build_parser().parse_args(["bench", "all", "--workers", "0,2"])
+    assert "workers" not in run_kwargs("feeding", sweep, None, tmp_path)  # a sweep is for image/text
+    text = build_parser().parse_args(["bench", "text", "--label-key", ""])
+    assert run_kwargs("text", text, "c.jsonl", tmp_path)["label_key"] is None
+
+
+def _fake(monkeypatch, name, calls):
+    import types
+
+    fake = types.ModuleType(f"dataforge.bench.{name}")
+
+    def run(*, quick=False, seconds=None, device="cpu", data=None, out=None, repeats=None):
+        calls.append((name, repeats))
+        return {"env": {}, "rows": [repeats]}
+
+    fake.run = run
+    fake.format_table = lambda result: f"{name} table"
+    monkeypatch.setitem(sys.modules, f"dataforge.bench.{name}", fake)
+
+
+def test_each_benchmark_writes_its_own_file_and_the_index_says_which_run(tmp_path, monkeypatch, capsys):
+    """`bench samplers` overwrote the demo's results.json next to stale plots."""
+    calls: list = []
+    _fake(monkeypatch, "collate", calls)
+    _fake(monkeypatch, "samplers", calls)
+    out = tmp_path / "out"
+    assert main(["bench", "collate", "--repeats", "2", "--out", str(out)]) == 0
+    first = (out / "collate.json").read_text()
+    assert main(["bench", "samplers", "--repeats", "4", "--out", str(out)]) == 0
+    assert calls == [("collate", 2), ("samplers", 4)]
+    assert sorted(p.name for p in out.iterdir()) == ["collate.json", "index.json", "samplers.json"]
+    assert (out / "collate.json").read_text() == first  # not clobbered by the second run
+    doc = json.loads((out / "samplers.json").read_text())
+    validate_document(doc)
+    assert list(doc["benchmarks"]) == ["samplers"] and doc["benchmarks"]["samplers"]["rows"] == [4]
+    index = json.loads((out / "index.json").read_text())["files"]
+    assert set(index) == {"collate.json", "samplers.json"}
+    assert index["collate.json"]["command"] == f"dataforge bench collate --repeats 2 --out {out}"
+    assert index["samplers.json"]["command"].startswith("dataforge bench samplers --repeats 4")
+    assert index["samplers.json"]["status"] == "ok" and index["samplers.json"]["date"]
+    stdout = capsys.readouterr().out
+    assert "samplers table" in stdout and f"wrote {out / 'samplers.json'}" in stdout
+
+
 def test_subprocess_exit_code_and_one_line():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     p = subprocess.run([sys.executable, "-m", "dataforge", "bench", "image", "--workers", "-1"],
                        capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
-
-
-def test_other_modules_get_only_the_options_they_name(tmp_path, monkeypatch, capsys):
-    import types
-
-    seen: dict = {}
-    fake = types.ModuleType("dataforge.bench.fakebench")
-
-    def run(*, quick=False, seconds=None, device="cpu", data=None, out=None, workers=None,
-            repeats=None, progress=None):
-        seen.update(quick=quick, seconds=seconds, device=device, data=data, out=out,
-                    workers=workers, repeats=repeats, progress=progress)
-        return {"env": {}, "rows": []}
-
-    fake.run = run
-    fake.format_table = lambda result: "fake table"
-    monkeypatch.setitem(sys.modules, "dataforge.bench.fakebench", fake)
-    args = build_parser().parse_args(["bench", "image", "--quick", "--workers", "3", "--batch-size", "7"])
-    result = _run_one("fakebench", args, None, tmp_path)
-    assert result == {"env": {}, "rows": [], "status": "ok"}
-    assert seen["workers"] == 3 and seen["repeats"] == 3 and seen["quick"] is True
-    assert seen["out"] is None and callable(seen["progress"])  # batch_size: not a parameter
-    args = build_parser().parse_args(["bench", "image", "--workers", "0,2"])
-    _run_one("fakebench", args, None, tmp_path)
-    assert seen["workers"] is None  # a sweep is not a single worker count
-    assert "fake table" in capsys.readouterr().out

@@ -25,16 +25,24 @@ def test_bench_all_quick_tiny(tmp_path):
            "--num-docs", "100", "--image-size", "32", "--batch-size", "8", "--out", str(out)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
-    doc = json.loads((out / "results.json").read_text())
-    validate_document(doc)
-    assert list(doc["benchmarks"]) == list(ALL)
-    assert doc["command"].startswith("dataforge bench all --quick")
+    assert not (out / "results.json").exists()  # one file per benchmark, none shared
+    index = json.loads((out / "index.json").read_text())["files"]
+    docs = {}
+    for name in ALL:
+        doc = json.loads((out / f"{name}.json").read_text())
+        validate_document(doc)
+        assert list(doc["benchmarks"]) == [name]
+        assert doc["command"].startswith("dataforge bench all --quick")
+        assert index[f"{name}.json"]["command"] == doc["command"]
+        docs[name] = doc["benchmarks"][name]
     for name in ("image", "text"):
-        r = doc["benchmarks"][name]
+        r = docs[name]
         assert r["status"] == "ok"
         stock = [a for a in r["arms"] if a["arm"] == "stock"]
         assert stock and all(a["status"] == "ok" for a in stock)
         assert not [a for a in r["arms"] if a["status"] == "failed"], r["arms"]
         assert (out / f"{name}.png").is_file() or r.get("plot") is None
-    assert doc["benchmarks"]["image"]["config"]["num_samples"] == 16
+        if r.get("plot"):
+            assert index[f"{name}.png"]["benchmark"] == name
+    assert docs["image"]["config"]["num_samples"] == 16
     assert "== image ==" in p.stdout and "== text ==" in p.stdout

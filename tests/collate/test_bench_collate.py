@@ -46,7 +46,7 @@ def test_script_writes_json(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=110, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((out / "results.json").read_text())["benchmarks"]["collate"]
+    result = json.loads((out / "collate.json").read_text())["benchmarks"]["collate"]
     assert set(result["forms"]["lists"]["arms"]) == {"dataforge", "hf", "pad_sequence"}
     assert "dataforge_vs_hf" in result["forms"]["lists"]["ratios"]
     assert "hf" in proc.stdout

@@ -44,7 +44,7 @@ def test_script_runs(tmp_path, capsys, monkeypatch) -> None:
     with pytest.raises(SystemExit) as exc:
         runpy.run_path(str(Path(__file__).parents[2] / "benchmarks" / "feeding.py"), run_name="__main__")
     assert exc.value.code == 0
-    assert "raw_pinned" in capsys.readouterr().out and (out / "results.json").exists()
+    assert "raw_pinned" in capsys.readouterr().out and (out / "feeding.json").exists()
 
 
 @pytest.mark.gpu
