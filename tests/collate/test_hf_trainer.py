@@ -96,3 +96,26 @@ def test_trainer_rejects_a_loader_that_is_not_iterable(tmp_path: Any) -> None:
     args = transformers.TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
     with pytest.raises(TypeError, match="train_loader must be an iterable"):
         DataforgeTrainer(model=_tiny_bert(16), args=args, train_loader=42)
+
+
+def test_readme_huggingface_example_runs(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's "Use with HuggingFace" block, with a tiny model and a few steps."""
+    import json
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Use with HuggingFace", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": int(i < len(ANIMALS))}) + "\n"
+                            for i, t in enumerate(ANIMALS + OTHER)))
+    monkeypatch.chdir(tmp_path)
+    for old, new in (("max_steps=1000", "max_steps=3, use_cpu=True"), ("num_workers=2", "num_workers=0")):
+        assert old in code, old
+        code = code.replace(old, new)
+    tok = _tokenizer()
+    scope = {"tokenizer": tok, "model": _tiny_bert(tok.vocab_size)}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["trainer"].state.global_step == 3
+    assert math.isfinite(scope["trainer"].state.log_history[-1]["train_loss"])
