@@ -24,10 +24,14 @@
 #                    index cannot be reached (default ./.whl)
 #   DRY_RUN=1        print the plan (commands and time limits), write summary.json, exit 0
 #   NO_CUDA=1        act as if CUDA were absent (the skip path, on any machine)
+#   REHEARSE=1       run every step with --device cpu, on any machine: a rehearsal of the
+#                    script itself (the figures are CPU figures; the gpu tests skip)
 #   BUDGET_S=S       limit of the whole run (default 470); a step's limit is cut to what
 #                    is left of it
-#   T_INSTALL, T_PYTEST, T_FEEDING, T_IMAGE   step limits in seconds (default 90 60 75 240)
+#   T_INSTALL, T_PYTEST, T_FEEDING, T_IMAGE   step limits in seconds (default 60 90 75 240)
 #   IMAGE_SECONDS, IMAGE_REPEATS, IMAGE_WORKERS   the image run (default 3, 1, 4,8,16)
+#   PYTEST_ARGS, FEEDING_ARGS, IMAGE_ARGS   more arguments for a step, split at spaces
+#                    (IMAGE_ARGS="--data /data/imagenet/train": your own images)
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
@@ -36,8 +40,8 @@ OUT=${OUT:-$ROOT/gpu_out}
 PYTHON=${PYTHON:-python3}
 WHEELS=${WHEELS:-$ROOT/.whl}
 BUDGET_S=${BUDGET_S:-470}
-T_INSTALL=${T_INSTALL:-90}
-T_PYTEST=${T_PYTEST:-60}
+T_INSTALL=${T_INSTALL:-60}
+T_PYTEST=${T_PYTEST:-90}
 T_FEEDING=${T_FEEDING:-75}
 T_IMAGE=${T_IMAGE:-240}
 IMAGE_SECONDS=${IMAGE_SECONDS:-3}
@@ -191,10 +195,18 @@ plan() {
 main() {
     say "start $(date -u '+%Y-%m-%d %H:%M:%S UTC') in $ROOT, output in $OUT"
     PY=$PYTHON
-    CMD_PYTEST=(python -m pytest -m gpu -q -p no:cacheprovider --junitxml "$OUT/pytest_gpu.xml")
-    CMD_FEEDING=(python -m dataforge bench feeding --device cuda --out "$OUT/feeding")
-    CMD_IMAGE=(python -m dataforge bench image --device cuda --workers "$IMAGE_WORKERS"
-               --seconds "$IMAGE_SECONDS" --repeats "$IMAGE_REPEATS" --out "$OUT/image")
+    local device=cuda extra_pytest extra_feeding extra_image
+    [[ ${REHEARSE:-0} == 1 ]] && device=cpu
+    read -r -a extra_pytest <<<"${PYTEST_ARGS:-}"
+    read -r -a extra_feeding <<<"${FEEDING_ARGS:-}"
+    read -r -a extra_image <<<"${IMAGE_ARGS:-}"
+    CMD_PYTEST=(python -m pytest -m gpu -q -p no:cacheprovider --junitxml "$OUT/pytest_gpu.xml"
+                "${extra_pytest[@]}")
+    CMD_FEEDING=(python -m dataforge bench feeding --device $device --out "$OUT/feeding"
+                 "${extra_feeding[@]}")
+    CMD_IMAGE=(python -m dataforge bench image --device $device --workers "$IMAGE_WORKERS"
+               --seconds "$IMAGE_SECONDS" --repeats "$IMAGE_REPEATS" --out "$OUT/image"
+               "${extra_image[@]}")
     if [[ ${DRY_RUN:-0} == 1 ]]; then
         plan
         say "DRY RUN: nothing was installed or run (DRY_RUN=1)"
@@ -224,8 +236,11 @@ main() {
         summary failed "packages the steps need are missing"
         return 1
     fi
-    local reason=""
-    if [[ ${NO_CUDA:-0} == 1 ]]; then
+    local reason="" note=""
+    if [[ ${REHEARSE:-0} == 1 ]]; then
+        note="REHEARSE=1: a rehearsal on the CPU, not GPU figures"
+        say "REHEARSAL (REHEARSE=1): every step runs with --device cpu; the figures are CPU figures"
+    elif [[ ${NO_CUDA:-0} == 1 ]]; then
         reason="NO_CUDA=1 was set"
     else
         reason=$("$PY" -c 'import torch
@@ -247,11 +262,11 @@ print("" if torch.cuda.is_available() else
     run_step feeding "$T_FEEDING" "${CMD_FEEDING[@]}" || failed=1
     run_step image "$T_IMAGE" "${CMD_IMAGE[@]}" || failed=1
     if (( failed )); then
-        summary failed "a step failed or ran out of time (see the steps)"
+        summary failed "a step failed or ran out of time (see the steps)${note:+; $note}"
         say "done in $(( $(date +%s) - START )) s: SOME STEPS FAILED"
         return 1
     fi
-    summary ok
+    summary ok "$note"
     say "done in $(( $(date +%s) - START )) s: all steps ok"
     return 0
 }

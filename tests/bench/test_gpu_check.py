@@ -79,6 +79,29 @@ def test_without_cuda_it_skips_cleanly_and_says_so(tmp_path):
     assert "SKIPPED: no CUDA" in (out / "gpu_check.log").read_text()
 
 
+@pytest.mark.slow
+def test_rehearsal_on_the_cpu_runs_every_step_and_summarizes_real_results(tmp_path):
+    """REHEARSE=1: the steps run with --device cpu (tiny sizes), through the same machinery."""
+    p, out = _run(tmp_path, SKIP_INSTALL="1", REHEARSE="1", T_FEEDING="120", T_IMAGE="200",
+                  PYTEST_ARGS="tests/transforms/test_gpu_decode.py", FEEDING_ARGS="--quick",
+                  IMAGE_WORKERS="0", IMAGE_SECONDS="0.2",
+                  IMAGE_ARGS="--num-images 16 --image-size 32 --batch-size 8 --warmup 0")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "REHEARSAL (REHEARSE=1)" in p.stdout and "all steps ok" in p.stdout
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "ok" and "rehearsal" in s["reason"]
+    assert [(x["step"], x["status"]) for x in s["steps"]] == [
+        ("install", "skipped (SKIP_INSTALL=1)"), ("pytest", "ok"), ("feeding", "ok"), ("image", "ok")]
+    assert s["pytest_gpu"]["tests"] >= 3 and s["pytest_gpu"]["failures"] == 0
+    assert s["feeding"]["status"] == "ok" and s["feeding"]["gpu_present"] is False
+    row = s["image"]["by_workers"]["0"]
+    assert row["samples_per_s"]["stock"] > 0 and row["engine_winner"] in (
+        "dataforge-process", "dataforge-thread")
+    assert "needs --device cuda" in row["not_ok"]["dataforge-gpu-decode"]
+    for f in ("gpu_check.log", "pytest_gpu.xml", "feeding/results.json", "image/results.json"):
+        assert (out / f).is_file(), f
+
+
 @pytest.mark.parametrize(("name", "value"), [("T_IMAGE", "abc"), ("BUDGET_S", "0"), ("IMAGE_REPEATS", "-1")])
 def test_bad_settings_are_refused_by_name(tmp_path, name, value):
     p, _ = _run(tmp_path, DRY_RUN="1", **{name: value})
