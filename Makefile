@@ -14,7 +14,22 @@ STAMP := $(VENV)/.dataforge-installed
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# Debian packages behind the C extension (compiler, Python and libjpeg headers) and the
+# JPEG corpus tests (cjpeg, from libjpeg-turbo-progs): on Debian/Ubuntu as root (CI),
+# whatever is missing is apt-get installed first; elsewhere the install goes on without.
 $(STAMP): pyproject.toml setup.py dataforge/_jpeg.c | $(PY)
+	@missing=""; \
+	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
+	[ -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || missing="$$missing python3-dev"; \
+	dpkg -s libjpeg-dev >/dev/null 2>&1 || [ -f /usr/include/jpeglib.h ] || missing="$$missing libjpeg-dev"; \
+	command -v cjpeg >/dev/null 2>&1 || missing="$$missing libjpeg-turbo-progs"; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "apt-get install:$$missing"; \
+		log=$$( (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing) 2>&1) || { echo "$$log"; exit 1; }; \
+	elif [ -n "$$missing" ]; then \
+		echo "note: missing$$missing (the C extension or the cjpeg corpus tests may be skipped)"; \
+	fi
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[all,dev]'
 	touch $(STAMP)
