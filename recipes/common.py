@@ -1,5 +1,5 @@
 """Plumbing shared by the recipes: config with command-line overrides, distributed
-set-up, metrics, checkpoints, JSONL logging and plots.
+set-up, metrics, JSONL logging and plots.
 
 Recipes are meant to be copied: this file goes with them.
 """
@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +38,14 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise RecipeError(f"config {str(p)!r} is not valid JSON: {exc}") from None
 
 
-def _valid_keys(cfg: Any, prefix: str = "") -> list[str]:
-    if not isinstance(cfg, dict):
-        return [prefix.rstrip(".")]
-    keys = []
-    for k, v in cfg.items():
-        keys.extend(_valid_keys(v, f"{prefix}{k}."))
-    return keys
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """The config's leaves by dotted key: ``{"train.epochs": 10, ...}``."""
+    if isinstance(cfg, dict) and cfg:
+        leaves: dict[str, Any] = {}
+        for k, v in cfg.items():
+            leaves.update(flatten(v, f"{prefix}{k}."))
+        return leaves
+    return {prefix.rstrip("."): cfg}
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -66,25 +66,13 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         parts = key.split(".")
         for i, part in enumerate(parts):
             if not isinstance(node, dict) or part not in node:
-                valid = ", ".join(_valid_keys(cfg))
+                valid = ", ".join(flatten(cfg))
                 raise RecipeError(f"unknown config key {key!r}; valid keys: {valid}")
             if i == len(parts) - 1:
                 node[part] = value
             else:
                 node = node[part]
     return cfg
-
-
-def config_hash(cfg: dict[str, Any], ignore: tuple[str, ...] = ("train.epochs", "train.out", "train.max_steps")) -> str:
-    """Hash of the parts of the config that must match for a resume to be exact."""
-    c = copy.deepcopy(cfg)
-    for key in ignore:
-        node = c
-        *head, last = key.split(".")
-        for h in head:
-            node = node.get(h, {})
-        node.pop(last, None)
-    return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def base_parser(description: str, default_config: Path) -> argparse.ArgumentParser:
@@ -200,7 +188,7 @@ def classification_metrics(cm: torch.Tensor) -> dict[str, Any]:
     }
 
 
-# ----------------------------------------------------------------------------- logging, checkpoints
+# ----------------------------------------------------------------------------- logging, plots
 
 
 class MetricsLog:
@@ -222,27 +210,6 @@ class MetricsLog:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically (temp file + rename) so a crash never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike[str], cfg_hash: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise RecipeError(f"--resume checkpoint does not exist: {str(p)!r}")
-    state = torch.load(p, map_location="cpu", weights_only=False)
-    if state.get("config_hash") != cfg_hash:
-        raise RecipeError(
-            f"checkpoint {str(p)!r} was written with another config "
-            f"(hash {state.get('config_hash')} != {cfg_hash}); resume with the same config"
-        )
-    return state
 
 
 def plot_metrics(records: list[dict[str, Any]], out: Path, class_names: list[str]) -> Path | None:
@@ -275,100 +242,3 @@ def plot_metrics(records: list[dict[str, Any]], out: Path, class_names: list[str
     fig.savefig(out, dpi=80)
     plt.close(fig)
     return out
-
-
-# ----------------------------------------------------------------------------- the run
-
-
-def prepare_run(args: argparse.Namespace) -> tuple[dict[str, Any], Path, str, dict[str, Any] | None]:
-    """Config with overrides, output folder, config hash and the checkpoint to resume from.
-
-    A run never overwrites an existing checkpoint unless it resumes from it.
-    """
-    cfg = apply_overrides(load_config(args.config), args.set)
-    if args.data:
-        cfg["data"]["args"]["path"] = args.data
-    if args.out:
-        cfg["train"]["out"] = args.out
-    out = Path(cfg["train"]["out"])
-    chash = config_hash(cfg)
-    if args.resume:
-        return cfg, out, chash, load_checkpoint(args.resume, chash)
-    if (out / "checkpoint.pt").exists():
-        raise RecipeError(f"{str(out / 'checkpoint.pt')!r} exists: pass --resume {out / 'checkpoint.pt'} "
-                          "or choose another --out")
-    return cfg, out, chash, None
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: Any, num_classes: int, predict: Any) -> dict[str, Any]:
-    """Metrics over ``loader`` (each rank its part; confusion matrices summed over ranks)."""
-    model.eval()
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    for batch in loader:
-        preds, targets = predict(batch)
-        cm += confusion_matrix(preds.cpu(), targets.cpu(), num_classes)
-    model.train()
-    return classification_metrics(all_reduce_sum(cm))
-
-
-def fit(*, cfg: dict[str, Any], out: Path, chash: str, state: dict[str, Any] | None, rank: int,
-        model: torch.nn.Module, opt: torch.optim.Optimizer, loader: Any, val_loader: Any,
-        step_loss: Any, predict: Any, num_classes: int, class_names: list[str],
-        extra_state: dict[str, Any] | None = None) -> None:
-    """Train for ``train.epochs`` epochs: log, evaluate each epoch, checkpoint, resume.
-
-    ``step_loss(batch)`` returns the loss of a batch (through the DDP model when
-    distributed); ``predict(batch)`` returns ``(predictions, targets)``.
-    """
-    from tqdm import tqdm
-
-    tr = cfg["train"]
-    ckpt_path = out / "checkpoint.pt"
-    step, start_epoch = 0, 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        loader.load_state_dict(state["loader"])
-        step, start_epoch = state["step"], state["loader"]["epoch"]
-    log = MetricsLog(out / "metrics.jsonl", enabled=rank == 0, append=state is not None)
-
-    def checkpoint() -> None:
-        if rank == 0:
-            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                        "loader": loader.state_dict(), "step": step, "config_hash": chash,
-                                        "config": cfg, **(extra_state or {})})
-
-    max_steps = tr["max_steps"]
-    t0 = time.perf_counter()
-    for epoch in range(start_epoch, tr["epochs"]):
-        loader.set_epoch(epoch)
-        bar = tqdm(loader, desc=f"epoch {epoch}", disable=rank != 0, leave=False)
-        for batch in bar:
-            loss = step_loss(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if step % tr["log_every"] == 0:
-                log.write({"kind": "step", "step": step, "epoch": epoch, "loss": round(loss.item(), 6)})
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step % tr["checkpoint_every"] == 0 or step == max_steps:
-                checkpoint()
-            if max_steps is not None and step >= max_steps:
-                print(f"stopped at max_steps={max_steps}; resume with --resume {ckpt_path}")
-                return
-        metrics = evaluate(model, val_loader, num_classes, predict)
-        stats = loader.stats()
-        log.write({"kind": "epoch", "epoch": epoch, "step": step, **metrics,
-                   "samples_per_s": stats.get("samples_per_s"), "wait_fraction": stats.get("wait_fraction"),
-                   "elapsed_s": round(time.perf_counter() - t0, 2)})
-        if rank == 0:
-            recalls = [r for r in metrics["per_class_recall"] if r is not None]
-            print(f"epoch {epoch}: val accuracy {metrics['accuracy']:.3f}, balanced accuracy "
-                  f"{metrics['balanced_accuracy']:.3f}, min class recall {min(recalls):.3f}")
-        checkpoint()
-    if rank == 0:
-        png = plot_metrics(read_metrics(out / "metrics.jsonl"), out / "metrics.png", class_names)
-        print(f"done in {time.perf_counter() - t0:.1f}s; metrics: {out / 'metrics.jsonl'}"
-              + (f", plot: {png}" if png else ""))

@@ -3,7 +3,7 @@
     python recipes/image_classification.py                      # long-tail demo data
     python recipes/image_classification.py --data path/to/folder  # your ImageFolder
     python recipes/image_classification.py --set sampler.type=shuffle --set train.epochs=3
-    python recipes/image_classification.py --resume runs/image/checkpoint.pt
+    python recipes/image_classification.py --resume runs/image/checkpoint.pt  # continues in runs/image
     torchrun --nproc_per_node=2 recipes/image_classification.py    # DDP (gloo on CPU)
 
 Data: an ImageFolder (``root/<class>/*.jpg``) split stratified into train/val.
@@ -25,18 +25,18 @@ from torch.utils.data import SequentialSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from checkpoints import load_pretrained  # noqa: E402
 from common import (  # noqa: E402
     RecipeError,
     base_parser,
     cleanup_distributed,
     demo_data,
-    fit,
     pick_device,
-    prepare_run,
     run_main,
     setup_distributed,
 )
-from models import SmallCNN, resnet18  # noqa: E402
+from models import SmallCNN, freeze_backbone, resnet18  # noqa: E402
+from training import fit, prepare_run  # noqa: E402
 
 import dataforge  # noqa: E402
 from dataforge.transforms import batch as B  # noqa: E402
@@ -91,21 +91,35 @@ def build_sampler(cfg: dict[str, Any], labels: np.ndarray, seed: int) -> Any:
     raise RecipeError(f"sampler.type must be 'ClassBalancedSampler' or 'shuffle', got {kind!r}")
 
 
-def build_model(cfg: dict[str, Any], num_classes: int, args: Any) -> nn.Module:
+def build_model(cfg: dict[str, Any], num_classes: int, args: Any, resuming: bool, rank: int) -> nn.Module:
+    """The model, with ``--pretrained`` weights (unless resuming: the checkpoint's
+    weights replace them) and ``--freeze-backbone`` applied."""
     kind, a = cfg["model"]["type"], cfg["model"]["args"]
+    model: nn.Module
     if kind == "SmallCNN":
-        return SmallCNN(num_classes, **a)
-    if kind == "resnet18":
-        return resnet18(num_classes, pretrained=args.pretrained, freeze_backbone=args.freeze_backbone)
-    raise RecipeError(f"model.type must be 'SmallCNN' or 'resnet18', got {kind!r}")
+        model, head = SmallCNN(num_classes, **a), "head"
+    elif kind == "resnet18":
+        model, head = resnet18(num_classes), "fc"
+    else:
+        raise RecipeError(f"model.type must be 'SmallCNN' or 'resnet18', got {kind!r}")
+    if args.pretrained:
+        line = (f"--pretrained {args.pretrained} not loaded: resuming, the checkpoint's weights are used"
+                if resuming else load_pretrained(model, args.pretrained, f"model.type {kind!r}"))
+        if rank == 0:
+            print(line)
+    if args.freeze_backbone:
+        freeze_backbone(model, head)
+    return model
 
 
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0], HERE / "configs" / "image.json")
-    parser.add_argument("--pretrained", default=None, help="local ResNet-18 state_dict (with model.type=resnet18)")
+    parser.add_argument("--pretrained", default=None,
+                        help="initial weights: a local state_dict for model.type (e.g. resnet18.pth with "
+                             "--set model.type=resnet18) or a recipe checkpoint.pt")
     parser.add_argument("--freeze-backbone", action="store_true", help="train only the classifier head")
     args = parser.parse_args()
-    cfg, out, chash, state = prepare_run(args)
+    cfg, out, state = prepare_run(args)
     seed = int(cfg["train"]["seed"])
     rank, world, local_rank = setup_distributed()
     device = pick_device(cfg["train"]["device"], local_rank)
@@ -134,7 +148,7 @@ def main() -> None:
                                         num_workers=lc["num_workers"], engine=lc["engine"], device=device,
                                         batch_transforms=on_device)
     num_classes = len(full.classes)
-    model = build_model(cfg, num_classes, args).to(device)
+    model = build_model(cfg, num_classes, args, state is not None, rank).to(device)
     opt_cls = getattr(torch.optim, cfg["optimizer"]["type"])
     opt = opt_cls([p for p in model.parameters() if p.requires_grad], **cfg["optimizer"]["args"])
     ddp_model = nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -146,7 +160,7 @@ def main() -> None:
         return model(batch["image"]).argmax(1), batch["label"]
 
     try:
-        fit(cfg=cfg, out=out, chash=chash, state=state, rank=rank, model=model, opt=opt, loader=loader,
+        fit(cfg=cfg, out=out, state=state, rank=rank, model=model, opt=opt, loader=loader,
             val_loader=val_loader, step_loss=step_loss, predict=predict, num_classes=num_classes,
             class_names=list(full.classes))
     finally:

@@ -27,23 +27,22 @@ class SmallCNN(nn.Module):
         return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
 
 
-def resnet18(num_classes: int, pretrained: str | None = None, freeze_backbone: bool = False) -> nn.Module:
-    """torchvision ResNet-18; ``pretrained`` is a local state_dict file (no downloads)."""
+def resnet18(num_classes: int) -> nn.Module:
+    """torchvision ResNet-18 with a ``num_classes`` head ``fc`` (weights from
+    ``--pretrained``, a local file: nothing is downloaded)."""
     from torchvision.models import resnet18 as tv_resnet18
 
     model = tv_resnet18(weights=None)
-    if pretrained:
-        path = Path(pretrained)
-        if not path.is_file():
-            raise FileNotFoundError(f"--pretrained weights file does not exist: {str(path)!r}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        model.load_state_dict(state, strict=False)
-    if freeze_backbone:
-        for p in model.parameters():
-            p.requires_grad_(False)
-    model.fc = nn.Linear(model.fc.in_features, num_classes)  # trainable head
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
+
+
+def freeze_backbone(model: nn.Module, head: str) -> None:
+    """Train only the classifier: every parameter outside the submodule ``head`` is frozen."""
+    if not any(name.startswith(head + ".") for name, _ in model.named_parameters()):
+        raise ValueError(f"head must name a submodule with parameters, got {head!r}")
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(head + "."))
 
 
 class BagOfEmbeddings(nn.Module):
@@ -91,6 +90,24 @@ class HFClassifier(nn.Module):
             raise FileNotFoundError(f"--hf-model folder does not exist: {path!r}")
         self.model = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=num_classes, local_files_only=True, ignore_mismatched_sizes=True)
+
+    def check_inputs(self, vocab_size: int, max_length: int) -> None:
+        """Refuse token ids or lengths the model cannot embed (an index error mid-training).
+
+        Args:
+            vocab_size: the tokenizer's vocabulary size (ids run up to ``vocab_size - 1``).
+            max_length: the longest padded batch the loader can produce.
+        """
+        rows = self.model.get_input_embeddings().num_embeddings
+        if vocab_size > rows:
+            raise ValueError(f"the tokenizer has {vocab_size} tokens but the model embeds only {rows}: "
+                             "it is not this model's tokenizer; pass the model's own (--tokenizer "
+                             "FOLDER/tokenizer.json)")
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if isinstance(positions, int) and max_length > positions:
+            raise ValueError(f"batches can hold {max_length} tokens (tokenizer.args.max_length padded to "
+                             f"collate.args.pad_to_multiple_of) but the model has {positions} positions: "
+                             "lower tokenizer.args.max_length")
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=ids, attention_mask=mask.long()).logits

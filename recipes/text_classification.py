@@ -3,7 +3,7 @@
     python recipes/text_classification.py                       # long-tail demo corpus
     python recipes/text_classification.py --data corpus.jsonl    # or .csv, {"text", "label"}
     python recipes/text_classification.py --tokenizer tokenizer.json
-    python recipes/text_classification.py --resume runs/text/checkpoint.pt
+    python recipes/text_classification.py --resume runs/text/checkpoint.pt  # continues in runs/text
     torchrun --nproc_per_node=2 recipes/text_classification.py   # DDP (gloo on CPU)
 
 A tokenizer is trained on the train split (or loaded), the corpus is tokenized
@@ -30,13 +30,12 @@ from common import (  # noqa: E402
     base_parser,
     cleanup_distributed,
     demo_data,
-    fit,
     pick_device,
-    prepare_run,
     run_main,
     setup_distributed,
 )
 from models import BagOfEmbeddings, HFClassifier, TinyTransformer  # noqa: E402
+from training import fit, prepare_run  # noqa: E402
 
 import dataforge  # noqa: E402
 from dataforge.datasets.packed import tokenize_dataset  # noqa: E402
@@ -76,12 +75,15 @@ def get_tokenizer(cfg: dict[str, Any], train_txt: Any, path: str | None, saved: 
     from dataforge.transforms.text import load_tokenizer, train_tokenizer
 
     if saved is not None:
-        return tokenizers.Tokenizer.from_str(saved)
+        try:
+            return tokenizers.Tokenizer.from_str(saved)
+        except Exception as exc:  # the Rust parser's error types are not exported
+            raise RecipeError(f"--resume: the checkpoint's tokenizer is not valid ({exc})") from None
     if path:
         try:
             return load_tokenizer(path)
-        except FileNotFoundError as exc:
-            raise RecipeError(str(exc)) from None
+        except (FileNotFoundError, ValueError) as exc:
+            raise RecipeError(f"--tokenizer: {exc}") from None
     a = cfg["tokenizer"]["args"]
     tok_path = out / "tokenizer.json"
     if rank == 0:
@@ -95,11 +97,19 @@ def get_tokenizer(cfg: dict[str, Any], train_txt: Any, path: str | None, saved: 
 
 
 def build_model(cfg: dict[str, Any], vocab_size: int, num_classes: int, hf_model: str | None) -> nn.Module:
+    """The model; a ``--hf-model`` is checked against the tokenizer and the longest batch."""
     if hf_model:
         try:
-            return HFClassifier(hf_model, num_classes)
-        except (FileNotFoundError, ImportError, OSError) as exc:
+            model = HFClassifier(hf_model, num_classes)
+        except (FileNotFoundError, ImportError, OSError, ValueError) as exc:
             raise RecipeError(f"--hf-model: {exc}") from None
+        multiple = cfg["collate"]["args"].get("pad_to_multiple_of") or 1
+        longest = -(-cfg["tokenizer"]["args"]["max_length"] // multiple) * multiple
+        try:
+            model.check_inputs(vocab_size, longest)
+        except ValueError as exc:
+            raise RecipeError(f"--hf-model {hf_model!r}: {exc}") from None
+        return model
     kind, a = cfg["model"]["type"], cfg["model"]["args"]
     if kind == "BagOfEmbeddings":
         return BagOfEmbeddings(vocab_size, num_classes, **a)
@@ -112,9 +122,10 @@ def main() -> None:
     parser = base_parser(__doc__.splitlines()[0], HERE / "configs" / "text.json")
     parser.add_argument("--tokenizer", default=None, help="a tokenizer.json to use instead of training one")
     parser.add_argument("--hf-model", default=None,
-                        help="a local HuggingFace model folder to fine-tune (pass its tokenizer with --tokenizer)")
+                        help="a local HuggingFace model folder to fine-tune (its tokenizer.json is used "
+                             "unless --tokenizer names another)")
     args = parser.parse_args()
-    cfg, out, chash, state = prepare_run(args)
+    cfg, out, state = prepare_run(args)
     seed = int(cfg["train"]["seed"])
     rank, world, local_rank = setup_distributed()
     device = pick_device(cfg["train"]["device"], local_rank)
@@ -126,7 +137,14 @@ def main() -> None:
     if full.labels is None:
         raise RecipeError(f"data: {str(path)!r} has no labels under key {a['label_key']!r}")
     train_txt, val_txt = full.split([1 - a["val_fraction"], a["val_fraction"]], seed=seed, stratify=True)
-    tok = get_tokenizer(cfg, train_txt, args.tokenizer, state["tokenizer"] if state else None, out, rank)
+    if state is not None and not isinstance(state.get("tokenizer"), str):
+        raise RecipeError(f"--resume {args.resume!r} holds no tokenizer: it was not written by the text recipe")
+    tok_file = args.tokenizer
+    if args.hf_model and not tok_file and state is None and (Path(args.hf_model) / "tokenizer.json").is_file():
+        tok_file = str(Path(args.hf_model) / "tokenizer.json")
+        if rank == 0:
+            print(f"tokenizer: {tok_file} (the --hf-model's own)")
+    tok = get_tokenizer(cfg, train_txt, tok_file, state["tokenizer"] if state else None, out, rank)
     max_length = cfg["tokenizer"]["args"]["max_length"]
     train_ds = tokenize_dataset(train_txt, tok, max_length=max_length)
     val_ds = tokenize_dataset(val_txt, tok, max_length=max_length)
@@ -158,7 +176,7 @@ def main() -> None:
 
     names = [str(c) for c in getattr(full, "classes", None) or range(num_classes)]
     try:
-        fit(cfg=cfg, out=out, chash=chash, state=state, rank=rank, model=model, opt=opt, loader=loader,
+        fit(cfg=cfg, out=out, state=state, rank=rank, model=model, opt=opt, loader=loader,
             val_loader=val_loader, step_loss=step_loss, predict=predict, num_classes=num_classes,
             class_names=names, extra_state={"tokenizer": tok.to_str()})
     finally:
