@@ -145,12 +145,13 @@ def _option_help(opt: str, what: str) -> str:
     }
     if what == "all":
         users = ", ".join(n for n in ALL if opt in USES[n])
-        return {"batch_size": "samples per batch", "seconds": "measured seconds per arm",
-                "repeats": "measured runs per arm; the median is reported",
+        own = "; default: each benchmark's own"
+        return {"batch_size": f"samples per batch{own}", "seconds": f"measured seconds per arm{own}",
+                "repeats": f"measured runs per arm, the median is reported{own}",
                 "device": "cpu, cuda or auto (default cpu)", "image_size": "crop size (default 224)",
                 "text_key": "JSONL text field (default text)",
                 "label_key": "JSONL label field (default label; '' for unlabelled text)",
-                }.get(opt, opt) + f" (used by {users}; each benchmark's own default otherwise)"
+                }.get(opt, opt) + f" (used by {users})"
     batch, seconds, repeats = defaults[what]
     return {
         "device": "cpu, cuda or auto (default cpu)",
@@ -191,6 +192,8 @@ def _add_benchmark(sub: Any, what: str) -> None:
         flag = "--" + opt.replace("_", "-")
         if opt in USES[what]:
             help_text = argparse.SUPPRESS if opt in _HIDDEN else _option_help(opt, what)
+            if opt == "workers" and what in _SINGLE_WORKERS:
+                kwargs = {**kwargs, "metavar": "N"}
             p.add_argument(flag, dest=opt, help=help_text, **kwargs)
         else:  # NOTE [options per benchmark]: parsed, then refused by name
             p.add_argument(flag, dest=opt, help=argparse.SUPPRESS,
