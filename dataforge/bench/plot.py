@@ -104,9 +104,12 @@ def plot_throughput(result: dict[str, Any], path: str | os.PathLike[str]) -> Pat
     if beaten:
         notes.append(f"parallel ceiling not drawn at workers={','.join(beaten)}: an arm ran faster, "
                      "so it was mis-measured (see the table)")
-    fig.text(0.01, 0.01, "\n".join(textwrap.shorten(n, 150) for n in notes), fontsize=7,
-             color="dimgray", va="bottom")
-    fig.tight_layout(rect=(0, 0.04 * len(notes), 1, 1))
+    chars = int(fig.get_figwidth() * 17)  # about what a line of 7-point text holds
+    lines = [line for n in notes
+             for line in textwrap.wrap(n, chars, subsequent_indent="  ", break_on_hyphens=False)]
+    fig.text(0.01, 0.01, "\n".join(lines), fontsize=7, color="dimgray", va="bottom")
+    fig.set_figheight(fig.get_figheight() + 0.14 * len(lines))
+    fig.tight_layout(rect=(0, 0.16 * len(lines) / fig.get_figheight() + 0.01, 1, 1))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

@@ -251,8 +251,8 @@ def format_throughput_table(result: dict[str, Any]) -> str:
             row[3:3] = [_fmt(a.get("tokens_per_s"), ",.0f"), _fmt(a.get("padding_efficiency"), ".3f"),
                         _fmt(a.get("first_epoch_s"), ".2f")]
         rows.append(row)
-    widths = [max(len(c), *(len(r[i]) for r in rows if len(r) == len(cols))) if rows else len(c)
-              for i, c in enumerate(cols)]
+    widths = [max(len(c), *(len(r[i]) for r in rows if len(r) == len(cols) or i < 2)) if rows
+              else len(c) for i, c in enumerate(cols)]  # arm and workers line up on every row
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
     lines.append("  ".join("-" * w for w in widths))
     for r in rows:
