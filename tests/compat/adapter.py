@@ -20,6 +20,7 @@ is computed from the batch plan, which is exact at every step (as
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -145,7 +146,8 @@ class CompatTestCase:
 
     Mixed into ``unittest.TestCase``: ``assertEqual`` compares tensors, numbers and nested
     containers by value as torch's does (a tensor equals a list or scalar of the same
-    values), and ``assertNotWarn`` checks that a call emits no warning.
+    values), ``assertNotWarn`` checks that a call emits no warning, and ``subTest`` fails
+    the test at its first failing case.
     """
 
     def assertEqual(self, first: Any, second: Any, msg: Any = None) -> None:  # noqa: N802
@@ -155,6 +157,15 @@ class CompatTestCase:
     def assertNotEqual(self, first: Any, second: Any, msg: Any = None) -> None:  # noqa: N802
         if _equal(first, second):
             raise AssertionError(msg or f"{_short(first)} == {_short(second)}")
+
+    @contextlib.contextmanager
+    def subTest(self, msg: Any = None, **params: Any) -> Iterator[None]:  # noqa: N802
+        """Run the block as part of the test: a failing case fails the whole test (so the
+        test's ``compat.marks`` apply to it) and its message names the case."""
+        try:
+            yield
+        except AssertionError as exc:
+            raise AssertionError(f"[case {msg or ''}{params}] {exc}") from exc
 
     def assertNotWarn(self, fn: Callable[[], Any], msg: str = "") -> None:  # noqa: N802
         import warnings
