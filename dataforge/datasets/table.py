@@ -4,12 +4,15 @@ Parsed with the ``csv`` / ``json`` modules and numpy (no pandas). Features are o
 ``(N, F)`` tensor; a classification target becomes int64 ``.labels`` (string
 targets mapped to sorted class ids in ``.classes``); a non-integer numeric target
 is kept as a float regression target (``.targets``, no ``.labels``).
+
+A row that cannot be read (bad UTF-8, a line or field over the limits of
+``dataforge.datasets.records``, bad JSON, a target that is not a valid class id) is
+a :class:`~dataforge.datasets.records.RecordError` naming the file and the line.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -20,6 +23,17 @@ import torch
 
 from dataforge.datasets.labels import as_labels
 from dataforge.datasets.map_style import MapDataset
+from dataforge.datasets.records import (
+    MAX_LINE_BYTES,
+    RecordError,
+    check_max_line_bytes,
+    csv_rows,
+    iter_lines,
+    parse_json_line,
+    short,
+)
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def check_file(path: Any, name: str = "path") -> Path:
@@ -37,7 +51,7 @@ def _as_int(v: Any) -> int | None:
     if isinstance(v, int):
         return v
     if isinstance(v, float):
-        return int(v) if v.is_integer() else None
+        return int(v) if v.is_integer() else None  # inf and nan are not integers
     try:
         return int(str(v).strip())
     except ValueError:
@@ -49,7 +63,7 @@ def _as_float(v: Any) -> float | None:
         return None
     try:
         return float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past 1e308
         return None
 
 
@@ -58,15 +72,33 @@ def encode_targets(values: Sequence[Any], lines: Sequence[int], where: str) -> t
 
     ``kind`` is ``"int"`` (int64 class ids), ``"str"`` (ids into sorted ``classes``)
     or ``"float"`` (float32 regression values).
+
+    Raises:
+        RecordError: a missing value, a negative or over-int64 class id, or a
+            non-finite regression value, naming ``where`` and the line.
     """
     for v, line in zip(values, lines):
         if v is None or (isinstance(v, str) and not v.strip()):
-            raise ValueError(f"{where}: missing target value at line {line}")
+            raise RecordError(f"{where}: missing target value at line {line}", path=where, line=line)
     ints = [_as_int(v) for v in values]
     if all(i is not None for i in ints):
+        for i, line in zip(ints, lines):
+            if not 0 <= cast(int, i) < 2**63:
+                what = "a negative class id" if cast(int, i) < 0 else "a class id past int64"
+                raise RecordError(
+                    f"{where}: target {short(i)} at line {line} is {what}; class ids are 0..K-1 "
+                    "(or write the classes as names)",
+                    path=where, line=line,
+                )
         return "int", np.asarray(ints, dtype=np.int64), None
     floats = [_as_float(v) for v in values]
     if all(f is not None for f in floats):
+        for f, v, line in zip(floats, values, lines):
+            if not (math.isfinite(cast(float, f)) and abs(cast(float, f)) <= _FLOAT32_MAX):
+                raise RecordError(
+                    f"{where}: target {short(v)} at line {line} is not a finite float32 value",
+                    path=where, line=line,
+                )
         return "float", np.asarray(floats, dtype=np.float32), None
     names = [str(v) for v in values]
     classes = sorted(set(names))
@@ -79,15 +111,17 @@ def _matrix(rows: list[list[Any]], lines: list[int], columns: list[str], fill: f
         rows = [[fill if v is None or v == "" else v for v in row] for row in rows]
     try:
         return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(columns))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         pass
     for row, line in zip(rows, lines):  # slow path: find the first bad cell
         for v, col in zip(row, columns):
             if _as_float(v) is None:
                 hint = " (a missing value: pass fill_missing=float('nan') or a number)" if v in ("", None) else ""
-                raise ValueError(
-                    f"{where}: feature column {col!r} has a non-numeric value {v!r} at line {line}"
-                    f"{hint}; leave the column out with features=[...]"
+                what = "a number past the float64 range" if isinstance(v, int) else "a non-numeric value"
+                raise RecordError(
+                    f"{where}: feature column {col!r} has {what} {short(v)} at line {line}"
+                    f"{hint}; leave the column out with features=[...]",
+                    path=where, line=line,
                 )
     raise ValueError(f"{where}: could not convert the feature columns to numbers")
 
@@ -193,6 +227,7 @@ class TableDataset(MapDataset[Any]):
         *,
         fill_missing: float | None = None,
         delimiter: str = ",",
+        max_line_bytes: int = MAX_LINE_BYTES,
     ) -> TableDataset:
         """Read a CSV file with a header row.
 
@@ -205,20 +240,18 @@ class TableDataset(MapDataset[Any]):
             dtype: torch dtype of the features.
             fill_missing: value for empty cells (default: an empty cell is an error).
             delimiter: the field separator.
+            max_line_bytes: the longest line read (``dataforge.datasets.records``).
+
+        Raises:
+            RecordError: a row that cannot be read, naming the file and the line.
         """
         p = check_file(path)
-        with p.open(newline="", encoding="utf-8") as f:
-            reader = csv.reader(f, delimiter=delimiter)
-            header = next(reader, None)
+        with p.open("rb") as f:
+            rows = csv_rows(f, str(p), delimiter, check_max_line_bytes(max_line_bytes))
+            header = next(rows, (0, None))[1]
             if not header:
                 raise ValueError(f"{str(p)!r} is empty: expected a header row naming the columns")
-
-            def rows() -> Iterator[tuple[int, dict[str, Any] | list[str]]]:
-                for row in reader:
-                    if row:
-                        yield reader.line_num, row
-
-            return cls._from_rows(str(p), header, rows(), target, features, train, dtype, fill_missing)
+            return cls._from_rows(str(p), header, rows, target, features, train, dtype, fill_missing)
 
     @classmethod
     def from_jsonl(
@@ -230,13 +263,14 @@ class TableDataset(MapDataset[Any]):
         dtype: torch.dtype = torch.float32,
         *,
         fill_missing: float | None = None,
+        max_line_bytes: int = MAX_LINE_BYTES,
     ) -> TableDataset:
         """Read a JSONL file, one JSON object a line; arguments as :meth:`from_csv`.
 
         The columns are the keys of the first object.
         """
         p = check_file(path)
-        records = list(read_jsonl(p))
+        records = list(read_jsonl(p, max_line_bytes))
         if not records:
             raise ValueError(f"{str(p)!r} has no records: expected one JSON object per line")
         return cls._from_rows(str(p), list(records[0][1]), iter(records), target, features, train, dtype, fill_missing)
@@ -278,14 +312,16 @@ class TableDataset(MapDataset[Any]):
             if isinstance(row, dict):
                 missing = [c for c in keep if c not in row]
                 if missing:
-                    raise ValueError(
-                        f"{where}: unknown key {missing[0]!r} at line {line}; keys present: {list(row)}"
+                    raise RecordError(
+                        f"{where}: unknown key {missing[0]!r} at line {line}; keys present: {list(row)[:20]}",
+                        path=where, line=line,
                     )
                 cells.append([row[c] for c in keep])
             else:
                 if len(row) != len(columns):
-                    raise ValueError(
-                        f"{where}: line {line} has {len(row)} fields, the header has {len(columns)}"
+                    raise RecordError(
+                        f"{where}: line {line} has {len(row)} fields, the header has {len(columns)}",
+                        path=where, line=line,
                     )
                 cells.append([row[col_index[c]] for c in keep])
             lines.append(line)
@@ -302,18 +338,22 @@ class TableDataset(MapDataset[Any]):
         return f"TableDataset(len={len(self)}, features={self.feature_names}, target={self.target!r})"
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)`` for each non-blank line; errors name the line."""
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
+def read_jsonl(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line.
+
+    Raises:
+        RecordError: naming the file and the line, for a line that is not a JSON
+            object within the limits of ``dataforge.datasets.records``.
+    """
+    where, max_line_bytes = str(path), check_max_line_bytes(max_line_bytes)
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(iter_lines(f, max_line_bytes), start=1):
+            if not raw.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{str(path)!r}: invalid JSON at line {line_no}: {exc}") from None
+            obj = parse_json_line(raw, where, line_no, max_line_bytes=max_line_bytes)
             if not isinstance(obj, dict):
-                raise ValueError(
-                    f"{str(path)!r}: line {line_no} holds a {type(obj).__name__}, expected a JSON object"
+                raise RecordError(
+                    f"{where!r}: line {line_no} holds a {type(obj).__name__}, expected a JSON object",
+                    path=where, line=line_no,
                 )
             yield line_no, obj

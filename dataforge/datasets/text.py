@@ -7,7 +7,6 @@ forked DataLoader workers. String labels are mapped to sorted class ids.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 
 from dataforge.datasets.labels import as_labels
 from dataforge.datasets.map_style import MapDataset
+from dataforge.datasets.records import MAX_LINE_BYTES, RecordError, check_max_line_bytes, csv_rows
 from dataforge.datasets.storage import StringStorage
 from dataforge.datasets.table import check_file, encode_targets, read_jsonl
 
@@ -81,11 +81,20 @@ class TextDataset(MapDataset[dict[str, Any]]):
     # ---- readers ---------------------------------------------------------
     @classmethod
     def from_jsonl(
-        cls, path: str | os.PathLike[str], text_key: str = "text", label_key: str | None = "label"
+        cls,
+        path: str | os.PathLike[str],
+        text_key: str = "text",
+        label_key: str | None = "label",
+        *,
+        max_line_bytes: int = MAX_LINE_BYTES,
     ) -> TextDataset:
-        """Read one JSON object per line; ``label_key=None`` for unlabelled text."""
+        """Read one JSON object per line; ``label_key=None`` for unlabelled text.
+
+        A line that cannot be read (``max_line_bytes`` and the other limits of
+        ``dataforge.datasets.records``) is a ``RecordError`` naming the file and the line.
+        """
         p = check_file(path)
-        return cls._from_records(str(p), read_jsonl(p), text_key, label_key)
+        return cls._from_records(str(p), read_jsonl(p, max_line_bytes), text_key, label_key)
 
     @classmethod
     def from_csv(
@@ -95,12 +104,16 @@ class TextDataset(MapDataset[dict[str, Any]]):
         label_key: str | None = "label",
         *,
         delimiter: str = ",",
+        max_line_bytes: int = MAX_LINE_BYTES,
     ) -> TextDataset:
-        """Read a CSV file with a header row; ``label_key=None`` for unlabelled text."""
+        """Read a CSV file with a header row; ``label_key=None`` for unlabelled text.
+
+        Errors as :meth:`from_jsonl`; a field is bounded by ``csv.field_size_limit()``.
+        """
         p = check_file(path)
-        with p.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter=delimiter)
-            header = reader.fieldnames
+        with p.open("rb") as f:
+            rows = csv_rows(f, str(p), delimiter, check_max_line_bytes(max_line_bytes))
+            header = next(rows, (0, None))[1]
             if not header:
                 raise ValueError(f"{str(p)!r} is empty: expected a header row naming the columns")
             for key in (text_key, label_key):
@@ -108,7 +121,8 @@ class TextDataset(MapDataset[dict[str, Any]]):
                     raise ValueError(
                         f"{str(p)!r}: unknown key {key!r} at line 1 (the header); keys present: {header}"
                     )
-            records = ((reader.line_num, row) for row in reader)
+            # as csv.DictReader: a short row's missing fields are None
+            records = ((line, dict(zip(header, row + [None] * (len(header) - len(row))))) for line, row in rows)
             return cls._from_records(str(p), records, text_key, label_key)
 
     @classmethod
@@ -129,11 +143,12 @@ class TextDataset(MapDataset[dict[str, Any]]):
         for line, rec in records:
             for key in (text_key, label_key):
                 if key is not None and key not in rec:
-                    raise ValueError(
-                        f"{where}: unknown key {key!r} at line {line}; keys present: {list(rec)}"
+                    raise RecordError(
+                        f"{where}: unknown key {key!r} at line {line}; keys present: {list(rec)[:20]}",
+                        path=where, line=line,
                     )
                 if key is not None and rec[key] is None:
-                    raise ValueError(f"{where}: key {key!r} has no value at line {line}")
+                    raise RecordError(f"{where}: key {key!r} has no value at line {line}", path=where, line=line)
             text = rec[text_key]
             if not isinstance(text, str):
                 raise TypeError(

@@ -21,6 +21,9 @@ import dataforge
 from dataforge.datasets.shards import ShardError, expand_braces, expand_urls, from_shards
 from dataforge.datasets.tar_stream import iter_samples
 
+# on_error="skip" warns once per bad shard; the tests that check it use pytest.warns
+pytestmark = pytest.mark.filterwarnings("ignore:on_error='skip'")
+
 
 def keys(ds) -> list[str]:
     return [x["__key__"] for x in ds]
@@ -147,11 +150,14 @@ def test_jsonl(tmp_path) -> None:
 
 def test_jsonl_bad_line(tmp_path) -> None:
     path = write_jsonl(tmp_path / "bad.jsonl", [1, 2], extra_lines=('{"cut": ', "3"))
-    with pytest.raises(ShardError, match=r"line 3 of shard .*bad.jsonl"):
+    with pytest.raises(ShardError, match=r"line 3 of .*bad.jsonl"):
         list(from_shards(path))
     ds = from_shards(path, on_error="skip")
-    assert list(ds) == [1, 2, 3] and ds.errors == {"skipped_shards": 0, "skipped_lines": 1}
-    ds = from_shards(path, on_error="warn")
+    with pytest.warns(RuntimeWarning, match="line 3"):
+        assert list(ds) == [1, 2, 3]
+    assert ds.errors == {"skipped_shards": 0, "skipped_lines": 1}
+    with pytest.warns(DeprecationWarning, match="use on_error='skip'"):
+        ds = from_shards(path, on_error="warn")
     with pytest.warns(RuntimeWarning, match="line 3"):
         assert list(ds) == [1, 2, 3]
 
@@ -168,8 +174,8 @@ def _corrupt_variants(tmp_path) -> dict[str, tuple[str, int, str]]:
         p.write_bytes(blob)
         out[name] = (str(p), n_ok, text)
 
-    # the sample being assembled when the damage is met (k1 here) is dropped too
-    put("cut_in_data", data[: 4 * 1024 + 700], 1, "truncated member 'k2.txt'")
+    # damage in k2's first member: k1 is complete and kept (NOTE [complete before damage])
+    put("cut_in_data", data[: 4 * 1024 + 700], 2, "truncated member 'k2.txt'")
     put("cut_at_boundary", data[: 5 * 1024], 2, "without the end-of-archive marker")
     bad = bytearray(data)
     bad[3 * 1024 + 100 : 3 * 1024 + 140] = b"\xff" * 40  # header of member k1.cls
@@ -188,12 +194,9 @@ def test_corrupt_tar_each_on_error(tmp_path, variant) -> None:
     assert text in str(e.value) and path in str(e.value)
     good = write_tar(tmp_path / "after.tar", sample_members(["z"]))
     ds = from_shards([path, good], format="tar", on_error="skip")
-    assert keys(ds) == [f"k{i}" for i in range(n_ok)] + ["z"]  # the rest of the bad shard skipped
+    with pytest.warns(RuntimeWarning, match="skipped the rest of the shard"):
+        assert keys(ds) == [f"k{i}" for i in range(n_ok)] + ["z"]  # the rest of the bad shard skipped
     assert ds.errors == {"skipped_shards": 1, "skipped_lines": 0}
-    ds = from_shards([path, good], format="tar", on_error="warn")
-    with pytest.warns(RuntimeWarning, match="skipped"):
-        assert keys(ds) == [f"k{i}" for i in range(n_ok)] + ["z"]
-    assert ds.errors["skipped_shards"] == 1
 
 
 def test_corrupt_shard_with_equalize(tmp_path) -> None:
@@ -203,7 +206,7 @@ def test_corrupt_shard_with_equalize(tmp_path) -> None:
     good = write_tar(tmp_path / "g.tar", sample_members(["a", "b", "c"]))
     parts = [keys(from_shards([path, good], format="tar", equalize="pad", on_error="skip",
                               num_replicas=2, rank=r)) for r in range(2)]
-    assert parts == [["k0", "k0", "k0"], ["a", "b", "c"]]
+    assert parts == [["k0", "k1", "k0"], ["a", "b", "c"]]
 
 
 def test_equalize_and_split_over_ranks(shards) -> None:
@@ -273,7 +276,7 @@ class _ReadOnly:
 def test_corrupt_tar_detected_in_unseekable_streams(tmp_path, variant, read) -> None:
     path, n_ok, _ = _corrupt_variants(tmp_path)[variant]
     got = []
-    with pytest.raises(ShardError, match="in shard|cannot read shard"):
+    with pytest.raises(ShardError, match="shard '"):
         for s in iter_samples(_ReadOnly(Path(path).read_bytes()), path, read=read):
             got.append(s["__key__"])
     assert got == [f"k{i}" for i in range(n_ok)]

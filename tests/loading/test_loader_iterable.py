@@ -199,7 +199,7 @@ def test_breaking_early_stops_the_workers_and_restarts_the_epoch() -> None:
 
 
 def corrupt_tar_shards(root: str) -> tuple[str, list[str]]:
-    """8 tar shards, two of them bad: shard 2 cut inside its 3rd member, shard 7 not a tar.
+    """8 tar shards, two of them bad: shard 2 cut inside its 2nd member, shard 7 not a tar.
 
     Split over 2 workers, worker 1 reads shards 1, 3, 5, 7: 6 good samples, then the bad
     shard after its last full batch (batch_size 2 or 3), so only the end-of-stream batch
@@ -211,12 +211,12 @@ def corrupt_tar_shards(root: str) -> tuple[str, list[str]]:
     with open(cut, "rb") as f:
         data = f.read()
     with open(cut, "wb") as f:
-        f.write(data[: 2 * 1024 + 700])  # members: 512 header + 512 data each
+        f.write(data[: 1024 + 700])  # members: 512 header + 512 data each
     with open(os.path.join(root, "shard-007.tar"), "wb") as f:
         f.write(b"not a tar file at all " * 50)
     pattern = os.path.join(root, "shard-{000..007}.tar")
     readable = keys(dataforge.from_shards(pattern, on_error="skip"))
-    # shard 2: only its 1st sample (the 2nd was being assembled when the damage was met)
+    # shard 2: only its 1st sample (complete: the damaged 2nd member starts another key)
     assert len(readable) == 3 + 2 + 1 + 1 + 2 + 3 + 3
     return pattern, readable
 
