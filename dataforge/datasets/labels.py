@@ -23,8 +23,12 @@ def as_labels(labels: Any, length: int, name: str = "labels") -> np.ndarray:
             f"{name} must be a 1-D sequence with one int per item ({length}), "
             f"got shape {arr.shape}"
         )
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) >= 2**63:
+        raise ValueError(f"{name} must fit int64, got the class id {int(arr.max())}")
     if arr.dtype.kind not in "iub":
         if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            if arr.size and float(np.abs(arr).max()) >= 2.0**63:  # astype would wrap silently
+                raise ValueError(f"{name} must fit int64, got the class id {float(np.abs(arr).max())!r}")
             arr = arr.astype(np.int64)
         else:
             raise TypeError(

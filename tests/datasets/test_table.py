@@ -145,3 +145,12 @@ def test_bad_input(tmp_path: Path, titanic: Path) -> None:
         T(np.ones((2, 2)), [0, 1, 1])
     with pytest.raises(ValueError, match="classes names 1 classes but targets hold id 1"):
         T(np.ones((2, 2)), [0, 1], classes=["a"])
+
+
+def test_constructor_refuses_class_ids_past_int64() -> None:
+    # integral floats become class ids; past int64 astype would wrap them silently
+    with pytest.raises(ValueError, match=r"targets must fit int64, got the class id 1e\+30"):
+        dataforge.TableDataset(np.zeros((2, 1)), np.array([1e30, 2.0]))
+    with pytest.raises(ValueError, match="targets must fit int64"):
+        dataforge.TableDataset(np.zeros((1, 1)), np.array([2**64 - 1], dtype=np.uint64))
+    assert dataforge.TableDataset(np.zeros((2, 1)), np.array([3.0, 2.0])).labels.tolist() == [3, 2]

@@ -190,6 +190,29 @@ def test_costliest_lines_under_the_limit_are_read(case) -> None:
     assert parse_json_line(raw, "f", 1) == json.loads(raw)
 
 
+@given(st.binary(max_size=300) | st.text(alphabet='[]{}",:\\ 0a\xe9', max_size=300).map(str.encode))
+def test_any_line_parses_or_is_a_record_error(raw) -> None:
+    try:
+        parse_json_line(raw, "f", 1, max_line_bytes=200, max_depth=5)
+    except RecordError as e:
+        assert e.line == 1 and "'f'" in str(e)
+
+
+@given(st.binary(max_size=300) | st.text(alphabet='x,y\n"\r0-9.\xe9', max_size=300).map(str.encode))
+def test_any_csv_reads_or_is_a_named_value_error(raw) -> None:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".csv") as f:
+        f.write(b"x,y\n" + raw)
+        f.flush()
+        for read in (dataforge.TableDataset.from_csv, dataforge.TextDataset.from_csv):
+            kw = {"target": "y"} if read == dataforge.TableDataset.from_csv else {"text_key": "x", "label_key": "y"}
+            try:
+                read(f.name, **kw)
+            except (ValueError, TypeError) as e:  # RecordError for a row; ValueError for the whole file
+                assert f.name in str(e) or "line" in str(e)
+
+
 def test_json_depth_limit_is_exact() -> None:
     ok = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
     assert parse_json_line(ok, "f", 1) is not None
@@ -324,6 +347,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_corpus_within_one_second_and_512_mb_each() -> None:
     # every input of the corpus, read with default limits in a fresh process: its time,
     # and its peak RSS above the RSS before it (Linux: VmHWM reset by /proc/self/clear_refs)
