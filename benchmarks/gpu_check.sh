@@ -103,14 +103,22 @@ run_step() {  # run_step NAME LIMIT COMMAND...: run under its own time limit, re
     [[ $status == ok ]]
 }
 
-index_reachable() {  # can pip reach its package index? (a small download, 20 s at most)
+index_reachable() {  # can pip reach its package index? (one small download, 20 s at most)
     local tmp rc
     tmp=$(mktemp -d)
-    timeout -k 5 20 "$PY" -m pip download -q --no-deps --no-cache-dir --timeout 5 --retries 0 \
-        -d "$tmp" pip >/dev/null 2>&1
+    timeout -k 5 "$(install_left 20)" "$PY" -m pip download -q --no-deps --no-cache-dir --timeout 5 \
+        --retries 0 -d "$tmp" pip >/dev/null 2>&1
     rc=$?
     rm -rf "$tmp"
     return $rc
+}
+
+install_left() {  # seconds left to the install: of T_INSTALL and of the budget, at most $1
+    local n=$(( INSTALL_END - $(date +%s) )) b
+    b=$(left)
+    (( n > b )) && n=$b
+    if (( $# )) && (( n > $1 )); then n=$1; fi
+    echo $(( n > 0 ? n : 1 ))
 }
 
 build_ext_inplace() {  # the optional C extension, compiled directly (NOTE in setup.py)
@@ -125,33 +133,37 @@ build_ext_inplace() {  # the optional C extension, compiled directly (NOTE in se
 }
 
 install() {
-    local n pip_install=("$PY" -m pip install -q --disable-pip-version-check)
+    local n pip_install
+    INSTALL_END=$(( $(date +%s) + T_INSTALL ))
     if "$PY" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
         say "install: $PY runs in a virtual environment ($("$PY" -c 'import sys; print(sys.prefix)')): installing into it"
     else
         local venv=$ROOT/.gpu_venv
         say "install: creating $venv (--system-site-packages: the machine's torch build is kept)"
-        timeout -k 5 "$(left)" "$PY" -m venv --system-site-packages "$venv" || return 1
+        timeout -k 5 "$(install_left)" "$PY" -m venv --system-site-packages "$venv" || return 1
         PY=$venv/bin/python
-        pip_install=("$PY" -m pip install -q --disable-pip-version-check)
     fi
+    pip_install=("$PY" -m pip install -q --disable-pip-version-check --timeout 10 --retries 0)
     if index_reachable; then
         say "install: package index reachable: pip install -e '.[all,dev]'"
-        timeout -k 5 "$(left)" "${pip_install[@]}" -e ".[all,dev]" || return 1
+        if timeout -k 5 "$(install_left)" "${pip_install[@]}" -e ".[all,dev]"; then
+            return 0
+        fi
+        say "install: the online install failed (a package the index lacks, or the network): offline install instead"
     else
         say "install: package index NOT reachable: offline install"
-        n=$(find "$WHEELS" -maxdepth 1 -name '*.whl' 2>/dev/null | wc -l)
-        if (( n > 0 )); then
-            say "install: installing the $n wheels carried in $WHEELS (--no-index --no-deps)"
-            timeout -k 5 "$(left)" "${pip_install[@]}" --no-index --no-deps "$WHEELS"/*.whl || return 1
-        else
-            say "install: no wheels carried in $WHEELS: relying on the packages already installed"
-        fi
-        if ! timeout -k 5 "$(left)" "${pip_install[@]}" --no-index --no-deps --no-build-isolation -e .; then
-            say "install: the editable install failed: running from the source tree (PYTHONPATH=$ROOT)"
-            export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
-            build_ext_inplace
-        fi
+    fi
+    n=$(find "$WHEELS" -maxdepth 1 -name '*.whl' 2>/dev/null | wc -l)
+    if (( n > 0 )); then
+        say "install: installing the $n wheels carried in $WHEELS (--no-index --no-deps)"
+        timeout -k 5 "$(install_left)" "${pip_install[@]}" --no-index --no-deps "$WHEELS"/*.whl || return 1
+    else
+        say "install: no wheels carried in $WHEELS: relying on the packages already installed"
+    fi
+    if ! timeout -k 5 "$(install_left)" "${pip_install[@]}" --no-index --no-deps --no-build-isolation -e .; then
+        say "install: the editable install failed: running from the source tree (PYTHONPATH=$ROOT)"
+        export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+        build_ext_inplace
     fi
 }
 
