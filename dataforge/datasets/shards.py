@@ -37,6 +37,7 @@ import gzip
 import os
 import re
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Literal
 
@@ -224,7 +225,7 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
                     )
                 else:
                     yield from self._jsonl(f, url, keep, report)
-        except (ShardError, OSError, EOFError) as e:
+        except (ShardError, OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupt .gz
             if self.on_error == "raise" or keep is None or keep():  # NOTE [error counts]
                 if not isinstance(e, ShardError):
                     e = ShardError(f"cannot read shard {url!r}: {type(e).__name__}: {e}", url=url)

@@ -144,6 +144,18 @@ def test_hostile_jsonl_line_is_a_counted_shard_error(tmp_path, case) -> None:
     assert ds.errors == {"skipped_shards": 0, "skipped_lines": 1}
 
 
+def test_corrupt_gzip_jsonl_is_a_counted_shard_error(tmp_path) -> None:
+    data = bytearray(gzip.compress(b"".join(b'{"i": %d}\n' % i for i in range(2000))))
+    data[30:38] = b"\xff" * 8  # zlib.error inside the deflate stream, not an OSError
+    path = _write(tmp_path, "bad.jsonl.gz", bytes(data))
+    with pytest.raises(ShardError, match="bad.jsonl.gz.*error"):
+        list(from_shards(path))
+    ds = from_shards(path, on_error="skip")
+    with pytest.warns(RuntimeWarning, match="skipped the rest of the shard"):
+        list(ds)
+    assert ds.errors == {"skipped_shards": 1, "skipped_lines": 0}
+
+
 def test_non_utf8_line_is_an_encoding_error_not_utf16(tmp_path) -> None:
     assert json.loads(b"\xff\xfe{\x00}\x00") == {}  # what json.loads(bytes) does by itself
     with pytest.raises(RecordError, match=r"line 7 of 'f.jsonl' is not UTF-8"):
