@@ -45,7 +45,7 @@ _EXPORTS: dict[str, str] = {
     "default_collate": "dataforge.collate.default",
     "from_sequence": "dataforge.datasets.map_style",
     "from_shards": "dataforge.datasets.shards",
-    "mix": "dataforge.datasets.iterable",
+    "mix": "dataforge.datasets.mixing",
     "seed_worker": "dataforge.loading.seeding",
     "set_buffer_pool": "dataforge._memory",
     "zip": "dataforge.datasets.map_style",
@@ -75,8 +75,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dataforge.collate.pad import PadCollate
     from dataforge.collate.split import SplitCollate
     from dataforge.datasets.image_folder import ImageFolder
-    from dataforge.datasets.iterable import IterDataset, mix
+    from dataforge.datasets.iterable import IterDataset
     from dataforge.datasets.map_style import MapDataset, concat, from_sequence, zip
+    from dataforge.datasets.mixing import mix
     from dataforge.datasets.shards import from_shards
     from dataforge.datasets.table import TableDataset
     from dataforge.datasets.text import TextDataset

@@ -8,10 +8,10 @@
 """
 
 from dataforge.datasets.image_folder import ImageFolder
-from dataforge.datasets.iterable import IterDataset, mix
+from dataforge.datasets.iterable import IterDataset, ShardedSource
 from dataforge.datasets.map_style import MapDataset, concat, from_sequence, zip
+from dataforge.datasets.mixing import mix
 from dataforge.datasets.packed import PackedTokenDataset, tokenize_dataset
-from dataforge.datasets.sharding import ShardedSource
 from dataforge.datasets.shards import ShardDataset, expand_urls, from_shards
 from dataforge.datasets.storage import StringStorage
 from dataforge.datasets.table import TableDataset

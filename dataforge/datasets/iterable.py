@@ -1,11 +1,11 @@
-"""Iterable datasets: the base class, its composition ops and ``mix``.
+"""Iterable datasets: the base class, its composition ops and the sharded source.
 
 An :class:`IterDataset` is a ``torch.utils.data.IterableDataset``: it works in a
 stock ``DataLoader``. A subclass implements ``_iter()``; the base class owns the
 ops, ``set_epoch`` propagation and a replay-based ``state_dict``.
 
 NOTE [who splits the work]: sources (``from_shards``, ``IterDataset.from_iterable``,
-anything built on :class:`~dataforge.datasets.sharding.ShardedSource`) split their
+anything built on :class:`ShardedSource`) split their
 items over DataLoader workers and ``torch.distributed`` ranks themselves, so the
 ops below see only this consumer's items. Ops therefore act PER CONSUMER:
 ``take(10)`` under 2 workers yields up to 10 items from each worker.
@@ -24,9 +24,7 @@ keep the epoch they started with (shard order and shuffle would then repeat).
 
 from __future__ import annotations
 
-import bisect
 import itertools
-import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any, Generic, Literal, TypeVar
@@ -36,12 +34,11 @@ import torch.utils.data
 
 from dataforge._dist import resolve_replicas, worker_info
 from dataforge._rng import mix_seed
+from dataforge.datasets.sharding import EQUALIZE, SPLITS, ConsumerPlan, plan_consumer, resolve_split
 
 T = TypeVar("T")
 U = TypeVar("U")
-
-_STOPS = ("first_exhausted", "all_exhausted", "never")
-
+S = TypeVar("S")
 
 def _check_int(name: str, value: Any, minimum: int, fix: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -172,8 +169,6 @@ class IterDataset(torch.utils.data.IterableDataset, Generic[T]):
             >>> list(IterDataset.from_iterable(range(6), num_replicas=2, rank=1))
             [1, 3, 5]
         """
-        from dataforge.datasets.sharding import ShardedSource
-
         if not callable(source) and not isinstance(source, Iterable):
             raise TypeError(
                 f"source must be an iterable or a callable returning one, got {type(source).__name__}"
@@ -333,93 +328,145 @@ class _Repeat(_Op[T]):
                 return
 
 
-class _Mix(IterDataset[Any]):
-    def __init__(
-        self, datasets: Sequence[IterDataset[Any]], weights: Sequence[float], seed: int, stop: str
-    ) -> None:
-        self._datasets = tuple(datasets)
-        self._weights = tuple(weights)
-        self._seed = seed
-        self._stop = stop
-        self._epoch = self._datasets[0].epoch
-
-    def _sources(self) -> Sequence[IterDataset[Any]]:
-        return self._datasets
-
-    def _iter(self) -> Iterator[Any]:
-        rng = random.Random(self._consumer_seed(self._seed))
-        # zero-weight sources are never drawn, so they never count as exhausted
-        active = [i for i, w in enumerate(self._weights) if w > 0]
-        iters: dict[int, Iterator[Any]] = {i: iter(self._datasets[i]) for i in active}
-        fresh = dict.fromkeys(active, True)  # no item yet from the current iterator
-        while active:
-            cum = list(itertools.accumulate(self._weights[i] for i in active))
-            j = bisect.bisect_right(cum, rng.random() * cum[-1])
-            k = active[min(j, len(active) - 1)]
-            try:
-                x = next(iters[k])
-            except StopIteration:
-                if self._stop == "first_exhausted":
-                    return
-                if self._stop == "never" and not fresh[k]:
-                    iters[k], fresh[k] = iter(self._datasets[k]), True
-                else:  # all_exhausted, or a source that is empty even when restarted
-                    active.remove(k)
-                continue
-            fresh[k] = False
-            yield x
-
-
-def mix(
-    datasets: Sequence[IterDataset[Any]],
-    weights: Sequence[float] | None = None,
-    seed: int = 0,
-    stop: Literal["first_exhausted", "all_exhausted", "never"] = "first_exhausted",
-) -> IterDataset[Any]:
-    """Interleave datasets, drawing the next source at random in proportion to ``weights``.
+class ShardedSource(IterDataset[T]):
+    """An IterDataset over ``shards`` that splits itself over ranks and workers.
 
     Args:
-        datasets: the IterDatasets to mix (at least one).
-        weights: one non-negative finite weight per dataset, not all zero (need not
-            sum to 1); default equal. A zero-weight dataset is never drawn.
-        seed: seed of the choice generator (mixed with epoch, rank and worker).
-        stop: ``"first_exhausted"`` ends when a drawn source has no item left;
-            ``"all_exhausted"`` drops exhausted sources and ends when all are done;
-            ``"never"`` restarts exhausted sources (an empty source is dropped).
+        shards: shard descriptions (URLs, lists, ...), passed to ``open_shard``.
+        open_shard: ``shard -> iterable of samples``; called once per shard read.
+        samples_per_shard: per-shard counts (a list, or one int for all); needed by
+            ``equalize``. When missing with ``equalize``, one counting pass over every
+            shard runs here, in the constructor (``count_shard``, else ``open_shard``).
+        count_shard: a cheaper ``shard -> count`` for that pass.
+        shuffle_shards: shuffle the shard order each epoch (same order on all ranks).
+        seed: seed of the shard order.
+        split: ``"auto"``, ``"shard"`` or ``"sample"`` (see NOTE [split]).
+        equalize: ``None``, ``"pad"`` or ``"drop"`` (see NOTE [equalize per worker slot]).
+        num_replicas: world size; default from ``torch.distributed`` or 1.
+        rank: this rank; default from ``torch.distributed`` or 0.
 
     Example:
-        >>> import dataforge
-        >>> a = dataforge.IterDataset.from_iterable(["a"] * 3)
-        >>> b = dataforge.IterDataset.from_iterable(["b"] * 3)
-        >>> sorted(dataforge.mix([a, b], [1, 1], stop="all_exhausted"))
-        ['a', 'a', 'a', 'b', 'b', 'b']
+        >>> ds = ShardedSource([[0, 1], [2, 3, 4]], iter, num_replicas=2, rank=0)
+        >>> list(ds), list(ShardedSource([[0, 1], [2, 3, 4]], iter, num_replicas=2, rank=1))
+        ([0, 1], [2, 3, 4])
+        >>> list(ShardedSource([[0, 1], [2, 3, 4]], iter, num_replicas=2, rank=0, equalize="drop"))
+        [0, 1]
     """
-    if isinstance(datasets, IterDataset) or not isinstance(datasets, Sequence) or not datasets:
-        raise ValueError(f"datasets must be a non-empty list of IterDatasets, got {datasets!r}")
-    for i, d in enumerate(datasets):
-        if not isinstance(d, IterDataset):
-            raise TypeError(
-                f"datasets[{i}] must be a dataforge IterDataset, got {type(d).__name__}; "
-                "wrap it with IterDataset.from_iterable(...)"
+
+    def __init__(
+        self,
+        shards: Sequence[S],
+        open_shard: Callable[[S], Iterable[T]],
+        *,
+        samples_per_shard: int | Sequence[int] | None = None,
+        count_shard: Callable[[S], int] | None = None,
+        shuffle_shards: bool = False,
+        seed: int = 0,
+        split: str = "auto",
+        equalize: str | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        if isinstance(shards, (str, bytes)) or not isinstance(shards, Sequence) or not shards:
+            raise ValueError(f"shards must be a non-empty list, got {shards!r}")
+        if not callable(open_shard):
+            raise TypeError(f"open_shard must be callable, got {open_shard!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if equalize not in EQUALIZE:
+            raise ValueError(f"equalize must be one of {EQUALIZE}, got {equalize!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        if num_replicas is not None or rank is not None:
+            world, _ = resolve_replicas(num_replicas, rank)  # validates early
+            if split == "shard" and len(shards) < world:
+                resolve_split(split, len(shards), world)  # raises with the counts
+        self.shards = list(shards)
+        self._open_shard = open_shard
+        self._num_replicas, self._rank = num_replicas, rank
+        self.shuffle_shards = bool(shuffle_shards)
+        self.seed, self.split, self.equalize = seed, split, equalize
+        self.samples_per_shard = self._resolve_counts(samples_per_shard, count_shard)
+
+    def _resolve_counts(self, spec: int | Sequence[int] | None, count_shard: Any) -> list[int] | None:
+        n = len(self.shards)
+        if spec is None:
+            if self.equalize is None:
+                return None
+            count = count_shard or (lambda s: sum(1 for _ in self._open_shard(s)))
+            return [int(count(s)) for s in self.shards]
+        if isinstance(spec, int) and not isinstance(spec, bool):
+            spec = [spec] * n
+        if (
+            isinstance(spec, (str, bytes))
+            or not isinstance(spec, Sequence)
+            or len(spec) != n
+            or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in spec)
+        ):
+            raise ValueError(
+                f"samples_per_shard must be a non-negative int or a list of {n} of them "
+                f"(one per shard), got {spec!r}"
             )
-    if weights is None:
-        weights = [1.0] * len(datasets)
-    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
-        raise TypeError(f"weights must be a list of numbers, got {weights!r}")
-    if len(weights) != len(datasets):
-        raise ValueError(
-            f"weights must have one entry per dataset ({len(datasets)}), got {len(weights)}: {weights!r}"
+        return list(spec)
+
+    def plan(self, rank: int, num_replicas: int, worker: int, num_workers: int) -> ConsumerPlan:
+        return plan_consumer(
+            len(self.shards), rank=rank, num_replicas=num_replicas, worker=worker,
+            num_workers=num_workers, epoch=self._epoch, seed=self.seed,
+            shuffle_shards=self.shuffle_shards, split=self.split, equalize=self.equalize,
+            counts=self.samples_per_shard,
         )
-    try:
-        ws = [float(w) for w in weights]
-    except (TypeError, ValueError):
-        raise TypeError(f"weights must be numbers, got {weights!r}") from None
-    if any(not math.isfinite(w) or w < 0 for w in ws):
-        raise ValueError(f"weights must be finite and non-negative, got {weights!r}")
-    if not any(w > 0 for w in ws):
-        raise ValueError(f"weights must not all be zero, got {weights!r}; give at least one a positive weight")
-    if stop not in _STOPS:
-        raise ValueError(f"stop must be one of {_STOPS}, got {stop!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    return _Mix(datasets, ws, seed, stop)
+
+    def _iter(self) -> Iterator[T]:
+        num_replicas, rank = self._replicas()
+        worker, num_workers = worker_info()
+        return self.consumer_iter(rank, num_replicas, worker, num_workers)
+
+    def consumer_iter(self, rank: int, num_replicas: int, worker: int, num_workers: int) -> Iterator[T]:
+        """The items of one consumer, for explicit (rank, worker) values (tests, custom loaders)."""
+        p = self.plan(rank, num_replicas, worker, num_workers)
+        if p.target is None:
+            return self._stream(p)
+        return self._equalized(p)
+
+    def _stream(self, p: ConsumerPlan) -> Iterator[T]:
+        keep = None
+        if p.stride > 1:
+            index = itertools.count()
+
+            def keep() -> bool:
+                return next(index) % p.stride == p.offset
+
+        return itertools.chain.from_iterable(self._open(self.shards[s], keep) for s in p.shards)
+
+    def _open(self, shard: Any, keep: Callable[[], bool] | None) -> Iterable[T]:
+        """Items of one shard; ``keep()`` (when given) is asked once per item, in stream
+        order, whether this consumer keeps it. Readers override this to skip the data
+        of rejected items instead of decoding it (see ``ShardDataset``)."""
+        items = self._open_shard(shard)
+        return items if keep is None else (x for x in items if keep())
+
+    def _equalized(self, p: ConsumerPlan) -> Iterator[T]:
+        target = p.target or 0
+        n = 0
+        for x in itertools.islice(self._stream(p), target):
+            yield x
+            n += 1
+        # pad: cycle this consumer's own stream; when it has nothing (more consumers
+        # than samples, or only empty shards) cycle the whole stream instead.
+        everything = ConsumerPlan("shard", list(range(len(self.shards))), 0, 1, None)
+        for plan in (p, everything):
+            while n < target:
+                got = 0
+                for x in self._stream(plan):
+                    yield x
+                    n, got = n + 1, got + 1
+                    if n >= target:
+                        return
+                if not got:
+                    break
+        if n < target:
+            raise RuntimeError(
+                f"equalize={self.equalize!r} must yield {target} samples on this consumer but "
+                f"the {len(self.shards)} shard(s) yielded none to pad with"
+            )

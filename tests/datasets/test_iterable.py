@@ -10,7 +10,7 @@ import pytest
 from helpers import run_test_save_load_state
 
 import dataforge
-from dataforge.datasets import iterable as iterable_mod
+from dataforge.datasets import iterable, mixing
 from dataforge.datasets.iterable import IterDataset
 
 
@@ -34,7 +34,7 @@ def _double(x: int) -> int:
 
 def test_public_names_resolve() -> None:
     assert dataforge.IterDataset is IterDataset
-    assert dataforge.mix is iterable_mod.mix
+    assert dataforge.mix is mixing.mix
     import torch.utils.data
 
     assert isinstance(src(), torch.utils.data.IterableDataset)
@@ -137,7 +137,7 @@ def test_shuffle_differs_per_worker() -> None:
     ds = Unsharded(30).shuffle(10, seed=0)
     orders = []
     for w in range(2):
-        with mock.patch.object(iterable_mod, "worker_info", return_value=(w, 2)):
+        with mock.patch.object(iterable, "worker_info", return_value=(w, 2)):
             orders.append(list(ds))
     assert sorted(orders[0]) == sorted(orders[1]) and orders[0] != orders[1]
 

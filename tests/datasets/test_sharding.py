@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dataforge.datasets import sharding
+from dataforge.datasets import iterable
+from dataforge.datasets.iterable import ShardedSource
 from dataforge.datasets.sharding import (
-    ShardedSource,
     equalized_targets,
     natural_counts,
     plan_consumer,
@@ -37,7 +37,7 @@ def run_world(ds: ShardedSource, ranks: int, workers: int) -> dict[tuple[int, in
             out[r, 0] = list(ds)
             continue
         for w in range(workers):
-            with mock.patch.object(sharding, "worker_info", return_value=(w, workers)):
+            with mock.patch.object(iterable, "worker_info", return_value=(w, workers)):
                 out[r, w] = list(ds)
     return out
 
@@ -123,7 +123,7 @@ def test_forced_shard_split_with_too_few_shards() -> None:
     with pytest.raises(ValueError, match=r"got 2 shard\(s\) for 3 consumers"):
         ShardedSource([[1], [2]], iter, split="shard", num_replicas=3, rank=0)
     ds = ShardedSource([[1], [2], [3]], iter, split="shard", num_replicas=3, rank=0)
-    with mock.patch.object(sharding, "worker_info", return_value=(0, 2)), pytest.raises(
+    with mock.patch.object(iterable, "worker_info", return_value=(0, 2)), pytest.raises(
         ValueError, match=r"got 3 shard\(s\) for 6 consumers"
     ):
         list(ds)
