@@ -64,6 +64,11 @@ def worker_info() -> tuple[int, int]:
     return info.id, info.num_workers
 
 
+def in_worker() -> bool:
+    """True inside a ``DataLoader`` worker process (collated outputs then go to shared memory)."""
+    return torch.utils.data.get_worker_info() is not None
+
+
 def set_thread_worker_id(worker_id: int) -> None:
     """Mark the calling thread as thread-engine worker ``worker_id``."""
     _thread_local.worker_id = worker_id

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dataforge._dist import in_worker
 from dataforge._memory import POOL_MIN_BYTES, dense_strides, empty_strided_cpu
 
 __all__ = [
@@ -38,11 +39,6 @@ __all__ = [
 Shape = Sequence[int]
 _dtype_of = attrgetter("dtype")
 _TORCH_DTYPES = {"i": torch.int64, "b": torch.bool, "f": torch.float32}  # by dtype.kind
-
-
-def in_worker() -> bool:
-    """True inside a ``DataLoader`` worker process (outputs then go to shared memory)."""
-    return torch.utils.data.get_worker_info() is not None
 
 
 def empty(
