@@ -14,15 +14,16 @@ JSONL lines are counted. Remote shards are downloaded once for that pass, so pas
 (url, size, mtime). Whatever the counts, each consumer yields exactly its target
 (padding from its own stream if a shard turns out shorter), so ranks stay equal.
 
-NOTE [error counts]: with ``on_error="skip"``/``"warn"`` a bad shard is cut at the
-error (the sample being assembled is dropped) and a bad JSONL line is skipped;
-``ds.errors`` counts them (and ``"warn"`` warns) IN THE PROCESS THAT READS. Under
+NOTE [error counts]: with ``on_error="skip"`` a bad shard is cut at the error (the
+sample being assembled is dropped unless it is complete, NOTE [complete before
+damage] in ``tar_stream.py``) and a bad JSONL line is skipped; ``ds.errors`` counts
+them, and one warning per shard with skips names it, IN THE PROCESS THAT READS. Under
 DataLoader workers each worker has its own copy, so the main-process ``ds.errors``
 stays 0: read the totals from the loader instead, ``dataforge.build_loader(ds, ...)
 .errors`` (also ``stats()["dataset_errors"]``), summed over its workers and
 cumulative over its epochs (see NOTE [iterable error counts] in
-``loading/iterable_engine.py``); ``"warn"`` warnings are printed by the worker that
-skipped. Each skip is counted by one consumer only: split by shard, the shard's
+``loading/iterable_engine.py``); the warnings are printed by the worker that skipped.
+Each skip is counted by one consumer only: split by shard, the shard's
 reader; split by sample, where every consumer walks every shard, a bad line by the
 consumer that owns it and a bad shard by the consumer that owns the next item slot
 (the error takes one slot of the round-robin in every consumer, so they stay in
@@ -33,20 +34,27 @@ from __future__ import annotations
 
 import glob as globlib
 import gzip
-import json
 import os
 import re
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Literal
 
 from dataforge.datasets.iterable import ShardedSource
-from dataforge.datasets.tar_stream import ShardError, iter_samples
+from dataforge.datasets.records import (
+    MAX_LINE_BYTES,
+    RecordError,
+    check_max_line_bytes,
+    iter_lines,
+    parse_json_line,
+)
+from dataforge.datasets.tar_stream import MAX_MEMBER_BYTES, ShardError, iter_samples
 
 __all__ = ["ShardError", "ShardDataset", "expand_braces", "expand_urls", "from_shards"]
 
 _FORMATS = ("tar", "jsonl")
-_ON_ERROR = ("raise", "skip", "warn")
+_ON_ERROR = ("raise", "skip")
 _TAR_EXT = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 _JSONL_EXT = (".jsonl", ".jsonl.gz", ".ndjson")
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
@@ -175,63 +183,66 @@ def open_url(url: str) -> IO[bytes]:
     return _fsspec().open(url, "rb", **kw).open()
 
 
-def _lines(f: IO[bytes], chunk: int = 1 << 20) -> Iterator[bytes]:
-    """Lines of a binary stream, read in large chunks (fsspec streams have slow ``readline``)."""
-    rest = b""
-    while True:
-        b = f.read(chunk)
-        if not b:
-            break
-        parts = (rest + b).split(b"\n")
-        rest = parts.pop()
-        yield from parts
-    if rest:
-        yield rest
-
-
 class ShardDataset(ShardedSource[dict[str, Any]]):
     """What :func:`from_shards` returns; ``errors`` counts skipped shards and lines in the
     reading process (a loader sums its workers', see NOTE [error counts])."""
 
-    def __init__(self, urls: list[str], format: str, on_error: str, **kw: Any) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        format: str,
+        on_error: str,
+        *,
+        max_member_bytes: int = MAX_MEMBER_BYTES,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        **kw: Any,
+    ) -> None:
         self.format, self.on_error = format, on_error
+        self.max_member_bytes, self.max_line_bytes = max_member_bytes, max_line_bytes
         self.errors = {"skipped_shards": 0, "skipped_lines": 0}
         self._counting = False
         super().__init__(urls, self._read, count_shard=self._count_samples, **kw)
 
-    def _fail(self, msg: str, kind: str) -> None:
+    def _on_bad(self, error: ShardError, kind: str, report: dict[str, Any]) -> None:
+        """Raise ``error`` under ``"raise"``; else count it (not in the counting pass)."""
         if self.on_error == "raise":
-            raise ShardError(msg)
+            raise error
         if not self._counting:
             self.errors[kind] += 1
-            if self.on_error == "warn":
-                warnings.warn(f"skipped: {msg}", RuntimeWarning, stacklevel=3)
+            report[kind] += 1
+            report.setdefault("first", str(error))
 
     def _open(self, shard: Any, keep: Callable[[], bool] | None) -> Iterator[Any]:
         return self._read(shard, keep)
 
     def _read(self, url: str, keep: Callable[[], bool] | None = None) -> Iterator[Any]:
+        report: dict[str, Any] = {"skipped_shards": 0, "skipped_lines": 0}
         try:
             with open_url(url) as f:
                 if self.format == "tar":
-                    yield from iter_samples(f, url, read=not self._counting, keep=keep)
+                    yield from iter_samples(
+                        f, url, read=not self._counting, keep=keep, max_member_bytes=self.max_member_bytes
+                    )
                 else:
-                    yield from self._jsonl(f, url, keep)
-        except (ShardError, OSError, EOFError) as e:
+                    yield from self._jsonl(f, url, keep, report)
+        except (ShardError, OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupt .gz
             if self.on_error == "raise" or keep is None or keep():  # NOTE [error counts]
-                msg = str(e) if isinstance(e, ShardError) else f"cannot read shard {url!r}: {type(e).__name__}: {e}"
-                self._fail(msg, "skipped_shards")
+                if not isinstance(e, ShardError):
+                    e = ShardError(f"cannot read shard {url!r}: {type(e).__name__}: {e}", url=url)
+                self._on_bad(e, "skipped_shards", report)
+        finally:
+            _warn_skipped(url, report)
 
-    def _jsonl(self, f: IO[bytes], url: str, keep: Callable[[], bool] | None) -> Iterator[Any]:
+    def _jsonl(self, f: IO[bytes], url: str, keep: Callable[[], bool] | None, report: dict[str, Any]) -> Iterator[Any]:
         if url.split("?", 1)[0].lower().endswith(".gz"):
             f = gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[assignment]
-        for lineno, raw in enumerate(_lines(f), 1):
+        for lineno, raw in enumerate(iter_lines(f, self.max_line_bytes), 1):
             if not raw.strip() or (keep is not None and not keep()):
                 continue  # blank, or another consumer's line (not even parsed)
             try:
-                obj = json.loads(raw)
-            except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
-                self._fail(f"bad JSON at line {lineno} of shard {url!r}: {e}", "skipped_lines")
+                obj = parse_json_line(raw, url, lineno, max_line_bytes=self.max_line_bytes)
+            except RecordError as e:
+                self._on_bad(ShardError(str(e), url=url, line=lineno), "skipped_lines", report)
                 continue
             yield obj
 
@@ -249,6 +260,21 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
         return _COUNT_CACHE[key]
 
 
+def _warn_skipped(url: str, report: dict[str, Any]) -> None:
+    """One warning per shard that had skips: the shard, the counts, the first error."""
+    lines, shard = report["skipped_lines"], report["skipped_shards"]
+    if not lines and not shard:
+        return
+    parts = [f"{lines} bad line{'s' * (lines != 1)}"] if lines else []
+    parts += ["the rest of the shard"] if shard else []
+    first = "the error" if lines + shard == 1 else "the first error"
+    warnings.warn(
+        f"on_error='skip': shard {url!r}: skipped {' and '.join(parts)} (counted in .errors); "
+        f"{first}: {report['first']}",
+        RuntimeWarning, stacklevel=2,
+    )
+
+
 def from_shards(
     urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     format: Literal["tar", "jsonl"] | None = None,
@@ -261,6 +287,8 @@ def from_shards(
     rank: int | None = None,
     on_error: Literal["raise", "skip", "warn"] = "raise",
     samples_per_shard: int | Sequence[int] | None = None,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> ShardDataset:
     """An IterDataset over tar or JSONL shards, split over DataLoader workers and ranks.
 
@@ -281,20 +309,40 @@ def from_shards(
         num_replicas: world size; default from ``torch.distributed`` or 1.
         rank: this rank; default from ``torch.distributed`` or 0.
         on_error: ``"raise"`` a :class:`ShardError` naming the shard and member/line,
-            or ``"skip"``/``"warn"`` the rest of a bad shard (a bad JSONL line) and count it
-            in ``ds.errors``; through a loader, read ``loader.errors`` (NOTE [error counts]).
+            or ``"skip"`` the rest of a bad shard (a bad JSONL line), count it in
+            ``ds.errors`` and warn once per shard with skips; through a loader, read
+            ``loader.errors`` (NOTE [error counts]). ``"warn"`` is a deprecated alias of
+            ``"skip"``; ``"substitute"`` (a Loader policy) needs indices a stream has not.
         samples_per_shard: known sample counts (one int or one per shard) for ``equalize``.
+        max_member_bytes: the largest tar member read (NOTE [bounded members] in
+            ``tar_stream.py``); a larger one is a :class:`ShardError`.
+        max_line_bytes: the longest JSONL line read; a longer one is a bad line (the
+            other limits of a line are in ``dataforge.datasets.records``).
 
     Example:
         >>> ds = from_shards("data/train-{000..003}.tar", equalize="pad")  # doctest: +SKIP
         >>> next(iter(ds))  # doctest: +SKIP
         {'__key__': 'train/000000', '__url__': 'data/train-000.tar', 'jpg': b'...', 'cls': b'3'}
     """
+    if on_error == "warn":
+        warnings.warn(
+            "from_shards(on_error='warn') is deprecated: use on_error='skip', which counts and "
+            "warns the same way", DeprecationWarning, stacklevel=2,
+        )
+        on_error = "skip"
+    if on_error == "substitute":
+        raise ValueError(
+            "from_shards(on_error='substitute') is not possible: a stream has no index to load a "
+            "substitute from; use on_error='skip' (bad records skipped and counted) or 'raise'"
+        )
     if on_error not in _ON_ERROR:
         raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
+    if isinstance(max_member_bytes, bool) or not isinstance(max_member_bytes, int) or max_member_bytes <= 0:
+        raise ValueError(f"max_member_bytes must be a positive int (bytes), got {max_member_bytes!r}")
     expanded = expand_urls(urls)
     fmt = _format_of(expanded, format)
     return ShardDataset(
         expanded, fmt, on_error, shuffle_shards=shuffle_shards, seed=seed, split=split,
         equalize=equalize, num_replicas=num_replicas, rank=rank, samples_per_shard=samples_per_shard,
+        max_member_bytes=max_member_bytes, max_line_bytes=check_max_line_bytes(max_line_bytes),
     )
