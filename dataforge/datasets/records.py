@@ -32,7 +32,6 @@ import numpy as np
 MAX_LINE_BYTES = 2 << 20
 MAX_JSON_DEPTH = 128
 _GC_PAUSE_CONTAINERS = 10_000
-_CHUNK = 1 << 20
 _STEP = np.zeros(256, dtype=np.int8)  # nesting change of each byte outside strings
 _STEP[list(b"[{")], _STEP[list(b"]}")] = 1, -1
 
@@ -72,8 +71,8 @@ def check_max_line_bytes(value: Any) -> int:
     return value
 
 
-def iter_lines(f: IO[bytes], max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[bytes]:
-    """Lines of a binary stream (without ``\\n``), read in large chunks.
+def iter_lines(f: IO[bytes], max_line_bytes: int = MAX_LINE_BYTES, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Lines of a binary stream (without ``\\n``), read ``chunk`` bytes at a time.
 
     A line longer than ``max_line_bytes`` is yielded cut to ``max_line_bytes + 1``
     bytes (so its reader can tell and refuse it); the rest of it is read and dropped,
@@ -82,7 +81,7 @@ def iter_lines(f: IO[bytes], max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[b
     rest = b""
     dropping = False  # inside a line already cut: drop bytes up to its newline
     while True:
-        b = f.read(_CHUNK)
+        b = f.read(chunk)
         if not b:
             break
         start = 0

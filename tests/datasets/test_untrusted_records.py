@@ -27,7 +27,6 @@ from shard_files import (
 )
 
 import dataforge
-from dataforge.datasets import records
 from dataforge.datasets.records import (
     MAX_JSON_DEPTH,
     MAX_LINE_BYTES,
@@ -165,11 +164,7 @@ def test_non_utf8_line_is_an_encoding_error_not_utf16(tmp_path) -> None:
 @given(st.lists(st.integers(0, 40), max_size=30), st.integers(1, 9), st.integers(3, 25))
 def test_iter_lines_cuts_only_the_long_lines(lengths, chunk, limit) -> None:
     data = b"\n".join(bytes([97 + i % 26]) * n for i, n in enumerate(lengths))
-    old, records._CHUNK = records._CHUNK, chunk  # line ends met at every chunk boundary
-    try:
-        got = list(iter_lines(io.BytesIO(data), limit))
-    finally:
-        records._CHUNK = old
+    got = list(iter_lines(io.BytesIO(data), limit, chunk))  # line ends at every chunk boundary
     want = [x[: limit + 1] for x in data.split(b"\n")] if data else []
     assert got == (want[:-1] if want and not want[-1] else want)
 
