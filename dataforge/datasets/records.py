@@ -7,9 +7,9 @@ make the reader spend more than its limits:
 
 - a line is at most ``max_line_bytes`` (default ``MAX_LINE_BYTES``, 2 MiB, a
   keyword of every reader): longer lines are refused, and only that many of their
-  bytes are ever held. The bound also bounds parsing, whose cost grows with the
-  arrays and objects a line holds (up to one per 2 bytes): the costliest 2 MiB
-  lines parse into under 100 MB of objects in about half a second;
+  bytes are ever held. The bound also bounds parsing, whose time and memory grow
+  with the arrays and objects a line holds (up to one per 2 bytes); the costliest
+  lines under it are in the budget test of ``tests/datasets/test_untrusted_records.py``;
 - a line is decoded as strict UTF-8 before parsing (``json.loads(bytes)`` would
   guess UTF-16/32 from the first bytes and accept ``b'\\xff\\xfe{\\x00}\\x00'``);
 - JSON nests at most ``MAX_JSON_DEPTH`` (128) arrays/objects deep, checked before
