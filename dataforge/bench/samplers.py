@@ -46,14 +46,15 @@ import torch
 
 from dataforge.bench.common import BenchError, env_info, median
 
-_CLASS_P = np.array([1.0 / (k + 1) for k in range(10)])  # long tail: 34% ... 3.4%
+_STREAMED_CLASSES = 100  # the default-arguments arms: 100 classes, 19% ... 0.19%
 _STOCK_BOUNDED = 1 << 21  # stock indices timed at 2^24 categories
 
 
-def make_labels(n: int, seed: int = 0) -> np.ndarray:
-    """``n`` long-tailed int8 class labels over 10 classes (deterministic)."""
+def make_labels(n: int, seed: int = 0, num_classes: int = 10) -> np.ndarray:
+    """``n`` long-tailed int8 class labels, ``P(k) ~ 1 / (k + 1)`` (deterministic)."""
     rng = np.random.default_rng(seed)
-    cdf = np.cumsum(_CLASS_P / _CLASS_P.sum())
+    p = 1.0 / np.arange(1, num_classes + 1)
+    cdf = np.cumsum(p / p.sum())
     out = np.empty(n, np.int8)
     for s in range(0, n, 1 << 22):  # chunked: no n-sized float temporaries
         u = rng.random(min(1 << 22, n - s))
@@ -201,6 +202,86 @@ def _memory(n: int) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _streamed_sampler(arm: str, labels: np.ndarray) -> Any:
+    """The sampler of a default-arguments arm (built inside the timed, measured region)."""
+    from dataforge.samplers import ClassBalancedSampler, WeightedSampler
+
+    if arm.startswith("class_balanced_"):
+        return ClassBalancedSampler(labels, strategy=arm.removeprefix("class_balanced_"), seed=0,
+                                    num_replicas=1, rank=0)
+    if arm == "weighted_20x":
+        counts = np.bincount(labels)
+        weights = np.empty(len(labels), np.float64)  # made before the memory baseline
+        return lambda: WeightedSampler(_fill_weights(weights, labels, counts), 20 * len(labels),
+                                       seed=0, num_replicas=1, rank=0)
+    raise BenchError(f"unknown streamed arm {arm!r}; pick one of {STREAMED_ARMS}")
+
+
+def _fill_weights(weights: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    inv = 1.0 / counts
+    for s in range(0, len(labels), 1 << 22):
+        weights[s : s + (1 << 22)] = inv[labels[s : s + (1 << 22)]]
+    return weights
+
+
+STREAMED_ARMS = ("class_balanced_oversample", "class_balanced_sqrt", "class_balanced_undersample",
+                 "weighted_20x")
+
+
+def streamed_child(arm: str, n: int) -> dict[str, Any]:
+    """One whole epoch of a sampler with its default arguments, measured in this process.
+
+    Reports setup time, time from ``iter()`` to the first index, the whole epoch's
+    rate iterated from Python, and the peak-RSS rise over setup + epoch per label
+    (``VmHWM`` reset through ``/proc/self/clear_refs`` once the inputs exist).
+    """
+    labels = make_labels(n, num_classes=_STREAMED_CLASSES)
+    make: Any = None
+    if arm == "weighted_20x":  # the weights are an input: allocate them before the baseline
+        make = _streamed_sampler(arm, labels)
+    gc.collect()
+    base = _read_status("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        rss_method = "peak RSS (VmHWM after clear_refs) minus RSS with the inputs allocated"
+    except OSError:
+        rss_method = "peak RSS since process start (clear_refs unavailable) minus RSS with inputs"
+    w0, c0 = time.perf_counter(), time.process_time()
+    sampler = make() if make is not None else _streamed_sampler(arm, labels)
+    setup_w, setup_c = time.perf_counter() - w0, time.process_time() - c0
+    w0, c0 = time.perf_counter(), time.process_time()
+    it = iter(sampler)
+    next(it)
+    first = time.perf_counter() - w0
+    for _ in it:
+        pass
+    epoch_w, epoch_c = time.perf_counter() - w0, time.process_time() - c0
+    peak = _read_status("VmHWM")
+    length = len(sampler)
+    return {
+        "arm": arm, "num_labels": n, "epoch_length": length,
+        "setup_s": setup_w, "setup_cpu_s": setup_c, "first_index_s": first,
+        "epoch_s": epoch_w, "epoch_cpu_s": epoch_c,
+        "indices_per_s": length / epoch_w, "indices_per_cpu_s": length / epoch_c,
+        "extra_bytes_per_label": (peak - base) * 2**20 / n, "rss_method": rss_method,
+    }
+
+
+def _streamed(n: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    code = ("import json,sys; from dataforge.bench.samplers import streamed_child; "
+            "print(json.dumps(streamed_child(sys.argv[1], int(sys.argv[2]))))")
+    for arm in STREAMED_ARMS:
+        proc = subprocess.run([sys.executable, "-c", code, arm, str(n)], capture_output=True,
+                              text=True, timeout=7200)
+        if proc.returncode != 0:
+            out[arm] = {"error": proc.stderr.strip()[-500:]}
+        else:
+            out[arm] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
 def _stock_failure(labels: np.ndarray) -> str | None:
     try:
         sampler = _stock(labels, 10)
@@ -295,6 +376,7 @@ def run(
                                       "categories (a full 2^24 epoch takes tens of seconds)"},
         }
     result["bucket"] = _bucket(min(n, 100_000) if quick else 1_000_000, repeats)
+    result["streamed"] = _streamed(n)
     return result
 
 
@@ -329,6 +411,16 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"WeightedSampler        2^24:  {_rate(a['weighted_sampler'])}")
         lines.append(f"WeightedRandomSampler  2^24:  {_rate(a['stock_bounded'])} "
                      f"[{a['stock_bounded']['indices']:,} indices]")
+    lines.append(f"default arguments, whole epoch, {cfg['num_labels']:,} labels over "
+                 f"{_STREAMED_CLASSES} classes (fresh process each):")
+    for arm, d in result.get("streamed", {}).items():
+        if "error" in d:
+            lines.append(f"  {arm:28s} failed: {d['error']}")
+            continue
+        lines.append(f"  {arm:28s} {d['epoch_length']:>13,} indices: first index {d['first_index_s']:.2f} s "
+                     f"(setup {d['setup_s']:.2f} s), {d['indices_per_s'] / 1e6:.2f} M/s wall "
+                     f"({d['indices_per_cpu_s'] / 1e6:.2f} M/s CPU), "
+                     f"{d['extra_bytes_per_label']:.2f} B/label extra peak RSS")
     b = result["bucket"]
     lines.append(f"padding efficiency, {b['num_lengths']:,} lengths {b['lengths']}:")
     for name in ("random_batch_size_32", "bucket_batch_size_32", "bucket_max_tokens"):

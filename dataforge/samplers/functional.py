@@ -1,4 +1,4 @@
-"""Pure sampling math: quotas, grouping, shuffling, weighted draws, length packing.
+"""Pure sampling math: quotas, grouping, hypergeometric and weighted draws, length packing.
 
 Nothing here owns state; every random draw comes from the ``numpy.random.Generator``
 passed in, so the same generator state always gives the same result (on every rank).
@@ -19,8 +19,6 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 CHUNK = 1 << 20  # elements per vectorised step: bounds temporaries to a few MB
-_SHUFFLE_BLOCK = 1 << 16  # target bucket size of the two-level shuffle (fits in L2)
-_MAX_SHUFFLE_BUCKETS = (1 << 16) - 1  # keys fit in uint16: two bytes per element
 _RADIX_KEYS = 1 << 16  # groupings with at most this many keys use numpy's radix argsort
 _HG_LIMIT = 10**9  # numpy's hypergeometric needs both populations below this
 
@@ -194,111 +192,6 @@ def _radix_group(
             dest += np.arange(len(piece), dtype=np.int64)
             out[dest] = local
         cursor += cnt
-
-
-def shuffle_concat(
-    pieces: Iterable[np.ndarray], total: int, rng: np.random.Generator, dtype: type[np.integer]
-) -> np.ndarray:
-    """A uniformly random permutation of the concatenation of ``pieces``.
-
-    NOTE [two-level shuffle]: a Fisher-Yates shuffle of 100M items misses the cache on
-    every swap (~60 ns per item here). Rao-Sandelius instead sends each item to one
-    of ``total / 2^16`` random buckets (a sequential, cache-friendly counting sort)
-    and then shuffles each bucket in cache (~23 ns per item); the result is exactly
-    uniform, and the pieces are never concatenated (peak: output + 2 bytes per item).
-
-    Example:
-        >>> rng = np.random.default_rng(0)
-        >>> sorted(shuffle_concat([np.arange(3), np.arange(5, 7)], 5, rng, np.int64).tolist())
-        [0, 1, 2, 5, 6]
-    """
-    if total <= 4 * _SHUFFLE_BLOCK:
-        parts = [np.asarray(p, dtype=dtype) for p in pieces]
-        out = np.concatenate(parts) if parts else np.empty(0, dtype)
-        rng.shuffle(out)
-        return out
-    num_buckets = min(_MAX_SHUFFLE_BUCKETS, -(-total // _SHUFFLE_BLOCK))
-    keys = rng.integers(0, num_buckets, size=total, dtype=np.uint16)
-    out, offsets = counting_sort(keys, num_buckets, pieces, dtype=dtype)
-    del keys
-    for b in range(num_buckets):
-        rng.shuffle(out[offsets[b] : offsets[b + 1]])
-    return out
-
-
-def quota_pieces(
-    grouped: np.ndarray, offsets: np.ndarray, quotas: np.ndarray, rng: np.random.Generator
-) -> Iterator[np.ndarray]:
-    """Per class, ``quotas[c]`` members of group ``c`` drawn without replacement while possible.
-
-    A quota of ``q = f * n + r`` over a class of ``n`` members gives ``f`` full copies
-    of the class and a uniform random subset of ``r`` members (so no member is
-    repeated more than once more than any other). Pieces are views where possible.
-    """
-    for c in np.flatnonzero(quotas).tolist():
-        block = grouped[offsets[c] : offsets[c + 1]]
-        full, rem = divmod(int(quotas[c]), len(block))
-        for _ in range(full):
-            yield block
-        if rem:
-            yield from random_subset(block, rem, rng)
-
-
-def random_subset(block: np.ndarray, k: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """A uniform random ``k``-subset of ``block`` (in no particular order), as pieces.
-
-    NOTE [chunked subset]: shuffling a copy of a 30M-member class to take its head
-    costs 4 bytes per member and a cache miss per swap. Instead the ``k`` picks are
-    split over chunks of the block by a multivariate hypergeometric draw (exactly
-    the counts a uniform subset would have) and picked within each chunk, so the
-    work stays in cache and temporaries are O(chunk).
-
-    Example:
-        >>> rng = np.random.default_rng(0)
-        >>> sub = np.concatenate(list(random_subset(np.arange(10), 4, rng)))
-        >>> len(sub), len(set(sub.tolist()))
-        (4, 4)
-    """
-    n = len(block)
-    sizes = [min(CHUNK, n - s) for s in range(0, n, CHUNK)]
-    counts = [k] if len(sizes) == 1 else rng.multivariate_hypergeometric(sizes, k).tolist()
-    for j, (size, cnt) in enumerate(zip(sizes, counts)):
-        part = block[j * CHUNK : j * CHUNK + size]
-        if cnt == size:
-            yield part
-        elif cnt * 2 <= size:
-            yield part[rng.choice(size, cnt, replace=False, shuffle=False)]
-        elif cnt:  # most of the chunk: draw the members to leave out
-            keep = np.ones(size, bool)
-            keep[rng.choice(size, size - cnt, replace=False, shuffle=False)] = False
-            yield part[keep]
-
-
-def searchsorted_draw(
-    cumulative: np.ndarray,
-    num_samples: int,
-    rng: np.random.Generator,
-    last_positive: int,
-    dtype: type[np.integer],
-) -> np.ndarray:
-    """``num_samples`` i.i.d. draws of index ``i`` with probability ``w[i] / sum(w)``.
-
-    ``cumulative`` is ``np.cumsum(w)`` in float64. A uniform ``u`` in
-    ``[0, total)`` picks the first ``i`` with ``cumulative[i] > u``, so zero-weight
-    indices are never picked; ``last_positive`` guards the ``u == total`` rounding case.
-    """
-    total = float(cumulative[-1])
-    out = np.empty(num_samples, dtype)
-    for s in range(0, num_samples, CHUNK):
-        m = min(CHUNK, num_samples - s)
-        u = rng.random(m)
-        u *= total
-        u.sort()  # sorted queries make searchsorted walk the table in order (cache-friendly)
-        idx = np.searchsorted(cumulative, u, side="right")
-        rng.shuffle(idx)  # i.i.d. draws are exchangeable: a shuffle restores their order
-        np.minimum(idx, last_positive, out=idx)
-        out[s : s + m] = idx
-    return out
 
 
 def gumbel_top_k(weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -495,3 +388,126 @@ def block_permute(src: np.ndarray, dst: np.ndarray, block: int, rng: np.random.G
     for s in range(0, len(src), block):
         part = src[s : s + block]
         dst[s : s + len(part)] = part[rng.permutation(len(part))]
+
+
+def alias_table(weights: np.ndarray, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """Walker's alias table of ``weights``: ``(thresholds, aliases)``, 8 bytes per index.
+
+    A draw picks a slot ``i`` uniformly and keeps it when a uniform 32-bit integer
+    is below ``thresholds[i]``, else takes ``aliases[i]``: O(1) per draw, no
+    search. Slot probabilities are exact up to float64 prefix sums and 2^-32.
+
+    NOTE [alias by prefix sums]: Vose's sweep pairs each light slot (``p < 1``,
+    ``p = n * w / sum(w)``) with the current heavy one and moves on to the next
+    heavy when the current one drops below 1. Its result has a closed form: with
+    ``D`` the prefix sums of the lights' deficits ``1 - p`` and ``S`` those of the
+    heavies' surpluses ``p - 1`` (each in index order), light ``k`` takes the first
+    heavy ``j`` with ``S[j] > D[k - 1]``, and heavy ``j`` keeps ``1 + S[j] - D[m]``
+    of its slot (``m``: the lights taken by heavies up to ``j``), the rest going
+    to heavy ``j + 1``. So the table is built with vectorised searches, chunk by
+    chunk; beyond the table it keeps 12 bytes per heavy index.
+
+    Example:
+        >>> thr, alias = alias_table(np.array([1.0, 0.0, 3.0]))
+        >>> rng = np.random.default_rng(0)
+        >>> np.bincount(alias_draw(thr, alias, 40_000, rng, np.int64), minlength=3).round(-3).tolist()
+        [10000, 0, 30000]
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    n = len(w)
+    scale = n / float(w.sum())
+    itype = index_dtype(n)
+    thresholds = np.empty(n, np.uint32)
+    aliases = np.empty(n, itype)
+    top = float(1 << 32)
+    heavies = _HeavyScan(w, scale, chunk, itype)
+
+    def resolve(u: int, kept: np.ndarray) -> None:  # the first u pending heavies keep ``kept``
+        hv, nxt = heavies.idx[:u], heavies.idx[1 : u + 1]
+        thresholds[hv] = np.clip(kept * top, 0, top - 1)
+        aliases[hv[: len(nxt)]] = nxt
+        if len(nxt) < u:
+            aliases[hv[-1]] = hv[-1]  # the last heavy keeps its whole slot
+        full = kept >= 1.0
+        aliases[hv[full]] = hv[full]
+        heavies.drop(u)
+
+    heavies.extend_past(0.0)
+    u = int(np.searchsorted(heavies.s, 0.0, side="right"))  # S == 0: no light before them
+    resolve(u, np.ones(u))
+    running = 0.0  # D before the current chunk
+    for s in range(0, n, chunk):
+        p = w[s : s + chunk] * scale
+        light = np.flatnonzero(p < 1.0)
+        deficit = 1.0 - p[light]
+        d_incl = np.cumsum(deficit)
+        d_incl += running
+        d_prev = d_incl - deficit
+        after = float(d_incl[-1]) if len(light) else running
+        heavies.extend_past(after)
+        u = int(np.searchsorted(heavies.s, after, side="right"))
+        # the first u pending heavies fall among this chunk's lights: pos = lights before
+        # each; light k's heavy is the first with S > D[k - 1], i.e. pending #{pos <= k}
+        pos = np.searchsorted(d_prev, heavies.s[:u], side="left")
+        j = np.cumsum(np.bincount(pos, minlength=len(light) + 1)[: len(light)])
+        np.minimum(j, max(len(heavies.idx) - 1, 0), out=j)
+        li = light + s
+        aliases[li] = heavies.idx[j] if len(heavies.idx) else li
+        thresholds[li] = np.minimum(p[light] * top, top - 1)
+        if u:
+            resolve(u, 1.0 + heavies.s[:u] - d_incl[np.maximum(pos - 1, 0)])
+        running = after
+    while heavies.extend_past(np.inf, limit=chunk) or len(heavies.idx):  # past the last light
+        u = min(chunk, len(heavies.idx))
+        resolve(u, 1.0 + heavies.s[:u] - running)
+    return thresholds, aliases
+
+
+class _HeavyScan:
+    """The heavy slots (``p >= 1``) in index order with their surplus prefix sums ``S``,
+    scanned forward on demand; only those not yet resolved are held."""
+
+    def __init__(self, w: np.ndarray, scale: float, chunk: int, itype: type[np.integer]) -> None:
+        self.w, self.scale, self.chunk, self.itype = w, scale, chunk, itype
+        self.pos = 0  # next index of w to scan
+        self.total = 0.0  # S of the last heavy scanned
+        self.idx = np.empty(0, itype)
+        self.s = np.empty(0, np.float64)
+
+    def extend_past(self, value: float, limit: int | None = None) -> bool:
+        """Scan until a pending heavy has ``S > value`` (or ``limit`` are pending, or the
+        end); whether anything was scanned."""
+        parts_i, parts_s, scanned = [self.idx], [self.s], False
+        pending = len(self.idx)
+        last = float(self.s[-1]) if pending else -np.inf
+        while self.pos < len(self.w) and last <= value and (limit is None or pending < limit):
+            p = self.w[self.pos : self.pos + self.chunk] * self.scale
+            h = np.flatnonzero(p >= 1.0)
+            sums = np.cumsum(p[h] - 1.0)
+            sums += self.total
+            if len(h):
+                self.total = last = float(sums[-1])
+                parts_i.append((h + self.pos).astype(self.itype))
+                parts_s.append(sums)
+                pending += len(h)
+            self.pos += self.chunk
+            scanned = True
+        if scanned:
+            self.idx, self.s = np.concatenate(parts_i), np.concatenate(parts_s)
+        return scanned
+
+    def drop(self, u: int) -> None:
+        self.idx, self.s = self.idx[u:], self.s[u:]
+
+
+def alias_draw(
+    thresholds: np.ndarray,
+    aliases: np.ndarray,
+    num_samples: int,
+    rng: np.random.Generator,
+    dtype: type[np.integer],
+) -> np.ndarray:
+    """``num_samples`` i.i.d. draws from an :func:`alias_table`."""
+    slots = rng.integers(0, len(thresholds), num_samples)
+    keep = rng.integers(0, 1 << 32, num_samples, dtype=np.uint32) < thresholds[slots]
+    return np.where(keep, slots, aliases[slots]).astype(dtype, copy=False)

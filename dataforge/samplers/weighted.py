@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from dataforge.samplers.base import EpochSampler, check_int
-from dataforge.samplers.functional import gumbel_top_k, index_dtype, searchsorted_draw
+from dataforge.samplers.functional import alias_draw, alias_table, gumbel_top_k, index_dtype
 from dataforge.samplers.quota_stream import keyed_rng
 
 
@@ -49,9 +49,10 @@ class WeightedSampler(EpochSampler[int]):
     A drop-in for ``torch.utils.data.WeightedRandomSampler`` (same first three
     arguments) without its 2^24-category limit, with an explicit seed,
     ``set_epoch``, exact resume and rank splitting. With replacement, indices come
-    from cumulative sums (float64) and a binary search of uniform draws; without
-    replacement, from Gumbel-top-k keys (``k`` distinct indices in the order of
-    successive weighted draws). Zero-weight indices are never drawn.
+    from Walker's alias table (8 bytes per index, O(1) per draw; the epoch is
+    drawn chunk by chunk, so its length costs no memory); without replacement,
+    from Gumbel-top-k keys (``k`` distinct indices in the order of successive
+    weighted draws). Zero-weight indices are never drawn.
 
     Args:
         weights: one non-negative weight per sample (sequence, array or tensor).
@@ -88,22 +89,21 @@ class WeightedSampler(EpochSampler[int]):
         if not isinstance(replacement, bool):
             raise TypeError(f"replacement must be a bool, got {replacement!r}")
         self.replacement = replacement
-        positive = np.flatnonzero(self.weights > 0)
-        if not replacement and self.num_samples > len(positive):
+        positive = 0 if replacement else int(np.count_nonzero(self.weights > 0))
+        if not replacement and self.num_samples > positive:
             raise ValueError(
-                f"num_samples={self.num_samples} exceeds the {len(positive)} indices with a "
+                f"num_samples={self.num_samples} exceeds the {positive} indices with a "
                 "positive weight, which is all that replacement=False can draw; lower "
                 "num_samples or pass replacement=True"
             )
-        self._last_positive = int(positive[-1])
-        self._cumulative = np.cumsum(self.weights) if replacement else None
+        self._alias = alias_table(self.weights) if replacement else None
 
     def _global_len(self) -> int:
         return self.num_samples
 
     def _global_chunks(self, start: int) -> Iterator[np.ndarray]:
         dtype = index_dtype(len(self.weights))
-        if self._cumulative is None:  # without replacement: k distinct draws, bounded by len(weights)
+        if self._alias is None:  # without replacement: k distinct draws, bounded by len(weights)
             order = gumbel_top_k(self.weights, self.num_samples, self.generator())
             yield order[start:].astype(dtype)
             return
@@ -114,7 +114,7 @@ class WeightedSampler(EpochSampler[int]):
         for j in range(start // size, -(-self.num_samples // size)):
             m = min(size, self.num_samples - j * size)
             rng = keyed_rng(self.seed, self.epoch, j)
-            out = searchsorted_draw(self._cumulative, m, rng, self._last_positive, dtype)
+            out = alias_draw(*self._alias, m, rng, dtype)
             yield out[start - j * size :] if j == start // size else out
 
     def _state_fields(self) -> dict[str, Any]:

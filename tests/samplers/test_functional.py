@@ -46,42 +46,32 @@ def test_counting_sort_with_values_and_alignment_error():
         F.counting_sort(keys, 2, [np.array([1, 2])])
 
 
-@pytest.mark.parametrize("total", [0, 5, 4 * (1 << 18) + 7])
-def test_shuffle_concat_is_a_permutation(total):
-    rng = np.random.default_rng(1)
-    pieces = [np.arange(total // 2), np.arange(total // 2, total)]
-    out = F.shuffle_concat(pieces, total, rng, np.int32)
-    assert out.dtype == np.int32 and len(out) == total
-    assert np.array_equal(np.sort(out), np.arange(total))
-    if total > 1000:  # two-level path: no position keeps a strong bias to its origin
-        assert abs(np.corrcoef(out[:100_000], np.arange(100_000))[0, 1]) < 0.02
+def slot_probabilities(thresholds, aliases):
+    keep = thresholds.astype(np.float64) / 2**32
+    prob = keep.copy()
+    np.add.at(prob, aliases, 1.0 - keep)
+    return prob / len(thresholds)
 
 
-def test_shuffle_concat_is_uniform_on_small_sets():
-    rng = np.random.default_rng(2)
-    counts: dict[tuple[int, ...], int] = {}
-    for _ in range(6000):
-        p = tuple(F.shuffle_concat([np.arange(3)], 3, rng, np.int64).tolist())
-        counts[p] = counts.get(p, 0) + 1
-    assert len(counts) == 6 and all(800 < c < 1200 for c in counts.values())
-
-
-def test_quota_pieces_repeat_whole_class_then_subset():
-    grouped = np.array([0, 1, 2, 3, 4])
-    offsets = np.array([0, 3, 5])
-    pieces = list(F.quota_pieces(grouped, offsets, np.array([7, 1]), np.random.default_rng(0)))
-    flat = np.concatenate(pieces).tolist()
-    assert len(flat) == 8
-    assert sorted(flat.count(i) for i in (0, 1, 2)) == [2, 2, 3]
-    assert sum(flat.count(i) for i in (3, 4)) == 1
-
-
-def test_searchsorted_draw_never_picks_zero_weight():
-    w = np.array([0.0, 1.0, 0.0, 3.0, 0.0])
-    out = F.searchsorted_draw(np.cumsum(w), 40_000, np.random.default_rng(0), 3, np.int32)
-    counts = np.bincount(out, minlength=5)
-    assert counts[[0, 2, 4]].sum() == 0
-    assert abs(counts[3] / 40_000 - 0.75) < 0.02
+@pytest.mark.parametrize(
+    "weights",
+    [[1.0, 0.0, 3.0], [1.0] * 7, [0.0, 0.0, 5.0], [3.0, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 3.0],
+     [1.0, 1.0, 0.5, 1.5], "pareto", "power"],
+)
+@pytest.mark.parametrize("chunk", [1, 3, 1 << 20])
+def test_alias_table_gives_each_index_its_weight(weights, chunk):
+    rng = np.random.default_rng(0)
+    if weights == "pareto":
+        weights = rng.pareto(1.0, 5000)
+    elif weights == "power":
+        weights = rng.random(1000) ** 4
+    w = np.asarray(weights, dtype=np.float64)
+    thresholds, aliases = F.alias_table(w, chunk=chunk)
+    assert thresholds.dtype == np.uint32 and len(aliases) == len(w)
+    target = w / w.sum()
+    np.testing.assert_allclose(slot_probabilities(thresholds, aliases), target, rtol=0, atol=1e-9 * target.max())
+    out = F.alias_draw(thresholds, aliases, 20_000, rng, np.int64)
+    assert not np.isin(out, np.flatnonzero(w == 0)).any()
 
 
 def test_gumbel_top_k_distinct_and_weighted():
@@ -119,20 +109,6 @@ def test_geometric_boundaries_merge_sparse_tail():
 
 def test_padding_efficiency():
     assert F.padding_efficiency(np.array([2, 4, 4]), [[0, 1], [2]]) == pytest.approx(10 / 12)
-
-
-def test_random_subset_is_uniform_across_chunks(monkeypatch):
-    monkeypatch.setattr(F, "CHUNK", 8)
-    block = np.arange(30)
-    rng = np.random.default_rng(0)
-    hits = np.zeros(30)
-    for k in (10, 25):
-        hits[:] = 0
-        for _ in range(3000):
-            sub = np.concatenate(list(F.random_subset(block, k, rng)))
-            assert len(sub) == k == len(np.unique(sub))
-            hits[sub] += 1
-        np.testing.assert_allclose(hits / 3000, k / 30, atol=0.05)
 
 
 def test_rechunk_joins_small_and_splits_large_pieces():

@@ -62,6 +62,28 @@ def test_resume(replacement):
     )
 
 
+def test_streamed_chunks_resume_at_boundaries_and_ranks(monkeypatch):
+    monkeypatch.setattr(WeightedSampler, "_draw_chunk", 16)
+    make = lambda: WeightedSampler(W, 70, seed=4)  # noqa: E731
+    run_test_save_load_state(make, checkpoints=[0, 1, 15, 16, 17, 32, 50, 69, 70], epochs=2)
+    ranks = lambda: WeightedSampler(W, 70, seed=4, num_replicas=3, rank=2)  # noqa: E731
+    run_test_save_load_state(ranks, checkpoints=[0, 5, 6, 23, 24])
+    whole = list(make())
+    assert len(whole) == 70 and np.bincount(whole, minlength=len(W))[[1, 5]].sum() == 0
+
+
+def test_long_epoch_distribution_chi_square(monkeypatch):
+    monkeypatch.setattr(WeightedSampler, "_draw_chunk", 1000)  # 60 chunks, each its own generator
+    s = WeightedSampler(W, 60_000, seed=8)
+    counts = np.bincount(list(s), minlength=len(W)).astype(float)
+    w = np.array(W)
+    expected = 60_000 * w / w.sum()
+    pos = w > 0
+    stat = ((counts[pos] - expected[pos]) ** 2 / expected[pos]).sum()
+    assert stat < 22.5  # chi-square, 5 degrees of freedom, p = 0.0004
+    assert counts[~pos].sum() == 0
+
+
 @pytest.mark.parametrize(
     ("weights", "kwargs", "match"),
     [
