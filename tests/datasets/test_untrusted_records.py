@@ -41,6 +41,8 @@ TAR_CASES = sorted(hostile_tars())
 JSONL_CASES = sorted(hostile_jsonl_lines())
 TABLE_CASES = sorted(hostile_tables())
 
+pytestmark = pytest.mark.filterwarnings("ignore:on_error='skip'")  # checked with pytest.warns
+
 
 def keys(ds) -> list[str]:
     return [x["__key__"] for x in ds]
@@ -81,6 +83,17 @@ def test_hostile_tar_member_is_a_counted_shard_error(tmp_path, case, gz) -> None
         got = keys(ds)
     assert got == _complete_before_damage(case) + ["z"]
     assert ds.errors == {"skipped_shards": 1, "skipped_lines": 0}
+
+
+@pytest.mark.parametrize("case", TAR_CASES)
+def test_hostile_tar_split_by_sample_still_every_sample_once(tmp_path, case) -> None:
+    # 2 shards for 3 consumers: every consumer walks the hostile shard and stays in step
+    path = _write(tmp_path, f"{case}.tar", hostile_tars()[case])
+    good = write_tar(tmp_path / "after.tar", sample_members(["c", "d", "e", "f"]))
+    whole = keys(from_shards([path, good], format="tar", on_error="skip"))
+    parts = [from_shards([path, good], format="tar", on_error="skip", num_replicas=3, rank=r) for r in range(3)]
+    assert sorted(k for d in parts for k in keys(d)) == sorted(whole)
+    assert sum(d.errors["skipped_shards"] for d in parts) == 1
 
 
 def test_cut_inside_second_member_keeps_the_complete_first_sample(tmp_path) -> None:
