@@ -1,7 +1,7 @@
 """Image decoding: bytes or a path to a uint8 CHW tensor, whole or only a crop of it.
 
-``torchvision.io.decode_image`` (libjpeg-turbo / libpng, releases the GIL) first,
-PIL as the fallback for formats torchvision cannot read.
+JPEGs with ``dataforge._jpeg`` or ``torchvision.io`` (libjpeg-turbo, releases the
+GIL), other formats with PIL (NOTE [decoder choice]).
 
 NOTE [decode limits]: untrusted files are bounded before any decoder spends on them,
 whichever path decodes them: ``max_bytes`` (the file's size, checked before it is
@@ -293,17 +293,22 @@ def decode_image(
 
 
 def _decode_whole(image: EncodedImage, mode: str, allow_truncated: bool, strict: bool = True) -> torch.Tensor:
-    if image.format == "JPEG" and _jpeg is not None:
-        out = _decode_jpeg_whole(image, mode, strict)
-        if out is not None:
-            return out
-    elif image.format == "GIF":
-        # torchvision decodes every frame of an animation; PIL only the first (NOTE [decode limits])
-        return _decode_pil(image.data, mode, image.name, allow_truncated)
-    try:
-        return _decode_torchvision(image.data, mode)
-    except Exception:
-        pass  # a format or feature torchvision cannot read: fall back to PIL
+    # NOTE [decoder choice]: a JPEG goes to dataforge._jpeg when it is built (it reports
+    # damaged data and enforces max_scans while decoding), else to torchvision
+    # (libjpeg-turbo); every other format to PIL, whose decoders raise on damaged data
+    # and read the first frame only. torchvision's other decoders are not used on
+    # untrusted files: 0.29's decode_png kills the process (SIGSEGV) on a PNG whose
+    # zlib checksum is wrong (found by tests/fuzz/fuzz_decode.py), and its GIF decoder
+    # decodes every frame of an animation (issue #16, finding 4).
+    if image.format == "JPEG":
+        if _jpeg is not None:
+            out = _decode_jpeg_whole(image, mode, strict)
+            if out is not None:
+                return out
+        try:
+            return _decode_torchvision(image.data, mode)
+        except Exception:
+            pass  # a JPEG feature torchvision cannot read: PIL decides
     return _decode_pil(image.data, mode, image.name, allow_truncated)
 
 
@@ -406,13 +411,7 @@ def _decode_torchvision(data: bytes, mode: str) -> torch.Tensor:
         "RGBA": ImageReadMode.RGB_ALPHA,
         "UNCHANGED": ImageReadMode.UNCHANGED,
     }[mode]
-    buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    out = tv_decode(buf, mode=read_mode)
-    if out.ndim == 4:  # an animated GIF comes back as (frames, C, H, W): keep the first, as PIL
-        out = out[0].contiguous()
-    if out.dtype != torch.uint8:  # 16-bit PNG -> uint16: keep the 8 high bits (as v2.ToDtype)
-        out = out.to(torch.int32).bitwise_right_shift(8).to(torch.uint8)
-    return out
+    return tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=read_mode)
 
 
 def _decode_pil(data: bytes, mode: str, name: str, allow_truncated: bool) -> torch.Tensor:
@@ -420,17 +419,29 @@ def _decode_pil(data: bytes, mode: str, name: str, allow_truncated: bool) -> tor
     ImageFile.LOAD_TRUNCATED_IMAGES = allow_truncated
     try:
         with Image.open(io.BytesIO(data)) as im:
-            if mode != "UNCHANGED" and im.mode != mode:
-                im = im.convert(mode)
-            im.load()
-            arr = np.asarray(im)
+            arr = np.asarray(_pil_mode(im, mode))
     except Exception as exc:
         raise ImageDecodeError(f"{name}: corrupt or unsupported image ({type(exc).__name__}: {exc})") from exc
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = old
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    return torch.from_numpy(np.require(arr.transpose(2, 0, 1), requirements=["C", "W"]))
+
+
+def _pil_mode(im: Image.Image, mode: str) -> Image.Image:
+    """``im`` loaded and in ``mode``, as torchvision gives it: 16-bit gray keeps its 8 high
+    bits (as ``v2.ToDtype``); ``UNCHANGED`` expands a palette and keeps the channels."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        im = Image.fromarray((np.asarray(im) >> 8).clip(0, 255).astype(np.uint8), "L")
+    if mode != "UNCHANGED":
+        return im if im.mode == mode else im.convert(mode)
+    if im.mode in ("P", "PA"):
+        return im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+    if im.mode not in ("L", "LA", "RGB", "RGBA"):
+        return im.convert("RGB" if len(im.getbands()) >= 3 else "L")
+    im.load()
+    return im
 
 
 def check_limit(name: str, value: Any) -> int | None:
@@ -443,8 +454,8 @@ def check_limit(name: str, value: Any) -> int | None:
 class Decode:
     """Decode bytes or a path into a uint8 ``(C, H, W)`` tensor.
 
-    ``torchvision.io`` (libjpeg-turbo, releases the GIL) or ``dataforge._jpeg`` first,
-    PIL as the fallback; files over the limits are refused before anything is decoded
+    JPEGs with ``dataforge._jpeg`` or ``torchvision.io`` (libjpeg-turbo, releases the GIL),
+    other formats with PIL (NOTE [decoder choice]); files over the limits are refused before anything is decoded
     (NOTE [decode limits]), damaged JPEG data raises unless ``strict=False`` (NOTE
     [strict decoding]) and truncated files raise :class:`ImageDecodeError` unless
     ``allow_truncated``. Errors name the file.

@@ -1,5 +1,6 @@
 """Generated test images: JPEGs of every sampling factor libjpeg decodes, and the inputs
-of issue #16 (many scans, a huge declared size, 12-bit, extraneous bytes, a long GIF).
+of issue #16 (many scans, a huge declared size, 12-bit, extraneous bytes, a long GIF)
+and of the fuzz run (a PNG with a bad zlib checksum).
 
 Shared by the region-decode corpus test, the untrusted-input regression tests and the
 fuzz harness's seed corpus; nothing binary is committed. Sampling factors PIL cannot
@@ -17,6 +18,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -191,6 +193,22 @@ def corrupt_complete_jpeg() -> bytes:
     return data[:cut] + b"\x00" * ((len(data) - cut) // 2) + b"\xff\xd9"
 
 
+def png_bad_checksum() -> bytes:
+    """A PNG whose zlib stream has a wrong Adler-32 (its chunk CRC made right, so libpng
+    reaches zlib): torchvision 0.29's decode_png dies of SIGSEGV on it (found by the fuzz
+    harness)."""
+    buf = io.BytesIO()
+    Image.fromarray(photo(48, 64, seed=10)).save(buf, "PNG")
+    data = buf.getvalue()
+    start = data.index(b"IDAT") - 4
+    size = int.from_bytes(data[start : start + 4], "big")
+    body = bytearray(data[start + 8 : start + 8 + size])
+    body[-1] ^= 0xFF  # the last byte of zlib's Adler-32
+    chunk = b"IDAT" + bytes(body)
+    return (data[:start] + size.to_bytes(4, "big") + chunk + zlib.crc32(chunk).to_bytes(4, "big")
+            + data[start + 12 + size :])
+
+
 def regression_inputs() -> dict[str, bytes]:
     """Every crafted input of issue #16's image findings, by name."""
     out = {
@@ -201,6 +219,7 @@ def regression_inputs() -> dict[str, bytes]:
         "gif_200_frames": animated_gif(),
         "corrupt_complete": corrupt_complete_jpeg(),
         "truncated": pil_jpeg(photo(64, 64, seed=8))[:700],
+        "png_bad_checksum": png_bad_checksum(),
     }
     if have_cjpeg():
         out["valid_many_scans"] = valid_many_scans_jpeg()
