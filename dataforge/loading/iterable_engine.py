@@ -62,7 +62,15 @@ from dataforge._dist import current_worker_id
 from dataforge.loading.fetch import BatchMeta, Fetched
 from dataforge.loading.process_engine import StockEngine, dataloader_options
 from dataforge.loading.seeding import WorkerSeeding
-from dataforge.loading.state import make_state, validate_state
+from dataforge.loading.state import (
+    DATASET_ERRORS,
+    ITERABLE_KEYS,
+    NEXT_WORKER,
+    NUM_WORKERS,
+    WORKER_BATCHES,
+    make_state,
+    validate_state,
+)
 from dataforge.loading.stats import batch_len
 
 
@@ -310,23 +318,23 @@ class IterProgress:
         each worker), ``next_worker`` and ``dataset_errors`` (``{"done": totals of the
         finished passes, "workers": each worker's counts this epoch}``)."""
         counts, nxt = self.position()
-        state = make_state(epoch=epoch, batches_yielded=sum(counts), sampler_state=None, **fields)
-        state.update(num_workers=self.num_workers, worker_batches=counts, next_worker=nxt)
-        state["dataset_errors"] = {
+        state = make_state(epoch=epoch, batches_yielded=sum(counts), sampler_state=None, fields=fields)
+        state.update({NUM_WORKERS: self.num_workers, WORKER_BATCHES: counts, NEXT_WORKER: nxt})
+        state[DATASET_ERRORS] = {
             "done": dict(self.errors_done), "workers": [dict(c) for c in self.worker_errors],
         }
         return state
 
     def load(self, state: Any, fields: dict[str, Any]) -> int:
         """Resume from a loader ``state`` (checked against ``fields``); return its epoch."""
-        epoch, k, _ = validate_state(state, fields, self.num_batches())
-        if state.get("num_workers") != self.num_workers:
+        epoch, k, _ = validate_state(state, fields, self.num_batches(), keys=ITERABLE_KEYS)
+        if state[NUM_WORKERS] != self.num_workers:
             raise ValueError(
-                f"loader state does not fit this loader: num_workers was {state.get('num_workers')!r} "
+                f"loader state does not fit this loader: num_workers was {state[NUM_WORKERS]!r} "
                 f"when saved but is {self.num_workers!r} now (an iterable dataset is sharded by "
                 "worker); build the loader with the saved num_workers or start without the state"
             )
-        counts, nxt = state.get("worker_batches"), state.get("next_worker")
+        counts, nxt = state[WORKER_BATCHES], state[NEXT_WORKER]
         if (
             not isinstance(counts, list) or len(counts) != self.nw or sum(counts) != k
             or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts)
@@ -339,7 +347,7 @@ class IterProgress:
             raise ValueError(
                 f"loader state field 'next_worker' must be an int in [0, {self.nw}), got {nxt!r}"
             )
-        self._load_errors(state.get("dataset_errors", {"done": {}, "workers": [{}] * self.nw}))
+        self._load_errors(state.get(DATASET_ERRORS, {"done": {}, "workers": [{}] * self.nw}))
         self._resume = (list(counts), nxt)
         return epoch
 

@@ -61,6 +61,7 @@ from dataforge.loading.prefetch import (
 )
 from dataforge.loading.process_engine import ProcessEngine
 from dataforge.loading.seeding import WorkerSeeding
+from dataforge.loading.state import BATCH_SIZE, DATASET_LEN, DROP_LAST, SEED, SHUFFLE
 from dataforge.loading.stats import Failure, LoaderStats
 from dataforge.loading.thread_engine import ThreadEngine
 
@@ -281,11 +282,11 @@ class Loader:
 
     def _fields(self) -> dict[str, Any]:
         return {
-            "seed": self.seed,
-            "dataset_len": len(self.dataset) if hasattr(self.dataset, "__len__") else None,
-            "batch_size": self.batch_size,
-            "drop_last": self.drop_last,
-            "shuffle": self.shuffle,
+            SEED: self.seed,
+            DATASET_LEN: len(self.dataset) if hasattr(self.dataset, "__len__") else None,
+            BATCH_SIZE: self.batch_size,
+            DROP_LAST: self.drop_last,
+            SHUFFLE: self.shuffle,
         }
 
     def state_dict(self) -> dict[str, Any]:

@@ -187,7 +187,7 @@ class MapProgress:
         n = self.num_batches()
         if n is not None and k >= n:
             epoch, k, sampler_state = epoch + 1, 0, None
-        return make_state(epoch=epoch, batches_yielded=k, sampler_state=sampler_state, **fields)
+        return make_state(epoch=epoch, batches_yielded=k, sampler_state=sampler_state, fields=fields)
 
     def load(self, state: Any, fields: dict[str, Any]) -> int:
         """Resume from a loader ``state`` (checked against ``fields``); return its epoch."""

@@ -1,13 +1,19 @@
-"""The loader's resume state: a plain JSON dict, checked before it is used.
+"""The loader's resume state: a plain JSON dict, every field checked before it is used.
 
-NOTE [loader state]: ``{"version", "epoch", "batches_yielded", "seed",
-"dataset_len", "batch_size", "drop_last", "shuffle", "sampler_state"}``.
-``batches_yielded`` counts the batches of ``epoch`` the consumer has received
-(batches dropped because every sample was skipped count too). A state taken
-after the last batch of an epoch is stored as ``(epoch + 1, 0)``.
-``sampler_state`` is the user sampler's own ``state_dict()`` taken right after
-the indices of those batches were drawn (``None`` for the loader's own sampler
-and for samplers without ``state_dict``, which are replayed instead).
+NOTE [loader state]: a versioned JSON dict whose keys are the constants below:
+``VERSION``, ``EPOCH``, ``BATCHES_YIELDED``, the fields that must match the loader
+it is loaded into (``CHECKED_FIELDS``: seed, dataset length, batch size,
+drop_last, shuffle) and ``SAMPLER_STATE``, the user sampler's own ``state_dict()``
+nested as is. ``batches_yielded`` counts the batches of ``epoch`` the consumer has
+received (batches dropped because every sample was skipped count too). A
+map-style loader stores a state taken after the last batch of an epoch as
+``(epoch + 1, 0)``. ``sampler_state`` is taken right after the indices of those
+batches were drawn (``None`` for the loader's own order and for samplers without
+``state_dict``, which are replayed instead). A loader over an iterable dataset
+adds ``ITERABLE_FIELDS``: ``num_workers``, ``worker_batches`` (batches taken from
+each worker), ``next_worker`` and ``dataset_errors`` (NOTE [iterable resume] and
+NOTE [iterable error counts] in ``iterable_engine.py``). A key the loader does not
+know is refused, so a state of another kind of loader is never half-loaded.
 """
 
 from __future__ import annotations
@@ -17,39 +23,43 @@ from typing import Any
 
 STATE_VERSION = 1
 
+VERSION = "version"
+EPOCH = "epoch"
+BATCHES_YIELDED = "batches_yielded"
+SEED = "seed"
+DATASET_LEN = "dataset_len"
+BATCH_SIZE = "batch_size"
+DROP_LAST = "drop_last"
+SHUFFLE = "shuffle"
+SAMPLER_STATE = "sampler_state"
+NUM_WORKERS = "num_workers"
+WORKER_BATCHES = "worker_batches"
+NEXT_WORKER = "next_worker"
+DATASET_ERRORS = "dataset_errors"
+
 # fields that must match the loader the state is loaded into
-CHECKED_FIELDS = ("dataset_len", "seed", "batch_size", "drop_last", "shuffle")
-# how to make each of them match: only fixes that exist
+CHECKED_FIELDS = (DATASET_LEN, SEED, BATCH_SIZE, DROP_LAST, SHUFFLE)
+# what an iterable dataset's loader adds
+ITERABLE_FIELDS = (NUM_WORKERS, WORKER_BATCHES, NEXT_WORKER, DATASET_ERRORS)
+MAP_KEYS = frozenset((VERSION, EPOCH, BATCHES_YIELDED, SAMPLER_STATE, *CHECKED_FIELDS))
+ITERABLE_KEYS = MAP_KEYS | frozenset(ITERABLE_FIELDS)
+# how to make each checked field match: only fixes that exist
 _FIXES = {
-    "dataset_len": "load the state into a loader over the dataset it was saved with",
-    "seed": "build the loader with seed={saved!r}",
-    "batch_size": "build the loader with batch_size={saved!r}",
-    "drop_last": "build the loader with drop_last={saved!r}",
-    "shuffle": "build the loader with shuffle={saved!r}",
+    DATASET_LEN: "load the state into a loader over the dataset it was saved with",
+    SEED: "build the loader with seed={saved!r}",
+    BATCH_SIZE: "build the loader with batch_size={saved!r}",
+    DROP_LAST: "build the loader with drop_last={saved!r}",
+    SHUFFLE: "build the loader with shuffle={saved!r}",
 }
 
 
 def make_state(
-    *,
-    epoch: int,
-    batches_yielded: int,
-    seed: int,
-    dataset_len: int,
-    batch_size: int | None,
-    drop_last: bool,
-    shuffle: bool,
-    sampler_state: dict[str, Any] | None,
+    *, epoch: int, batches_yielded: int, sampler_state: dict[str, Any] | None, fields: dict[str, Any]
 ) -> dict[str, Any]:
+    """The state dict of a loader whose ``CHECKED_FIELDS`` values are ``fields``."""
     state = {
-        "version": STATE_VERSION,
-        "epoch": epoch,
-        "batches_yielded": batches_yielded,
-        "seed": seed,
-        "dataset_len": dataset_len,
-        "batch_size": batch_size,
-        "drop_last": drop_last,
-        "shuffle": shuffle,
-        "sampler_state": sampler_state,
+        VERSION: STATE_VERSION, EPOCH: epoch, BATCHES_YIELDED: batches_yielded,
+        **{k: fields[k] for k in CHECKED_FIELDS}, SAMPLER_STATE: sampler_state,
     }
     try:
         json.dumps(state)
@@ -61,35 +71,50 @@ def make_state(
     return state
 
 
-def _nonneg_int(state: dict[str, Any], field: str) -> int:
+def nonneg_int(state: dict[str, Any], field: str) -> int:
+    """``state[field]``, which must be a non-negative int (a ``ValueError`` naming it else)."""
     value = state[field]
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"loader state field {field!r} must be a non-negative int, got {value!r}")
     return value
 
 
+def _check_keys(state: Any, keys: frozenset[str]) -> None:
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict from Loader.state_dict(), got {type(state).__name__}")
+    required = keys - {SAMPLER_STATE, VERSION, DATASET_ERRORS}
+    missing = sorted(required - state.keys())
+    if missing:
+        raise ValueError(
+            f"loader state is missing field(s) {missing}; pass a dict returned by Loader.state_dict()"
+        )
+    unknown = sorted(set(state) - keys)
+    if unknown:
+        kind = "an iterable dataset's" if keys == ITERABLE_KEYS else "a map-style dataset's"
+        raise ValueError(
+            f"loader state has field(s) {unknown} that {kind} loader does not have; pass a dict "
+            "from Loader.state_dict() of a loader over the same kind of dataset"
+        )
+    version = state.get(VERSION, STATE_VERSION)
+    if version != STATE_VERSION:
+        raise ValueError(
+            f"loader state field 'version' is {version!r}; this dataforge reads version {STATE_VERSION}"
+        )
+
+
 def validate_state(
-    state: Any, current: dict[str, Any], num_batches: int | None
+    state: Any, current: dict[str, Any], num_batches: int | None, *, keys: frozenset[str] = MAP_KEYS
 ) -> tuple[int, int, dict[str, Any] | None]:
     """Check ``state`` against the loader's ``current`` fields and its ``num_batches`` per
     epoch (``None``: unknown); return ``(epoch, k, sampler_state)``.
 
     Raises:
         TypeError: ``state`` is not a dict.
-        ValueError: a field is missing or malformed, a field of ``CHECKED_FIELDS``
-            differs (the message names the field, the saved and the current value), or
-            ``batches_yielded`` is past the end of an epoch.
+        ValueError: a field is missing, unknown (not in ``keys``) or malformed, a field of
+            ``CHECKED_FIELDS`` differs (the message names the field, the saved and the
+            current value), or ``batches_yielded`` is past the end of an epoch.
     """
-    if not isinstance(state, dict):
-        raise TypeError(f"state must be a dict from Loader.state_dict(), got {type(state).__name__}")
-    missing = [f for f in ("epoch", "batches_yielded", *CHECKED_FIELDS) if f not in state]
-    if missing:
-        raise ValueError(
-            f"loader state is missing field(s) {missing}; pass a dict returned by Loader.state_dict()"
-        )
-    version = state.get("version", STATE_VERSION)
-    if version != STATE_VERSION:
-        raise ValueError(f"loader state version {version!r} is not supported (expected {STATE_VERSION})")
+    _check_keys(state, keys)
     for field in CHECKED_FIELDS:
         if state[field] != current[field]:
             raise ValueError(
@@ -97,14 +122,14 @@ def validate_state(
                 f"but is {current[field]!r} now; {_FIXES[field].format(saved=state[field])} "
                 "or start without the state"
             )
-    epoch = _nonneg_int(state, "epoch")
-    k = _nonneg_int(state, "batches_yielded")
+    epoch = nonneg_int(state, EPOCH)
+    k = nonneg_int(state, BATCHES_YIELDED)
     if num_batches is not None and k > num_batches:
         raise ValueError(
             f"loader state field 'batches_yielded' is {k}, past the {num_batches} batches of an "
             "epoch of this loader; pass a dict from Loader.state_dict() of the same loader"
         )
-    sampler_state = state.get("sampler_state")
+    sampler_state = state.get(SAMPLER_STATE)
     if sampler_state is not None and not isinstance(sampler_state, dict):
         raise ValueError(f"loader state field 'sampler_state' must be a dict or None, got {sampler_state!r}")
     return epoch, k, sampler_state

@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from helpers import run_test_save_load_state
 from torch.utils.data import Dataset, IterableDataset
 
 import dataforge
@@ -243,3 +244,30 @@ def test_generator_is_accepted_instead_of_seed(num_workers: int) -> None:
         dataforge.build_loader(list(range(4)), 2, seed=3, generator=torch.Generator(), num_workers=0)
     with pytest.raises(TypeError, match="generator"):
         dataforge.build_loader(list(range(4)), 2, generator=5, num_workers=0)
+
+
+@pytest.mark.parametrize(("engine", "num_workers"), [("process", 0), ("process", 2), ("thread", 2)])
+def test_bulk_loading_resumes_exactly(engine: str, num_workers: int) -> None:
+    def make():
+        return dataforge.build_loader(
+            Bulk(10), batch_size=None, sampler=ChunkSampler(10, 3), num_workers=num_workers, engine=engine
+        )
+
+    run_test_save_load_state(make, checkpoints=[0, 1, 3], epochs=1)
+
+
+def test_generator_loader_resumes_on_the_thread_engine() -> None:
+    def make():
+        g = torch.Generator().manual_seed(11)
+        return dataforge.build_loader(
+            list(range(10)), 3, shuffle=True, generator=g, num_workers=2, engine="thread"
+        )
+
+    run_test_save_load_state(make, epochs=2)
+
+
+def test_persistent_iterable_loader_resumes_exactly() -> None:
+    def make():
+        return dataforge.build_loader(EpochStream(9), 2, num_workers=2, persistent_workers=True)
+
+    run_test_save_load_state(make, checkpoints=[0, 1, 3, 5], epochs=2)

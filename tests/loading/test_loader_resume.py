@@ -8,6 +8,7 @@ from helpers import run_test_save_load_state, to_plain
 from loading_fixtures import Noisy
 
 import dataforge
+from dataforge.loading import state as state_mod
 
 
 @pytest.mark.parametrize(
@@ -86,6 +87,27 @@ def test_malformed_state_is_refused() -> None:
     state = {**loader.state_dict(), "batches_yielded": -1}
     with pytest.raises(ValueError, match="batches_yielded"):
         loader.load_state_dict(state)
+    with pytest.raises(ValueError, match="'version' is 99"):
+        loader.load_state_dict({**loader.state_dict(), "version": 99})
+    with pytest.raises(ValueError, match="'sampler_state' must be a dict"):
+        loader.load_state_dict({**loader.state_dict(), "sampler_state": [1]})
+
+
+def test_a_state_of_the_other_kind_of_loader_is_refused_naming_its_fields() -> None:
+    stream = dataforge.IterDataset.from_iterable(list(range(4)))
+    iterable = dataforge.build_loader(stream, batch_size=2, num_workers=0)
+    mapped = dataforge.build_loader(list(range(4)), batch_size=2, num_workers=0)
+    with pytest.raises(ValueError, match=r"\['dataset_errors', 'next_worker', 'num_workers'"):
+        mapped.load_state_dict(iterable.state_dict())
+    with pytest.raises(ValueError, match=r"missing field\(s\) \['next_worker', 'num_workers'"):
+        iterable.load_state_dict(mapped.state_dict())
+
+
+def test_state_keys_are_the_named_constants() -> None:
+    loader = dataforge.build_loader(Noisy(4), batch_size=2, num_workers=0)
+    assert set(loader.state_dict()) == state_mod.MAP_KEYS
+    stream = dataforge.build_loader(dataforge.IterDataset.from_iterable([1, 2]), 1, num_workers=0)
+    assert set(stream.state_dict()) == state_mod.ITERABLE_KEYS
 
 
 class StatefulSampler(torch.utils.data.Sampler[int]):
