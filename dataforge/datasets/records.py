@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import gc
+import io
 import json
+import re
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -32,6 +34,7 @@ import numpy as np
 MAX_LINE_BYTES = 2 << 20
 MAX_JSON_DEPTH = 128
 _GC_PAUSE_CONTAINERS = 10_000
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a non-UTF-8 byte
 _STEP = np.zeros(256, dtype=np.int8)  # nesting change of each byte outside strings
 _STEP[list(b"[{")], _STEP[list(b"]}")] = 1, -1
 
@@ -189,8 +192,30 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _text_lines(f: IO[bytes], path: str, max_line_bytes: int) -> Iterator[str]:
-    for n, raw in enumerate(iter_lines(f, max_line_bytes), 1):
-        yield check_line(raw, path, n, max_line_bytes) + "\n"
+    """Lines as ``open(newline="")`` gives them (ended by ``\\n``, ``\\r\\n`` or a lone
+    ``\\r``, as the csv module wants), at most ``max_line_bytes`` characters each held.
+
+    Bytes that are not UTF-8 decode to lone surrogates (``surrogateescape``), which
+    no UTF-8 text holds: the first one names the line and column of the bad byte.
+    """
+    text = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape", newline="")
+    n = 0
+    while line := text.readline(max_line_bytes + 1):
+        n += 1
+        if len(line) > max_line_bytes and line[-1] not in "\r\n":
+            raise RecordError(
+                f"line {n} of {path!r} is longer than the limit of {max_line_bytes} characters; "
+                "pass a larger max_line_bytes= to the reader if such lines are expected",
+                path=path, line=n,
+            )
+        bad = _ESCAPED_BYTE.search(line)
+        if bad is not None:
+            raise RecordError(
+                f"line {n} of {path!r} is not UTF-8 (byte {bytes([ord(bad.group()) - 0xDC00])!r} at "
+                f"column {bad.start() + 1}); re-encode the file as UTF-8",
+                path=path, line=n,
+            )
+        yield line[1:] if n == 1 and line.startswith("\ufeff") else line
 
 
 def csv_rows(

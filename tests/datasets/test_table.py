@@ -154,3 +154,15 @@ def test_constructor_refuses_class_ids_past_int64() -> None:
     with pytest.raises(ValueError, match="targets must fit int64"):
         dataforge.TableDataset(np.zeros((1, 1)), np.array([2**64 - 1], dtype=np.uint64))
     assert dataforge.TableDataset(np.zeros((2, 1)), np.array([3.0, 2.0])).labels.tolist() == [3, 2]
+
+
+@pytest.mark.parametrize("ends", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+def test_csv_line_ends_and_bom_as_open_newline_empty(tmp_path: Path, ends: bytes) -> None:
+    # lines end as open(newline="") ends them (a lone \r too); a UTF-8 BOM is not part of the header
+    p = tmp_path / "e.csv"
+    p.write_bytes(b"\xef\xbb\xbf" + ends.join([b"a,y", b"1,0", b'"2",1', b""]))
+    ds = dataforge.TableDataset.from_csv(p, target="y")
+    assert ds.feature_names == ["a"] and ds.labels.tolist() == [0, 1]
+    p.write_bytes(ends.join([b"a,y", b"1,0", b"2,\xff", b""]))
+    with pytest.raises(ValueError, match=r"line 3 of .*e.csv' is not UTF-8 \(byte b'\\xff' at column 3\)"):
+        dataforge.TableDataset.from_csv(p, target="y")
