@@ -10,7 +10,8 @@
 #
 # Everything goes under $OUT (default ./gpu_out): gpu_check.log (all output),
 # summary.json (each step's status, command and seconds; the machine; the headline
-# figures), pytest_gpu.xml, feeding/results.json, image/results.json, image/image.png.
+# figures), pytest_gpu.xml, and in bench/: feeding.json, image.json, image.png and
+# index.json (which command wrote each file).
 # Without CUDA nothing runs after the install: one "SKIPPED" line, exit code 0.
 # Exit code 1 when a step failed or ran out of time, 2 on bad settings.
 #
@@ -201,7 +202,7 @@ plan() {
     say "  pytest   (limit ${T_PYTEST} s) ${CMD_PYTEST[*]}"
     say "  feeding  (limit ${T_FEEDING} s) ${CMD_FEEDING[*]}"
     say "  image    (limit ${T_IMAGE} s) ${CMD_IMAGE[*]}"
-    say "  outputs  $OUT: gpu_check.log summary.json pytest_gpu.xml feeding/results.json image/results.json image/image.png"
+    say "  outputs  $OUT: gpu_check.log summary.json pytest_gpu.xml bench/feeding.json bench/image.json bench/image.png bench/index.json"
 }
 
 main() {
@@ -214,10 +215,10 @@ main() {
     read -r -a extra_image <<<"${IMAGE_ARGS:-}"
     CMD_PYTEST=(python -m pytest -m gpu -q -p no:cacheprovider --junitxml "$OUT/pytest_gpu.xml"
                 "${extra_pytest[@]}")
-    CMD_FEEDING=(python -m dataforge bench feeding --device $device --out "$OUT/feeding"
+    CMD_FEEDING=(python -m dataforge bench feeding --device $device --out "$OUT/bench"
                  "${extra_feeding[@]}")
     CMD_IMAGE=(python -m dataforge bench image --device $device --workers "$IMAGE_WORKERS"
-               --seconds "$IMAGE_SECONDS" --repeats "$IMAGE_REPEATS" --out "$OUT/image"
+               --seconds "$IMAGE_SECONDS" --repeats "$IMAGE_REPEATS" --out "$OUT/bench"
                "${extra_image[@]}")
     if [[ ${DRY_RUN:-0} == 1 ]]; then
         plan

@@ -1,7 +1,7 @@
 """The summary of a ``benchmarks/gpu_check.sh`` run: ``summary.json`` and its headline figures.
 
-Reads what the run left in ``--out`` (``pytest_gpu.xml``, ``feeding/results.json``,
-``image/results.json``) and the steps file the script kept, writes
+Reads what the run left in ``--out`` (``pytest_gpu.xml``, ``bench/feeding.json``,
+``bench/image.json``) and the steps file the script kept, writes
 ``<out>/summary.json`` and prints the figures the GPU checks are about:
 
 - ``pytest -m gpu``: tests, failures, errors, skipped;
@@ -63,7 +63,7 @@ def pytest_counts(path: str) -> dict[str, int] | None:
 
 
 def feeding_headline(doc: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The feeding targets from a ``results.json`` of ``dataforge bench feeding``."""
+    """The feeding targets from the ``feeding.json`` of ``dataforge bench feeding``."""
     r = (doc or {}).get("benchmarks", {}).get("feeding")
     if not r or r.get("status") != "ok":
         return {"status": (r or {}).get("status", "missing"), "reason": (r or {}).get("reason")} if doc else None
@@ -132,8 +132,8 @@ def summarize(out: str, steps: list[dict[str, Any]], status: str, reason: str = 
         "machine": machine(),
         "steps": steps,
         "pytest_gpu": pytest_counts(os.path.join(out, "pytest_gpu.xml")),
-        "feeding": feeding_headline(_load(os.path.join(out, "feeding", "results.json"))),
-        "image": image_headline(_load(os.path.join(out, "image", "results.json"))),
+        "feeding": feeding_headline(_load(os.path.join(out, "bench", "feeding.json"))),
+        "image": image_headline(_load(os.path.join(out, "bench", "image.json"))),
     }
 
 

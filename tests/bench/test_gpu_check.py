@@ -56,7 +56,7 @@ def test_dry_run_plans_every_step_within_the_budget(tmp_path):
     assert (out / "gpu_check.log").read_text() == text  # everything printed is in the log
     s = json.loads((out / "summary.json").read_text())
     assert s["status"] == "dry-run" and s["steps"] == [] and s["image"] is None
-    assert not (out / "image").exists() and not (out / "feeding").exists()
+    assert not (out / "bench").exists()
 
 
 def test_without_cuda_it_skips_cleanly_and_says_so(tmp_path):
@@ -98,7 +98,8 @@ def test_rehearsal_on_the_cpu_runs_every_step_and_summarizes_real_results(tmp_pa
     assert row["samples_per_s"]["stock"] > 0 and row["engine_winner"] in (
         "dataforge-process", "dataforge-thread")
     assert "needs --device cuda" in row["not_ok"]["dataforge-gpu-decode"]
-    for f in ("gpu_check.log", "pytest_gpu.xml", "feeding/results.json", "image/results.json"):
+    for f in ("gpu_check.log", "pytest_gpu.xml", "bench/feeding.json", "bench/image.json",
+              "bench/index.json"):
         assert (out / f).is_file(), f
 
 
@@ -121,8 +122,7 @@ def _arm(name, workers, rate=None, status="ok", reason=None):
 
 def test_summary_reads_the_image_feeding_and_pytest_results(tmp_path):
     mod = _summary()
-    (tmp_path / "image").mkdir()
-    (tmp_path / "feeding").mkdir()
+    (tmp_path / "bench").mkdir()
     arms = [_arm("stock", 4, 1000.0), _arm("dataforge-process", 4, 1800.0),
             _arm("dataforge-thread", 4, 2400.0), _arm("dataforge-gpu-decode", 4, 6000.0),
             _arm("stock", 16, 3000.0), _arm("dataforge-process", 16, 5000.0),
@@ -135,8 +135,8 @@ def test_summary_reads_the_image_feeding_and_pytest_results(tmp_path):
         "ratios": {"prefetcher_vs_raw": 0.92, "prefetcher_pinned_vs_raw": 0.97},
         "overlap": {"prefetcher": {"data_wait": 0.03}, "stock_to": {"data_wait": 0.4}},
         "targets": {"prefetcher_vs_raw": 0.9, "prefetcher_data_wait": 0.05, "met": True}}}}
-    (tmp_path / "image" / "results.json").write_text(json.dumps(image))
-    (tmp_path / "feeding" / "results.json").write_text(json.dumps(feeding))
+    (tmp_path / "bench" / "image.json").write_text(json.dumps(image))
+    (tmp_path / "bench" / "feeding.json").write_text(json.dumps(feeding))
     (tmp_path / "pytest_gpu.xml").write_text(
         '<testsuites><testsuite tests="9" failures="1" errors="0" skipped="2"/></testsuites>')
     steps = tmp_path / "steps.tsv"
