@@ -17,8 +17,11 @@ mostly gray); ``strict=False`` keeps libjpeg's repair. Strict is the default bec
 a training set should not quietly learn from invented pixels, and a loader's
 ``on_error`` policy can skip and count what raises. Benign libjpeg warnings (bytes
 between segments, unknown JFIF revision, ...) are not corruption (NOTE [benign
-warnings] in ``dataforge/_jpeg.c``). The check needs the C extension: torchvision and
-PIL repair damaged data silently, so without it only errors raise. Truncated files
+warnings] in ``dataforge/_jpeg.c``). A region decode sees the damage in the rows it
+decodes and above them (skipped rows are still entropy-decoded), not below: a crop
+that ends before the damage decodes, as its pixels are all real. The check needs the
+C extension: torchvision and PIL repair damaged data silently, so without it only
+errors raise. Truncated files
 are refused by ``allow_truncated=False`` (default) from the header; when allowed,
 they are decoded leniently.
 
