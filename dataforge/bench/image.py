@@ -333,16 +333,23 @@ def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any],
     alone ran at 0.98-1.02x its single-process rate in two processes at once.
     See also NOTE [limit in CPU time] in ``runner``.
     """
-    from dataforge.collate.functional import stack
-
-    def per_sample(get: Callable[[int], Any], pick: Callable[[Any], torch.Tensor],
-                   collate: Callable[[list[torch.Tensor]], Any], finish: Callable[[Any], Any]) -> float:
-        step = batch_step(get, pick, collate, finish, n, batch_size=batch_size)
+    def per_sample(step: Callable[[], None]) -> float:
         return cpu_seconds_per_call(step, repeats=repeats, min_seconds=min_seconds) / batch_size
 
-    tf = _batch_tf(torch.device("cpu")) if device.type == "cpu" else _identity
-    return {"stock": per_sample(stock_get, _images, torch.stack, _identity),
-            "dataforge": per_sample(df_get, _images, stack, tf)}
+    stock = batch_step(stock_get, _images, torch.stack, _identity, n, batch_size=batch_size)
+    df = dataforge_step(df_get, n, batch_size=batch_size, normalize=device.type == "cpu")
+    return {"stock": per_sample(stock), "dataforge": per_sample(df)}
+
+
+def dataforge_step(get: Callable[[int], Any], n: int, *, batch_size: int, normalize: bool,
+                   seed: int = 0) -> Callable[[], None]:
+    """One batch of the dataforge limit's work per call (:func:`batch_step` over ``get``):
+    each sample read, decoded and augmented, the batch stacked, and normalized on the CPU
+    when ``normalize``. The limit times it; the parallel ceiling runs it in N processes."""
+    from dataforge.collate.functional import stack
+
+    tf = _batch_tf(torch.device("cpu")) if normalize else _identity
+    return batch_step(get, _images, stack, tf, n, batch_size=batch_size, seed=seed)
 
 
 def _identity(x: Any) -> Any:
