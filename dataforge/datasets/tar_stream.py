@@ -151,14 +151,14 @@ def decompressed(f: IO[bytes]) -> IO[bytes]:
     return raw
 
 
-def _remaining(f: IO[bytes]) -> int | None:
-    """Bytes left in a local file, None for a stream that cannot tell."""
+def _end(f: IO[bytes]) -> int | None:
+    """The length of a local file, None for a stream that cannot tell."""
     if not _seekable(f):
         return None
     pos = f.tell()
     end = f.seek(0, 2)
     f.seek(pos)
-    return end - pos
+    return end
 
 
 def _pax_records(data: bytes, err: Callable[[str], ShardError]) -> dict[str, str]:
@@ -179,7 +179,7 @@ def _pax_records(data: bytes, err: Callable[[str], ShardError]) -> dict[str, str
 
 
 def _member_size(
-    info: tarfile.TarInfo, pax: dict[str, str], f: IO[bytes], limit: int, err: Callable[[str], ShardError]
+    info: tarfile.TarInfo, pax: dict[str, str], left: int | None, limit: int, err: Callable[[str], ShardError]
 ) -> int:
     """The member's data size, checked before any of it is read (NOTE [bounded members])."""
     if "size" in pax:
@@ -198,7 +198,6 @@ def _member_size(
             "from_shards(max_member_bytes=...) if such members are expected"
             if what == "member" else f"{what} declares {size} bytes, over the limit of {limit}"
         )
-    left = _remaining(f) if size > BLOCK else None
     if left is not None and size > left:
         raise err(f"{what} declares {size} bytes but only {left} remain in the file (truncated?)")
     return size
@@ -259,6 +258,7 @@ def _members(
     long_name: str | None = None
     pax: dict[str, str] = {}
     at = 0  # offset of the current header in the decompressed stream
+    end = _end(f)
     while True:
         state["member"], state["offset"] = None, at
         header_err = partial(_header_error, url, state["last"], at)
@@ -271,8 +271,9 @@ def _members(
             info = tarfile.TarInfo.frombuf(buf, "utf-8", "surrogateescape")
         except tarfile.HeaderError as e:
             raise header_err(f"invalid tar header ({e})") from None
+        left = None if end is None else end - f.tell()
         if info.type in _EXTENDED:
-            size = _member_size(info, {}, f, MAX_HEADER_BYTES, header_err)
+            size = _member_size(info, {}, left, MAX_HEADER_BYTES, header_err)
             padded = -(-size // BLOCK) * BLOCK
             data = _read_exact(f, padded)
             if len(data) < padded:
@@ -286,7 +287,7 @@ def _members(
         name = long_name or pax.get("path") or info.name
         state["member"] = name
         member_err = partial(_member_error, url, name, at)
-        size = _member_size(info, pax, f, max_member_bytes, member_err)
+        size = _member_size(info, pax, left, max_member_bytes, member_err)
         padded = -(-size // BLOCK) * BLOCK
         long_name, pax = None, {}
         if info.type in _FILE_TYPES:
