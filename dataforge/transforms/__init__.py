@@ -7,6 +7,8 @@
 - :mod:`~dataforge.transforms.batch`: ``ToFloat``, ``Normalize``,
   ``RandomHorizontalFlip``, ``RandomBrightnessContrast``, ``ChannelsLast``,
   ``Compose`` on whole NCHW batches on any device.
+- :mod:`~dataforge.transforms.gpu_decode`: ``GpuRandomResizedCrop``, a batch of JPEG
+  files decoded with nvJPEG and cropped, flipped and normalized on the GPU.
 - :mod:`~dataforge.transforms.text`: ``Tokenize``, ``train_tokenizer``,
   ``load_tokenizer``.
 - here: ``Compose``, ``RandomApply``, ``OneOf`` for per-sample callables.
@@ -29,7 +31,8 @@ from dataforge.transforms.compose import Compose, OneOf, RandomApply
 
 __all__ = ["Compose", "OneOf", "RandomApply"]
 
-_SUBMODULES = ("albumentations", "batch", "compose", "decode", "functional", "image", "presets", "text")
+_SUBMODULES = ("albumentations", "batch", "compose", "decode", "functional", "gpu_decode", "image",
+               "presets", "text")
 
 
 def __getattr__(name: str) -> Any:
