@@ -23,11 +23,22 @@ import random
 import sys
 import zlib
 from pathlib import Path
+from typing import Any
 
 import torch
 
 # The differential check decodes the whole image a second time: only for small ones.
 _DIFF_MAX_PIXELS = 1 << 22
+
+
+def _corpus() -> Any:
+    """tests/fuzz/jpeg_corpus.py, also when this file runs as a script."""
+    tests = str(Path(__file__).resolve().parent.parent)
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    from fuzz import jpeg_corpus
+
+    return jpeg_corpus
 
 
 def write_seed_corpus(directory: str | os.PathLike[str]) -> int:
@@ -36,9 +47,7 @@ def write_seed_corpus(directory: str | os.PathLike[str]) -> int:
 
     from PIL import Image
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from fuzz import jpeg_corpus as C
-
+    C = _corpus()
     seeds = dict(C.sampling_corpus())
     seeds.update({k: v for k, v in C.regression_inputs().items() if len(v) < 100_000})
     small = C.photo(40, 56, seed=9)
@@ -89,9 +98,10 @@ def one_input(data: bytes) -> None:
 def _check_against_whole(enc, box, denom: int, strict: bool, region: torch.Tensor) -> None:
     from dataforge import _jpeg as ext  # type: ignore[attr-defined]
 
+    strict = strict and not enc.truncated  # a truncated file decodes leniently (allow_truncated)
     try:
         buf, rows, cols, ch = ext.decode_crop(enc.data, 0, 0, enc.height, enc.width, denom, False,
-                                              strict and not enc.truncated, 0)
+                                              strict, 0)
     except ext.Unsupported:
         return  # the region came from the general decoder, at full scale
     except ValueError:
@@ -114,6 +124,9 @@ def main(argv: list[str]) -> None:
         import dataforge.transforms._jpeg_markers  # noqa: F401
         import dataforge.transforms.decode  # noqa: F401
     torch.set_num_threads(1)
+    # the first call imports torchvision's transforms (seconds): not inside a timed unit
+    C = _corpus()
+    one_input(C.pil_jpeg(C.photo(40, 56)))
     atheris.Setup(argv, one_input)
     atheris.Fuzz()
 
