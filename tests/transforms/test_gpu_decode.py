@@ -197,11 +197,13 @@ def test_gpu_decodes_on_the_device_with_the_cpu_draws(files):
     assert out.device.type == "cuda" and out.dtype == torch.uint8 and out.shape == (len(files), 3, 32, 32)
     # reduce=False: the CPU preset decodes at full scale too; the rest is nvJPEG against
     # libjpeg-turbo and a float resize against a uint8 one
+    # (on these files, other draws differ by 13-45 levels per sample and a flip by 20-70;
+    # re-upsampling the chroma another way, a decoder difference, by 1.5-2.4 at full size)
     ref = _cpu_reference(files, 32, 4, reduce=False)
     diff = (out.cpu().float() - ref.float()).abs()
-    assert diff.mean() < 3.0, f"mean abs difference {diff.mean():.2f} levels"
+    assert diff.mean() < 4.0, f"mean abs difference {diff.mean():.2f} levels"
     per_sample = diff.mean(dim=(1, 2, 3))
-    assert (per_sample < 6.0).all(), per_sample.tolist()  # a wrong box or flip is far above
+    assert (per_sample < 8.0).all(), per_sample.tolist()
 
 
 @pytest.mark.gpu
@@ -211,7 +213,7 @@ def test_gpu_normalized_batch_matches_the_cpu_pipeline(files):
     assert out.device.type == "cuda" and out.dtype == torch.float32
     ref = Compose([ToFloat(), Normalize()])(_cpu_reference(files, 48, 8, reduce=False))
     err = (out.cpu() - ref).abs().mean().item()
-    assert err < 3.0 / 255 / min(IMAGENET_STD), err
+    assert err < 4.0 / 255 / min(IMAGENET_STD), err
 
 
 @pytest.mark.gpu
@@ -220,7 +222,7 @@ def test_gpu_falls_back_per_sample_for_png_and_names_corrupt_files(files):
     t = GpuRandomResizedCrop(16, seed=1, normalize=False)
     out = t([png, files[0]])
     ref = _cpu_reference([png, files[0]], 16, 1, reduce=False)
-    assert (out.cpu().float() - ref.float()).abs().mean() < 3.0
+    assert (out.cpu().float() - ref.float()).abs().mean() < 4.0
     broken = files[1][:200] + b"\x00" * 50 + files[1][-2:]  # EOI kept: passes the header check
     with pytest.raises(ImageDecodeError, match="bad.jpg"):
         t({"image": [files[0], broken], "path": ["ok.jpg", "bad.jpg"]})
