@@ -178,9 +178,7 @@ def _pax_records(data: bytes, err: Callable[[str], ShardError]) -> dict[str, str
     return out
 
 
-def _member_size(
-    info: tarfile.TarInfo, pax: dict[str, str], left: int | None, limit: int, err: Callable[[str], ShardError]
-) -> int:
+def _member_size(info: tarfile.TarInfo, pax: dict[str, str], limit: int, err: Callable[[str], ShardError]) -> int:
     """The member's data size, checked before any of it is read (NOTE [bounded members])."""
     if "size" in pax:
         text = pax["size"]
@@ -198,8 +196,6 @@ def _member_size(
             "from_shards(max_member_bytes=...) if such members are expected"
             if what == "member" else f"{what} declares {size} bytes, over the limit of {limit}"
         )
-    if left is not None and size > left:
-        raise err(f"{what} declares {size} bytes but only {left} remain in the file (truncated?)")
     return size
 
 
@@ -241,9 +237,10 @@ def _member_error(url: str, name: str, at: int, msg: str) -> ShardError:
     )
 
 
-def _truncated(url: str, name: str, at: int) -> ShardError:
+def _truncated(url: str, name: str, at: int, left: int | None = None) -> ShardError:
+    where = "inside its data" if left is None else f"{left} bytes into its data"
     return ShardError(
-        f"truncated member {short(name, 200)} at offset {at} of shard {url!r} (the shard ends inside its data)",
+        f"truncated member {short(name, 200)} at offset {at} of shard {url!r} (the shard ends {where})",
         url=url, member=name, offset=at,
     )
 
@@ -273,9 +270,9 @@ def _members(
             raise header_err(f"invalid tar header ({e})") from None
         left = None if end is None else end - f.tell()
         if info.type in _EXTENDED:
-            size = _member_size(info, {}, left, MAX_HEADER_BYTES, header_err)
+            size = _member_size(info, {}, MAX_HEADER_BYTES, header_err)
             padded = -(-size // BLOCK) * BLOCK
-            data = _read_exact(f, padded)
+            data = _read_exact(f, padded) if left is None or padded <= left else b""
             if len(data) < padded:
                 raise header_err("truncated extended header")
             if info.type == tarfile.GNUTYPE_LONGNAME:
@@ -287,7 +284,9 @@ def _members(
         name = long_name or pax.get("path") or info.name
         state["member"] = name
         member_err = partial(_member_error, url, name, at)
-        size = _member_size(info, pax, left, max_member_bytes, member_err)
+        size = _member_size(info, pax, max_member_bytes, member_err)
+        if left is not None and size > left:  # refused before reading (NOTE [bounded members])
+            raise _truncated(url, name, at, left)
         padded = -(-size // BLOCK) * BLOCK
         long_name, pax = None, {}
         if info.type in _FILE_TYPES:
