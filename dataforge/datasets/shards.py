@@ -247,7 +247,7 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
             yield obj
 
     def _count_samples(self, url: str) -> int:
-        key: tuple[Any, ...] = (self.format, url)
+        key: tuple[Any, ...] = (self.format, url, self.max_member_bytes, self.max_line_bytes)  # limits cut shards
         if not _is_remote(url):
             st = os.stat(_local(url))
             key += (st.st_size, st.st_mtime_ns)

@@ -116,6 +116,13 @@ def test_member_size_limit(tmp_path) -> None:
         from_shards(path, max_member_bytes=0)
 
 
+def test_sample_counts_for_equalize_depend_on_the_limits(tmp_path) -> None:
+    path = write_tar(tmp_path / "c.tar", [("a.bin", b"x" * 5000), ("b.bin", b"y" * 10)])
+    assert keys(from_shards(path, equalize="pad", num_replicas=2, rank=0)) == ["a"]  # counts 2, cached
+    cut = from_shards(path, equalize="pad", on_error="skip", max_member_bytes=4096, num_replicas=2, rank=0)
+    assert keys(cut) == []  # its own count (0: the shard is cut at a.bin), not the cached 2
+
+
 def test_shard_error_keeps_its_position_through_pickle(tmp_path) -> None:
     path = _write(tmp_path, "p.tar", hostile_tars()["pax_size_abc"])
     with pytest.raises(ShardError) as e:
