@@ -256,6 +256,12 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     long right = width >= image_w - left ? image_w : left + width;
 
     cinfo.out_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
+    /* NOTE [no block smoothing]: a progressive file whose scans stop before its AC
+       coefficients are complete is smoothed across neighbouring blocks by default; at a
+       cropped edge the neighbours are missing, so a crop differed from the whole image
+       by a few levels (found by the fuzz harness), and the smoothing itself differs
+       between libjpeg-turbo versions. Off: every path gives the coefficients' pixels. */
+    cinfo.do_block_smoothing = FALSE;
     cinfo.scale_num = 1;
     cinfo.scale_denom = (unsigned int)denom;
     jpeg_start_decompress(&cinfo);

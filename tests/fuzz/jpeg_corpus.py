@@ -209,6 +209,16 @@ def png_bad_checksum() -> bytes:
             + data[start + 12 + size :])
 
 
+def dc_only_progressive_jpeg() -> bytes:
+    """A progressive JPEG that ends after its first (DC) scan: valid, but its AC
+    coefficients are missing, which is when libjpeg smooths across blocks (found by the
+    fuzz harness: a crop then differed from the whole image at its edges)."""
+    data = pil_jpeg(photo(72, 104, seed=11), progressive=True)
+    first = data.index(b"\xff\xda")
+    second = data.index(b"\xff\xc4", first) if b"\xff\xc4" in data[first:] else data.index(b"\xff\xda", first + 2)
+    return data[:second] + b"\xff\xd9"
+
+
 def regression_inputs() -> dict[str, bytes]:
     """Every crafted input of issue #16's image findings, by name."""
     out = {
@@ -220,6 +230,7 @@ def regression_inputs() -> dict[str, bytes]:
         "corrupt_complete": corrupt_complete_jpeg(),
         "truncated": pil_jpeg(photo(64, 64, seed=8))[:700],
         "png_bad_checksum": png_bad_checksum(),
+        "dc_only_progressive": dc_only_progressive_jpeg(),
     }
     if have_cjpeg():
         out["valid_many_scans"] = valid_many_scans_jpeg()

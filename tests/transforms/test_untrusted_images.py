@@ -165,6 +165,23 @@ def test_finding10_benign_warnings_take_the_fast_path_with_exact_pixels(monkeypa
     assert decode_region(enc, (0, 0, 64, 96), scale_denom=2).shape == (3, 32, 48)
 
 
+@needs_ext
+def test_fuzz_finding_incomplete_progressive_crops_equal_the_whole_decode():
+    # NOTE [no block smoothing] in _jpeg.c: with libjpeg's default smoothing of missing AC
+    # coefficients, crop edges differed from the whole image by up to 6 levels
+    data = C.dc_only_progressive_jpeg()
+    assert read_structure(data).scans == 1
+    enc = read_header(data)
+    for denom in (1, 2, 4, 8):
+        whole = decode_region(enc, (0, 0, enc.height, enc.width), scale_denom=denom)
+        if denom == 1:
+            assert torch.equal(whole, decode_image(data))
+        for top, left, bh, bw in [(13, 45, 4, 1), (0, 17, 72, 30), (30, 50, 20, 54), (5, 8, 9, 16)]:
+            out = decode_region(enc, (top, left, bh, bw), scale_denom=denom)
+            ref = whole[:, top // denom : -(-(top + bh) // denom), left // denom : -(-(left + bw) // denom)]
+            assert torch.equal(out, ref), (denom, (top, left, bh, bw))
+
+
 # --------------------------------------------------------- finding 5: corrupt files
 
 
