@@ -32,6 +32,16 @@ from dataforge._rng import mix_seed
 
 T = TypeVar("T")
 
+# NOTE [sampler state]: a sampler's state is plain JSON with a version and global
+# progress: POSITION counts the positions of the epoch's global order consumed by
+# all ranks together (this rank's items times num_replicas, padding included), so
+# every rank returns the same dict at the same step, and it loads into a sampler
+# with any num_replicas: the rest of the global order is split over the new ranks.
+STATE_VERSION = 2
+VERSION, SAMPLER, SEED, EPOCH, POSITION = "version", "sampler", "seed", "epoch", "position"
+NUM_REPLICAS, DROP_LAST = "num_replicas", "drop_last"
+LEGACY_NUM_YIELDED = "num_yielded"  # version-1 states: items yielded by one rank
+
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, allow_none: bool = False) -> Any:
     """Return ``value`` as an int or raise ``ValueError`` / ``TypeError`` naming ``name``."""
@@ -69,8 +79,8 @@ class EpochSampler(Sampler[T], Generic[T]):
         ...     def _global_chunks(self, start):
         ...         yield self.generator().permutation(self.n)[start:]
         >>> s = Shuffled(5, seed=0, num_replicas=2, rank=1)
-        >>> len(s), len(list(s)), s.state_dict()["num_yielded"]
-        (3, 3, 3)
+        >>> len(s), len(list(s)), s.state_dict()["position"]
+        (3, 3, 6)
     """
 
     _chunk = 1 << 16  # items converted to Python per step: fast ``.tolist()``, small lists
@@ -89,9 +99,10 @@ class EpochSampler(Sampler[T], Generic[T]):
             raise TypeError(f"drop_last must be a bool, got {drop_last!r}")
         self.drop_last = drop_last
         self.epoch = 0
-        self._resume = 0  # items of the current epoch to skip at the next __iter__
-        self._done = 0  # items of the current epoch yielded when no iterator is live
-        self._live: tuple[int, int, Iterator[Any]] | None = None  # (chunk start, size, iterator)
+        self._resume = 0  # global position the next __iter__ starts at
+        self._run_start = 0  # global position the latest iterator started at
+        self._done = 0  # items the latest iterator yielded, when none is live
+        self._live: tuple[int, int, Iterator[Any]] | None = None  # (items before, size, iterator)
 
     # -- subclass contract ---------------------------------------------------------
     def _global_len(self) -> int:
@@ -125,14 +136,14 @@ class EpochSampler(Sampler[T], Generic[T]):
         epoch = check_int("epoch", epoch, minimum=0)
         if epoch != self.epoch:
             self.epoch = epoch
-            self._resume = 0
-            self._done = 0
+            self._resume = self._run_start = self._done = 0
             self._live = None
 
-    def _rank_len(self, total: int) -> int:
-        if self.drop_last or total == 0:
-            return total // self.num_replicas
-        return -(-total // self.num_replicas)
+    def _rank_len(self, total: int, replicas: int | None = None) -> int:
+        reps = self.num_replicas if replicas is None else replicas
+        if self.drop_last or total <= 0:
+            return max(total, 0) // reps
+        return -(-total // reps)
 
     def __len__(self) -> int:
         return self._rank_len(self._global_len())
@@ -140,7 +151,8 @@ class EpochSampler(Sampler[T], Generic[T]):
     def __iter__(self) -> Iterator[T]:
         start = self._resume
         self._resume = 0
-        self._done = start
+        self._run_start = start
+        self._done = 0
         self._live = None
         # NOTE [fast iteration]: ``chain`` pulls from plain list iterators in C, about
         # 1.6x faster than a generator's ``yield from``; the generator below runs once
@@ -148,15 +160,17 @@ class EpochSampler(Sampler[T], Generic[T]):
         return itertools.chain.from_iterable(self._chunks(start))
 
     def _rank_order(self, start: int) -> Iterator[np.ndarray]:
-        """This rank's items ``start, start + 1, ...`` (padding included) as arrays.
+        """This rank's share of the global order from position ``start`` on, as arrays.
 
-        Rank ``r`` holds global positions ``r, r + R, ...``; positions past the end
-        of the order are padding and repeat its start (``position % total``).
+        Rank ``r`` holds global positions ``start + r, start + r + R, ...``, as many
+        as ``_rank_len`` gives the rest of the order; positions past its end are
+        padding and repeat its start (``position % total``).
         """
-        n, total = len(self), self._global_len()
+        total = self._global_len()
         r, reps = self.rank, self.num_replicas
-        a = start
-        pos = a * reps + r  # global position of this rank's next item
+        n = self._rank_len(total - start)
+        a = 0
+        pos = start + r  # global position of this rank's next item
         if a < n and pos < total:
             g = pos  # global position of the next array's first item
             for arr in self._global_chunks(pos):
@@ -169,7 +183,7 @@ class EpochSampler(Sampler[T], Generic[T]):
                 if a >= n or pos >= total:
                     break
         if a < n:  # padding: positions past the end wrap to the first min(total, R) items
-            positions = np.arange(a, n, dtype=np.int64) * reps + r
+            positions = np.arange(n - a, dtype=np.int64) * reps + pos
             yield self._head(min(total, reps))[positions % total]
 
     def _head(self, k: int) -> np.ndarray:
@@ -184,7 +198,7 @@ class EpochSampler(Sampler[T], Generic[T]):
         return np.concatenate(parts)
 
     def _chunks(self, start: int) -> Iterator[Iterator[T]]:
-        a = start
+        a = 0
         for arr in self._rank_order(start):
             for s in range(0, len(arr), self._chunk):
                 items = self._to_items(arr[s : s + self._chunk])
@@ -193,57 +207,93 @@ class EpochSampler(Sampler[T], Generic[T]):
                 yield it
                 a += len(items)
         self._live = None
-        self._done = len(self)
+        self._done = a
 
-    @property
-    def num_yielded(self) -> int:
-        """Items of the current epoch this rank has yielded (from the latest iterator)."""
+    def _run_items(self) -> int:
         if self._live is not None:
             a, size, it = self._live
             return a + size - operator.length_hint(it)
         return self._done
 
+    @property
+    def position(self) -> int:
+        """Positions of the current epoch's global order consumed by all ranks together."""
+        return self._run_start + self._run_items() * self.num_replicas
+
+    @property
+    def num_yielded(self) -> int:
+        """Items of the current epoch this rank has yielded (``position // num_replicas``)."""
+        return self.position // self.num_replicas
+
     def state_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable snapshot: the next ``__iter__`` after loading it resumes here."""
+        """A JSON-serialisable snapshot, the same on every rank at the same step (see
+        NOTE [sampler state]); the next ``__iter__`` after loading it resumes here."""
         return {
-            "sampler": type(self).__name__,
-            "seed": self.seed,
-            "epoch": self.epoch,
-            "num_yielded": self.num_yielded,
-            "num_replicas": self.num_replicas,
-            "drop_last": self.drop_last,
+            VERSION: STATE_VERSION,
+            SAMPLER: type(self).__name__,
+            SEED: self.seed,
+            EPOCH: self.epoch,
+            POSITION: self.position,
+            NUM_REPLICAS: self.num_replicas,
+            DROP_LAST: self.drop_last,
             **self._state_fields(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a ``state_dict()``: the next ``__iter__`` yields the rest of its epoch.
+        """Restore a ``state_dict()``: the next ``__iter__`` yields this rank's share of
+        the rest of its epoch, also when ``num_replicas`` differs from the saving run's.
+
+        A version-1 state (per-rank ``num_yielded``, no ``version``) is converted.
 
         Raises:
-            ValueError: a field is missing or does not match this sampler (another
-                sampler type, seed, number of replicas, ``drop_last`` or data size).
+            ValueError: a field is missing, has another version, does not match this
+                sampler (type, seed, ``drop_last``, data size) or is out of range;
+                the message names the field.
         """
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict from state_dict(), got {type(state).__name__}")
+        state = self._upgrade(state)
         mine = self.state_dict()
         for key, value in mine.items():
             if key not in state:
                 raise ValueError(f"state is missing the field {key!r}; pass a dict from state_dict()")
-            if key in ("epoch", "num_yielded"):
+            if key in (EPOCH, POSITION, NUM_REPLICAS):
                 continue
             if state[key] != value:
                 raise ValueError(
                     f"state[{key!r}]={state[key]!r} does not match this sampler's {key}={value!r}; "
                     f"load a state saved by an identically configured {type(self).__name__}"
                 )
-        epoch = check_int("state['epoch']", state["epoch"], minimum=0)
-        num_yielded = check_int("state['num_yielded']", state["num_yielded"], minimum=0)
+        epoch = check_int(f"state[{EPOCH!r}]", state[EPOCH], minimum=0)
+        position = check_int(f"state[{POSITION!r}]", state[POSITION], minimum=0)
+        saved = check_int(f"state[{NUM_REPLICAS!r}]", state[NUM_REPLICAS], minimum=1)
         self.epoch = epoch
         self._live = None
-        length = len(self)
-        if num_yielded > length:
+        end = self._rank_len(self._global_len(), saved) * saved
+        if position > end:
             raise ValueError(
-                f"state['num_yielded']={num_yielded} exceeds the {length} items of epoch {epoch} "
-                "on this rank; the state belongs to a different configuration"
+                f"state[{POSITION!r}]={position} is past the end ({end}) of epoch {epoch} "
+                f"with num_replicas={saved}; the state belongs to a different configuration"
             )
-        self._resume = num_yielded
-        self._done = num_yielded
+        self._resume = self._run_start = position
+        self._done = 0
+
+    @staticmethod
+    def _upgrade(state: dict[str, Any]) -> dict[str, Any]:
+        """A state in the current version (version 1: per-rank ``num_yielded``)."""
+        if VERSION not in state:
+            if LEGACY_NUM_YIELDED not in state:
+                raise ValueError(
+                    f"state has no {VERSION!r} field (nor a version-1 {LEGACY_NUM_YIELDED!r}); "
+                    "pass a dict from a sampler's state_dict()"
+                )
+            yielded = check_int(f"state[{LEGACY_NUM_YIELDED!r}]", state[LEGACY_NUM_YIELDED], minimum=0)
+            reps = check_int(f"state[{NUM_REPLICAS!r}]", state.get(NUM_REPLICAS), minimum=1)
+            rest = {k: v for k, v in state.items() if k != LEGACY_NUM_YIELDED}
+            return {**rest, VERSION: STATE_VERSION, POSITION: yielded * reps}
+        if state[VERSION] != STATE_VERSION:
+            raise ValueError(
+                f"state[{VERSION!r}]={state[VERSION]!r} is not a version this sampler reads "
+                f"({STATE_VERSION}); save it again with this version of dataforge"
+            )
+        return state

@@ -70,9 +70,13 @@ class ClassBalancedSampler(EpochSampler[int]):
     Each epoch the target total ``num_samples`` is split over the classes by
     largest remainder (ties broken at random per epoch, so no class is favoured);
     a class's quota is drawn without replacement as far as the class allows (whole
-    copies of the class, then a random subset), and the epoch is shuffled.
-    Memory is O(N) integers (4 bytes per label below 2^31 labels, no float
-    weights), so 100,000,000 labels work.
+    passes over the class, each in a uniformly random order, then a uniform random
+    subset), and the classes' positions in the epoch are those of a uniform shuffle.
+    The epoch is generated lazily, chunk by chunk (NOTE [streamed quota epoch] in
+    ``quota_stream.py``): memory is the class grouping plus one work copy of it (4
+    bytes per label each below 2^31 labels) whatever ``num_samples`` is, and
+    resuming mid-epoch skips whole chunks. So 100,000,000 labels oversampled to a
+    2-billion-index epoch work.
 
     Args:
         labels: integer class id per sample (list, array, tensor, or an object

@@ -125,7 +125,7 @@ def test_resume_across_chunks_and_completed_epoch(monkeypatch):
     s = ClassBalancedSampler(LABELS, seed=1)
     full = list(s)
     state = json.loads(json.dumps(s.state_dict()))
-    assert state["num_yielded"] == len(full)
+    assert state["position"] == len(full)
     t = ClassBalancedSampler(LABELS, seed=1)
     t.load_state_dict(state)
     assert list(t) == []  # the epoch was finished
@@ -150,7 +150,7 @@ def test_load_state_then_set_same_epoch_keeps_resume():
 @pytest.mark.parametrize(
     ("field", "other"),
     [("seed", dict(seed=1)), ("num_labels", dict(labels=LABELS + [0])),
-     ("num_replicas", dict(num_replicas=2, rank=0)), ("num_samples", dict(num_samples=9))],
+     ("drop_last", dict(drop_last=True)), ("num_samples", dict(num_samples=9))],
 )
 def test_load_state_mismatch_names_field(field, other):
     s = ClassBalancedSampler(LABELS, seed=0)
@@ -159,10 +159,12 @@ def test_load_state_mismatch_names_field(field, other):
     kwargs.update(other)
     with pytest.raises(ValueError, match=field):
         ClassBalancedSampler(labels, **kwargs).load_state_dict(s.state_dict())
-    with pytest.raises(ValueError, match="num_yielded"):
-        s.load_state_dict({**s.state_dict(), "num_yielded": 10_000})
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(ValueError, match="'position'.*past the end"):
+        s.load_state_dict({**s.state_dict(), "position": 10_000})
+    with pytest.raises(ValueError, match="no 'version'"):
         s.load_state_dict({"epoch": 0})
+    with pytest.raises(ValueError, match="missing the field 'sampler'"):
+        s.load_state_dict({"version": 2, "epoch": 0})
 
 
 class WithLabels:
@@ -228,4 +230,4 @@ def test_100_million_labels():
     it = iter(s)
     head = [next(it) for _ in range(1000)]
     assert all(0 <= i < len(labels) for i in head)
-    assert s.state_dict()["num_yielded"] == 1000
+    assert s.state_dict()["position"] == 1000
