@@ -42,12 +42,14 @@ _EXPORTS: dict[str, str] = {
     "build_loader": "dataforge.loading.loader",
     "build_text_loaders": "dataforge.loading.builders",
     "concat": "dataforge.datasets.map_style",
+    "decode_fields": "dataforge.datasets.fields",
     "default_collate": "dataforge.collate.default",
     "from_sequence": "dataforge.datasets.map_style",
     "from_shards": "dataforge.datasets.shards",
     "mix": "dataforge.datasets.mixing",
     "seed_worker": "dataforge.loading.seeding",
     "set_buffer_pool": "dataforge._memory",
+    "write_shards": "dataforge.datasets.writer",
     "zip": "dataforge.datasets.map_style",
 }
 _SUBMODULES = ("collate", "datasets", "loading", "samplers", "synthetic", "transforms")
@@ -74,6 +76,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dataforge.collate.default import default_collate
     from dataforge.collate.pad import PadCollate
     from dataforge.collate.split import SplitCollate
+    from dataforge.datasets.fields import decode_fields
     from dataforge.datasets.image_folder import ImageFolder
     from dataforge.datasets.iterable import IterDataset
     from dataforge.datasets.map_style import MapDataset, concat, from_sequence, zip
@@ -81,6 +84,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dataforge.datasets.shards import from_shards
     from dataforge.datasets.table import TableDataset
     from dataforge.datasets.text import TextDataset
+    from dataforge.datasets.writer import write_shards
     from dataforge.loading.builders import build_image_loaders, build_text_loaders
     from dataforge.loading.loader import Loader, build_loader
     from dataforge.loading.prefetch import DevicePrefetcher

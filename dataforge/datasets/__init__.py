@@ -5,8 +5,11 @@
 - ``IterDataset`` / ``mix``: iterable pipelines sharded over workers and ranks.
 - Sources: ``ImageFolder``, ``TableDataset``, ``TextDataset``, ``from_shards``
   (tar / JSONL shards, local or fsspec URLs), ``PackedTokenDataset``.
+- Shards out and fields back: ``write_shards`` (tar / JSONL, parallel, atomic, with
+  an index) and ``decode_fields`` / ``FieldDecoder`` (fields decoded by extension).
 """
 
+from dataforge.datasets.fields import FieldDecodeError, FieldDecoder, decode_fields
 from dataforge.datasets.image_folder import ImageFolder
 from dataforge.datasets.iterable import IterDataset, ShardedSource
 from dataforge.datasets.map_style import MapDataset, concat, from_sequence, zip
@@ -17,8 +20,11 @@ from dataforge.datasets.storage import StringStorage
 from dataforge.datasets.table import TableDataset
 from dataforge.datasets.tar_stream import ShardError
 from dataforge.datasets.text import TextDataset
+from dataforge.datasets.writer import WrittenShards, read_index, write_shards
 
 __all__ = [
+    "FieldDecodeError",
+    "FieldDecoder",
     "ImageFolder",
     "IterDataset",
     "MapDataset",
@@ -29,11 +35,15 @@ __all__ = [
     "StringStorage",
     "TableDataset",
     "TextDataset",
+    "WrittenShards",
     "concat",
+    "decode_fields",
     "expand_urls",
     "from_sequence",
     "from_shards",
     "mix",
+    "read_index",
     "tokenize_dataset",
+    "write_shards",
     "zip",
 ]

@@ -1,0 +1,217 @@
+"""write_shards: exact round trips, the index, deterministic and atomic output, webdataset reads it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import dataforge
+from dataforge.datasets.fields import FieldDecoder, decode_fields
+from dataforge.datasets.shards import from_shards
+from dataforge.datasets.writer import encode_sample, read_index, write_shards
+from dataforge.transforms.decode import decode_image
+
+
+def make_samples(n: int = 23) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        h, w = 8 + i % 5, 9 + i % 3
+        out.append({
+            "png": torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g),
+            "jpg": torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=g),
+            "mask.png": torch.randint(0, 2, (1, h, w), dtype=torch.uint8, generator=g),
+            "cls": i % 4,
+            "txt": f"sample {i} é ✓",
+            "json": {"i": i, "tags": ["a", None, 1.5], "nested": {"k": i * 2}},
+            "npy": np.arange(i, dtype=np.float32).reshape(-1, 1),
+        })
+    return out
+
+
+@pytest.fixture(scope="module")
+def samples() -> list[dict]:
+    return make_samples()
+
+
+def files(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def check_exact(back: list[dict], samples: list[dict], raw: list[dict]) -> None:
+    assert len(back) == len(samples)
+    for b, s, r in zip(back, samples, raw):
+        assert torch.equal(b["png"], s["png"]) and torch.equal(b["mask.png"][:1], s["mask.png"])
+        assert torch.equal(b["jpg"], decode_image(r["jpg"]))  # jpg: the pixels of the written bytes
+        assert b["cls"] == s["cls"] and b["txt"] == s["txt"] and b["json"] == s["json"]
+        assert b["npy"].dtype == s["npy"].dtype and np.array_equal(b["npy"], s["npy"])
+
+
+@pytest.mark.parametrize("format", ["tar", "jsonl"])
+def test_round_trip_exact(tmp_path, samples, format):
+    w = write_shards(dataforge.from_sequence(samples), tmp_path, format=format, max_count=10)
+    assert w.samples_per_shard == [10, 10, 3] and w.total_samples == len(samples)
+    ds = from_shards(w.pattern)
+    raw = list(ds.map(FieldDecoder(decode_images=False)))  # the written image bytes
+    back = list(ds.map(decode_fields))
+    assert [b["__key__"] for b in back] == [f"{i:09d}" for i in range(len(samples))]
+    check_exact(back, samples, raw)
+    masks = list(ds.map(FieldDecoder(image_mode="L")))
+    assert all(torch.equal(m["mask.png"], s["mask.png"]) for m, s in zip(masks, samples))
+
+
+def test_tar_layout_is_webdataset(tmp_path, samples):
+    w = write_shards(dataforge.from_sequence(samples[:3]), tmp_path, max_count=10)
+    with tarfile.open(w.urls[0]) as tf:
+        names = tf.getnames()
+        infos = tf.getmembers()
+    fields = sorted(["png", "jpg", "mask.png", "cls", "txt", "json", "npy"])
+    assert names == [f"{i:09d}.{f}" for i in range(3) for f in fields]  # sorted, one key per sample
+    assert {(m.mtime, m.mode, m.uid, m.uname) for m in infos} == {(0, 0o444, 0, "")}
+
+
+def test_webdataset_reads_dataforge_tars(tmp_path, samples):
+    wds = pytest.importorskip("webdataset")
+    w = write_shards(dataforge.from_sequence(samples), tmp_path, max_count=7, num_workers=2)
+    theirs = list(wds.WebDataset(w.pattern, shardshuffle=False))
+    ours = list(from_shards(w.pattern))
+    assert len(theirs) == len(ours) == len(samples)
+    for t, o in zip(theirs, ours):
+        assert t["__key__"] == o["__key__"]
+        assert {k: v for k, v in t.items() if not k.startswith("__")} == {
+            k: v for k, v in o.items() if not k.startswith("__")}
+    assert int(theirs[5]["cls"]) == samples[5]["cls"]
+
+
+def test_index_is_valid_and_used(tmp_path, samples):
+    w = write_shards(dataforge.from_sequence(samples), tmp_path, max_count=6, metadata={"classes": ["a", "b"]})
+    idx = read_index(w.index)
+    assert Path(w.index).name == "shard.index.json"
+    assert idx["pattern"] == "shard-{000000..000003}.tar" and idx["metadata"] == {"classes": ["a", "b"]}
+    assert [s["samples"] for s in idx["shards"]] == [6, 6, 6, 5] == w.samples_per_shard
+    assert [s["bytes"] for s in idx["shards"]] == [os.path.getsize(u) for u in w.urls] == w.bytes_per_shard
+    assert idx["total_samples"] == len(samples) and idx["total_bytes"] == sum(w.bytes_per_shard)
+    ds = from_shards(str(tmp_path / idx["pattern"]), samples_per_shard=[s["samples"] for s in idx["shards"]],
+                     equalize="pad", num_replicas=2, rank=0)
+    assert len(list(ds)) == 12  # the index's counts drive equalize without a counting pass
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**idx, "total_samples": 1}))
+    with pytest.raises(ValueError, match="does not match total_samples"):
+        read_index(bad)
+    bad.write_text("[]")
+    with pytest.raises(ValueError, match="not a version-1 dataforge shard index"):
+        read_index(bad)
+
+
+def test_max_bytes_cuts_shards(tmp_path, samples):
+    one = len(encode_sample(samples[0], 0, "tar")[1])
+    w = write_shards(dataforge.from_sequence(samples), tmp_path, max_count=10, max_bytes=3 * one + 1024)
+    assert all(b <= 3 * one + 1024 for b in w.bytes_per_shard[:-1]) and max(w.samples_per_shard) <= 3
+    assert w.total_samples == len(samples) and len(list(from_shards(w.pattern))) == len(samples)
+    w = write_shards(dataforge.from_sequence(samples[:2]), tmp_path / "tiny", max_bytes=1)
+    assert w.samples_per_shard == [1, 1]  # a sample over max_bytes is a shard of its own
+
+
+@pytest.mark.parametrize("format", ["tar", "jsonl"])
+def test_deterministic_whatever_the_workers(tmp_path, samples, format):
+    one = len(encode_sample(samples[0], 0, format)[1])
+    kw = {"format": format, "max_count": 5, "max_bytes": 3 * one}
+    write_shards(dataforge.from_sequence(samples), tmp_path / "a", **kw)
+    write_shards(dataforge.from_sequence(samples), tmp_path / "b", **kw)
+    write_shards(dataforge.from_sequence(samples), tmp_path / "c", num_workers=2, **kw)
+    assert files(tmp_path / "a") == files(tmp_path / "b") == files(tmp_path / "c")
+    assert len(files(tmp_path / "a")) > 6  # 5 blocks, some cut by max_bytes, and the index
+
+
+class Failing(dataforge.MapDataset):
+    def __init__(self, samples: list[dict], bad: int) -> None:
+        self.samples, self.bad = samples, bad
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _get(self, index: int) -> dict:
+        if index == self.bad:
+            raise OSError("disk gone")
+        return self.samples[index]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_failure_leaves_no_listed_half_shard(tmp_path, samples, num_workers):
+    good = write_shards(dataforge.from_sequence(samples[:4]), tmp_path, max_count=2)
+    before = files(tmp_path)
+    with pytest.raises(RuntimeError, match="reading sample 13 of the dataset failed: OSError: disk gone"):
+        write_shards(Failing(samples, 13), tmp_path, max_count=4, num_workers=num_workers)
+    assert files(tmp_path) == before  # the earlier run untouched, no temporary file left
+    assert len(list(from_shards(str(tmp_path / "*.tar")))) == 4 == good.total_samples
+
+
+def test_rerun_overwrites_cleanly(tmp_path, samples):
+    write_shards(dataforge.from_sequence(samples), tmp_path, max_count=3)
+    assert len(list(tmp_path.glob("*.tar"))) == 8
+    w = write_shards(dataforge.from_sequence(samples[:5]), tmp_path, max_count=3, format="jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-000000.jsonl", "shard-000001.jsonl",
+                                                           "shard.index.json"]
+    assert read_index(w.index)["shard_format"] == "jsonl"
+
+
+def test_fsspec_url(tmp_path, samples):
+    fsspec = pytest.importorskip("fsspec")
+    w = write_shards(dataforge.from_sequence(samples[:5]), "memory://h10/out", max_count=2)
+    fs = fsspec.filesystem("memory")
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls("/h10/out", detail=False)) == [
+        "shard-000000.tar", "shard-000001.tar", "shard-000002.tar", "shard.index.json"]
+    assert read_index(w.index)["total_samples"] == 5
+    local = write_shards(dataforge.from_sequence(samples[:5]), tmp_path, max_count=2)
+    assert [fs.cat_file(u.removeprefix("memory://")) for u in w.urls] == [Path(u).read_bytes() for u in local.urls]
+    back = write_shards(dataforge.from_sequence(samples[:5]), f"file://{tmp_path}/f", max_count=5)
+    assert back.samples_per_shard == [5]
+
+
+def test_iterable_and_keys(tmp_path):
+    gen = ({"__key__": f"dir/s{i}", "cls": i, "__url__": "dropped"} for i in range(5))
+    w = write_shards(gen, tmp_path, max_count=2)
+    got = list(from_shards(w.pattern).map(decode_fields))
+    assert [(s["__key__"], s["cls"]) for s in got] == [(f"dir/s{i}", i) for i in range(5)]
+    with pytest.raises(ValueError, match="num_workers > 0 needs a map-style"):
+        write_shards(iter([{"cls": 1}]), tmp_path, num_workers=2)
+
+
+@pytest.mark.parametrize(("sample", "match"), [
+    ({"__key__": "a.b", "cls": 1}, "last part has no dot"),
+    ({"__key__": "../x", "cls": 1}, "relative path"),
+    ({"__key__": 3, "cls": 1}, "non-empty str"),
+    ({"JPG": b"x"}, "field name 'JPG'"),
+    ({"__key__": "k"}, "no fields"),
+    ({"cls": 1.5}, "field 'cls'"),
+])
+def test_bad_samples_are_named(tmp_path, sample, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        write_shards([sample], tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_arguments(tmp_path):
+    ds = dataforge.from_sequence([{"cls": 1}])
+    for kw, match in [({"format": "zip"}, "format"), ({"max_count": 0}, "max_count"),
+                      ({"max_bytes": -1}, "max_bytes"), ({"num_workers": -1}, "num_workers"),
+                      ({"prefix": "a/b"}, "prefix"), ({"jpeg_quality": 101}, "jpeg_quality"),
+                      ({"metadata": {"x": object()}}, "not JSON serializable")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            write_shards(ds, tmp_path, **kw)
+    with pytest.raises(TypeError, match="dicts of fields"):
+        write_shards(dataforge.from_sequence([1, 2]), tmp_path)
+    with pytest.raises(ValueError, match="same __key__"):
+        write_shards([{"__key__": "a", "cls": 1}, {"__key__": "a", "cls": 2}], tmp_path)
+    with pytest.raises(ValueError, match="empty"):
+        write_shards(dataforge.from_sequence([]), tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        write_shards(ds, tmp_path / "file")
