@@ -64,7 +64,20 @@ def write_seed_corpus(directory: str | os.PathLike[str]) -> int:
 
 
 def one_input(data: bytes) -> None:
-    """Everything one input goes through; raises on a finding."""
+    """Everything one input goes through; raises on a finding, after saving the input in
+    ``$DATAFORGE_FUZZ_FINDINGS`` when set (libFuzzer's own artifact can be lost when its
+    timer signal arrives while Python unwinds)."""
+    try:
+        _one_input(data)
+    except Exception:
+        where = os.environ.get("DATAFORGE_FUZZ_FINDINGS")
+        if where:
+            os.makedirs(where, exist_ok=True)
+            Path(where, f"finding-{zlib.crc32(data):08x}").write_bytes(data)
+        raise
+
+
+def _one_input(data: bytes) -> None:
     from dataforge.transforms.decode import (
         HAVE_ROI_DECODE,
         ImageDecodeError,
