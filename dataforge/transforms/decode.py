@@ -21,17 +21,16 @@ warnings] in ``dataforge/_jpeg.c``). A region decode sees the damage in the rows
 decodes and above them (skipped rows are still entropy-decoded), not below: a crop
 that ends before the damage decodes, as its pixels are all real. The check needs the
 C extension: torchvision and PIL repair damaged data silently, so without it only
-errors raise. Truncated files
-are refused by ``allow_truncated=False`` (default) from the header; when allowed,
-they are decoded leniently.
+errors raise. Truncated files are refused by ``allow_truncated=False`` (default) from
+the header; when allowed, they are decoded leniently.
 
 NOTE [region decode]: :func:`decode_region` decodes only a box of a JPEG, at
 full or 1/2, 1/4, 1/8 scale, with the C extension ``dataforge._jpeg``
 (libjpeg-turbo's ``jpeg_skip_scanlines`` / ``jpeg_crop_scanline`` / DCT scaling;
 see ``dataforge/_jpeg.c``). Its pixels equal a whole decode cropped to the box, at
 every scale and sampling factor (tested on a corpus), also on libjpeg-turbo < 3.0
-(NOTE [scaled crop of 4x2 / 2x4 chroma] there). It is how :class:`dataforge.transforms.presets.RandomResizedCrop`
-avoids decoding the parts of an image a crop throws away. Without the extension
+(NOTE [scaled crop of 4x2 / 2x4 chroma] there). It is how
+:class:`dataforge.transforms.presets.RandomResizedCrop` avoids decoding the parts of an image a crop throws away. Without the extension
 (``HAVE_ROI_DECODE`` is False: no compiler or libjpeg headers at install time), for
 other formats, and for JPEGs the extension does not decode (CMYK, lossless), it
 decodes the whole image with :func:`decode_image` and slices it: same pixels, only
@@ -56,8 +55,8 @@ from dataforge.transforms._sample import join_sample, source_name, split_sample
 # NOTE [pixel limit]: the same default as PIL's Image.MAX_IMAGE_PIXELS (about
 # 89 M pixels); checked from the header before any pixel is decoded.
 DEFAULT_MAX_PIXELS = 89_478_485
-# A progressive JPEG has about 10 scans; libjpeg-turbo's own tools suggest limiting
-# untrusted files to a few hundred (djpeg -maxscans).
+# A progressive JPEG has about 10 scans (cjpeg writes at most 100); libjpeg-turbo's own
+# fuzz targets cap files at 50-100 (TJPARAM_SCANLIMIT), its djpeg offers -maxscans.
 DEFAULT_MAX_SCANS = 256
 # 256 MiB: the size of an uncompressed RGB image at the default pixel limit.
 DEFAULT_MAX_BYTES = 256 * 2**20
@@ -316,8 +315,8 @@ def _decode_whole(image: EncodedImage, mode: str, allow_truncated: bool, strict:
 
 
 def _decode_jpeg_whole(image: EncodedImage, mode: str, strict: bool) -> torch.Tensor | None:
-    """The whole JPEG through ``dataforge._jpeg`` (same pixels as torchvision, and it
-    reports damaged data); None when it does not decode this file or mode."""
+    """The whole JPEG through ``dataforge._jpeg`` (torchvision's pixels for a complete
+    file, and it reports damaged data); None when it does not decode this file or mode."""
     gray = mode == "L" or (mode == "UNCHANGED" and len(_components(image)) == 1)
     out = _jpeg_crop(image, (0, 0, image.height, image.width), 1, gray, strict)
     if out is None or mode in ("RGB", "L", "UNCHANGED"):
