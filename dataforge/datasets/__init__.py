@@ -15,6 +15,7 @@ from dataforge.datasets.iterable import IterDataset, ShardedSource
 from dataforge.datasets.map_style import MapDataset, concat, from_sequence, zip
 from dataforge.datasets.mixing import mix
 from dataforge.datasets.packed import PackedTokenDataset, tokenize_dataset
+from dataforge.datasets.records import RecordError
 from dataforge.datasets.shards import ShardDataset, expand_urls, from_shards
 from dataforge.datasets.storage import StringStorage
 from dataforge.datasets.table import TableDataset
@@ -29,6 +30,7 @@ __all__ = [
     "IterDataset",
     "MapDataset",
     "PackedTokenDataset",
+    "RecordError",
     "ShardDataset",
     "ShardError",
     "ShardedSource",
