@@ -26,7 +26,7 @@ after the last batch, before the iterator noticed the end, resumes into an empty
 rest of that epoch (the loader cannot know the stream has ended).
 
 NOTE [iterable error counts]: a source that tolerates bad records counts them in an
-``errors`` dict (``from_shards(on_error="skip"|"warn")``), but a worker's copy counts
+``errors`` dict (``from_shards(on_error="skip")``), but a worker's copy counts
 only in that worker. So each pass finds the counters in the dataset (through
 ``_sources()``, ``datasets`` and ``dataset``: ``.map()``, ``mix()``...), and the collate
 wrapper attaches to every batch a small dict, what they grew by in this worker since
