@@ -20,8 +20,8 @@ between segments, unknown JFIF revision, ...) are not corruption (NOTE [benign
 warnings] in ``dataforge/_jpeg.c``). A region decode sees the damage in the rows it
 decodes and above them (skipped rows are still entropy-decoded), not below: a crop
 that ends before the damage decodes, as its pixels are all real. The check needs the
-C extension: torchvision and PIL repair damaged data silently, so without it only
-errors raise. Truncated files are refused by ``allow_truncated=False`` (default) from
+C extension: torchvision and PIL repair damaged data silently, so without it, and for
+the JPEGs it leaves to torchvision (CMYK / YCCK), only errors raise. Truncated files are refused by ``allow_truncated=False`` (default) from
 the header; when allowed, they are decoded leniently.
 
 NOTE [region decode]: :func:`decode_region` decodes only a box of a JPEG, at
