@@ -1,4 +1,5 @@
-"""The ``dataforge`` command: ``dataforge --version``, ``dataforge bench BENCHMARK [options]``.
+"""The ``dataforge`` command: ``dataforge --version``, ``dataforge bench BENCHMARK [options]``,
+``dataforge shards write SRC OUT [options]``.
 
 Each benchmark takes only the options it uses (``dataforge bench samplers --help``
 lists them); any other option is an error, not silently ignored. A run writes, in
@@ -14,6 +15,7 @@ Example:
     $ dataforge bench all --quick            # demo data, about 1-2 minutes on 2 cores
     $ dataforge bench image --data ~/imagenet/train --workers 0,4,8 --device cuda
     $ python -m dataforge bench text --data corpus.jsonl --text-key body
+    $ dataforge shards write ~/imagenet/train shards/train --max-bytes 512M --workers 8
 """
 
 from __future__ import annotations
@@ -220,7 +222,97 @@ def build_parser() -> argparse.ArgumentParser:
     benches = b.add_subparsers(dest="what", required=True, parser_class=_Parser, metavar="BENCHMARK")
     for what in (*BENCHMARKS, "all"):
         _add_benchmark(benches, what)
+    _add_shards(sub)
     return parser
+
+
+def _size(text: str) -> int:
+    """``"512M"`` -> 536870912: a byte count with an optional K, M, G or T (powers of 1024)."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    scale = 1024 ** (" KMGT".index(t[-1]) if t and t[-1] in "KMGT" else 0)
+    try:
+        v = float(t[:-1] if scale > 1 else t) * scale
+    except ValueError:
+        v = 0
+    if not v >= 1 or v != int(v):
+        raise argparse.ArgumentTypeError(f"expected a size in bytes such as 1000000, 256M or 1G, got {text!r}")
+    return int(v)
+
+
+def _add_shards(sub: Any) -> None:
+    s = sub.add_parser("shards", help="write datasets as tar (webdataset) or JSONL shards",
+                       description="Shard files: dataforge shards write SRC OUT.")
+    cmds = s.add_subparsers(dest="shards_cmd", required=True, parser_class=_Parser, metavar="ACTION")
+    w = cmds.add_parser(
+        "write", help="an ImageFolder or a CSV/JSONL table -> shards plus an index",
+        description="Write SRC as shards OUT/<prefix>-NNNNNN.<format> and OUT/<prefix>.index.json, "
+                    "deterministically (the same bytes for any --workers) and atomically (no half-"
+                    "written shard is ever listed; a rerun overwrites). An image folder "
+                    "(SRC/<class>/<image>) gives samples {<image extension>: file bytes, cls: class "
+                    "id}; a CSV or JSONL file one sample per row ({json: row} in tar shards, the row "
+                    "itself in JSONL shards).")
+    w.add_argument("src", metavar="SRC", help="an image folder (SRC/<class>/<image>), a .csv or a .jsonl file")
+    w.add_argument("out", metavar="OUT", help="the output folder, or an fsspec URL (s3://bucket/prefix)")
+    w.add_argument("--format", choices=("tar", "jsonl"), default="tar", help="shard format (default tar)")
+    w.add_argument("--max-count", type=_positive(int), default=10_000, metavar="N",
+                   help="samples per shard at most (default 10000)")
+    w.add_argument("--max-bytes", type=_size, default=256 << 20, metavar="SIZE",
+                   help="bytes per shard at most, e.g. 512M or 1G (default 256M)")
+    w.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="processes writing shards in parallel (default 0: this process)")
+    w.add_argument("--prefix", default="shard", help="shard name prefix (default shard)")
+    w.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+class _FolderSample:
+    """An ImageFolder item (``decode=False``) as a shard sample: image bytes and class id."""
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        ext = os.path.splitext(item["path"])[1].lower().lstrip(".")
+        return {ext: item["image"], "cls": item["label"]}
+
+
+def _source(src: Path, format: str) -> tuple[Any, dict[str, Any]]:
+    """The samples of ``SRC`` and the metadata stored in the index."""
+    import dataforge
+    from dataforge.datasets.records import csv_rows
+    from dataforge.datasets.table import read_jsonl
+
+    if src.is_dir():
+        folder = dataforge.ImageFolder(src, decode=False)
+        return folder.map(_FolderSample()), {"source": str(src), "classes": folder.classes}
+    if not src.is_file():
+        raise FileNotFoundError(f"SRC {str(src)!r} does not exist; expected an image folder or a .csv/.jsonl file")
+    suffix = src.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        rows = [row for _, row in read_jsonl(src)]
+    elif suffix in (".csv", ".tsv"):
+        with src.open("rb") as f:
+            lines = list(csv_rows(f, str(src), "\t" if suffix == ".tsv" else ","))
+        if not lines:
+            raise ValueError(f"{str(src)!r} is empty: expected a header row naming the columns")
+        header = lines[0][1]
+        for line, row in lines[1:]:
+            if len(row) != len(header):
+                raise ValueError(f"{str(src)!r}: line {line} has {len(row)} fields, the header has {len(header)}")
+        rows = [dict(zip(header, row)) for _, row in lines[1:]]
+    else:
+        raise ValueError(f"SRC {str(src)!r} is neither a folder nor a .csv/.tsv/.jsonl file")
+    samples = [row if format == "jsonl" else {"json": row} for row in rows]
+    return dataforge.from_sequence(samples), {"source": str(src)}
+
+
+def shards_write(args: argparse.Namespace) -> int:
+    from dataforge.datasets.writer import write_shards
+
+    samples, meta = _source(Path(args.src).expanduser(), args.format)
+    t0 = time.perf_counter()
+    w = write_shards(samples, args.out, format=args.format, max_count=args.max_count, max_bytes=args.max_bytes,
+                     num_workers=args.workers, prefix=args.prefix, metadata=meta, progress=not args.quiet)
+    n = len(w.urls)
+    print(f"wrote {w.total_samples} samples in {n} shard{'s' * (n != 1)} ({w.total_bytes / 2**20:.1f} MiB) in "
+          f"{time.perf_counter() - t0:.1f} s\n  shards: {w.pattern}\n  index:  {w.index}", flush=True)
+    return 0
 
 
 def _refuse_unused(args: argparse.Namespace) -> None:
@@ -380,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.cmd == "bench":
             _refuse_unused(args)
+        elif args.cmd == "shards" and args.workers < 0:
+            raise _UsageError(f"argument --workers: expected a count >= 0, got {args.workers}")
     except _UsageError as exc:
         print(f"dataforge: error: {exc}", file=sys.stderr)
         return 2
@@ -388,8 +482,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "bench":
             return bench(args, argv)
+        if args.cmd == "shards":
+            return shards_write(args)
     except BenchError as exc:
         print(f"dataforge {args.cmd}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        if args.cmd != "shards":
+            raise
+        print(f"dataforge shards write: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dataforge: interrupted", file=sys.stderr)

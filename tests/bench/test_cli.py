@@ -228,3 +228,66 @@ def test_subprocess_exit_code_and_one_line():
                        capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+# ---- dataforge shards write ------------------------------------------------------------------
+def test_shards_write_image_folder(tmp_path, tiny_images, capsys):
+    import dataforge
+    from dataforge.datasets.fields import FieldDecoder
+    from dataforge.datasets.writer import read_index
+
+    out = tmp_path / "shards"
+    assert main(["shards", "write", str(tiny_images), str(out), "--max-count", "5", "--workers", "2"]) == 0
+    stdout = capsys.readouterr().out
+    assert "wrote 12 samples in 3 shards" in stdout and "shard-{000000..000002}.tar" in stdout
+    folder = dataforge.ImageFolder(tiny_images, decode=False)
+    index = read_index(out / "shard.index.json")
+    assert index["metadata"]["classes"] == folder.classes
+    got = list(dataforge.from_shards(str(out / index["pattern"])).map(FieldDecoder(decode_images=False)))
+    assert [s["cls"] for s in got] == folder.labels.tolist()
+    assert [s["jpg"] for s in got] == [Path(p).read_bytes() for p in folder.paths]
+
+
+@pytest.mark.parametrize("format", ["tar", "jsonl"])
+def test_shards_write_table(tmp_path, tiny_corpus, format, capsys):
+    import dataforge
+    from dataforge.datasets.fields import decode_fields
+
+    rows = [json.loads(line) for line in tiny_corpus.read_text().splitlines()]
+    csv = tmp_path / "t.csv"
+    csv.write_text("age,name\n22,ann\n38,bob\n")
+    for src, expect in ((tiny_corpus, rows), (csv, [{"age": "22", "name": "ann"}, {"age": "38", "name": "bob"}])):
+        out = tmp_path / f"{src.suffix[1:]}-{format}"
+        assert main(["shards", "write", str(src), str(out), "--format", format, "--quiet"]) == 0
+        got = list(dataforge.from_shards(str(out / f"shard-000000.{format}")).map(decode_fields))
+        if format == "tar":
+            assert [s["json"] for s in got] == expect
+        else:
+            assert [{k: v for k, v in s.items() if k != "__key__"} for s in got] == expect
+    assert capsys.readouterr().err == ""  # --quiet: no progress bar
+
+
+@pytest.mark.parametrize(("argv", "match"), [
+    (["--max-bytes", "12Q"], "--max-bytes: expected a size"),
+    (["--max-bytes", "0"], "--max-bytes: expected a size"),
+    (["--workers", "-1"], "--workers: expected a count >= 0"),
+    (["--format", "zip"], "invalid choice: 'zip'"),
+])
+def test_shards_write_bad_options(capsys, tmp_path, tiny_images, argv, match):
+    assert match in _err(capsys, ["shards", "write", str(tiny_images), str(tmp_path / "o"), *argv])
+
+
+def test_shards_write_bad_sources(capsys, tmp_path):
+    assert "does not exist" in _err(capsys, ["shards", "write", str(tmp_path / "nope"), str(tmp_path / "o")])
+    (tmp_path / "x.parquet").write_bytes(b"PAR1")
+    assert "neither a folder nor" in _err(capsys, ["shards", "write", str(tmp_path / "x.parquet"), str(tmp_path)])
+    (tmp_path / "bad.csv").write_text("a,b\n1\n")
+    assert "line 2 has 1 fields" in _err(capsys, ["shards", "write", str(tmp_path / "bad.csv"), str(tmp_path / "o")])
+    assert "required" in _err(capsys, ["shards"])
+
+
+def test_size_option():
+    from dataforge.cli import _size
+
+    assert [_size(t) for t in ("1000", "4K", "256M", "1G", "2MiB", "1.5k")] == [
+        1000, 4096, 256 << 20, 1 << 30, 2 << 20, 1536]
