@@ -5,7 +5,7 @@ import torch
 
 from dataforge.bench import image
 from dataforge.bench.data import check_image_folder
-from dataforge.bench.report import validate_result
+from dataforge.bench.report import ceiling_exceeded, validate_result
 from dataforge.bench.runner import cores_in_use
 
 CPU = torch.device("cpu")
@@ -102,8 +102,14 @@ def test_run_small(tiny_images, tmp_path):
     ceiling = r["ceiling"]["by_workers"]
     if cores_in_use(0) > 1:
         assert ceiling["0"] > 0 and r["ceiling"]["fraction_of_limit"]["0"] > 0
-        assert all(a["fraction_of_ceiling"] > 0 for a in ok if a["pipeline"] == "dataforge")
-        assert "of ceiling" in image.format_table(r)
+        # NOTE [ceiling above the arms]: no fraction of a ceiling that an arm beat (a 0.05 s
+        # window on a busy machine can mis-measure it); else one per dataforge arm
+        fractions = [a["fraction_of_ceiling"] for a in ok if a["pipeline"] == "dataforge"]
+        if ceiling_exceeded(r["arms"], ceiling, "dataforge"):
+            assert fractions and all(f is None for f in fractions)
+        else:
+            assert fractions and all(f > 0 for f in fractions)
+            assert "of ceiling" in image.format_table(r)
     else:
         assert ceiling == {}
     assert all("fraction_of_ceiling" not in a for a in ok if a["pipeline"] == "stock")
