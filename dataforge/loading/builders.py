@@ -75,7 +75,7 @@ def build_image_loaders(
     seed: int = 0,
     drop_last: bool = True,
     **loader_kwargs: Any,
-) -> tuple[Loader, Loader]:
+) -> tuple[Loader[Any], Loader[Any]]:
     """Train and validation loaders for image classification.
 
     Args:
@@ -126,8 +126,8 @@ def build_image_loaders(
         sampler = _image_sampler(train, balance, seed)
     common = {"device": device, "num_workers": num_workers, "engine": engine,
               "batch_transforms": batch_transforms, **loader_kwargs}
-    train_loader = Loader(train, batch_size, sampler=sampler, seed=seed, drop_last=drop_last, **common)
-    val_loader = Loader(_rank_slice(val), val_batch_size or batch_size, seed=seed, **common)
+    train_loader: Loader[Any] = Loader(train, batch_size, sampler=sampler, seed=seed, drop_last=drop_last, **common)
+    val_loader: Loader[Any] = Loader(_rank_slice(val), val_batch_size or batch_size, seed=seed, **common)
     return train_loader, val_loader
 
 
@@ -166,7 +166,7 @@ def build_text_loaders(
     engine: str = "thread",
     seed: int = 0,
     **loader_kwargs: Any,
-) -> tuple[Loader, Loader]:
+) -> tuple[Loader[Any], Loader[Any]]:
     """Train and validation loaders for text classification.
 
     Args:
@@ -215,8 +215,8 @@ def build_text_loaders(
         )
     common = {"device": device, "num_workers": num_workers, "engine": engine,
               "collate_fn": collate_fn, "seed": seed, **loader_kwargs}
-    train_loader = Loader(train, batch_sampler=batch_sampler, **common)
-    val_loader = Loader(_rank_slice(val), val_batch_size, **common)
+    train_loader: Loader[Any] = Loader(train, batch_sampler=batch_sampler, **common)
+    val_loader: Loader[Any] = Loader(_rank_slice(val), val_batch_size, **common)
     return train_loader, val_loader
 
 

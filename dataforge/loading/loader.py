@@ -34,7 +34,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 import torch.utils.data
@@ -46,6 +46,7 @@ from dataforge.loading.fetch import BatchFetcher, BatchMeta
 from dataforge.loading.iterable_engine import IterableEngine, IterProgress
 from dataforge.loading.iterator import LoaderIterator, PassHooks
 from dataforge.loading.options import (
+    check_context,
     check_iterable_options,
     check_options,
     resolve_seed,
@@ -67,6 +68,12 @@ from dataforge.loading.thread_engine import ThreadEngine
 
 logger = logging.getLogger("dataforge.loading")
 
+T = TypeVar("T")
+
+# NOTE [fixed after construction]: the batch plan and the resume state are built from
+# these, so assigning one later is refused (as torch's DataLoader refuses it)
+_FIXED = frozenset({"dataset", "batch_size", "sampler", "batch_sampler", "drop_last"})
+
 
 def _default_collate(batched: bool) -> Callable[[Any], Any]:
     if not batched:  # one sample at a time: converted, as by a stock DataLoader
@@ -78,7 +85,7 @@ def _default_collate(batched: bool) -> Callable[[Any], Any]:
     return default_collate
 
 
-class Loader:
+class Loader(Generic[T]):
     """An iterable of batches from a dataset, resumable and observable.
 
     Built by :func:`build_loader` (same arguments). Iterating yields batches;
@@ -131,6 +138,7 @@ class Loader:
         )
         if self.iterable:
             check_iterable_options(dataset, sampler, batch_sampler, shuffle, on_error, engine)
+        check_context(multiprocessing_context, num_workers, engine)
         self.seed = resolve_seed(seed, generator)
         num_workers, self.persistent_workers = resolve_workers(
             num_workers, persistent_workers, dataset, batch_size, engine
@@ -153,7 +161,17 @@ class Loader:
         self._engine: Engine = self._build(batched, multiprocessing_context)
         self._stats = LoaderStats()
         self._epoch = 0
+        self._len_asked: int | None = None
         self._active: weakref.ref[LoaderIterator] | None = None
+        self._built = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _FIXED and getattr(self, "_built", False):
+            raise ValueError(
+                f"{name} cannot be changed after the Loader is built (NOTE [fixed after "
+                f"construction]); build a new loader with the {name} you want"
+            )
+        super().__setattr__(name, value)
 
     def _build(self, batched: bool, multiprocessing_context: Any) -> Engine:
         """The engine, and the position bookkeeping, for this dataset (NOTE [engines])."""
@@ -209,9 +227,11 @@ class Loader:
                     "has none; count batches while iterating, or define __len__ on the dataset"
                 )
             raise TypeError("the sampler has no len(), so the Loader has none")
+        if self.iterable:
+            self._len_asked = n
         return n
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[T]:
         self._close_active()
         self._stats.start()  # NOTE: time to first batch includes worker start-up
         t_iter = time.perf_counter()
@@ -239,6 +259,15 @@ class Loader:
 
     def _receive(self, meta: BatchMeta) -> None:
         self._progress.receive(meta)
+        if self._len_asked is not None and meta.batch_no >= self._len_asked:
+            warnings.warn(  # the words of torch's warning, which users search for
+                f"Length of IterableDataset {self.dataset} was reported to be {self._len_asked} "
+                f"(when accessing len(dataloader)), but {meta.batch_no + 1} samples have been "
+                "fetched. For multiprocessing data-loading, this could be caused by not properly "
+                "configuring the IterableDataset replica at each worker (shard it with "
+                "torch.utils.data.get_worker_info(), or use dataforge.from_shards).",
+                UserWarning, stacklevel=4,
+            )
         for f in meta.failures:
             f = Failure(*f)
             logger.warning(
@@ -338,7 +367,7 @@ class Loader:
         self._close_active()
         self._engine.close(grace=grace)
 
-    def __enter__(self) -> Loader:
+    def __enter__(self) -> Loader[T]:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -378,7 +407,7 @@ def build_loader(
     on_error: str = "raise",
     engine: str = "process",
     **kwargs: Any,
-) -> Loader:
+) -> Loader[Any]:
     """Build a :class:`Loader`: batches of ``dataset``, on ``device``, resumable, observable.
 
     Args:

@@ -73,6 +73,18 @@ def check_options(
             raise TypeError(f"{name} must be callable or None, got {fn!r}")
 
 
+def check_context(multiprocessing_context: Any, num_workers: Any, engine: str) -> None:
+    """A context needs worker processes: refused with ``num_workers=0`` or threads, as by torch."""
+    if multiprocessing_context is None:
+        return
+    if num_workers == 0 or engine == "thread":
+        raise ValueError(
+            f"multiprocessing_context={multiprocessing_context!r} is only used by worker processes "
+            f"(num_workers > 0 and engine='process'), got num_workers={num_workers!r} and "
+            f"engine={engine!r}; drop multiprocessing_context or use worker processes"
+        )
+
+
 def check_iterable_options(
     dataset: Any, sampler: Any, batch_sampler: Any, shuffle: bool, on_error: str, engine: str
 ) -> None:

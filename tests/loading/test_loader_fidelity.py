@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -271,3 +272,41 @@ def test_persistent_iterable_loader_resumes_exactly() -> None:
         return dataforge.build_loader(EpochStream(9), 2, num_workers=2, persistent_workers=True)
 
     run_test_save_load_state(make, checkpoints=[0, 1, 3, 5], epochs=2)
+
+
+def test_multiprocessing_context_without_worker_processes_is_refused() -> None:
+    for kwargs in ({"num_workers": 0}, {"num_workers": 2, "engine": "thread"}):
+        with pytest.raises(ValueError, match="multiprocessing_context='spawn' is only used by worker"):
+            dataforge.build_loader(list(range(4)), 2, multiprocessing_context="spawn", **kwargs)
+
+
+@pytest.mark.parametrize("attr", ["batch_size", "sampler", "batch_sampler", "drop_last", "dataset"])
+def test_plan_attributes_are_fixed_after_construction(attr: str) -> None:
+    loader = dataforge.build_loader(list(range(8)), 2, num_workers=0)
+    with pytest.raises(ValueError, match=f"{attr} cannot be changed after the Loader is built"):
+        setattr(loader, attr, 4)
+    assert [len(b) for b in loader] == [2, 2, 2, 2]
+
+
+def test_loader_is_generic() -> None:
+    assert dataforge.Loader[int] is not None
+
+
+class Unsharded(IterableDataset):
+    """Ignores get_worker_info(): every worker yields the whole range."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __iter__(self):
+        return iter(range(4))
+
+
+def test_an_unsharded_iterable_warns_once_past_len_like_stock() -> None:
+    loader = dataforge.build_loader(Unsharded(), None, num_workers=2, persistent_workers=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sum(1 for _ in loader) == 8  # len() not asked (list() would): no warning
+    assert len(loader) == 4
+    with pytest.warns(UserWarning, match=r"reported to be 4 .* but 5 samples have been fetched"):
+        assert len(list(loader)) == 8
