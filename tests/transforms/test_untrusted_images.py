@@ -246,6 +246,9 @@ def test_byte_limit_before_reading(tmp_path):
     with pytest.raises(ImageDecodeError, match="max_bytes=100"):
         RandomResizedCrop(16, max_bytes=100)(data)
     assert decode_image(p, max_bytes=len(data)).shape == (3, 32, 32)
+    if Path("/proc/self/status").exists():  # size 0 in fstat: the read itself stops past the limit
+        with pytest.raises(ImageDecodeError, match="max_bytes=10"):
+            read_header("/proc/self/status", max_bytes=10)
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="max_scans must be a positive int or None"):
             RandomResizedCrop(16, max_scans=bad)
