@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dataforge-installed
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test setup lint bench clean docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The documentation site (docs/, Sphinx + MyST + autodoc) into docs/_build/html;
+# warnings, broken references included, are errors.
+docs: setup
+	$(PY) -m sphinx -b html -W --keep-going docs docs/_build/html
 
 lint: setup
 	$(VENV)/bin/ruff check dataforge tests benchmarks recipes
