@@ -40,7 +40,9 @@
 #define MIN_DCT_SIZE(cinfo) ((cinfo)->min_DCT_scaled_size)
 #endif
 
-#ifdef LIBJPEG_TURBO_VERSION_NUMBER
+#if defined(DATAFORGE_TURBO_VERSION) /* tests build with another version assumed */
+#define TURBO_VERSION DATAFORGE_TURBO_VERSION
+#elif defined(LIBJPEG_TURBO_VERSION_NUMBER)
 #define TURBO_VERSION LIBJPEG_TURBO_VERSION_NUMBER
 #else
 #define TURBO_VERSION 0

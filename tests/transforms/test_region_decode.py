@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -102,6 +103,40 @@ def test_region_corpus_every_sampling_factor_scale_and_box_equals_the_whole_deco
         if gray or name.endswith("baseline"):
             out_l = decode_region(enc, (9, 13, h - 20, w - 30), mode="L", scale_denom=denom)
             assert out_l.shape[0] == 1
+
+
+@needs_ext
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_built_as_if_for_libjpeg_turbo_3_the_crop_widths_are_checked_at_run_time(tmp_path):
+    # NOTE [scaled crop of 4x2 / 2x4 chroma]: an extension built against >= 3.0 headers but
+    # loaded with an older library (same soname) must refuse the broken crop, not return
+    # uninitialised pixels; built here against 2.1.5 while assuming 3.0.0.
+    import importlib.util
+    import subprocess
+    import sysconfig
+
+    from dataforge import _jpeg as ext  # type: ignore[attr-defined]
+
+    if ext.CROP_SCALED_FIXED:
+        pytest.skip("the system libjpeg-turbo is >= 3.0: its crop is right")
+    so = tmp_path / f"_jpeg{sysconfig.get_config_var('EXT_SUFFIX')}"
+    src = Path(dec.__file__).parent.parent / "_jpeg.c"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-DDATAFORGE_TURBO_VERSION=3000000",
+                    f"-I{sysconfig.get_paths()['include']}", str(src), "-ljpeg", "-o", str(so)],
+                   check=True, capture_output=True)
+    spec = importlib.util.spec_from_file_location("_jpeg", so)
+    forced = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(forced)
+    assert forced.CROP_SCALED_FIXED == 1
+    data = C.sampling_corpus()["410_4x2-baseline"] if C.have_cjpeg() else None
+    if data is None:
+        pytest.skip("cjpeg missing: no 4x2 JPEG to try")
+    with pytest.raises(forced.Unsupported, match="4x2/2x4"):
+        forced.decode_crop(data, 10, 40, 60, 70, 2)
+    # unaffected factors and scales still crop, with the same pixels as the real build
+    for name, denom in (("420-baseline", 2), ("420-progressive", 8), ("410_4x2-baseline", 1)):
+        d = C.sampling_corpus()[name]
+        assert forced.decode_crop(d, 10, 40, 60, 70, denom) == ext.decode_crop(d, 10, 40, 60, 70, denom)
 
 
 def test_extension_built_where_libjpeg_headers_exist():
