@@ -146,11 +146,12 @@ def valid_many_scans_jpeg(bands_per_component: int = 11, refinements: int = 3) -
     return cjpeg(photo(128, 128, seed=3), "-sample", "1x1", scans="\n".join(lines) + "\n")
 
 
-def declared_size_jpeg(width: int, height: int) -> bytes:
-    """A small baseline JPEG whose frame header declares ``width x height``: the data ends
-    long before the declared rows do, but the file still ends with EOI."""
-    data = pil_jpeg(photo(32, 32, seed=4))
-    sof = data.index(b"\xff\xc0")
+def declared_size_jpeg(width: int, height: int, progressive: bool = False) -> bytes:
+    """A small JPEG whose frame header declares ``width x height``: the data ends long
+    before the declared rows do, but the file still ends with EOI. Progressive: libjpeg
+    sets up a coefficient buffer for the whole declared image (13 GB at 65500 x 65500)."""
+    data = pil_jpeg(photo(32, 32, seed=4), progressive=progressive, subsampling=0)
+    sof = data.index(b"\xff\xc2" if progressive else b"\xff\xc0")
     return (data[: sof + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big")
             + data[sof + 9 :])
 
@@ -224,6 +225,7 @@ def regression_inputs() -> dict[str, bytes]:
     out = {
         "many_scans_1500": many_scans_jpeg(1500),
         "declared_65500": declared_size_jpeg(65500, 65500),
+        "declared_65500_progressive": declared_size_jpeg(65500, 65500, progressive=True),
         "twelve_bit": twelve_bit_jpeg(),
         "extraneous": extraneous_bytes_jpeg(),
         "gif_200_frames": animated_gif(),
