@@ -18,8 +18,10 @@ worker iterates its own copy: the counts of the main-process object are then
 not the workers' (a loader-level state must count batches per worker).
 
 NOTE [epochs and workers]: call ``set_epoch`` before ``iter(loader)``: workers get
-a copy of the dataset when they start, so with ``persistent_workers=True`` they
-keep the epoch they started with (shard order and shuffle would then repeat).
+a copy of the dataset when they start, so under a stock ``DataLoader`` with
+``persistent_workers=True`` they keep the epoch they started with (shard order and
+shuffle would then repeat). ``dataforge.build_loader`` sets the epoch in every
+worker at the start of each pass, persistent workers included.
 """
 
 from __future__ import annotations

@@ -114,8 +114,12 @@ class BatchPlan:
     ) -> Iterator[tuple[list[Any], bool, dict[str, Any] | None]]:
         """``(indices, bulk, source state after drawing them)`` for batches ``skip, skip+1, ...``."""
         if self.source is None:
-            for b, _ in self._chunks(iter(self._order(epoch)[skip * self.bs :])):
-                yield b, False, None
+            order = self._order(epoch)
+            for start in range(skip * self.bs, len(order), self.bs):
+                batch = order[start : start + self.bs]
+                if len(batch) < self.bs and self.drop_last:
+                    return
+                yield batch, False, None
             return
         self.set_epoch(epoch)
         if self.stateful and sampler_state is not None:
