@@ -215,11 +215,18 @@ def _streamed_sampler(arm: str, labels: np.ndarray) -> Any:
         for s in range(0, len(labels), 1 << 22):
             weights[s : s + (1 << 22)] = inv[labels[s : s + (1 << 22)]]
         return lambda: WeightedSampler(weights, 20 * len(labels), seed=0, num_replicas=1, rank=0)
+    if arm == "bucket_oversample":  # the lengths are an input, made before the baseline
+        from dataforge.samplers import BucketBatchSampler
+
+        lengths = np.maximum(1, np.random.default_rng(1).lognormal(4.0, 0.8, len(labels)).round())
+        lengths = lengths.astype(np.int64)
+        return lambda: BucketBatchSampler(lengths, batch_size=64, labels=labels, balance="oversample",
+                                          seed=0, num_replicas=1, rank=0)
     raise BenchError(f"unknown streamed arm {arm!r}; pick one of {STREAMED_ARMS}")
 
 
 STREAMED_ARMS = ("class_balanced_oversample", "class_balanced_sqrt", "class_balanced_undersample",
-                 "weighted_20x")
+                 "weighted_20x", "bucket_oversample")
 
 
 def streamed_child(arm: str, n: int) -> dict[str, Any]:
@@ -231,7 +238,7 @@ def streamed_child(arm: str, n: int) -> dict[str, Any]:
     """
     labels = make_labels(n, num_classes=_STREAMED_CLASSES)
     make: Any = None
-    if arm == "weighted_20x":  # the weights are an input: allocate them before the baseline
+    if arm in ("weighted_20x", "bucket_oversample"):  # inputs beyond the labels come first
         make = _streamed_sampler(arm, labels)
     gc.collect()
     base = _read_status("VmRSS")
@@ -246,13 +253,18 @@ def streamed_child(arm: str, n: int) -> dict[str, Any]:
     setup_w, setup_c = time.perf_counter() - w0, time.process_time() - c0
     w0, c0 = time.perf_counter(), time.process_time()
     it = iter(sampler)
-    next(it)
+    first_item = next(it)
     first = time.perf_counter() - w0
-    for _ in it:
-        pass
+    if arm.startswith("bucket"):  # batches: count the indices they hold
+        length = len(first_item)
+        for batch in it:
+            length += len(batch)
+    else:
+        for _ in it:
+            pass
+        length = len(sampler)
     epoch_w, epoch_c = time.perf_counter() - w0, time.process_time() - c0
     peak = _read_status("VmHWM")
-    length = len(sampler)
     return {
         "arm": arm, "num_labels": n, "epoch_length": length,
         "setup_s": setup_w, "setup_cpu_s": setup_c, "first_index_s": first,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -14,8 +14,10 @@ from dataforge.samplers.functional import (
     geometric_boundaries,
     index_dtype,
     pack_batches,
+    plan_window,
     pool_sort,
 )
+from dataforge.samplers.quota_stream import keyed_rng
 
 POOL_BATCHES = 100  # a pool holds about this many batches (as lhotse / fairseq do)
 AUTO_RATIO = 1.1  # automatic buckets span at most this factor of lengths (unless merged)
@@ -171,6 +173,8 @@ class BucketBatchSampler(EpochSampler[list[int]]):
         if self.bucket_boundaries is not None and len(self.bucket_boundaries) == 0:
             self.bucket_boundaries = None
         self._plan: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._wplan: tuple[int, int, list[int], np.ndarray, np.ndarray] | None = None
+        self._wstream: tuple[int, int, Iterator[np.ndarray], list[np.ndarray]] | None = None
 
     @staticmethod
     def _check_boundaries(boundaries: Sequence[int] | None) -> np.ndarray | None:
@@ -212,17 +216,81 @@ class BucketBatchSampler(EpochSampler[list[int]]):
         self._plan = (self.epoch, flat, starts, batch_order)
         return flat, starts, batch_order
 
+    # NOTE [streamed balanced batches]: a balanced epoch can be many times the data
+    # set, so with ``balance`` and no ``max_tokens`` it is planned window by window
+    # (``_window`` items of the balanced stream each, a multiple of batch_size):
+    # buckets, pools and batch order stay within a window and each window ends its
+    # pools' partial batches in a pooled, length-sorted remainder, so it holds exactly
+    # ceil(items / batch_size) batches and ``len()`` needs no plan. Memory: the
+    # balancer's plus O(window).
+    _window = 1 << 20
+
+    def _streamed(self) -> bool:
+        return self._balancer is not None and self.max_tokens is None
+
+    def _window_batches(self) -> int:
+        buckets = 1 + (0 if self.bucket_boundaries is None else len(self.bucket_boundaries))
+        return -(-max(self._window, 4 * self.pool_size * buckets) // cast(int, self.batch_size))
+
     def _global_len(self) -> int:
+        if self._streamed():
+            balancer = cast(ClassBalancedSampler, self._balancer)
+            return -(-balancer.num_samples // cast(int, self.batch_size))
         return len(self._epoch_plan()[2])
 
     def _global_chunks(self, start: int) -> Iterator[np.ndarray]:
-        yield self._epoch_plan()[2][start:]
+        if not self._streamed():
+            yield self._epoch_plan()[2][start:]
+            return
+        per, total = self._window_batches(), self._global_len()
+        a = start
+        while a < total:  # one window's batch ids at a time
+            b = min((a // per + 1) * per, total)
+            yield np.arange(a, b, dtype=np.int64)
+            a = b
 
     def _to_items(self, chunk: np.ndarray) -> list[list[int]]:
+        if self._streamed():
+            per = self._window_batches()
+            out: list[list[int]] = []
+            for k in np.unique(chunk // per).tolist():
+                items, bounds, batch_order = self._window_plan(k)
+                ids = batch_order[chunk[chunk // per == k] - k * per]
+                out += [items[a:b] for a, b in zip(bounds[ids].tolist(), bounds[ids + 1].tolist())]
+            return out
         flat, starts, _ = self._epoch_plan()
         return [
             flat[a:b].tolist() for a, b in zip(starts[chunk].tolist(), starts[chunk + 1].tolist())
         ]
+
+    def _window_plan(self, k: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Window ``k`` of the current epoch: ``(indices in batch layout, starts, batch order)``;
+        the indices as one list, so a batch is a list slice (no per-batch ``tolist``)."""
+        if self._wplan is not None and self._wplan[:2] == (self.epoch, k):
+            return self._wplan[2:]
+        balancer, batch_size = cast(ClassBalancedSampler, self._balancer), cast(int, self.batch_size)
+        size = self._window_batches() * batch_size
+        if self._wstream is None or self._wstream[:2] != (self.epoch, k):  # not the next window
+            self._wstream = (self.epoch, k, balancer.epoch_chunks(self.epoch, k * size), [])
+        _, _, chunks, carry = self._wstream
+        parts, got = carry, sum(len(c) for c in carry)
+        while got < size:
+            arr = next(chunks, None)
+            if arr is None:  # the epoch's last window
+                break
+            parts.append(arr)
+            got += len(arr)
+        idx = np.concatenate(parts) if parts else np.empty(0, np.int64)
+        self._wstream = (self.epoch, k + 1, chunks, [idx[size:]] if len(idx) > size else [])
+        idx = idx[:size]
+        lengths = self.lengths[idx]
+        buckets = None
+        if self.bucket_boundaries is not None:
+            buckets = np.searchsorted(self.bucket_boundaries, lengths, side="right")
+        rng = keyed_rng(self.seed, self.epoch, k)
+        order, starts, batch_order = plan_window(lengths, self.pool_size, batch_size, buckets, rng)
+        self._wplan = (self.epoch, k, idx[order].tolist(), starts, batch_order)
+        return self._wplan[2:]
 
     def _state_fields(self) -> dict[str, Any]:
         return {

@@ -222,18 +222,29 @@ def pool_sort(
     marks where each pool begins in ``order``.
     """
     n = len(lengths)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(1, np.int64)
     if bucket_ids is None:
         pool = np.arange(n, dtype=np.int64) // pool_size
     else:
-        by_bucket = np.argsort(bucket_ids, kind="stable")
         counts = np.bincount(bucket_ids)
-        bucket_first = np.repeat(np.cumsum(counts) - counts, counts)
-        # pool id = bucket start + pool number within the bucket: unique and in bucket order
+        keys = bucket_ids.astype(np.uint16) if len(counts) <= _RADIX_KEYS else bucket_ids
+        by_bucket = np.argsort(keys, kind="stable")
+        per_bucket = -(-counts // pool_size)
+        # dense pool id = pools of the buckets before + pool number within the bucket
+        first = np.repeat(np.cumsum(counts) - counts, counts)
         pool = np.empty(n, np.int64)
-        pool[by_bucket] = bucket_first + (np.arange(n) - bucket_first) // pool_size
-    order = np.lexsort((-lengths.astype(np.int64), pool))
-    if n == 0:
-        return order, np.zeros(1, np.int64)
+        pool[by_bucket] = np.repeat(np.cumsum(per_bucket) - per_bucket, counts) + (
+            np.arange(n) - first
+        ) // pool_size
+    longest = int(lengths.max())
+    if longest < _RADIX_KEYS and int(pool[-1] if bucket_ids is None else pool.max()) < _RADIX_KEYS:
+        # NOTE [radix pool sort]: two stable 16-bit radix argsorts (length descending,
+        # then pool) give lexsort's order in O(n), several times faster
+        by_length = np.argsort((longest - lengths).astype(np.uint16), kind="stable")
+        order = by_length[np.argsort(pool[by_length].astype(np.uint16), kind="stable")]
+    else:
+        order = np.lexsort((-lengths.astype(np.int64), pool))
     sorted_pool = pool[order]
     starts = np.flatnonzero(np.concatenate(([True], sorted_pool[1:] != sorted_pool[:-1])))
     return order, np.append(starts, n).astype(np.int64)
@@ -511,3 +522,36 @@ def alias_draw(
     slots = rng.integers(0, len(thresholds), num_samples)
     keep = rng.integers(0, 1 << 32, num_samples, dtype=np.uint32) < thresholds[slots]
     return np.where(keep, slots, aliases[slots]).astype(dtype, copy=False)
+
+
+def plan_window(
+    lengths: np.ndarray,
+    pool_size: int,
+    batch_size: int,
+    bucket_ids: np.ndarray | None,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batches of ``batch_size`` over one window of items: exactly ``ceil(n / batch_size)``.
+
+    Items are sorted by (bucket, pool, length descending) as in :func:`pool_sort`
+    and cut into batches; the partial batch each pool ends with gives its items
+    to a pooled remainder, sorted by length and cut the same way. Returns
+    ``(order, starts, batch_order)``: batch ``b`` is ``order[starts[b]:starts[b + 1]]``
+    and the batches are taken in ``batch_order`` (a random permutation).
+
+    Example:
+        >>> order, starts, perm = plan_window(np.array([5, 1, 4, 2, 8]), 2, 2, None,
+        ...                                   np.random.default_rng(0))
+        >>> len(starts) - 1, sorted(order.tolist())
+        (3, [0, 1, 2, 3, 4])
+    """
+    n = len(lengths)
+    order, pool_starts = pool_sort(lengths, pool_size, bucket_ids)
+    starts = pack_batches(lengths[order], pool_starts, batch_size, None)
+    sizes = np.diff(starts)
+    partial = np.repeat(sizes < batch_size, sizes)
+    rest = order[partial]
+    rest = rest[np.argsort(-lengths[rest], kind="stable")]
+    order = np.concatenate((order[~partial], rest))
+    starts = np.append(np.arange(0, n, batch_size, dtype=np.int64), n)
+    return order, starts, rng.permutation(len(starts) - 1)

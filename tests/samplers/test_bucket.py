@@ -151,3 +151,44 @@ def test_works_in_a_stock_dataloader():
     cbs = ClassBalancedSampler(SMALL % 2, seed=0)
     loader = torch.utils.data.DataLoader(data, sampler=cbs, batch_size=5)
     assert [i for b in loader for i in b.tolist()] == list(cbs)
+
+
+@pytest.fixture
+def small_windows(monkeypatch):
+    """Windows of 64 items (pools of 100 batches would make one window hold everything)."""
+    monkeypatch.setattr(BucketBatchSampler, "_window", 64)
+    monkeypatch.setattr(ClassBalancedSampler, "_epoch_chunk", 32)
+    monkeypatch.setattr(ClassBalancedSampler, "_block", 8)
+
+
+def streamed(n=3000, **kw):
+    labels = np.arange(n) % 7 * (np.arange(n) % 5 == 0)  # class 0 dominant
+    return BucketBatchSampler(LOGNORMAL[:n], batch_size=4, labels=labels, balance="oversample",
+                              bucket_boundaries=[], **kw), labels
+
+
+def test_streamed_balanced_batches_are_full_and_exact(small_windows):
+    s, labels = streamed(seed=1)
+    s.pool_size = 8  # pools of 2 batches: each window has several pools and a remainder
+    for e in range(2):
+        s.set_epoch(e)
+        batches = list(s)
+        balancer = ClassBalancedSampler(labels, strategy="oversample", seed=1)
+        assert len(batches) == len(s) == -(-balancer.num_samples // 4)
+        assert sum(len(b) < 4 for b in batches) <= 1  # only the epoch's last batch may be short
+        flat = [i for b in batches for i in b]
+        quotas = balancer.class_quotas(e)
+        assert Counter(labels[flat].tolist()) == {c: q for c, q in quotas.items() if q}
+
+
+def test_streamed_balanced_resume_and_ranks(small_windows):
+    run_test_save_load_state(lambda: streamed(300, seed=2)[0], checkpoints=[0, 1, 15, 16, 17, 40], epochs=2)
+    run_test_save_load_state(lambda: streamed(300, seed=2, num_replicas=3, rank=1)[0], checkpoints=[0, 5, 6])
+
+
+def test_streamed_balanced_keeps_padding_low():
+    lengths = LOGNORMAL
+    labels = (np.arange(len(lengths)) % 10 == 0).astype(int)  # 10% minority, oversampled
+    s = BucketBatchSampler(lengths, batch_size=32, labels=labels, balance="oversample", seed=0)
+    batches = list(s)
+    assert padding_efficiency(lengths, batches) >= 0.95

@@ -94,6 +94,33 @@ def test_pool_sort_and_pack_batches_respect_budget():
     assert starts[-1] == 1000
 
 
+@pytest.mark.parametrize(("n", "top", "buckets"), [(1, 5, False), (5000, 60, True), (5000, 70_000, True),
+                                                  (3000, 9, False)])
+def test_pool_sort_equals_lexsort(n, top, buckets):
+    rng = np.random.default_rng(n)
+    lengths = rng.integers(1, top, n)
+    bucket_ids = rng.integers(0, 4, n) if buckets else None
+    order, starts = F.pool_sort(lengths, 64, bucket_ids)
+    b = np.zeros(n, np.int64) if bucket_ids is None else bucket_ids
+    rank = np.empty(n, np.int64)
+    for k in np.unique(b):  # the pool: bucket, then position // 64 within the bucket
+        where = np.flatnonzero(b == k)
+        rank[where] = np.arange(len(where)) // 64
+    ref = np.lexsort((np.arange(n), -lengths, rank, b))
+    assert order.tolist() == ref.tolist()
+    key = list(zip(b[order].tolist(), rank[order].tolist()))
+    assert starts.tolist() == [i for i in range(n) if i == 0 or key[i] != key[i - 1]] + [n]
+
+
+def test_plan_window_has_ceil_batches_all_full_but_one():
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 100, 1001)
+    order, starts, perm = F.plan_window(lengths, 40, 8, np.searchsorted([30, 60], lengths), rng)
+    sizes = np.diff(starts)
+    assert len(sizes) == 126 and (sizes[:-1] == 8).all() and sizes[-1] == 1
+    assert sorted(order.tolist()) == list(range(1001)) and sorted(perm.tolist()) == list(range(126))
+
+
 def test_pack_batches_oversize_item_alone():
     starts = F.pack_batches(np.array([30, 5, 5]), np.array([0, 3]), None, 10)
     assert starts.tolist() == [0, 1, 3]
