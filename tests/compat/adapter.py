@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -31,6 +32,15 @@ import torch.utils.data
 import dataforge
 
 _UNSET: Any = object()
+REFERENCE_ENV = "DATAFORGE_COMPAT_REFERENCE"
+
+
+#: The loader class and default collate under test (torch's own in the reference run).
+LOADER_CLASS: Any = dataforge.Loader
+DEFAULT_COLLATE: Callable[[Any], Any] = dataforge.default_collate
+if os.environ.get(REFERENCE_ENV) == "stock":
+    LOADER_CLASS = torch.utils.data.DataLoader
+    DEFAULT_COLLATE = torch.utils.data.default_collate
 
 
 def DataLoader(  # noqa: N802 - the stock class name, so vendored tests read unchanged
@@ -62,6 +72,18 @@ def DataLoader(  # noqa: N802 - the stock class name, so vendored tests read unc
     Returns:
         The ``dataforge.Loader`` (``engine="process"``).
     """
+    if os.environ.get(REFERENCE_ENV) == "stock":
+        # NOTE [compat reference run]: the same tests over torch's own DataLoader, to
+        # check the harness: what fails here is the test's or torch's, not dataforge's
+        stock: dict[str, Any] = {} if batch_size is _UNSET else {"batch_size": batch_size}
+        return torch.utils.data.DataLoader(  # type: ignore[return-value]
+            dataset, shuffle=shuffle, sampler=sampler, batch_sampler=batch_sampler,
+            num_workers=num_workers, collate_fn=collate_fn, pin_memory=pin_memory,
+            drop_last=drop_last, timeout=timeout, worker_init_fn=worker_init_fn,
+            multiprocessing_context=multiprocessing_context, generator=generator,
+            prefetch_factor=prefetch_factor, persistent_workers=persistent_workers,
+            pin_memory_device=pin_memory_device, in_order=in_order, **stock,
+        )
     if batch_size is _UNSET:
         batch_size = None if batch_sampler is not None else 1
     kwargs: dict[str, Any] = {
@@ -182,9 +204,7 @@ def _short(x: Any) -> str:
     return text if len(text) < 300 else text[:300] + "..."
 
 
-def take(it: Iterator[Any], n: int) -> list[Any]:
-    """The next ``n`` items of ``it``."""
-    return [next(it) for _ in range(n)]
-
-
-__all__: Sequence[str] = ["CompatTestCase", "DataLoader", "StatefulDataLoader", "take", "worker_pids"]
+__all__: Sequence[str] = [
+    "DEFAULT_COLLATE", "LOADER_CLASS", "REFERENCE_ENV", "CompatTestCase", "DataLoader",
+    "StatefulDataLoader", "worker_pids",
+]

@@ -44,10 +44,9 @@ from compat.adapter import CompatTestCase, StatefulDataLoader
 from compat.marks import bug, differs
 
 TEST_CUDA = torch.cuda.is_available()
-PERSISTENT_ITERABLE = "persistent_workers=True is refused for iterable datasets (issue 15 item 4)"
 DATASET_STATE = ("the loader's state does not hold the dataset's own state_dict(), so an iterable "
-                 "dataset that keeps its position or epoch in the main process (num_workers=0) "
-                 "is not restored (issue 15 item 2: nested state)")
+                 "dataset that keeps its position or epoch itself (in the main process with "
+                 "num_workers=0, or in persistent workers) is not restored (issue 15 item 2)")
 GLOBAL_RNG = "a dataset drawing from torch's global RNG is not reproduced by a resume"
 
 
@@ -261,7 +260,6 @@ class TestStatefulDataLoaderIterable_shard0(TestCase):
                     interrupt=interrupt,
                 )
 
-    @bug(PERSISTENT_ITERABLE)
     def test_mp_pw(self):
         for batch_size, interrupt in itertools.product([None, 7], [0, 1, 10]):
             with self.subTest(batch_size=batch_size, interrupt=interrupt):
@@ -272,7 +270,6 @@ class TestStatefulDataLoaderIterable_shard0(TestCase):
                     interrupt=interrupt,
                 )
 
-    @bug(PERSISTENT_ITERABLE)
     def test_mp_every_n_steps(self):
         batch_size = 7
         for every_n_steps, interrupt in itertools.product([2, 5], [0, 1, 10]):
@@ -591,7 +588,6 @@ class TestStatefulDataLoaderIterable2_shard0(TestStatefulDataLoaderIterable_shar
 
 
 class TestSnapshotZero_shard2(TestCase):
-    @bug(PERSISTENT_ITERABLE)
     def test_generator(self):
         num_workers = 3
         every_n_steps = 10
@@ -614,7 +610,7 @@ class TestSnapshotZero_shard2(TestCase):
 
             self.assertEqual(batches, exp)
 
-    @bug(PERSISTENT_ITERABLE)
+    @differs("global-rng", GLOBAL_RNG)
     def test_iterable(self):
         num_workers = 3
         every_n_steps = 10
@@ -719,7 +715,6 @@ class TestSnapshotZero_shard2(TestCase):
 
 
 class TestSnapshotEnd_shard2(TestCase):
-    @bug(PERSISTENT_ITERABLE)
     def test_generator(self):
         num_workers = 3
         every_n_steps = 10
@@ -756,7 +751,6 @@ class TestSnapshotEnd_shard2(TestCase):
 
             self.assertEqual(batches, exp)
 
-    @bug(PERSISTENT_ITERABLE)
     def test_generator_no_state(self):
         num_workers = 3
         every_n_steps = 10
@@ -793,7 +787,6 @@ class TestSnapshotEnd_shard2(TestCase):
 
             self.assertEqual(batches, exp)
 
-    @bug("generator= is an unexpected keyword (issue 15 item 4); then " + PERSISTENT_ITERABLE)
     def test_iterable(self):
         num_workers = 3
         every_n_steps = 10
@@ -829,7 +822,6 @@ class TestSnapshotEnd_shard2(TestCase):
 
             self.assertEqual(batches, exp)
 
-    @bug("generator= is an unexpected keyword (issue 15 item 4)")
     def test_map(self):
         num_workers = 3
         every_n_steps = 10
@@ -993,11 +985,9 @@ class TestFastStateDictRequest_shard3(TestCase):
 
         self.assertEqual(data, exp)
 
-    @bug(PERSISTENT_ITERABLE)
     def test_fast_state_dict_request(self) -> None:
         self._run_test(0, 11)
 
-    @bug(PERSISTENT_ITERABLE)
     def test_fast_state_dict_request_skip_steps(self) -> None:
         self._run_test(17, 19)
 
@@ -1349,11 +1339,11 @@ class TestFastStateDictRequestRoundRobin_shard3(TestCase):
         state_dict3 = dl.state_dict()
         self.assertEqual(state_dict3, exp_state_dict)
 
-    @bug(PERSISTENT_ITERABLE)
+    @bug(DATASET_STATE)
     def test_fast_state_dict_request(self) -> None:
         self._run_test(1, 15)
 
-    @bug(PERSISTENT_ITERABLE)
+    @bug(DATASET_STATE)
     def test_fast_state_dict_request_skip_steps(self) -> None:
         self._run_test(17, 19)
 
@@ -1598,7 +1588,7 @@ class TestMultiEpochState_shard0(TestCase):
     def test_inline(self):
         self._run(False, 0)
 
-    @bug(PERSISTENT_ITERABLE + "; then: " + DATASET_STATE)
+    @bug(DATASET_STATE)
     def test_pw(self):
         self._run(True, 4)
 
