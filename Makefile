@@ -43,9 +43,10 @@ test: setup
 	$(PY) -m pytest -q
 
 # The documentation site (docs/, Sphinx + MyST + autodoc) into docs/_build/html;
-# warnings, broken references included, are errors.
+# warnings, broken references included, are errors. -E: a fresh read every time, since
+# autodoc cannot see that a docstring changed.
 docs: setup
-	$(PY) -m sphinx -b html -W --keep-going docs docs/_build/html
+	$(PY) -m sphinx -b html -E -W --keep-going docs docs/_build/html
 
 lint: setup
 	$(VENV)/bin/ruff check dataforge tests benchmarks recipes

@@ -74,10 +74,19 @@ html_static_path: list[str] = []
 # - a simple table (``=====  =====`` borders) is shown as written, in a literal block:
 #   it is laid out for a fixed-width reader, and docutils refuses text that overruns
 #   a column.
-_LITERAL_THEN_LETTER = re.compile(r"(``[^`]+``)(?=[A-Za-z])")
-_BARE_STARS = re.compile(r"(?<![\\*`])\*\*(?=[A-Za-z_])")
+# every inline literal, in order (so that a closing `` is never taken for an opening
+# one), with the character after it
+_LITERAL_THEN_LETTER = re.compile(r"(``[^`]+``)([A-Za-z]?)")
+# an inline literal or a strong-emphasis pair (kept), or "**" before a name (escaped:
+# it is a **kwargs)
+_STARS = re.compile(
+    r"(``[^`]+``|\*\*[^*\s][^*]*?(?<=[^*\s])\*\*(?!\w))|(?<![\\*`])\*\*(?=[A-Za-z_])")
 _NOTE_HEAD = re.compile(r"^\s*NOTE \[[^\]]+\]:")
 _TABLE_BORDER = re.compile(r"^\s*=+(\s+=+)+\s*$")
+
+
+def _escape_letter_after_literal(m: re.Match[str]) -> str:
+    return f"{m.group(1)}\\ {m.group(2)}" if m.group(2) else m.group(1)
 
 
 def _tables_as_literal(lines: list[str]) -> list[str]:
@@ -100,13 +109,14 @@ def _tables_as_literal(lines: list[str]) -> list[str]:
 
 def _fix_docstring_markup(app: Any, what: str, name: str, obj: Any, options: Any,
                           lines: list[str]) -> None:
+    # over the whole text: an inline literal may span lines
+    text = _LITERAL_THEN_LETTER.sub(_escape_letter_after_literal, "\n".join(lines))
+    text = _STARS.sub(lambda m: m.group(1) or r"\*\*", text)
+    source = text.split("\n")
     fixed: list[str] = []
-    for i, line in enumerate(lines):
-        line = _LITERAL_THEN_LETTER.sub(r"\1\\ ", line)
-        if line.count("**") % 2:  # an unpaired "**" is a **kwargs, not bold text
-            line = _BARE_STARS.sub(r"\\*\\*", line)
+    for i, line in enumerate(source):
         fixed.append(line)
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        nxt = source[i + 1] if i + 1 < len(source) else ""
         if _NOTE_HEAD.match(line) and nxt.lstrip().startswith("- "):
             fixed.append("")
     lines[:] = _tables_as_literal(fixed)

@@ -193,3 +193,44 @@ def test_api_reference_documents_every_public_name(site: Path) -> None:
     documented = {i.rsplit(".", 1)[-1] for i in ids if i.startswith("dataforge.")}
     missing = [n for n in dataforge.__all__ if not n.startswith("__") and n not in documented]
     assert missing == [], f"public names without an API entry: {missing}"
+
+
+def _conf() -> object:
+    spec = importlib.util.spec_from_file_location("docs_conf", DOCS / "conf.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docstring_markup_rewrites_are_narrow() -> None:
+    fix = _conf()._fix_docstring_markup  # type: ignore[attr-defined]
+    lines = [
+        "``cores`` = CPUs (``os.sched_getaffinity``), ``collate_fn``s, ``x``.",
+        "per ``(seed, epoch,",
+        "index)``, whatever. An ``fn`` runs",
+        "    a, b, **kwargs: as in f; **bold** stays",
+        "    c, **kwargs: passed on",
+        "``run(*, out, **kw)``",
+        "NOTE [rules]:",
+        "- one",
+        "====  ====",
+        "a     b",
+        "====  ====",
+        "x     y",
+        "====  ====",
+        "after",
+    ]
+    fix(None, "module", "m", None, None, lines)
+    assert lines == [
+        "``cores`` = CPUs (``os.sched_getaffinity``), ``collate_fn``\\ s, ``x``.",
+        "per ``(seed, epoch,",  # a literal over two lines is not taken apart
+        "index)``, whatever. An ``fn`` runs",
+        "    a, b, \\*\\*kwargs: as in f; **bold** stays",  # the bold pair is kept
+        "    c, \\*\\*kwargs: passed on",
+        "``run(*, out, **kw)``",  # literal text is left alone
+        "NOTE [rules]:", "", "- one",
+        "", "::", "",
+        "    ====  ====", "    a     b", "    ====  ====", "    x     y", "    ====  ====", "",
+        "after",
+    ]
