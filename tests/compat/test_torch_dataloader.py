@@ -56,7 +56,7 @@ from torch._utils import ExceptionWrapper
 from torch.utils.data import ChainDataset, Dataset, IterableDataset, TensorDataset
 
 from compat.adapter import DEFAULT_COLLATE, LOADER_CLASS, CompatTestCase, DataLoader, worker_pids
-from compat.marks import bug, differs, not_applicable
+from compat.marks import differs, not_applicable
 
 TEST_CUDA = torch.cuda.is_available()
 TEST_NUMPY = True
@@ -544,7 +544,6 @@ class TestDataLoader(TestCase):
         with self.assertRaisesRegex(RuntimeError, "Error in worker_init_fn"):
             list(iter(loader))
 
-    @bug("dataforge.Loader is not generic (Loader[T]), against DESIGN.md style rule 6")
     def test_typing(self):
         from typing import List
 
@@ -591,8 +590,6 @@ except RuntimeError as e:
     assert "set_sharing_strategy" in str(e)
 """])
 
-    @bug("assigning batch_size / sampler / batch_sampler / drop_last / dataset after "
-         "construction is accepted and silently has no effect")
     def test_invalid_assign_after_init(self):
         dl = self._get_data_loader(self.dataset)
         for attr in ("batch_size", "sampler", "batch_sampler", "drop_last", "dataset"):
@@ -742,7 +739,6 @@ except RuntimeError as e:
         # disable auto-batching
         self._refused(ValueError, ["drop_last", "batch_size"], batch_size=None, drop_last=True)
 
-    @bug("multiprocessing_context with num_workers=0 is accepted and silently unused")
     def test_invalid_ctor_args_context_without_workers(self):
         valid_ctx = list(torch.multiprocessing.get_all_start_methods())[-1]
         self._refused(ValueError, ["multiprocessing_context", "num_workers"], num_workers=0, multiprocessing_context=valid_ctx)
@@ -881,8 +877,6 @@ except RuntimeError as e:
 
 
     # compat: split out of test_iterable_style_dataset, so the rest of it is checked on its own
-    @bug("no warning when an unsharded IterableDataset yields more than len(dataset) "
-         "samples across workers (stock warns after len(loader) was called)")
     def test_iterable_style_dataset_len_warning(self):
         num_workers = 3
         for prefetch_factor in [2, 3, 4]:
