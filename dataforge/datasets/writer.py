@@ -34,13 +34,14 @@ import multiprocessing
 import os
 import re
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from dataforge.datasets.fields import encode_field, to_json_value
 
@@ -220,6 +221,12 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(dataset: Any, plan: _Plan) -> None:
+    # NOTE [writer workers]: forked (on Linux, as the loader's workers) so the dataset is
+    # not pickled; one intra-op thread each, as DataLoader workers: a parent that already
+    # ran a parallel torch op leaves an OpenMP pool that hangs a forked child using it.
+    import torch
+
+    torch.set_num_threads(1)
     _WORKER.update(dataset=dataset, plan=plan)
 
 
@@ -307,9 +314,7 @@ def write_shards(
     url = os.fspath(out)
     remote = "://" in url and not url.startswith("file://")
     local_out = None if remote else os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
-    fs = None
-    if remote:
-        fs, _ = _fs(url, storage_options)  # fail before any work
+    remote_fs: tuple[Any, str] | None = _fs(url, storage_options) if remote else None  # fail before any work
     mapped = hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")
     if not mapped and not isinstance(dataset, Iterable):
         raise TypeError(f"dataset must be a map-style dataset or an iterable of dicts, got {type(dataset).__name__}")
@@ -325,6 +330,9 @@ def write_shards(
             raise NotADirectoryError(f"out {url!r} is a file; pass a folder for the shards")
         os.makedirs(local_out, exist_ok=True)
         staging = local_out
+        for name in os.listdir(staging):  # an earlier run's, killed before its cleanup
+            if name.startswith(f".{prefix}.tmp-"):
+                os.remove(os.path.join(staging, name))
     else:
         staging = tempfile.mkdtemp(prefix="dataforge-shards-")
     plan = _Plan(format, max_count, max_bytes, staging, uuid.uuid4().hex[:12], prefix, jpeg_quality)
@@ -333,7 +341,7 @@ def write_shards(
     bar = tqdm(total=total, unit="sample", desc=f"write {format} shards", disable=not progress)
     try:
         blocks = _write_all(dataset, plan, total, num_workers, bar.update)
-        return _publish(blocks, plan, url, local_out, fs, meta)
+        return _publish(blocks, plan, url, local_out, remote_fs, meta)
     finally:
         bar.close()
         for name in os.listdir(staging):
@@ -360,7 +368,8 @@ def _write_all(dataset: Any, plan: _Plan, total: int | None, num_workers: int,
               for b in range(math.ceil(total / plan.max_count))]
     if num_workers == 0 or len(ranges) == 1:
         return [s for b, lo, hi in ranges for s in _write_block(plan, b, _read(dataset, lo, hi), tick)]
-    with ProcessPoolExecutor(min(num_workers, len(ranges)), mp_context=multiprocessing.get_context(),
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
+    with ProcessPoolExecutor(min(num_workers, len(ranges)), mp_context=ctx,
                              initializer=_init_worker, initargs=(dataset, plan)) as ex:
         futures = {ex.submit(_run_block, b, lo, hi): hi - lo for b, lo, hi in ranges}
         for fut in as_completed(futures):
@@ -376,8 +385,8 @@ def _shard_name(prefix: str, n: int, format: str) -> str:
     return f"{prefix}-{n:06d}.{format}"
 
 
-def _publish(blocks: list[tuple[str, int, int]], plan: _Plan, url: str, local_out: str | None, fs: Any,
-             meta: dict[str, Any]) -> WrittenShards:
+def _publish(blocks: list[tuple[str, int, int]], plan: _Plan, url: str, local_out: str | None,
+             remote_fs: tuple[Any, str] | None, meta: dict[str, Any]) -> WrittenShards:
     """NOTE [atomic publish]: drop the old index, rename the shards, drop stale ones, write the index."""
     names = [_shard_name(plan.prefix, n, plan.format) for n in range(len(blocks))]
     index_name = f"{plan.prefix}.index.json"
@@ -410,7 +419,7 @@ def _publish(blocks: list[tuple[str, int, int]], plan: _Plan, url: str, local_ou
         sep = os.sep
     else:
         base = url.rstrip("/")
-        _, root = _fs(url, None)
+        fs, root = cast("tuple[Any, str]", remote_fs)
         index_path = f"{base}/{index_name}"
         if fs.exists(f"{root}/{index_name}"):
             fs.rm(f"{root}/{index_name}")
@@ -431,7 +440,7 @@ def _publish(blocks: list[tuple[str, int, int]], plan: _Plan, url: str, local_ou
     )
 
 
-def read_index(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_index(path: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Read and check an index written by :func:`write_shards` (a local path or an fsspec URL).
 
     Raises:
@@ -439,7 +448,7 @@ def read_index(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     url = os.fspath(path)
     if "://" in url and not url.startswith("file://"):
-        fs, p = _fs(url, None)
+        fs, p = _fs(url, storage_options)
         raw = fs.cat_file(p)
     else:
         with open(url.removeprefix("file://"), "rb") as f:

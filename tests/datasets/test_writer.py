@@ -215,3 +215,38 @@ def test_bad_arguments(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError, match="is a file"):
         write_shards(ds, tmp_path / "file")
+
+
+def test_fsspec_missing_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fsspec", None)
+    with pytest.raises(ImportError, match=r"needs fsspec: pip install dataforge\[remote\]"):
+        write_shards([{"cls": 1}], "s3://bucket/prefix")
+    write_shards([{"cls": 1}], tmp_path)  # local paths need no fsspec
+
+
+def test_killed_run_leftovers_are_hidden_then_removed(tmp_path):
+    leftover = tmp_path / ".shard.tmp-0123456789ab-000000-0000.tar"
+    leftover.write_bytes(b"half a shard")
+    with pytest.raises(FileNotFoundError):
+        from_shards(str(tmp_path / "*.tar"))  # never listed
+    write_shards([{"cls": 1}], tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-000000.tar", "shard.index.json"]
+
+
+class BigTensors(dataforge.MapDataset):
+    def __len__(self) -> int:
+        return 4
+
+    def _get(self, index: int) -> dict:
+        x = torch.full((3, 128, 128), index, dtype=torch.uint8).contiguous().permute(1, 2, 0).contiguous()
+        return {"png": x.permute(2, 0, 1), "cls": index}
+
+
+@pytest.mark.timeout(120)
+def test_workers_after_parallel_torch_ops_do_not_hang(tmp_path):
+    """A parent that ran a parallel torch op forks workers whose own parallel ops hung."""
+    torch.ones(1 << 22).mul_(2).sum()  # starts the parent's intra-op (OpenMP) pool
+    w = write_shards(BigTensors(), tmp_path, max_count=1, num_workers=2)
+    assert [s["cls"] for s in from_shards(w.pattern).map(decode_fields)] == [0, 1, 2, 3]
