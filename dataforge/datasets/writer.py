@@ -136,7 +136,11 @@ def encode_sample(sample: Any, index: int, format: str, jpeg_quality: int = 95) 
     if format == "jsonl":
         record = {"__key__": key}
         record.update({f: to_json_value(f, sample[f], key=key, jpeg_quality=jpeg_quality) for f in fields})
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        try:
+            line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"sample {index} (key {key!r}) is not JSON data for a JSONL shard: {e}; "
+                             "convert the field, or write format='tar'") from None
         return key, line.encode() + b"\n"
     out = []
     for f in fields:
@@ -310,7 +314,10 @@ def write_shards(
         raise ValueError(f"prefix must be a file name part without '/' or a leading dot, got {prefix!r}")
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be a folder path or an fsspec URL, got {type(out).__name__} {out!r}")
-    meta = json.loads(json.dumps(dict(metadata or {})))  # must be JSON; a copy
+    try:
+        meta = json.loads(json.dumps(dict(metadata or {}), allow_nan=False))  # a JSON copy
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"metadata must be a dict of JSON data (it goes into the index): {e}") from None
     url = os.fspath(out)
     remote = "://" in url and not url.startswith("file://")
     local_out = None if remote else os.path.abspath(os.path.expanduser(url.removeprefix("file://")))

@@ -191,6 +191,7 @@ def test_iterable_and_keys(tmp_path):
     ({"JPG": b"x"}, "field name 'JPG'"),
     ({"__key__": "k"}, "no fields"),
     ({"cls": 1.5}, "field 'cls'"),
+    ({"json": {1, 2}}, "field 'json': not JSON-serialisable"),
 ])
 def test_bad_samples_are_named(tmp_path, sample, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -203,9 +204,11 @@ def test_bad_arguments(tmp_path):
     for kw, match in [({"format": "zip"}, "format"), ({"max_count": 0}, "max_count"),
                       ({"max_bytes": -1}, "max_bytes"), ({"num_workers": -1}, "num_workers"),
                       ({"prefix": "a/b"}, "prefix"), ({"jpeg_quality": 101}, "jpeg_quality"),
-                      ({"metadata": {"x": object()}}, "not JSON serializable")]:
+                      ({"metadata": {"x": object()}}, "metadata must be a dict of JSON data")]:
         with pytest.raises((ValueError, TypeError), match=match):
             write_shards(ds, tmp_path, **kw)
+    with pytest.raises(ValueError, match=r"sample 0 \(key '000000000'\) is not JSON data"):
+        write_shards([{"x": {1, 2}}], tmp_path, format="jsonl")
     with pytest.raises(TypeError, match="dicts of fields"):
         write_shards(dataforge.from_sequence([1, 2]), tmp_path)
     with pytest.raises(ValueError, match="same __key__"):
