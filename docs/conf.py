@@ -163,7 +163,7 @@ def _resolve_reexport(app: Any, env: Any, node: Any, contnode: Any) -> Any:
 # in at build time, so a module or a public name added to the package is documented
 # without editing the pages: "% api-modules: PKG" becomes one section per public
 # module of PKG (autodoc of its members), "% api-exports" the table of the names
-# that ``import dataforge`` gives, each linked to where it is documented.
+# that ``import dataforge`` gives, each linked to where it is documented and to its module.
 _MODULES_MARK = re.compile(r"^% api-modules: ([\w.]+)$", re.MULTILINE)
 _EXPORTS_MARK = re.compile(r"^% api-exports$", re.MULTILINE)
 # objects that autodoc cannot list: made on first access (needs an optional extra)
@@ -188,14 +188,15 @@ def _module_sections(package: str) -> str:
 
 
 def _exports_table() -> str:
-    rows = ["| name | documented at |", "| --- | --- |"]
+    rows = ["| name | module |", "| --- | --- |"]
     for name in dataforge.__all__:
         if name.startswith("__"):
             continue
         home = _defined_at(f"dataforge.{name}")
         if home is None or home.split(".")[1].startswith("_"):
             home = f"dataforge.{name}"  # defined in a private module: documented as is
-        rows.append(f"| {{py:obj}}`dataforge.{name} <{home}>` | `{home}` |")
+        module = home.rsplit(".", 1)[0]
+        rows.append(f"| {{py:obj}}`dataforge.{name} <{home}>` | {{py:mod}}`{module}` |")
     return "\n".join(rows) + "\n"
 
 
