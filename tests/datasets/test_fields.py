@@ -189,3 +189,13 @@ def test_decoder_validation_and_pickling():
     err = pickle.loads(pickle.dumps(FieldDecodeError("m", key="k", field="f")))
     assert (str(err), err.key, err.field) == ("m", "k", "f")
     assert pickle.loads(pickle.dumps(decode_fields))({"cls": b"1"}) == {"cls": 1}
+
+
+def test_docstring_examples():
+    import doctest
+
+    from dataforge.datasets import fields, writer
+
+    for mod in (fields, writer):
+        result = doctest.testmod(mod)
+        assert result.attempted > 0 and result.failed == 0, mod.__name__
