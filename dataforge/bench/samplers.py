@@ -254,7 +254,7 @@ def streamed_child(arm: str, n: int) -> dict[str, Any]:
     w0, c0 = time.perf_counter(), time.process_time()
     it = iter(sampler)
     first_item = next(it)
-    first = time.perf_counter() - w0
+    first, first_c = time.perf_counter() - w0, time.process_time() - c0
     if arm.startswith("bucket"):  # batches: count the indices they hold
         length = len(first_item)
         for batch in it:
@@ -268,6 +268,7 @@ def streamed_child(arm: str, n: int) -> dict[str, Any]:
     return {
         "arm": arm, "num_labels": n, "epoch_length": length,
         "setup_s": setup_w, "setup_cpu_s": setup_c, "first_index_s": first,
+        "first_index_cpu_s": first_c,
         "epoch_s": epoch_w, "epoch_cpu_s": epoch_c,
         "indices_per_s": length / epoch_w, "indices_per_cpu_s": length / epoch_c,
         "extra_bytes_per_label": (peak - base) * 2**20 / n, "rss_method": rss_method,
@@ -424,7 +425,8 @@ def format_table(result: dict[str, Any]) -> str:
             lines.append(f"  {arm:28s} failed: {d['error']}")
             continue
         lines.append(f"  {arm:28s} {d['epoch_length']:>13,} indices: first index {d['first_index_s']:.2f} s "
-                     f"(setup {d['setup_s']:.2f} s), {d['indices_per_s'] / 1e6:.2f} M/s wall "
+                     f"({d.get('first_index_cpu_s', float('nan')):.2f} CPU-s; setup {d['setup_s']:.2f} s, "
+                     f"{d['setup_cpu_s']:.2f} CPU-s), {d['indices_per_s'] / 1e6:.2f} M/s wall "
                      f"({d['indices_per_cpu_s'] / 1e6:.2f} M/s CPU), "
                      f"{d['extra_bytes_per_label']:.2f} B/label extra peak RSS")
     b = result["bucket"]
