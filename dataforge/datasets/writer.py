@@ -38,7 +38,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal, cast
@@ -224,18 +224,23 @@ def _read(dataset: Any, lo: int, hi: int) -> Iterator[tuple[int, Any]]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(dataset: Any, plan: _Plan) -> None:
+def _init_worker(dataset: Any, plan: _Plan, written: Any) -> None:
     # NOTE [writer workers]: forked (on Linux, as the loader's workers) so the dataset is
     # not pickled; one intra-op thread each, as DataLoader workers: a parent that already
     # ran a parallel torch op leaves an OpenMP pool that hangs a forked child using it.
     import torch
 
     torch.set_num_threads(1)
-    _WORKER.update(dataset=dataset, plan=plan)
+    _WORKER.update(dataset=dataset, plan=plan, written=written)
+
+
+def _count_written(n: int) -> None:
+    with _WORKER["written"].get_lock():
+        _WORKER["written"].value += n
 
 
 def _run_block(block: int, lo: int, hi: int) -> list[tuple[str, int, int]]:
-    return _write_block(_WORKER["plan"], block, _read(_WORKER["dataset"], lo, hi))
+    return _write_block(_WORKER["plan"], block, _read(_WORKER["dataset"], lo, hi), _count_written)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -376,15 +381,21 @@ def _write_all(dataset: Any, plan: _Plan, total: int | None, num_workers: int,
     if num_workers == 0 or len(ranges) == 1:
         return [s for b, lo, hi in ranges for s in _write_block(plan, b, _read(dataset, lo, hi), tick)]
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
+    written = ctx.Value("q", 0)  # samples written by all workers, for the progress bar
     with ProcessPoolExecutor(min(num_workers, len(ranges)), mp_context=ctx,
-                             initializer=_init_worker, initargs=(dataset, plan)) as ex:
-        futures = {ex.submit(_run_block, b, lo, hi): hi - lo for b, lo, hi in ranges}
-        for fut in as_completed(futures):
-            error = fut.exception()
-            if error is not None:
-                ex.shutdown(wait=True, cancel_futures=True)
-                raise error
-            tick(futures[fut])
+                             initializer=_init_worker, initargs=(dataset, plan, written)) as ex:
+        futures = [ex.submit(_run_block, b, lo, hi) for b, lo, hi in ranges]
+        pending, shown = set(futures), 0
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+            for fut in finished:
+                error = fut.exception()
+                if error is not None:
+                    ex.shutdown(wait=True, cancel_futures=True)
+                    raise error
+            now = written.value
+            tick(now - shown)
+            shown = now
         return [s for f in futures for s in f.result()]
 
 

@@ -256,3 +256,10 @@ def test_workers_after_parallel_torch_ops_do_not_hang(tmp_path):
     torch.ones(1 << 22).mul_(2).sum()  # starts the parent's intra-op (OpenMP) pool
     w = write_shards(BigTensors(), tmp_path, max_count=1, num_workers=2)
     assert [s["cls"] for s in from_shards(w.pattern).map(decode_fields)] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_progress_bar_counts_every_sample(tmp_path, samples, capsys, num_workers):
+    write_shards(dataforge.from_sequence(samples), tmp_path, max_count=4, num_workers=num_workers, progress=True)
+    err = capsys.readouterr().err
+    assert "write tar shards" in err and f"{len(samples)}/{len(samples)}" in err
