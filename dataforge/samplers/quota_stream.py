@@ -51,13 +51,24 @@ class ClassStream:
         members: the class's dataset indices (read only).
         work: a writable array of the same length (a large class's permuted blocks).
         key: seed parts naming this class in this epoch.
+        quota: items of the stream in this epoch.
         per_chunk: expected items this class places per chunk; a small class
             generates enough passes at once to cover it.
         block: largest class generated as whole passes; also the smallest block.
+
+    A large class's last pass, when the quota cuts it short to ``r`` members, is a
+    uniform ``r``-subset (a hypergeometric split over the blocks, then a choice in
+    each) put in uniform order the same way, so its cost is O(r), not O(members).
     """
 
     def __init__(
-        self, members: np.ndarray, work: np.ndarray, key: tuple[int, ...], per_chunk: float, block: int
+        self,
+        members: np.ndarray,
+        work: np.ndarray,
+        key: tuple[int, ...],
+        quota: int,
+        per_chunk: float,
+        block: int,
     ) -> None:
         self.members, self.work, self.key = members, work, key
         n = len(members)
@@ -69,13 +80,22 @@ class ClassStream:
         else:
             self.block = max(block, 1 << (math.ceil(n / _MAX_BLOCKS) - 1).bit_length())
             self.num_blocks = -(-n // self.block)
-            self.sizes = np.full(self.num_blocks, self.block, np.int64)
-            self.sizes[-1] = n - self.block * (self.num_blocks - 1)
+            self.sizes = self._block_sizes(n)
+            self.last_pass = (quota - 1) // n
+            self.last_sizes = self._block_sizes(quota - self.last_pass * n)
         self._pass = -1
         self._cursors = np.empty((0, 0), np.int64)
         self._table = np.empty((0, 0), np.int64)
         self._piece = (-1, np.empty(0, members.dtype))
         self.pos = 0
+
+    def _block_sizes(self, length: int) -> np.ndarray:
+        sizes = np.full(-(-length // self.block), self.block, np.int64)
+        sizes[-1] = length - self.block * (len(sizes) - 1)
+        return sizes
+
+    def _pass_sizes(self, p: int) -> np.ndarray:
+        return self.last_sizes if p == self.last_pass else self.sizes
 
     def _locate(self, pos: int) -> tuple[int, int, int]:
         """(piece id, offset in it, piece length) of stream position ``pos``."""
@@ -84,7 +104,7 @@ class ClassStream:
             return b, off, self.block
         p, o = divmod(pos, self.n)
         s = o // self.block
-        return p * self.num_blocks + s, o - s * self.block, int(self.sizes[s])
+        return p * self.num_blocks + s, o - s * self.block, int(self._pass_sizes(p)[s])
 
     def _make_piece(self, b: int) -> np.ndarray:
         if self.small:
@@ -97,7 +117,7 @@ class ClassStream:
         if p != self._pass:
             self._start_pass(p)
         counts = self._table[s]
-        starts = np.arange(self.num_blocks, dtype=np.int64) * self.block + self._cursors[s]
+        starts = np.arange(len(counts), dtype=np.int64) * self.block + self._cursors[s]
         firsts = np.cumsum(counts) - counts
         idx = np.repeat(starts - firsts, counts)
         idx += np.arange(len(idx), dtype=np.int64)
@@ -105,10 +125,22 @@ class ClassStream:
 
     def _start_pass(self, p: int) -> None:
         rng = keyed_rng(*self.key, _PASS, p)
-        block_permute(self.members, self.work, self.block, rng)
-        remaining = self.sizes.copy()
-        table = np.empty((self.num_blocks, self.num_blocks), np.int64)
-        for s, size in enumerate(self.sizes.tolist()):  # segment s has the size of block s
+        sizes = self._pass_sizes(p)
+        length = int(sizes.sum())
+        src = self.members
+        if length < self.n:  # a pass cut short: a uniform subset of the members first
+            taken = multivariate_hypergeometric(rng, self.sizes, length)
+            a = 0
+            for j, (size, c) in enumerate(zip(self.sizes.tolist(), taken.tolist())):
+                part = self.members[j * self.block : j * self.block + size]
+                pick = part if c == size else part[rng.choice(size, c, replace=False, shuffle=False)]
+                self.work[a : a + c] = pick
+                a += c
+            src = self.work[:length]
+        block_permute(src, self.work[:length], self.block, rng)
+        remaining = sizes.copy()
+        table = np.empty((len(sizes), len(sizes)), np.int64)
+        for s, size in enumerate(sizes.tolist()):  # segment s has the size of block s
             table[s] = multivariate_hypergeometric(rng, remaining, size)
             remaining -= table[s]
         self._table = table
@@ -169,6 +201,7 @@ class QuotaEpoch:
                 grouped[offsets[c] : offsets[c + 1]],
                 work[offsets[c] : offsets[c + 1]],
                 (*key, c),
+                q,
                 chunk * q / max(self.total, 1),
                 block,
             )
