@@ -46,7 +46,6 @@ from dataforge.loading.fetch import BatchFetcher, BatchMeta
 from dataforge.loading.iterable_engine import IterableEngine, IterProgress
 from dataforge.loading.iterator import LoaderIterator, PassHooks
 from dataforge.loading.options import (
-    check_context,
     check_iterable_options,
     check_options,
     resolve_seed,
@@ -135,10 +134,10 @@ class Loader(Generic[T]):
             dataset, batch_size, sampler=sampler, batch_sampler=batch_sampler, shuffle=shuffle,
             drop_last=drop_last, prefetch_factor=prefetch_factor, depth=depth, timeout=timeout,
             on_error=on_error, engine=engine, collate_fn=collate_fn, worker_init_fn=worker_init_fn,
+            num_workers=num_workers, multiprocessing_context=multiprocessing_context,
         )
         if self.iterable:
             check_iterable_options(dataset, sampler, batch_sampler, shuffle, on_error, engine)
-        check_context(multiprocessing_context, num_workers, engine)
         self.seed = resolve_seed(seed, generator)
         num_workers, self.persistent_workers = resolve_workers(
             num_workers, persistent_workers, dataset, batch_size, engine
@@ -159,8 +158,7 @@ class Loader(Generic[T]):
         self._seeding = WorkerSeeding(self.seed, loader_rank(), worker_init_fn)
         self._progress: MapProgress | IterProgress
         self._engine: Engine = self._build(batched, multiprocessing_context)
-        self._stats = LoaderStats()
-        self._epoch = 0
+        self._stats, self._epoch = LoaderStats(), 0
         self._len_asked: int | None = None
         self._active: weakref.ref[LoaderIterator] | None = None
         self._built = True

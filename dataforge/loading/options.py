@@ -51,6 +51,7 @@ def check_options(
     dataset: Any, batch_size: Any, *, sampler: Any, batch_sampler: Any, shuffle: Any, drop_last: Any,
     prefetch_factor: Any, depth: Any, timeout: Any, on_error: Any, engine: Any,
     collate_fn: Callable[..., Any] | None, worker_init_fn: Callable[..., Any] | None,
+    num_workers: Any, multiprocessing_context: Any,
 ) -> None:
     """Check the arguments every ``Loader`` shares (map-style and iterable)."""
     iterable = isinstance(dataset, torch.utils.data.IterableDataset)
@@ -71,9 +72,10 @@ def check_options(
     for name, fn in (("collate_fn", collate_fn), ("worker_init_fn", worker_init_fn)):
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be callable or None, got {fn!r}")
+    _check_context(multiprocessing_context, num_workers, engine)
 
 
-def check_context(multiprocessing_context: Any, num_workers: Any, engine: str) -> None:
+def _check_context(multiprocessing_context: Any, num_workers: Any, engine: str) -> None:
     """A context needs worker processes: refused with ``num_workers=0`` or threads, as by torch."""
     if multiprocessing_context is None:
         return
