@@ -72,6 +72,10 @@ class BucketBatchSampler(EpochSampler[list[int]]):
     Every rank gets the same number of batches (padded by repeating batches, or
     dropped, per ``drop_last``); ranks' batches are disjoint apart from padding.
     ``len()`` is exact: it computes (and caches) the current epoch's batches.
+    With ``balance`` and no ``max_tokens`` the (possibly much longer) balanced
+    epoch is streamed and planned in windows of about 2^20 indices instead (NOTE
+    [streamed balanced batches]): every batch but the epoch's last is full and
+    ``len()`` is ``ceil(epoch indices / batch_size)`` without planning.
 
     Args:
         lengths: positive length per sample (array-like or object with ``.lengths``).
