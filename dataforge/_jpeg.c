@@ -295,7 +295,9 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     cols = (long)cinfo.output_width; /* == xwidth after cropping */
     rows = y1 - y0;
 
-    out = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(rows * cols * channels));
+    /* Sizes in Py_ssize_t: rows x cols x channels can pass 2**31 where long is 32 bits. */
+    Py_ssize_t row_stride = (Py_ssize_t)cols * channels;
+    out = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)rows * row_stride);
     rows_ptr = (JSAMPROW *)malloc(sizeof(JSAMPROW) * (size_t)rows);
     if (out == NULL || rows_ptr == NULL) {
         jpeg_destroy_decompress(&cinfo);
@@ -305,7 +307,7 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
         return out == NULL ? NULL : PyErr_NoMemory();
     }
     unsigned char *pixels = (unsigned char *)PyByteArray_AS_STRING(out);
-    for (long r = 0; r < rows; r++) rows_ptr[r] = pixels + r * cols * channels;
+    for (long r = 0; r < rows; r++) rows_ptr[r] = pixels + (Py_ssize_t)r * row_stride;
 
     thread_state = PyEval_SaveThread();
     if (y0 > 0) jpeg_skip_scanlines(&cinfo, (JDIMENSION)y0);
@@ -320,8 +322,8 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
            memmove is safe. */
         size_t row_bytes = (size_t)(col_count * channels);
         for (long r = 0; r < rows; r++)
-            memmove(pixels + (size_t)r * row_bytes, pixels + (size_t)(r * cols + col_offset) * (size_t)channels,
-                    row_bytes);
+            memmove(pixels + (size_t)r * row_bytes,
+                    pixels + (size_t)r * (size_t)row_stride + (size_t)col_offset * (size_t)channels, row_bytes);
     }
     PyEval_RestoreThread(thread_state);
     thread_state = NULL;
@@ -329,7 +331,7 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     jpeg_destroy_decompress(&cinfo);
     free(rows_ptr);
     PyBuffer_Release(&view);
-    if (col_count != cols && PyByteArray_Resize(out, (Py_ssize_t)(rows * col_count * channels)) < 0) {
+    if (col_count != cols && PyByteArray_Resize(out, (Py_ssize_t)rows * col_count * channels) < 0) {
         Py_DECREF(out);
         return NULL;
     }
