@@ -107,6 +107,7 @@ class ClassBalancedSampler(EpochSampler[int]):
 
     _epoch_chunk = 1 << 18  # positions per generated chunk of the global order
     _block = 1 << 16  # see QuotaEpoch: largest class drawn as whole passes
+    _chunk_per_class = 64
 
     def __init__(
         self,
@@ -217,9 +218,12 @@ class ClassBalancedSampler(EpochSampler[int]):
         if work is None:
             work = np.empty_like(self._grouped)
         try:
+            # NOTE [chunk per class]: a chunk costs a Python step per class it draws
+            # from, so chunks hold at least _chunk_per_class positions per class
+            chunk = max(self._epoch_chunk, self._chunk_per_class * int(np.count_nonzero(quotas)))
             epoch_order = QuotaEpoch(
                 self._grouped, self._offsets, quotas, (self.seed, e), work,
-                chunk=self._epoch_chunk, block=self._block,
+                chunk=chunk, block=self._block,
             )
             yield from epoch_order.chunks(start)
         finally:

@@ -159,6 +159,7 @@ def small_windows(monkeypatch):
     monkeypatch.setattr(BucketBatchSampler, "_window", 64)
     monkeypatch.setattr(ClassBalancedSampler, "_epoch_chunk", 32)
     monkeypatch.setattr(ClassBalancedSampler, "_block", 8)
+    monkeypatch.setattr(ClassBalancedSampler, "_chunk_per_class", 1)
 
 
 def streamed(n=3000, **kw):

@@ -21,6 +21,7 @@ def small_chunks(monkeypatch):
     """Chunks of 64 positions, blocks of 16 members: every path runs on small data."""
     monkeypatch.setattr(ClassBalancedSampler, "_epoch_chunk", 64)
     monkeypatch.setattr(ClassBalancedSampler, "_block", 16)
+    monkeypatch.setattr(ClassBalancedSampler, "_chunk_per_class", 1)
 
 
 def epoch(sampler, e=0):
@@ -170,3 +171,10 @@ def test_a_pass_cut_short_is_a_uniform_subset(small_chunks):
         first[order[0]] += 1
     assert chi2_independent(np.stack([hits.reshape(5, 20).sum(1), np.full(5, 1800)]))
     assert chi2_independent(np.stack([first.reshape(5, 20).sum(1), np.full(5, 60)]))
+
+
+def test_chunks_grow_with_the_number_of_classes(monkeypatch):
+    monkeypatch.setattr(ClassBalancedSampler, "_epoch_chunk", 16)
+    s = ClassBalancedSampler(np.arange(50) % 10, strategy="oversample", num_samples=2000, seed=0)
+    sizes = [len(c) for c in s.epoch_chunks()]
+    assert sizes[0] == 640 and sum(sizes) == 2000  # 64 positions per class, 10 classes
