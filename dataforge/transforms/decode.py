@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,7 @@ DEFAULT_MAX_SCANS = 256
 DEFAULT_MAX_BYTES = 256 * 2**20
 
 _MODES = ("RGB", "L", "RGBA", "UNCHANGED")
+_OBJECT_REPR = re.compile(r" ?<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 try:
     from dataforge import _jpeg  # type: ignore[attr-defined]
@@ -423,7 +425,8 @@ def _decode_pil(data: bytes, mode: str, name: str, allow_truncated: bool) -> tor
         with Image.open(io.BytesIO(data)) as im:
             arr = np.asarray(_pil_mode(im, mode))
     except Exception as exc:
-        raise ImageDecodeError(f"{name}: corrupt or unsupported image ({type(exc).__name__}: {exc})") from exc
+        why = _OBJECT_REPR.sub("", str(exc))  # PIL names the BytesIO by its address: not stable
+        raise ImageDecodeError(f"{name}: corrupt or unsupported image ({type(exc).__name__}: {why})") from exc
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = old
     if arr.ndim == 2:
