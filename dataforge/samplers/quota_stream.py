@@ -6,8 +6,9 @@ composition is a multivariate hypergeometric draw over the quotas not yet placed
 (exactly the composition a uniform shuffle of the whole epoch would give it), then
 each class fills its share from its *stream* and the chunk is shuffled. A class's
 stream is passes over its members, each pass a uniformly random order of all of
-them (so a member recurs only after every other member of its class), cut short
-by the quota (the last pass is a uniform random subset). Memory: the class
+them, cut short by the quota (the last pass is a uniform random subset): a member
+appears once per pass, so ``f`` or ``f + 1`` times for a quota between ``f`` and
+``f + 1`` times the class's size. Memory: the class
 grouping plus one work copy of it (4 bytes per label each below 2^31 labels)
 plus O(chunk).
 
