@@ -20,7 +20,7 @@ import argparse
 import torch
 
 from dataforge.bench.data import check_image_folder, demo_image_folder
-from dataforge.bench.image import _batch_tf, _images, batch_step
+from dataforge.bench.pipelines import batch_step, batch_transforms, images
 from dataforge.bench.runner import cpu_seconds_per_call
 from dataforge.collate.functional import stack
 from dataforge.datasets.image_folder import ImageFolder
@@ -37,8 +37,8 @@ def main() -> None:
     root = str(demo_image_folder(2000, progress=True))
     n = len(check_image_folder(root))
     get = ImageFolder(root, transform=train_transforms(224)).__getitem__
-    tf = _batch_tf(torch.device("cpu"))
-    flow = batch_step(get, _images, stack, tf, n, batch_size=BATCH)
+    tf = batch_transforms(torch.device("cpu"))
+    flow = batch_step(get, images, stack, tf, n, batch_size=BATCH)
     # as the old limit did: each sample dropped as soon as it is made
     samples_only = batch_step(get, lambda s: None, list, lambda x: x, n, batch_size=BATCH)
     cached = [get(i)["image"] for i in range(BATCH)]

@@ -9,14 +9,10 @@ import dataforge
 
 ROOT = pathlib.Path(dataforge.__file__).parent
 
-# NOTE [known import cycles]: cycles not yet removed, each to be deleted from here by
-# the change that removes it; the test fails on any other cycle, and on one of these
-# once it is gone (so the list cannot go stale).
-KNOWN = {
-    # ceiling.py imports the limit's per-sample work from image.py inside its worker
-    # function; image.py imports measure_ceiling
-    frozenset({"dataforge.bench.ceiling", "dataforge.bench.image"}),
-}
+# NOTE [known import cycles]: cycles not yet removed (none today), each to be deleted
+# from here by the change that removes it; the test fails on any other cycle, and on
+# one of these once it is gone (so the list cannot go stale).
+KNOWN: set[frozenset[str]] = set()
 
 
 def _modules() -> dict[str, pathlib.Path]:

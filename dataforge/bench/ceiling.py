@@ -5,7 +5,7 @@ sample times the cores in use, which assumes that cores add up perfectly. They d
 not quite: they share the last-level cache and the memory bandwidth, and on a
 virtual machine they may share more. The ceiling measures what the cores really
 give together. It runs the same work as the dataforge limit, through the same
-function (``image.dataforge_step``, NOTE [limit as a flow]), with nothing between the
+function (``pipelines.dataforge_step``, NOTE [limit as a flow]), with nothing between the
 processes and no loader: read, decode and augment each sample, then stack each batch
 and, on the CPU, normalize it. That work runs in ``cores`` independent
 processes, each with one torch thread, started together after a warm-up; their
@@ -38,7 +38,7 @@ def _work(root: str, size: int, batch_size: int, normalize: bool, seconds: float
     """One process: warm up, wait for the others, then batches for ``seconds``; put the rate."""
     import torch
 
-    from dataforge.bench.image import dataforge_step
+    from dataforge.bench.pipelines import dataforge_step
     from dataforge.datasets.image_folder import ImageFolder
     from dataforge.transforms.image import train_transforms
 

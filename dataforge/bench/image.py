@@ -56,6 +56,9 @@ import torch
 from dataforge.bench import report
 from dataforge.bench.ceiling import measure_ceiling
 from dataforge.bench.common import BenchError, env_info, median, usable_cores
+from dataforge.bench.pipelines import MEAN, STD, batch_step, dataforge_step, images
+from dataforge.bench.pipelines import batch_transforms as _batch_tf
+from dataforge.bench.pipelines import identity as _identity
 from dataforge.bench.runner import (
     Arm,
     Counters,
@@ -70,8 +73,6 @@ FULL = {"num_images": 2000, "batch_size": 64, "seconds": 10.0, "warmup": 1.0}
 QUICK = {"num_images": 256, "batch_size": 32, "seconds": 1.0, "warmup": 0.3}
 VIRTUAL_LENGTH = 100_000
 BATCH_TIMEOUT = 300.0  # seconds: a stuck worker fails its arm instead of hanging the run
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 
 
 # --------------------------------------------------------------------------- pipelines
@@ -128,18 +129,13 @@ class _Finish:
             yield self.fn(batch)
 
 
-def _images(batch: Any) -> torch.Tensor:
-    """The images of a batch, or the image of a sample: ``["image"]`` of a dict, else ``[0]``."""
-    return batch["image"] if isinstance(batch, dict) else batch[0]
-
-
 def _tiled(n: int) -> int:
     return max(n, math.ceil(VIRTUAL_LENGTH / n) * n)
 
 
 def _consumer(device: torch.device) -> Callable[[Any], Counters]:
     def consume(batch: Any) -> Counters:
-        x = _images(batch)
+        x = images(batch)
         if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim == 4
                 and x.device.type == device.type):
             got = f"{x.dtype} {tuple(x.shape)} on {x.device}" if isinstance(x, torch.Tensor) else type(x)
@@ -151,18 +147,12 @@ def _consumer(device: torch.device) -> Callable[[Any], Counters]:
     return consume
 
 
-def _batch_tf(device: torch.device) -> Any:
-    from dataforge.transforms.batch import Compose, Normalize, ToFloat
-
-    return Compose([ToFloat(), Normalize(MEAN, STD)]).to(device)
-
-
 def _uint8_finisher(device: torch.device) -> Callable[[Any], Any]:
     tf = _batch_tf(device)
     nb = device.type == "cuda"
 
     def finish(batch: Any) -> Any:
-        x = _images(batch).to(device, non_blocking=nb)
+        x = images(batch).to(device, non_blocking=nb)
         return {"image": tf(x), "label": batch["label"]}
 
     return finish
@@ -293,29 +283,6 @@ def _torchdata_arm(ds: Any, batch_size: int, device: torch.device,
 # --------------------------------------------------------------------------- the limit
 
 
-def batch_step(get: Callable[[int], Any], pick: Callable[[Any], torch.Tensor],
-               collate: Callable[[list[torch.Tensor]], Any], finish: Callable[[Any], Any], n: int, *,
-               batch_size: int, seed: int = 0) -> Callable[[], None]:
-    """A callable that does one batch of a pipeline's whole job in this thread, no loader.
-
-    Each call reads, decodes and augments the next ``batch_size`` samples of one
-    shuffled order over all ``n`` files (as the arms do: a small cycled subset would
-    stay in the CPU caches), collates them with ``collate`` and applies ``finish``.
-    The limit times it in one thread and the parallel ceiling runs it in N processes
-    (NOTE [limit as a flow]).
-    """
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    state = {"i": 0}
-
-    def step() -> None:
-        i = state["i"]
-        samples = [pick(get(order[(i + j) % n])) for j in range(batch_size)]
-        state["i"] = i + batch_size
-        finish(collate(samples))
-
-    return step
-
-
 def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any], n: int, *,
                   batch_size: int, device: torch.device, repeats: int,
                   min_seconds: float) -> dict[str, float]:
@@ -336,24 +303,9 @@ def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any],
     def per_sample(step: Callable[[], None]) -> float:
         return cpu_seconds_per_call(step, repeats=repeats, min_seconds=min_seconds) / batch_size
 
-    stock = batch_step(stock_get, _images, torch.stack, _identity, n, batch_size=batch_size)
+    stock = batch_step(stock_get, images, torch.stack, _identity, n, batch_size=batch_size)
     df = dataforge_step(df_get, n, batch_size=batch_size, normalize=device.type == "cpu")
     return {"stock": per_sample(stock), "dataforge": per_sample(df)}
-
-
-def dataforge_step(get: Callable[[int], Any], n: int, *, batch_size: int, normalize: bool,
-                   seed: int = 0) -> Callable[[], None]:
-    """One batch of the dataforge limit's work per call (:func:`batch_step` over ``get``):
-    each sample read, decoded and augmented, the batch stacked, and normalized on the CPU
-    when ``normalize``. The limit times it; the parallel ceiling runs it in N processes."""
-    from dataforge.collate.functional import stack
-
-    tf = _batch_tf(torch.device("cpu")) if normalize else _identity
-    return batch_step(get, _images, stack, tf, n, batch_size=batch_size, seed=seed)
-
-
-def _identity(x: Any) -> Any:
-    return x
 
 
 # --------------------------------------------------------------------------- run

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dataforge.bench import image
+from dataforge.bench import image, pipelines
 from dataforge.bench.data import check_image_folder
 from dataforge.bench.report import ceiling_exceeded, validate_result
 from dataforge.bench.runner import cores_in_use
@@ -48,7 +48,7 @@ def test_every_arm_yields_normalized_float_batches_of_the_same_shape(arms):
         if arm.absent:
             continue
         batch = next(iter(arm.make(0)))
-        x = image._images(batch)
+        x = pipelines.images(batch)
         assert x.dtype == torch.float32 and tuple(x.shape) == (4, 3, 32, 32), arm.name
         assert x.min() < 0 < x.max(), f"{arm.name}: not normalized"
         assert arm.consume(batch) == {"samples": 4.0}
@@ -135,7 +135,7 @@ def test_batch_step_walks_every_file_once_per_pass_and_collates_each_batch():
         got.append(i)
         return {"image": torch.full((1,), i)}
 
-    step = image.batch_step(get, image._images, torch.stack, batches.append, 10, batch_size=4)
+    step = pipelines.batch_step(get, pipelines.images, torch.stack, batches.append, 10, batch_size=4)
     for _ in range(5):  # 20 samples: two shuffled passes over the 10 files
         step()
     assert sorted(got[:10]) == list(range(10)) and got[10:] == got[:10]
