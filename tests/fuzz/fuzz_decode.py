@@ -3,7 +3,10 @@
 Run: ``python tests/fuzz/fuzz_decode.py [libFuzzer flags] CORPUS_DIR`` (``pip install
 'dataforge[fuzz]'``); an empty ``CORPUS_DIR`` is first filled with the seed corpus
 (:func:`write_seed_corpus`: every sampling factor, arithmetic, progressive and
-restart-marker JPEGs, issue #16's crafted inputs, a PNG and a GIF).
+restart-marker JPEGs, issue #16's crafted inputs, a PNG and a GIF). A long run beside
+other work: ``DATAFORGE_FUZZ_FINDINGS=findings nice -n 19 python tests/fuzz/fuzz_decode.py
+-max_total_time=900 -timeout=30 -rss_limit_mb=3072 -max_len=65536 corpus``; a run stops
+at its first finding, so restart it on the same corpus to go on.
 
 Each input goes through :func:`read_header`, then, when its header passes the default
 limits, :func:`decode_region` on a box and scale drawn from the input's CRC, strict and
