@@ -715,6 +715,8 @@ class TestSnapshotZero_shard2(TestCase):
 
 
 class TestSnapshotEnd_shard2(TestCase):
+    pytestmark = pytest.mark.slow  # compat: 16 loaders of 3 workers (about 15 s on 2 cores)
+
     def test_generator(self):
         num_workers = 3
         every_n_steps = 10
