@@ -33,7 +33,6 @@ step). Across ``torch.distributed`` ranks, sum the ranks' totals.
 from __future__ import annotations
 
 import glob as globlib
-import gzip
 import os
 import re
 import warnings
@@ -42,21 +41,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Literal
 
 from dataforge.datasets.iterable import ShardedSource
-from dataforge.datasets.records import (
-    MAX_LINE_BYTES,
-    RecordError,
-    check_max_line_bytes,
-    iter_lines,
-    parse_json_line,
-)
-from dataforge.datasets.tar_stream import MAX_MEMBER_BYTES, ShardError, iter_samples
+from dataforge.datasets.readers import ReadOptions, reader_for
+from dataforge.datasets.records import MAX_LINE_BYTES, check_max_line_bytes
+from dataforge.datasets.tar_stream import MAX_MEMBER_BYTES, ShardError
 
 __all__ = ["ShardError", "ShardDataset", "expand_braces", "expand_urls", "from_shards"]
 
-_FORMATS = ("tar", "jsonl")
 _ON_ERROR = ("raise", "skip")
-_TAR_EXT = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
-_JSONL_EXT = (".jsonl", ".jsonl.gz", ".ndjson")
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 _COUNT_CACHE: dict[tuple[Any, ...], int] = {}
 
@@ -157,21 +148,12 @@ def expand_urls(urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]])
 
 
 def _format_of(urls: list[str], format: str | None) -> str:
+    """The one reader name for ``urls`` (NOTE [reader registry] in ``readers.py``)."""
     if format is not None:
-        if format not in _FORMATS:
-            raise ValueError(f"format must be one of {_FORMATS} or None (from the extension), got {format!r}")
-        return format
-    found = set()
-    for u in urls:
-        path = u.split("?", 1)[0].split("#", 1)[0].lower()
-        if path.endswith(_TAR_EXT):
-            found.add("tar")
-        elif path.endswith(_JSONL_EXT):
-            found.add("jsonl")
-        else:
-            raise ValueError(f"cannot tell the format of shard {u!r} from its extension; pass format='tar' or 'jsonl'")
+        return reader_for("", format).name
+    found = {reader_for(u).name for u in urls}
     if len(found) > 1:
-        raise ValueError(f"urls mix tar and jsonl shards ({urls[:4]}...); use one format per from_shards call")
+        raise ValueError(f"urls mix {sorted(found)} shards ({urls[:4]}...); use one format per from_shards call")
     return found.pop()
 
 
@@ -218,13 +200,13 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
     def _read(self, url: str, keep: Callable[[], bool] | None = None) -> Iterator[Any]:
         report: dict[str, Any] = {"skipped_shards": 0, "skipped_lines": 0}
         try:
+            opts = ReadOptions(
+                keep=keep, bodies=not self._counting, max_member_bytes=self.max_member_bytes,
+                max_line_bytes=self.max_line_bytes,
+                on_bad_line=lambda e: self._on_bad(e, "skipped_lines", report),
+            )
             with open_url(url) as f:
-                if self.format == "tar":
-                    yield from iter_samples(
-                        f, url, read=not self._counting, keep=keep, max_member_bytes=self.max_member_bytes
-                    )
-                else:
-                    yield from self._jsonl(f, url, keep, report)
+                yield from reader_for(url, self.format).read(f, url, opts)
         except (ShardError, OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupt .gz
             if self.on_error == "raise" or keep is None or keep():  # NOTE [error counts]
                 if not isinstance(e, ShardError):
@@ -233,25 +215,20 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
         finally:
             _warn_skipped(url, report)
 
-    def _jsonl(self, f: IO[bytes], url: str, keep: Callable[[], bool] | None, report: dict[str, Any]) -> Iterator[Any]:
-        if url.split("?", 1)[0].lower().endswith(".gz"):
-            f = gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[assignment]
-        for lineno, raw in enumerate(iter_lines(f, self.max_line_bytes), 1):
-            if not raw.strip() or (keep is not None and not keep()):
-                continue  # blank, or another consumer's line (not even parsed)
-            try:
-                obj = parse_json_line(raw, url, lineno, max_line_bytes=self.max_line_bytes)
-            except RecordError as e:
-                self._on_bad(ShardError(str(e), url=url, line=lineno), "skipped_lines", report)
-                continue
-            yield obj
-
     def _count_samples(self, url: str) -> int:
         key: tuple[Any, ...] = (self.format, url, self.max_member_bytes, self.max_line_bytes)  # limits cut shards
         if not _is_remote(url):
             st = os.stat(_local(url))
             key += (st.st_size, st.st_mtime_ns)
         if key not in _COUNT_CACHE:
+            counter = reader_for(url, self.format).count
+            if counter is not None:
+                try:
+                    with open_url(url) as f:
+                        _COUNT_CACHE[key] = counter(f, url)
+                    return _COUNT_CACHE[key]
+                except (ShardError, OSError):
+                    pass  # a bad shard: the reading pass below applies on_error to it
             self._counting = True
             try:
                 _COUNT_CACHE[key] = sum(1 for _ in self._read(url))
@@ -277,7 +254,7 @@ def _warn_skipped(url: str, report: dict[str, Any]) -> None:
 
 def from_shards(
     urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    format: Literal["tar", "jsonl"] | None = None,
+    format: str | None = None,
     *,
     shuffle_shards: bool = False,
     seed: int = 0,
@@ -299,7 +276,8 @@ def from_shards(
 
     Args:
         urls: a list, a path, a glob, brace patterns, or fsspec URLs.
-        format: ``"tar"``, ``"jsonl"``, or ``None`` to infer it from the extension.
+        format: a registered reader name (``"tar"``, ``"jsonl"``, ``"parquet"``, see
+            ``dataforge.datasets.readers``), or ``None`` to infer it from the extension.
         shuffle_shards: shuffle the shard order each epoch (``set_epoch``), same on all ranks.
         seed: seed of the shard order.
         split: ``"auto"`` (by shard when shards >= consumers, else by sample),

@@ -91,10 +91,10 @@ def test_missing_files_and_bad_arguments(shards, tmp_path) -> None:
         from_shards(os.path.join(root, "*.tar"), format="zip")
     other = tmp_path / "x.bin"
     other.write_bytes(b"")
-    with pytest.raises(ValueError, match="format='tar' or 'jsonl'"):
+    with pytest.raises(ValueError, match="pass format= one of"):
         from_shards(str(other))
     write_jsonl(tmp_path / "a.jsonl", [1])
-    with pytest.raises(ValueError, match="mix tar and jsonl"):
+    with pytest.raises(ValueError, match=r"mix \[.jsonl., .tar.\]"):
         from_shards([os.path.join(root, "shard-000.tar"), str(tmp_path / "a.jsonl")])
 
 

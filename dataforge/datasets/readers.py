@@ -1,0 +1,150 @@
+"""One registry of shard readers: the file formats :func:`from_shards` can stream.
+
+A :class:`Reader` opens one shard (a binary stream) and yields its records as dicts;
+it may also count them without reading the bodies. Readers claim file extensions,
+compound ones included (``.jsonl.gz``, ``.tar.gz``); the longest claimed extension of a
+path wins. Add a format with one call::
+
+    register_reader(Reader("myfmt", (".myf",), read=my_read, count=my_count))
+
+Built in: ``tar`` (webdataset layout), ``jsonl`` and ``parquet`` (pyarrow, the
+``parquet`` extra, imported only when a parquet shard is read).
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from dataforge.datasets.records import RecordError, iter_lines, parse_json_line
+from dataforge.datasets.tar_stream import ShardError, iter_samples
+
+__all__ = ["ReadOptions", "Reader", "reader_for", "readers", "register_reader"]
+
+
+@dataclass
+class ReadOptions:
+    """What a reader gets besides the stream.
+
+    Attributes:
+        keep: ``None`` (every record) or a callable asked once per record, in order;
+            a record it rejects belongs to another consumer and need not be decoded.
+        bodies: ``False`` in a counting pass (record bodies may be left unread).
+        max_member_bytes: the largest tar member read.
+        max_line_bytes: the longest JSONL line read.
+        on_bad_line: called with a :class:`ShardError` for one bad record that the
+            reader can skip; it raises to stop the shard.
+    """
+
+    keep: Callable[[], bool] | None
+    bodies: bool
+    max_member_bytes: int
+    max_line_bytes: int
+    on_bad_line: Callable[[ShardError], None]
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A shard format.
+
+    Attributes:
+        name: the ``format=`` value that selects it.
+        extensions: lower-case extensions it claims, with the dot (``".jsonl.gz"``).
+        read: ``read(stream, url, options)`` yields the shard's records.
+        count: optional ``count(stream, url)``, the number of records without reading them
+            (from metadata); ``None`` means counting reads the shard with ``bodies=False``.
+    """
+
+    name: str
+    extensions: tuple[str, ...]
+    read: Callable[[IO[bytes], str, ReadOptions], Iterator[dict[str, Any]]]
+    count: Callable[[IO[bytes], str], int] | None = None
+
+
+# NOTE [reader registry]: one table, name -> Reader, shared by from_shards (streaming) and
+# format inference; a format lives in one place. Extensions are matched longest first so a
+# compound extension (.tar.gz) beats its tail (.gz); two readers claiming one extension is
+# an error at registration, not a silent override.
+_READERS: dict[str, Reader] = {}
+
+
+def register_reader(reader: Reader, *, replace: bool = False) -> Reader:
+    """Register ``reader`` under its name and extensions; returns it.
+
+    Raises:
+        ValueError: the name or an extension is taken (pass ``replace=True`` to swap a
+            reader of the same name), or an extension does not start with a dot.
+    """
+    if not isinstance(reader, Reader):
+        raise TypeError(f"reader must be a dataforge.datasets.readers.Reader, got {type(reader).__name__}")
+    for ext in reader.extensions:
+        if not ext.startswith(".") or ext != ext.lower():
+            raise ValueError(f"reader {reader.name!r}: extension {ext!r} must be lower case and start with '.'")
+    if reader.name in _READERS and not replace:
+        raise ValueError(f"a reader named {reader.name!r} is registered; pass replace=True to swap it")
+    for other in _READERS.values():
+        if other.name == reader.name:
+            continue
+        clash = set(other.extensions) & set(reader.extensions)
+        if clash:
+            raise ValueError(f"reader {reader.name!r}: extensions {sorted(clash)} are claimed by {other.name!r}")
+    _READERS[reader.name] = reader
+    return reader
+
+
+def readers() -> dict[str, Reader]:
+    """A copy of the registry, name -> Reader."""
+    return dict(_READERS)
+
+
+def reader_for(url: str, format: str | None = None) -> Reader:
+    """The reader named ``format``, or the one claiming the longest extension of ``url``.
+
+    Raises:
+        ValueError: unknown ``format``, or no reader claims the extension of ``url``.
+    """
+    if format is not None:
+        if format not in _READERS:
+            raise ValueError(f"format must be one of {sorted(_READERS)} or None (from the extension), got {format!r}")
+        return _READERS[format]
+    path = url.split("?", 1)[0].split("#", 1)[0].lower()
+    best: tuple[int, Reader] | None = None
+    for r in _READERS.values():
+        for ext in r.extensions:
+            if path.endswith(ext) and (best is None or len(ext) > best[0]):
+                best = (len(ext), r)
+    if best is None:
+        raise ValueError(
+            f"cannot tell the format of {url!r} from its extension; pass format= one of {sorted(_READERS)} "
+            "or register a reader for it (dataforge.datasets.readers.register_reader)"
+        )
+    return best[1]
+
+
+def _read_tar(f: IO[bytes], url: str, opts: ReadOptions) -> Iterator[dict[str, Any]]:
+    return iter_samples(f, url, read=opts.bodies, keep=opts.keep, max_member_bytes=opts.max_member_bytes)
+
+
+def _read_jsonl(f: IO[bytes], url: str, opts: ReadOptions) -> Iterator[dict[str, Any]]:
+    if url.split("?", 1)[0].lower().endswith(".gz"):
+        f = gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[assignment]
+    keep = opts.keep
+    for lineno, raw in enumerate(iter_lines(f, opts.max_line_bytes), 1):
+        if not raw.strip() or (keep is not None and not keep()):
+            continue  # blank, or another consumer's line (not even parsed)
+        try:
+            obj = parse_json_line(raw, url, lineno, max_line_bytes=opts.max_line_bytes)
+        except RecordError as e:
+            opts.on_bad_line(ShardError(str(e), url=url, line=lineno))
+            continue
+        yield obj
+
+
+register_reader(Reader("tar", (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz"), _read_tar))
+register_reader(Reader("jsonl", (".jsonl", ".jsonl.gz", ".ndjson"), _read_jsonl))
+
+from dataforge.datasets import parquet as _parquet  # noqa: E402  (pyarrow itself is imported lazily)
+
+register_reader(Reader("parquet", (".parquet",), _parquet.read_parquet, _parquet.count_parquet))

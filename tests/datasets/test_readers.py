@@ -1,0 +1,57 @@
+"""The reader registry: extension claims, registration, a custom format through from_shards."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dataforge.datasets.readers import Reader, reader_for, readers, register_reader
+from dataforge.datasets.shards import from_shards
+
+
+def test_builtin_readers_claim_compound_extensions() -> None:
+    assert {"tar", "jsonl", "parquet"} <= set(readers())
+    assert reader_for("a/b.tar.gz").name == "tar"
+    assert reader_for("a/b.JSONL.GZ").name == "jsonl"
+    assert reader_for("s3://x/y.parquet?v=1").name == "parquet"
+    assert reader_for("anything", "jsonl").name == "jsonl"
+    with pytest.raises(ValueError, match="register_reader"):
+        reader_for("a/b.gz")
+    with pytest.raises(ValueError, match="format must be one of"):
+        reader_for("a/b.tar", "zip")
+
+
+def test_registration_rejects_clashes_and_bad_extensions() -> None:
+    with pytest.raises(ValueError, match="claimed by 'tar'"):
+        register_reader(Reader("tar2", (".tgz",), lambda f, u, o: iter(())))
+    with pytest.raises(ValueError, match="is registered"):
+        register_reader(Reader("tar", (".zzz",), lambda f, u, o: iter(())))
+    with pytest.raises(ValueError, match="start with '.'"):
+        register_reader(Reader("bad", ("txt",), lambda f, u, o: iter(())))
+    with pytest.raises(TypeError, match="Reader"):
+        register_reader("tar")  # type: ignore[arg-type]
+
+
+def test_a_registered_format_streams_through_from_shards(tmp_path) -> None:
+    def read_lines(f, url, opts):
+        for i, line in enumerate(f.read().decode().splitlines()):
+            if opts.keep is None or opts.keep():
+                yield {"url": url, "i": i, "text": line}
+
+    register_reader(Reader("lines-test", (".lines",), read_lines), replace=True)
+    for s in range(3):
+        (tmp_path / f"s{s}.lines").write_text("\n".join(f"{s}-{i}" for i in range(s + 2)))
+    ds = from_shards(str(tmp_path / "s*.lines"), equalize="pad")
+    got = sorted(r["text"] for r in ds)
+    assert got == sorted(f"{s}-{i}" for s in range(3) for i in range(s + 2))
+    assert ds.samples_per_shard == [2, 3, 4]
+
+
+def test_jsonl_reader_still_counts_bad_lines(tmp_path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text(json.dumps({"a": 1}) + "\n{bad\n" + json.dumps({"a": 2}) + "\n")
+    ds = from_shards(str(p), on_error="skip")
+    with pytest.warns(RuntimeWarning, match="1 bad line"):
+        assert [r["a"] for r in ds] == [1, 2]
+    assert ds.errors["skipped_lines"] == 1
