@@ -40,14 +40,17 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Literal
 
-from dataforge.datasets.iterable import ShardedSource
+from dataforge.datasets.fields import FieldDecoder, decode_fields
+from dataforge.datasets.iterable import IterDataset, ShardedSource
 from dataforge.datasets.readers import ReadOptions, reader_for
 from dataforge.datasets.records import MAX_LINE_BYTES, check_max_line_bytes
 from dataforge.datasets.tar_stream import MAX_MEMBER_BYTES, ShardError
+from dataforge.datasets.writer import read_index
 
 __all__ = ["ShardError", "ShardDataset", "expand_braces", "expand_urls", "from_shards"]
 
 _ON_ERROR = ("raise", "skip")
+_WRITTEN = re.compile(r"^(?P<prefix>.+)-\d{6,}\.[a-z0-9.]+$")
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 _COUNT_CACHE: dict[tuple[Any, ...], int] = {}
 
@@ -157,6 +160,39 @@ def _format_of(urls: list[str], format: str | None) -> str:
     return found.pop()
 
 
+def counts_from_index(urls: list[str]) -> list[int] | None:
+    """Sample counts of local shards from the index :func:`write_shards` left beside them.
+
+    NOTE [index counts]: a shard ``<dir>/<prefix>-NNNNNN.<ext>`` is looked up in
+    ``<dir>/<prefix>.index.json``; the counts are used only when every shard is listed there
+    with its current size in bytes (a rewritten or edited shard falls back to counting).
+    Remote shards are counted by reading (no index look-up over the network).
+    """
+    docs: dict[str, dict[str, Any]] = {}
+    out = []
+    for url in urls:
+        if _is_remote(url):
+            return None
+        path = _local(url)
+        m = _WRITTEN.match(os.path.basename(path))
+        if m is None:
+            return None
+        index = os.path.join(os.path.dirname(path), f"{m['prefix']}.index.json")
+        if index not in docs:
+            if not os.path.isfile(index):
+                return None
+            try:
+                doc = read_index(index)
+            except ValueError:
+                return None  # not ours or stale: counting is the safe answer
+            docs[index] = {s["name"]: s for s in doc["shards"]}
+        entry = docs[index].get(os.path.basename(path))
+        if entry is None or entry["bytes"] != os.path.getsize(path):
+            return None
+        out.append(entry["samples"])
+    return out
+
+
 def open_url(url: str) -> IO[bytes]:
     """Open a shard for binary streaming reads: ``open`` for local paths, fsspec otherwise."""
     if not _is_remote(url):
@@ -184,6 +220,13 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
         self.errors = {"skipped_shards": 0, "skipped_lines": 0}
         self._counting = False
         super().__init__(urls, self._read, count_shard=self._count_samples, **kw)
+
+    def decode(self, decoder: FieldDecoder | None = None) -> IterDataset[dict[str, Any]]:
+        """This stream with its fields decoded by ``decoder`` (default :data:`decode_fields`:
+        images to tensors, JSON parsed, numbers, ...; NOTE [field rules] in ``fields.py``)."""
+        if decoder is not None and not isinstance(decoder, FieldDecoder):
+            raise TypeError(f"decoder must be a dataforge.datasets.fields.FieldDecoder or None, got {type(decoder).__name__}")
+        return self.map(decoder if decoder is not None else decode_fields)
 
     def _on_bad(self, error: ShardError, kind: str, report: dict[str, Any]) -> None:
         """Raise ``error`` under ``"raise"``; else count it (not in the counting pass)."""
@@ -291,7 +334,9 @@ def from_shards(
             ``ds.errors`` and warn once per shard with skips; through a loader, read
             ``loader.errors`` (NOTE [error counts]). ``"warn"`` is a deprecated alias of
             ``"skip"``; ``"substitute"`` (a Loader policy) needs indices a stream has not.
-        samples_per_shard: known sample counts (one int or one per shard) for ``equalize``.
+        samples_per_shard: known sample counts (one int or one per shard) for ``equalize``;
+            default: from the ``<prefix>.index.json`` of :func:`write_shards` when every
+            shard is listed there (NOTE [index counts]), else counted by reading.
         max_member_bytes: the largest tar member read (NOTE [bounded members] in
             ``tar_stream.py``); a larger one is a :class:`ShardError`.
         max_line_bytes: the longest JSONL line read; a longer one is a bad line (the
@@ -319,6 +364,8 @@ def from_shards(
         raise ValueError(f"max_member_bytes must be a positive int (bytes), got {max_member_bytes!r}")
     expanded = expand_urls(urls)
     fmt = _format_of(expanded, format)
+    if samples_per_shard is None and equalize is not None:
+        samples_per_shard = counts_from_index(expanded)
     return ShardDataset(
         expanded, fmt, on_error, shuffle_shards=shuffle_shards, seed=seed, split=split,
         equalize=equalize, num_replicas=num_replicas, rank=rank, samples_per_shard=samples_per_shard,

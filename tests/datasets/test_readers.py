@@ -55,3 +55,46 @@ def test_jsonl_reader_still_counts_bad_lines(tmp_path) -> None:
     with pytest.warns(RuntimeWarning, match="1 bad line"):
         assert [r["a"] for r in ds] == [1, 2]
     assert ds.errors["skipped_lines"] == 1
+
+
+def _written(tmp_path, n: int = 23):
+    import dataforge
+    from dataforge.datasets.writer import write_shards
+
+    samples = [{"__key__": f"k{i:03d}", "cls": i, "json": {"i": i}} for i in range(n)]
+    write_shards(dataforge.from_sequence(samples), tmp_path, format="tar", max_count=10)
+    return str(tmp_path / "shard-{000000..000002}.tar")
+
+
+def test_from_shards_takes_counts_from_the_writer_index(tmp_path, monkeypatch) -> None:
+    from dataforge.datasets import shards as shards_mod
+
+    pattern = _written(tmp_path)
+
+    def no_counting(self, url):
+        raise AssertionError(f"counted {url} although the index lists it")
+
+    monkeypatch.setattr(shards_mod.ShardDataset, "_count_samples", no_counting)
+    assert from_shards(pattern, equalize="pad").samples_per_shard == [10, 10, 3]
+
+
+def test_an_edited_shard_is_counted_not_taken_from_the_index(tmp_path) -> None:
+    pattern = _written(tmp_path)
+    last = tmp_path / "shard-000002.tar"
+    last.write_bytes(last.read_bytes() + b"\0" * 512)  # size no longer matches the index
+    from dataforge.datasets.shards import counts_from_index, expand_urls
+
+    assert counts_from_index(expand_urls(pattern)) is None
+    assert from_shards(pattern, equalize="pad").samples_per_shard == [10, 10, 3]
+
+
+def test_decode_applies_the_field_decoders(tmp_path) -> None:
+    from dataforge.datasets.fields import FieldDecoder
+
+    ds = from_shards(_written(tmp_path)).decode()
+    rows = sorted(ds, key=lambda r: r["__key__"])
+    assert [r["cls"] for r in rows] == list(range(23))
+    assert rows[5]["json"] == {"i": 5}
+    assert sorted(from_shards(_written(tmp_path)).decode(FieldDecoder()), key=lambda r: r["cls"])[0]["cls"] == 0
+    with pytest.raises(TypeError, match="decoder"):
+        from_shards(_written(tmp_path)).decode(lambda s: s)  # type: ignore[arg-type]
