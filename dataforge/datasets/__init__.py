@@ -4,7 +4,8 @@
   map-style datasets whose ``.labels`` travel through every op.
 - ``IterDataset`` / ``mix``: iterable pipelines sharded over workers and ranks.
 - Sources: ``ImageFolder``, ``TableDataset``, ``TextDataset``, ``from_shards``
-  (tar / JSONL shards, local or fsspec URLs), ``PackedTokenDataset``.
+  (tar / JSONL / Parquet shards, local or fsspec URLs), ``PackedTokenDataset``.
+- Shard formats: ``Reader`` / ``register_reader`` (one registry, by extension).
 - Shards out and fields back: ``write_shards`` (tar / JSONL, parallel, atomic, with
   an index) and ``decode_fields`` / ``FieldDecoder`` (fields decoded by extension).
 """
@@ -15,6 +16,7 @@ from dataforge.datasets.iterable import IterDataset, ShardedSource
 from dataforge.datasets.map_style import MapDataset, concat, from_sequence, zip
 from dataforge.datasets.mixing import mix
 from dataforge.datasets.packed import PackedTokenDataset, tokenize_dataset
+from dataforge.datasets.readers import Reader, register_reader
 from dataforge.datasets.records import RecordError
 from dataforge.datasets.shards import ShardDataset, expand_urls, from_shards
 from dataforge.datasets.storage import StringStorage
@@ -30,6 +32,7 @@ __all__ = [
     "IterDataset",
     "MapDataset",
     "PackedTokenDataset",
+    "Reader",
     "RecordError",
     "ShardDataset",
     "ShardError",
@@ -45,6 +48,7 @@ __all__ = [
     "from_shards",
     "mix",
     "read_index",
+    "register_reader",
     "tokenize_dataset",
     "write_shards",
     "zip",

@@ -23,6 +23,7 @@ import torch
 
 from dataforge.datasets.labels import as_labels
 from dataforge.datasets.map_style import MapDataset
+from dataforge.datasets.readers import ReadOptions, reader_for
 from dataforge.datasets.records import (
     MAX_LINE_BYTES,
     RecordError,
@@ -276,6 +277,30 @@ class TableDataset(MapDataset[Any]):
         return cls._from_rows(str(p), list(records[0][1]), iter(records), target, features, train, dtype, fill_missing)
 
     @classmethod
+    def from_parquet(
+        cls,
+        path: str | os.PathLike[str],
+        target: str | None = None,
+        features: Sequence[str] | None = None,
+        train: bool = True,
+        dtype: torch.dtype = torch.float32,
+        *,
+        fill_missing: float | None = None,
+    ) -> TableDataset:
+        """Read a Parquet file (needs the ``parquet`` extra); arguments as :meth:`from_csv`.
+
+        Rows are read through the ``parquet`` reader of ``dataforge.datasets.readers``;
+        errors name the row by its 1-based number in the file.
+        """
+        p = check_file(path)
+        opts = ReadOptions(keep=None, bodies=True, max_member_bytes=0, max_line_bytes=0, on_bad_line=_raise)
+        with open(p, "rb") as f:
+            records = list(enumerate(reader_for(str(p), "parquet").read(f, str(p), opts), 1))
+        if not records:
+            raise ValueError(f"{str(p)!r} has no rows")
+        return cls._from_rows(str(p), list(records[0][1]), iter(records), target, features, train, dtype, fill_missing)
+
+    @classmethod
     def _from_rows(
         cls,
         where: str,
@@ -336,6 +361,10 @@ class TableDataset(MapDataset[Any]):
 
     def __repr__(self) -> str:
         return f"TableDataset(len={len(self)}, features={self.feature_names}, target={self.target!r})"
+
+
+def _raise(error: Exception) -> None:
+    raise error
 
 
 def read_jsonl(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, dict[str, Any]]]:

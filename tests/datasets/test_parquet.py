@@ -56,3 +56,20 @@ def test_counting_reads_the_footer_not_the_rows(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", no_rows)
     assert from_shards(str(tmp_path / "c.parquet"), equalize="drop").samples_per_shard == [9]
+
+
+def test_table_dataset_over_parquet(tmp_path) -> None:
+    import torch
+
+    from dataforge.datasets.table import TableDataset
+
+    table = pa.table({"x": [0.5, 1.5, 2.5, 3.5, 4.5], "y": [1, 2, 3, 4, 5], "label": ["a", "b", "a", "b", "a"]})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=2)
+    ds = TableDataset.from_parquet(tmp_path / "t.parquet", target="label")
+    assert len(ds) == 5
+    x, t = ds[3]
+    assert torch.equal(x, torch.tensor([3.5, 4.0]))
+    assert [ds[i][1] for i in range(5)] == [0, 1, 0, 1, 0]
+    (tmp_path / "bad.parquet").write_bytes(b"nope")
+    with pytest.raises(ShardError, match="bad.parquet"):
+        TableDataset.from_parquet(tmp_path / "bad.parquet", target="label")
