@@ -73,3 +73,13 @@ def test_table_dataset_over_parquet(tmp_path) -> None:
     (tmp_path / "bad.parquet").write_bytes(b"nope")
     with pytest.raises(ShardError, match="bad.parquet"):
         TableDataset.from_parquet(tmp_path / "bad.parquet", target="label")
+
+
+def test_without_pyarrow_the_error_names_the_extra(tmp_path, monkeypatch) -> None:
+    import sys
+
+    _write(tmp_path / "a.parquet", 0, 2, row_group_size=2)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(ImportError, match=r"dataforge\[parquet\]"):
+        list(from_shards(str(tmp_path / "a.parquet")))
