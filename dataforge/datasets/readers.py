@@ -7,13 +7,15 @@ path wins. Add a format with one call::
 
     register_reader(Reader("myfmt", (".myf",), read=my_read, count=my_count))
 
-Built in: ``tar`` (webdataset layout), ``jsonl`` and ``parquet`` (pyarrow, the
+Built in: ``tar`` (webdataset layout), ``jsonl``, ``csv`` (rows as ``{column: str}``) and ``parquet`` (pyarrow, the
 ``parquet`` extra, imported only when a parquet shard is read).
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -142,8 +144,32 @@ def _read_jsonl(f: IO[bytes], url: str, opts: ReadOptions) -> Iterator[dict[str,
         yield obj
 
 
+def _read_csv(f: IO[bytes], url: str, opts: ReadOptions) -> Iterator[dict[str, Any]]:
+    """Rows of a CSV with a header line as ``{column: str}``; a row with a different number
+    of fields than the header is a bad line (skipped or raised by ``opts.on_bad_line``)."""
+    if url.split("?", 1)[0].lower().endswith(".gz"):
+        f = gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[assignment]
+    rows = csv.reader(io.TextIOWrapper(f, encoding="utf-8", newline=""))
+    try:
+        header = next(rows, None)
+        if header is None:
+            return
+        for row in rows:
+            lineno = rows.line_num
+            if not row or (opts.keep is not None and not opts.keep()):
+                continue
+            if len(row) != len(header):
+                opts.on_bad_line(ShardError(
+                    f"{url}: line {lineno}: {len(row)} fields, the header has {len(header)}", url=url, line=lineno))
+                continue
+            yield dict(zip(header, row))
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise ShardError(f"{url}: line {rows.line_num}: not valid UTF-8 CSV: {e}", url=url, line=rows.line_num) from e
+
+
 register_reader(Reader("tar", (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz"), _read_tar))
 register_reader(Reader("jsonl", (".jsonl", ".jsonl.gz", ".ndjson"), _read_jsonl))
+register_reader(Reader("csv", (".csv", ".csv.gz"), _read_csv))
 
 from dataforge.datasets import parquet as _parquet  # noqa: E402  (pyarrow itself is imported lazily)
 

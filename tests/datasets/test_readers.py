@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dataforge.datasets.readers import Reader, reader_for, readers, register_reader
-from dataforge.datasets.shards import from_shards
+from dataforge.datasets.shards import ShardError, from_shards
 
 
 def test_builtin_readers_claim_compound_extensions() -> None:
@@ -98,3 +98,17 @@ def test_decode_applies_the_field_decoders(tmp_path) -> None:
     assert sorted(from_shards(_written(tmp_path)).decode(FieldDecoder()), key=lambda r: r["cls"])[0]["cls"] == 0
     with pytest.raises(TypeError, match="decoder"):
         from_shards(_written(tmp_path)).decode(lambda s: s)  # type: ignore[arg-type]
+
+
+def test_csv_shards_stream_rows_and_skip_ragged_lines(tmp_path) -> None:
+    import gzip as gz
+
+    (tmp_path / "a.csv").write_text("id,name\n1,x\n2,y\n")
+    with gz.open(tmp_path / "b.csv.gz", "wt") as f:
+        f.write("id,name\n3,z\n4,w,extra\n5,v\n")
+    with pytest.raises(ShardError, match="line 3: 3 fields"):
+        list(from_shards([str(tmp_path / "a.csv"), str(tmp_path / "b.csv.gz")]))
+    ds = from_shards([str(tmp_path / "a.csv"), str(tmp_path / "b.csv.gz")], on_error="skip")
+    with pytest.warns(RuntimeWarning, match="1 bad line"):
+        assert sorted(r["id"] for r in ds) == ["1", "2", "3", "5"]
+    assert from_shards(str(tmp_path / "*.csv*"), equalize="pad", on_error="skip").samples_per_shard == [2, 2]
