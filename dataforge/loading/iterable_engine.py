@@ -66,9 +66,11 @@ from dataforge.loading.state import (
     DATASET_ERRORS,
     ITERABLE_KEYS,
     NEXT_WORKER,
+    NUM_REPLICAS,
     NUM_WORKERS,
     WORKER_BATCHES,
     make_state,
+    upgrade_state,
     validate_state,
 )
 from dataforge.loading.stats import batch_len
@@ -327,7 +329,15 @@ class IterProgress:
 
     def load(self, state: Any, fields: dict[str, Any]) -> int:
         """Resume from a loader ``state`` (checked against ``fields``); return its epoch."""
-        epoch, k, _ = validate_state(state, fields, self.num_batches(), keys=ITERABLE_KEYS)
+        state = upgrade_state(state, fields[NUM_REPLICAS], lambda k: None)
+        epoch, k, _, replicas = validate_state(state, fields, self.num_batches(), keys=ITERABLE_KEYS)
+        if replicas != fields[NUM_REPLICAS]:
+            raise ValueError(
+                f"loader state does not fit this loader: it was saved under world size {replicas} "
+                f"and the world size is {fields[NUM_REPLICAS]} now; an iterable dataset's loader "
+                "resumes only under the saved world size (it counts each worker's stream); "
+                "resume with the saved world size or start the epoch without the state"
+            )
         if state[NUM_WORKERS] != self.num_workers:
             raise ValueError(
                 f"loader state does not fit this loader: num_workers was {state[NUM_WORKERS]!r} "

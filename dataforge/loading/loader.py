@@ -5,7 +5,8 @@ NOTE [batch plan]: the loader decides which indices form batch ``b`` of epoch
 Without a user sampler the order is ``range(n)`` or, with ``shuffle=True``, a
 ``torch.randperm`` seeded by ``mix_seed(seed, epoch)``: a pure function of
 ``(seed, epoch)``, so resuming at batch ``k`` slices the order without loading
-anything. A user sampler or batch sampler with ``state_dict``/``load_state_dict``
+anything; under ``torch.distributed`` it is split across ranks (NOTE [elastic
+resume] in ``plan.py``). A user sampler or batch sampler with ``state_dict``/``load_state_dict``
 is resumed from its own state, taken right after the indices of batch ``k`` were
 drawn. One without is replayed: ``set_epoch(epoch)``, then the indices of the
 first ``k`` batches are drawn and discarded (costs index generation only; no
@@ -61,7 +62,7 @@ from dataforge.loading.prefetch import (
 )
 from dataforge.loading.process_engine import ProcessEngine
 from dataforge.loading.seeding import WorkerSeeding
-from dataforge.loading.state import BATCH_SIZE, DATASET_LEN, DROP_LAST, SEED, SHUFFLE
+from dataforge.loading.state import BATCH_SIZE, DATASET_LEN, DROP_LAST, NUM_REPLICAS, SEED, SHUFFLE
 from dataforge.loading.stats import Failure, LoaderStats
 from dataforge.loading.thread_engine import ThreadEngine
 
@@ -156,6 +157,7 @@ class Loader(Generic[T]):
         batched = batch_size is not None or batch_sampler is not None
         self.collate_fn = collate_fn if collate_fn is not None else _default_collate(batched)
         self._seeding = WorkerSeeding(self.seed, loader_rank(), worker_init_fn)
+        self._replicas = resolve_replicas()  # NOTE [elastic resume] in plan.py
         self._progress: MapProgress | IterProgress
         self._engine: Engine = self._build(batched, multiprocessing_context)
         self._stats, self._epoch = LoaderStats(), 0
@@ -184,10 +186,9 @@ class Loader(Generic[T]):
                 collate_fn=self.collate_fn, num_workers=self.num_workers, pin_memory=self.pin_memory,
                 persistent=self.persistent_workers, seeding=self._seeding, **options,
             )
-        self._warn_if_unsplit()
         plan = BatchPlan(
             len(self.dataset), self.batch_size, self.drop_last, self.shuffle, self.seed,
-            self.sampler, self.batch_sampler,
+            self.sampler, self.batch_sampler, self._replicas,
         )
         self._progress = MapProgress(plan)
         fetcher = BatchFetcher(
@@ -203,16 +204,6 @@ class Loader(Generic[T]):
             fetcher, num_workers=self.num_workers, pin_memory=self.pin_memory,
             persistent=self.persistent_workers, seeding=self._seeding, **options,
         )
-
-    def _warn_if_unsplit(self) -> None:
-        world, _ = resolve_replicas()
-        if world > 1 and self.sampler is None and self.batch_sampler is None:
-            warnings.warn(
-                f"build_loader under torch.distributed (world size {world}) without a sampler: "
-                "every rank would load the whole dataset; pass a rank-aware sampler such as "
-                "dataforge.WeightedSampler / ClassBalancedSampler or DistributedSamplerWrapper",
-                stacklevel=5,
-            )
 
     # -- iteration -----------------------------------------------------------------
 
@@ -314,6 +305,7 @@ class Loader(Generic[T]):
             BATCH_SIZE: self.batch_size,
             DROP_LAST: self.drop_last,
             SHUFFLE: self.shuffle,
+            NUM_REPLICAS: self._replicas[0],
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -418,7 +410,9 @@ def build_loader(
             ``batch_size=None`` it may yield lists, each loaded by ``dataset[list]`` (NOTE
             [bulk items] in ``plan.py``).
         batch_sampler: a sampler of index lists (exclusive with batch_size/sampler/shuffle).
-        shuffle: a seeded order per ``(seed, epoch)`` (see NOTE [batch plan]).
+        shuffle: a seeded order per ``(seed, epoch)`` (see NOTE [batch plan]). Without a
+            sampler, under ``torch.distributed`` the order is split across ranks as
+            ``DistributedSampler`` splits it (NOTE [elastic resume] in ``plan.py``).
         collate_fn: list of samples -> batch; default ``dataforge.default_collate``
             (torch's when that is not available). With ``batch_size=None`` it gets each
             sample alone (default ``default_convert``), as in a stock ``DataLoader``.

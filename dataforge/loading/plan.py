@@ -10,6 +10,19 @@ as in a stock ``DataLoader``, each list is one item loaded by ``dataset[list]``
 (bulk reads from a database or a contiguous chunk) and handed to ``collate_fn``
 as is. With a ``batch_size``, a list from the sampler is refused with a pointer
 to ``batch_sampler=`` (whose lists are batches, loaded through ``__getitems__``).
+
+NOTE [elastic resume]: the loader's own order (no sampler) is an ``OrderSampler``,
+an ``EpochSampler`` over ``range(n)`` or its seeded permutation, split across the
+ranks of ``torch.distributed`` as ``DistributedSampler`` splits it (positions
+``rank, rank + R, ...``, padded by repeating the order's start). Its state, like
+that of dataforge's samplers, is the global ``position`` consumed by all ranks,
+taken right after the indices of a batch were drawn on every rank: loaded under
+another world size the rest of the global order is split over the new ranks (each
+gets the same count), so every sample of the epoch is delivered once across both
+runs and the next epochs are those of a run started at the new size. The number
+of workers and the engine never enter the plan. A sampler without ``state_dict``
+is replayed by batch count, exact only under the saved world size; another one is
+refused.
 """
 
 from __future__ import annotations
@@ -19,11 +32,13 @@ import numbers
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 from dataforge._rng import make_generator, mix_seed
 from dataforge.loading.fetch import BatchKey, BatchMeta
-from dataforge.loading.state import make_state, validate_state
+from dataforge.loading.state import NUM_REPLICAS, make_state, upgrade_state, validate_state
+from dataforge.samplers.base import EpochSampler
 
 
 def _stateful(obj: Any) -> bool:
@@ -52,6 +67,41 @@ def _index(i: Any, *, batched: bool) -> tuple[Any, bool]:
     )
 
 
+class OrderSampler(EpochSampler[int]):
+    """The loader's own order: ``range(n)`` or, with ``shuffle``, a ``torch.randperm``
+    seeded by ``mix_seed(seed, epoch)``, split across ranks (NOTE [elastic resume]).
+
+    Example:
+        >>> s = OrderSampler(5, shuffle=False, seed=0, num_replicas=2, rank=1)
+        >>> list(s), s.state_dict()["position"]
+        ([1, 3, 0], 6)
+    """
+
+    def __init__(self, n: int, *, shuffle: bool, seed: int, num_replicas: int, rank: int) -> None:
+        super().__init__(seed=seed, num_replicas=num_replicas, rank=rank, drop_last=False)
+        self.n, self.shuffle = n, shuffle
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    def _global_len(self) -> int:
+        return self.n
+
+    def _order(self) -> np.ndarray:
+        if self._cache is None or self._cache[0] != self.epoch:
+            if self.shuffle:
+                gen = make_generator(mix_seed(self.seed or 0, self.epoch))
+                order = torch.randperm(self.n, generator=gen).numpy()
+            else:
+                order = np.arange(self.n, dtype=np.int64)
+            self._cache = (self.epoch, order)
+        return self._cache[1]
+
+    def _global_chunks(self, start: int) -> Iterator[np.ndarray]:
+        yield self._order()[start:]
+
+    def _state_fields(self) -> dict[str, Any]:
+        return {"n": self.n, "shuffle": self.shuffle}
+
+
 class BatchPlan:
     """Which dataset indices form each batch of an epoch (see NOTE [batch plan])."""
 
@@ -64,6 +114,7 @@ class BatchPlan:
         seed: int,
         sampler: Any,
         batch_sampler: Any,
+        replicas: tuple[int, int] = (1, 0),
     ) -> None:
         self.n = n
         self.batched = batch_size is not None
@@ -73,15 +124,19 @@ class BatchPlan:
         self.seed = seed
         self.sampler = sampler
         self.batch_sampler = batch_sampler
-        self.source = batch_sampler if batch_sampler is not None else sampler
-        self.stateful = self.source is not None and _stateful(self.source)
+        self.num_replicas = replicas[0]
+        self.order: OrderSampler | None = None
+        if sampler is None and batch_sampler is None:
+            self.order = OrderSampler(n, shuffle=shuffle, seed=seed, num_replicas=replicas[0], rank=replicas[1])
+        self.source: Any = batch_sampler if batch_sampler is not None else (
+            sampler if sampler is not None else self.order
+        )
+        self.stateful = _stateful(self.source)
 
     def num_batches(self) -> int | None:
         if self.batch_sampler is not None:
             return len(self.batch_sampler) if hasattr(self.batch_sampler, "__len__") else None
-        n = self.n if self.sampler is None else (
-            len(self.sampler) if hasattr(self.sampler, "__len__") else None
-        )
+        n = len(self.source) if hasattr(self.source, "__len__") else None
         if n is None:
             return None
         return n // self.bs if self.drop_last else math.ceil(n / self.bs)
@@ -104,23 +159,20 @@ class BatchPlan:
         if batch and not self.drop_last:
             yield batch, False
 
-    def _order(self, epoch: int) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.n))
-        return torch.randperm(self.n, generator=make_generator(mix_seed(self.seed, epoch))).tolist()
+    def order_state(self, batches: int) -> dict[str, Any] | None:
+        """The state of the loader's own order after ``batches`` whole-order batches, as
+        version 1 counted them (``None`` under a user sampler)."""
+        if self.order is None:
+            return None
+        probe = OrderSampler(self.n, shuffle=self.shuffle, seed=self.seed, num_replicas=1, rank=0)
+        state = probe.state_dict()
+        state["position"] = min(batches * self.bs, self.n)
+        return state
 
     def batches(
         self, epoch: int, skip: int, sampler_state: dict[str, Any] | None
     ) -> Iterator[tuple[list[Any], bool, dict[str, Any] | None]]:
         """``(indices, bulk, source state after drawing them)`` for batches ``skip, skip+1, ...``."""
-        if self.source is None:
-            order = self._order(epoch)
-            for start in range(skip * self.bs, len(order), self.bs):
-                batch = order[start : start + self.bs]
-                if len(batch) < self.bs and self.drop_last:
-                    return
-                yield batch, False, None
-            return
         self.set_epoch(epoch)
         if self.stateful and sampler_state is not None:
             self.source.load_state_dict(sampler_state)
@@ -140,11 +192,22 @@ def _keys(
     sampler_state: dict[str, Any] | None,
 ) -> Iterator[BatchKey]:
     # a module-level generator: it must not reference the Loader (workers keep the
-    # DataLoader, which holds this generator, alive; the Loader must stay collectable)
-    for b, (indices, bulk, state) in enumerate(plan.batches(epoch, skip, sampler_state), start=skip):
+    # DataLoader, which holds this generator, alive; the Loader must stay collectable).
+    # One batch of look-ahead marks the last batch of the pass (``states[LAST]``), so a
+    # state taken right after it is the next epoch's start.
+    it = enumerate(plan.batches(epoch, skip, sampler_state), start=skip)
+    nxt = next(it, None)
+    while nxt is not None:
+        b, (indices, bulk, state) = nxt
         if state is not None:
             states[b] = state
+        nxt = next(it, None)
+        if nxt is None:
+            states[LAST] = {"batch": b}
         yield BatchKey(epoch, b, indices, bulk)
+
+
+LAST = -1  # key of ``MapProgress._states`` holding the pass's last batch number
 
 
 class MapProgress:
@@ -155,6 +218,8 @@ class MapProgress:
         self.plan = plan
         self.yielded = 0
         self.sampler_state: dict[str, Any] | None = None
+        self.at_end = False  # the last batch of the pass was received
+        self.resized = False  # this epoch resumed from a state of another world size
         self._states: dict[int, dict[str, Any]] = {}
         self._resume: tuple[int, dict[str, Any] | None] | None = None
 
@@ -165,7 +230,7 @@ class MapProgress:
         """The batch keys of this pass, from the resume position (or the epoch's start)."""
         skip, state = self._resume if self._resume is not None else (0, None)
         self._resume = None
-        self.yielded, self.sampler_state = skip, state
+        self.yielded, self.sampler_state, self.at_end = skip, state, False
         self._states.clear()
         return _keys(self.plan, self._states, epoch, skip, state)
 
@@ -173,11 +238,14 @@ class MapProgress:
         self.yielded = meta.batch_no + 1
         if self.plan.stateful:
             self.sampler_state = self._states.pop(meta.batch_no, self.sampler_state)
+        last = self._states.get(LAST)
+        self.at_end = last is not None and last["batch"] == meta.batch_no
 
     def restart(self) -> None:
         """Forget the position: the next pass starts its epoch from the first batch."""
         self.yielded = 0
         self.sampler_state = None
+        self.at_end = self.resized = False
         self._resume = None
         self._states.clear()
 
@@ -189,18 +257,31 @@ class MapProgress:
         """The loader state at this position (a position at the end: the next epoch's start)."""
         k, sampler_state = self.position()
         n = self.num_batches()
-        if n is not None and k >= n:
+        # after a resume under another world size, k counts batches of two layouts
+        if (self._resume is None and self.at_end) or (not self.resized and n is not None and k >= n):
             epoch, k, sampler_state = epoch + 1, 0, None
         return make_state(epoch=epoch, batches_yielded=k, sampler_state=sampler_state, fields=fields)
 
     def load(self, state: Any, fields: dict[str, Any]) -> int:
         """Resume from a loader ``state`` (checked against ``fields``); return its epoch."""
-        epoch, k, sampler_state = validate_state(state, fields, self.num_batches())
+        state = upgrade_state(state, fields[NUM_REPLICAS], self.plan.order_state)
+        epoch, k, sampler_state, replicas = validate_state(state, fields, self.num_batches())
         if sampler_state is not None and not self.plan.stateful:
             raise ValueError(
                 "loader state has a sampler_state but this loader's sampler has no "
                 "load_state_dict; build the loader with the same sampler as when saving"
             )
+        if sampler_state is None and k > 0 and replicas != fields[NUM_REPLICAS]:
+            raise ValueError(
+                f"loader state was saved under world size {replicas} and the world size is "
+                f"{fields[NUM_REPLICAS]} now, but the sampler {type(self.plan.source).__name__} "
+                "has no state_dict/load_state_dict, so its position cannot be carried over exactly "
+                "(NOTE [elastic resume]); resume with the saved world size, use a dataforge sampler "
+                "(or give yours state_dict/load_state_dict with global progress), or start the epoch "
+                "without the state"
+            )
         self.yielded = k
         self._resume = (k, sampler_state)
+        self.at_end = False
+        self.resized = replicas != fields[NUM_REPLICAS]
         return epoch

@@ -1,27 +1,36 @@
 """The loader's resume state: a plain JSON dict, every field checked before it is used.
 
 NOTE [loader state]: a versioned JSON dict whose keys are the constants below:
-``VERSION``, ``EPOCH``, ``BATCHES_YIELDED``, the fields that must match the loader
-it is loaded into (``CHECKED_FIELDS``: seed, dataset length, batch size,
-drop_last, shuffle) and ``SAMPLER_STATE``, the user sampler's own ``state_dict()``
-nested as is. ``batches_yielded`` counts the batches of ``epoch`` the consumer has
-received (batches dropped because every sample was skipped count too). A
-map-style loader stores a state taken after the last batch of an epoch as
-``(epoch + 1, 0)``. ``sampler_state`` is taken right after the indices of those
-batches were drawn (``None`` for the loader's own order and for samplers without
-``state_dict``, which are replayed instead). A loader over an iterable dataset
+``VERSION``, ``EPOCH``, ``BATCHES_YIELDED``, ``NUM_REPLICAS`` (the world size it was
+saved under), the fields that must match the loader it is loaded into
+(``CHECKED_FIELDS``: seed, dataset length, batch size, drop_last, shuffle) and
+``SAMPLER_STATE``, the order's own ``state_dict()`` nested as is. Global progress
+lives in ``sampler_state``: the loader's own order is an ``EpochSampler``
+(``OrderSampler`` in ``plan.py``), and so are dataforge's samplers, whose
+``position`` counts the epoch's global order consumed by all ranks; so every rank
+returns the same dict at the same step, and it loads under another world size,
+``num_workers`` or engine (NOTE [elastic resume] in ``plan.py``).
+``batches_yielded`` counts the batches of ``epoch`` each rank has received
+(batches dropped because every sample was skipped count too); only a sampler
+without ``state_dict`` is resumed from it, by replay, which is exact only under
+the same world size (another one is refused). A map-style loader stores a state
+taken after the last batch of an epoch as ``(epoch + 1, 0)``. ``sampler_state`` is
+taken right after the indices of those batches were drawn. A loader over an iterable dataset
 adds ``ITERABLE_FIELDS``: ``num_workers``, ``worker_batches`` (batches taken from
 each worker), ``next_worker`` and ``dataset_errors`` (NOTE [iterable resume] and
 NOTE [iterable error counts] in ``iterable_engine.py``). A key the loader does not
 know is refused, so a state of another kind of loader is never half-loaded.
+A version-1 state (no ``num_replicas``, the loader's own order as a batch count) is
+converted by ``upgrade_state``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 VERSION = "version"
 EPOCH = "epoch"
@@ -36,12 +45,13 @@ NUM_WORKERS = "num_workers"
 WORKER_BATCHES = "worker_batches"
 NEXT_WORKER = "next_worker"
 DATASET_ERRORS = "dataset_errors"
+NUM_REPLICAS = "num_replicas"
 
 # fields that must match the loader the state is loaded into
 CHECKED_FIELDS = (DATASET_LEN, SEED, BATCH_SIZE, DROP_LAST, SHUFFLE)
 # what an iterable dataset's loader adds
 ITERABLE_FIELDS = (NUM_WORKERS, WORKER_BATCHES, NEXT_WORKER, DATASET_ERRORS)
-MAP_KEYS = frozenset((VERSION, EPOCH, BATCHES_YIELDED, SAMPLER_STATE, *CHECKED_FIELDS))
+MAP_KEYS = frozenset((VERSION, EPOCH, BATCHES_YIELDED, NUM_REPLICAS, SAMPLER_STATE, *CHECKED_FIELDS))
 ITERABLE_KEYS = MAP_KEYS | frozenset(ITERABLE_FIELDS)
 # how to make each checked field match: only fixes that exist
 _FIXES = {
@@ -56,10 +66,11 @@ _FIXES = {
 def make_state(
     *, epoch: int, batches_yielded: int, sampler_state: dict[str, Any] | None, fields: dict[str, Any]
 ) -> dict[str, Any]:
-    """The state dict of a loader whose ``CHECKED_FIELDS`` values are ``fields``."""
+    """The state dict of a loader whose ``CHECKED_FIELDS`` and ``NUM_REPLICAS`` values are ``fields``."""
     state = {
         VERSION: STATE_VERSION, EPOCH: epoch, BATCHES_YIELDED: batches_yielded,
-        **{k: fields[k] for k in CHECKED_FIELDS}, SAMPLER_STATE: sampler_state,
+        NUM_REPLICAS: fields[NUM_REPLICAS], **{k: fields[k] for k in CHECKED_FIELDS},
+        SAMPLER_STATE: sampler_state,
     }
     try:
         json.dumps(state)
@@ -82,7 +93,7 @@ def nonneg_int(state: dict[str, Any], field: str) -> int:
 def _check_keys(state: Any, keys: frozenset[str]) -> None:
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict from Loader.state_dict(), got {type(state).__name__}")
-    required = keys - {SAMPLER_STATE, VERSION, DATASET_ERRORS}
+    required = keys - {SAMPLER_STATE, VERSION, DATASET_ERRORS, NUM_REPLICAS}
     missing = sorted(required - state.keys())
     if missing:
         raise ValueError(
@@ -98,15 +109,37 @@ def _check_keys(state: Any, keys: frozenset[str]) -> None:
     version = state.get(VERSION, STATE_VERSION)
     if version != STATE_VERSION:
         raise ValueError(
-            f"loader state field 'version' is {version!r}; this dataforge reads version {STATE_VERSION}"
+            f"loader state field 'version' is {version!r}; this dataforge reads version "
+            f"{STATE_VERSION} (and converts version 1)"
         )
+    if NUM_REPLICAS not in state:
+        raise ValueError(
+            f"loader state is missing field(s) {[NUM_REPLICAS]}; pass a dict returned by Loader.state_dict()"
+        )
+
+
+def upgrade_state(
+    state: Any, num_replicas: int, order_state: Callable[[int], dict[str, Any] | None]
+) -> Any:
+    """``state`` in the current version. A version-1 state had no ``num_replicas``: it is
+    taken as saved under ``num_replicas`` (the current world size), and a ``None``
+    ``sampler_state`` becomes ``order_state(batches_yielded)`` (the loader's own order,
+    which version 1 did not split across ranks; ``None`` for a replayed user sampler)."""
+    if not isinstance(state, dict) or state.get(VERSION) != 1:
+        return state
+    out = {**state, VERSION: STATE_VERSION, NUM_REPLICAS: num_replicas}
+    k = state.get(BATCHES_YIELDED)
+    if state.get(SAMPLER_STATE) is None and isinstance(k, int) and not isinstance(k, bool) and k >= 0:
+        out[SAMPLER_STATE] = order_state(k)
+    return out
 
 
 def validate_state(
     state: Any, current: dict[str, Any], num_batches: int | None, *, keys: frozenset[str] = MAP_KEYS
-) -> tuple[int, int, dict[str, Any] | None]:
+) -> tuple[int, int, dict[str, Any] | None, int]:
     """Check ``state`` against the loader's ``current`` fields and its ``num_batches`` per
-    epoch (``None``: unknown); return ``(epoch, k, sampler_state)``.
+    epoch (``None``: unknown; checked only under the saved world size);
+    return ``(epoch, k, sampler_state, num_replicas)``.
 
     Raises:
         TypeError: ``state`` is not a dict.
@@ -124,7 +157,10 @@ def validate_state(
             )
     epoch = nonneg_int(state, EPOCH)
     k = nonneg_int(state, BATCHES_YIELDED)
-    if num_batches is not None and k > num_batches:
+    replicas = nonneg_int(state, NUM_REPLICAS)
+    if replicas < 1:
+        raise ValueError(f"loader state field {NUM_REPLICAS!r} must be >= 1, got {replicas}")
+    if num_batches is not None and k > num_batches and replicas == current[NUM_REPLICAS]:
         raise ValueError(
             f"loader state field 'batches_yielded' is {k}, past the {num_batches} batches of an "
             "epoch of this loader; pass a dict from Loader.state_dict() of the same loader"
@@ -132,4 +168,4 @@ def validate_state(
     sampler_state = state.get(SAMPLER_STATE)
     if sampler_state is not None and not isinstance(sampler_state, dict):
         raise ValueError(f"loader state field 'sampler_state' must be a dict or None, got {sampler_state!r}")
-    return epoch, k, sampler_state
+    return epoch, k, sampler_state, replicas

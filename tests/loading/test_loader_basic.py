@@ -161,14 +161,6 @@ def test_spawn_context_gives_the_same_batches() -> None:
     loader.close()
 
 
-def test_warns_when_distributed_without_a_sampler(monkeypatch) -> None:
-    import dataforge.loading.loader as mod
-
-    monkeypatch.setattr(mod, "resolve_replicas", lambda: (2, 1))
-    with pytest.warns(UserWarning, match="rank-aware sampler"):
-        dataforge.build_loader(list(range(4)), batch_size=2, num_workers=0)
-
-
 def test_timeout_with_zero_workers_is_accepted() -> None:
     # timeout bounds the wait on worker processes; in one process there is none to wait on
     import dataforge
