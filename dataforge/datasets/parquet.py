@@ -5,12 +5,9 @@ group at a time; counting uses the footer metadata only. Needs the ``parquet`` e
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from dataforge.datasets.tar_stream import ShardError
-
-if TYPE_CHECKING:
-    from dataforge.datasets.readers import ReadOptions
 
 __all__ = ["count_parquet", "read_parquet"]
 
@@ -34,7 +31,8 @@ def _file(f: Any, url: str) -> Any:
         raise ShardError(f"cannot read parquet shard {url!r}: {type(e).__name__}: {e}", url=url) from e
 
 
-def read_parquet(f: IO[bytes], url: str, opts: ReadOptions) -> Iterator[dict[str, Any]]:
+# opts is a readers.ReadOptions; typed Any because readers imports this module (no cycle)
+def read_parquet(f: IO[bytes], url: str, opts: Any) -> Iterator[dict[str, Any]]:
     """Yield the rows of a parquet stream, one row group in memory at a time.
 
     Row groups whose rows ``opts.keep`` all reject are still read (keep is asked once per
