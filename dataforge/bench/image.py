@@ -292,12 +292,10 @@ def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any],
     without a loader (:func:`batch_step`): read + decode + augment each sample, then
     the pipeline's own collate (``torch.stack`` for stock, dataforge's ``stack``)
     and, on the CPU, the uint8 pipeline's convert + normalize, batch after batch.
-    Up to the fifth session the batch share was timed apart, on one batch of
-    samples stacked over and over: its inputs stayed in the caches and its buffers
-    mapped, and it came out at about half its cost in the flow (0.062 against 0.12
-    CPU-ms per sample). That put the limit about 6% above what one core can do, and
-    the parallel ceiling, which runs this flow, at 92%-94% of it, while every stage
-    alone ran at 0.98-1.02x its single-process rate in two processes at once.
+    The batch share is not timed apart on one batch stacked over and over: its inputs
+    would stay in the caches and its buffers mapped, at about half its cost in the
+    flow, and the limit would sit above what one core can do (the measurements are in
+    benchmarks/README.md, limit_check.py reruns them).
     See also NOTE [limit in CPU time] in ``runner``.
     """
     def per_sample(step: Callable[[], None]) -> float:

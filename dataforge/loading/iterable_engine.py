@@ -44,7 +44,7 @@ them. The state holds the totals of finished passes and each worker's count this
 epoch; that count covers the worker's stream from the start of the epoch, including
 what a resumed worker re-reads to skip the consumed part: ``load_state_dict`` restores
 the totals, and the resumed workers replace (never add to) their saved counts. A
-state without the field (older dataforge) loses the totals of earlier epochs.
+state without the field loads with the totals of earlier epochs at zero.
 """
 
 from __future__ import annotations
