@@ -46,7 +46,7 @@ USES: dict[str, tuple[str, ...]] = {
               "num_images", "warmup"),
     "text": ("data", "device", "workers", "batch_size", "seconds", "repeats", "text_key",
              "label_key", "num_docs", "warmup"),
-    "samplers": ("repeats", "num_labels"),
+    "samplers": ("repeats", "num_labels", "arms"),
     "collate": ("batch_size", "seconds", "repeats"),
     "feeding": ("device", "workers", "batch_size", "seconds", "repeats"),
     "transforms": ("data", "device", "batch_size", "seconds", "repeats", "image_size",
@@ -163,6 +163,8 @@ def _option_help(opt: str, what: str) -> str:
         "image_size": "crop size (default 224)",
         "text_key": "JSONL text field (default text)",
         "label_key": "JSONL label field (default label; '' for unlabelled text)",
+        "arms": "comma list of arms to run, e.g. undersample,bucket (default all; names in "
+                "dataforge.bench.samplers.ARMS)",
     }[opt]
 
 
@@ -179,6 +181,7 @@ _OPTION_ARGS: dict[str, dict[str, Any]] = {
     "num_images": {"type": _positive(int)},
     "num_docs": {"type": _positive(int)},
     "num_labels": {"type": _positive(int)},
+    "arms": {"metavar": "LIST"},
     "warmup": {"type": float},
 }
 

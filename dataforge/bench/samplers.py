@@ -51,11 +51,14 @@ _STOCK_BOUNDED = 1 << 21  # stock indices timed at 2^24 categories
 
 
 def make_labels(n: int, seed: int = 0, num_classes: int = 10) -> np.ndarray:
-    """``n`` long-tailed int8 class labels, ``P(k) ~ 1 / (k + 1)`` (deterministic)."""
+    """``n`` long-tailed class labels, ``P(k) ~ 1 / (k + 1)`` (deterministic); int8 up to
+    128 classes, else int16 (up to 32,768 classes)."""
+    if not 1 <= num_classes <= 1 << 15:
+        raise BenchError(f"num_classes must be in 1..32768, got {num_classes}")
     rng = np.random.default_rng(seed)
     p = 1.0 / np.arange(1, num_classes + 1)
     cdf = np.cumsum(p / p.sum())
-    out = np.empty(n, np.int8)
+    out = np.empty(n, np.int8 if num_classes <= 128 else np.int16)
     for s in range(0, n, 1 << 22):  # chunked: no n-sized float temporaries
         u = rng.random(min(1 << 22, n - s))
         out[s : s + len(u)] = np.searchsorted(cdf, u, side="right")
@@ -206,6 +209,8 @@ def _streamed_sampler(arm: str, labels: np.ndarray) -> Any:
     """The sampler of a default-arguments arm (built inside the timed, measured region)."""
     from dataforge.samplers import ClassBalancedSampler, WeightedSampler
 
+    if arm == MANY_CLASSES_ARM:
+        return ClassBalancedSampler(labels, strategy="sqrt", seed=0, num_replicas=1, rank=0)
     if arm.startswith("class_balanced_"):
         return ClassBalancedSampler(labels, strategy=arm.removeprefix("class_balanced_"), seed=0,
                                     num_replicas=1, rank=0)
@@ -225,8 +230,56 @@ def _streamed_sampler(arm: str, labels: np.ndarray) -> Any:
     raise BenchError(f"unknown streamed arm {arm!r}; pick one of {STREAMED_ARMS}")
 
 
+MANY_CLASSES_ARM = "class_balanced_sqrt_10000_classes"
+_MANY_CLASSES = 10_000
 STREAMED_ARMS = ("class_balanced_oversample", "class_balanced_sqrt", "class_balanced_undersample",
-                 "weighted_20x", "bucket_oversample")
+                 "weighted_20x", "bucket_oversample", MANY_CLASSES_ARM)
+# NOTE [arm names]: ``run(arms=...)`` / ``--arms`` take these short names (or a streamed
+# arm's full name), so one arm can be measured without the whole run (~30 min at 1e8).
+ARMS: dict[str, str] = {
+    "num_samples_n": "ClassBalancedSampler(oversample, num_samples=N), 10 classes",
+    "memory": "extra peak memory of the num_samples_n arm (a fresh process)",
+    "stock": "WeightedRandomSampler and WeightedSampler at N and at 2^24 labels",
+    "padding": "BucketBatchSampler padding efficiency against random batches",
+    "oversample": "class_balanced_oversample (default arguments)",
+    "sqrt": "class_balanced_sqrt (default arguments)",
+    "undersample": "class_balanced_undersample (default arguments)",
+    "weighted": "weighted_20x: WeightedSampler(num_samples=20 * N)",
+    "bucket": "bucket_oversample: BucketBatchSampler(batch_size=64, balance='oversample')",
+    "many_classes": f"{MANY_CLASSES_ARM}: ClassBalancedSampler(sqrt) over {_MANY_CLASSES:,} classes",
+}
+_STREAMED_BY_SHORT = dict(zip(("oversample", "sqrt", "undersample", "weighted", "bucket",
+                               "many_classes"), STREAMED_ARMS))
+
+
+def select_arms(arms: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """The short arm names to run, in :data:`ARMS` order (``None``: all of them).
+
+    Accepts a comma list or a sequence of short names (:data:`ARMS`) or full streamed
+    arm names (:data:`STREAMED_ARMS`).
+
+    Raises:
+        BenchError: an unknown or empty name (the valid names are listed).
+
+    Example:
+        >>> select_arms("bucket,undersample")
+        ['undersample', 'bucket']
+    """
+    if arms is None:
+        return list(ARMS)
+    names = arms.split(",") if isinstance(arms, str) else list(arms)
+    full = {v: k for k, v in _STREAMED_BY_SHORT.items()}
+    chosen = set()
+    for name in names:
+        name = str(name).strip()
+        short = full.get(name, name)
+        if short not in ARMS:
+            raise BenchError(f"--arms: unknown arm {name!r}; pick a comma list of "
+                             f"{', '.join(ARMS)} (or full names {', '.join(STREAMED_ARMS)})")
+        chosen.add(short)
+    if not chosen:
+        raise BenchError(f"--arms is empty; pick a comma list of {', '.join(ARMS)}")
+    return [a for a in ARMS if a in chosen]
 
 
 def streamed_child(arm: str, n: int) -> dict[str, Any]:
@@ -236,7 +289,7 @@ def streamed_child(arm: str, n: int) -> dict[str, Any]:
     rate iterated from Python, and the peak-RSS rise over setup + epoch per label
     (``VmHWM`` reset through ``/proc/self/clear_refs`` once the inputs exist).
     """
-    labels = make_labels(n, num_classes=_STREAMED_CLASSES)
+    labels = make_labels(n, num_classes=_MANY_CLASSES if arm == MANY_CLASSES_ARM else _STREAMED_CLASSES)
     make: Any = None
     if arm in ("weighted_20x", "bucket_oversample"):  # inputs beyond the labels come first
         make = _streamed_sampler(arm, labels)
@@ -275,13 +328,13 @@ def streamed_child(arm: str, n: int) -> dict[str, Any]:
     }
 
 
-def _streamed(n: int, fresh_process: bool = True) -> dict[str, Any]:
-    """Every default-argument arm, each in a fresh process (``--quick``: in this one,
+def _streamed(n: int, arms: list[str], fresh_process: bool = True) -> dict[str, Any]:
+    """The default-argument ``arms``, each in a fresh process (``--quick``: in this one,
     where the memory figure includes what earlier arms left mapped)."""
     out: dict[str, Any] = {}
     code = ("import json,sys; from dataforge.bench.samplers import streamed_child; "
             "print(json.dumps(streamed_child(sys.argv[1], int(sys.argv[2]))))")
-    for arm in STREAMED_ARMS:
+    for arm in arms:
         if not fresh_process:
             out[arm] = streamed_child(arm, n)
             continue
@@ -349,47 +402,64 @@ def run(
     out: str | None = None,
     num_labels: int | None = None,
     repeats: int | None = None,
+    arms: str | list[str] | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
     """Run the benchmark; ``num_labels`` defaults to 1,000,000 (quick) / 100,000,000.
 
-    ``seconds`` and ``data`` are accepted for the common contract and unused (the
-    work is a fixed number of epochs); ``device`` is recorded only (samplers run on CPU).
+    ``arms`` picks what runs (a comma list of :data:`ARMS` names, default all); the
+    result holds only their sections. ``seconds`` and ``data`` are accepted for the
+    common contract and unused (the work is a fixed number of epochs); ``device`` is
+    recorded only (samplers run on CPU).
     """
     if kw:
         raise BenchError(f"unknown options for the samplers benchmark: {sorted(kw)}")
+    chosen = select_arms(arms)
     n = num_labels or (1_000_000 if quick else 100_000_000)
     repeats = repeats or 3
-    labels = make_labels(n)
     result: dict[str, Any] = {
         "benchmark": "samplers",
         "env": env_info(device),
-        "config": {"quick": quick, "num_labels": n, "repeats": repeats,
+        "config": {"quick": quick, "num_labels": n, "repeats": repeats, "arms": chosen,
                    "labels": "int8, 10 classes, P(k) ~ 1/(k+1)",
                    "class_balanced": "strategy='oversample', num_samples=N"},
     }
-    result["class_balanced"] = _epochs(lambda: _class_balanced(labels), repeats)
-    result["memory"] = _memory_in_process(labels) if quick else _memory(n)
-    cap = 1 << 24
-    result["stock_at_n"] = {"error": _stock_failure(labels)}
-    if result["stock_at_n"]["error"] is None:  # n <= 2^24: stock works, time it on the same labels
-        result["stock_at_n"].update(_epochs(lambda: _stock(labels, n), repeats))
-        result["weighted_at_n"] = _epochs(lambda: _weighted(labels), repeats)
-        result["stock_at_2_24_plus_1"] = {"error": _stock_failure(make_labels(cap + 1))}
-    if not quick and n >= cap:
-        sub = np.ascontiguousarray(labels[:cap])
+    if {"num_samples_n", "memory", "stock"} & set(chosen):
+        labels = make_labels(n)
+        if "num_samples_n" in chosen:
+            result["class_balanced"] = _epochs(lambda: _class_balanced(labels), repeats)
+        if "memory" in chosen:
+            result["memory"] = _memory_in_process(labels) if quick else _memory(n)
+        if "stock" in chosen:
+            result.update(_stock_arms(labels, n, repeats, quick))
         del labels
         gc.collect()
-        result["at_2_24"] = {
+    if "padding" in chosen:
+        result["bucket"] = _bucket(min(n, 100_000) if quick else 1_000_000, repeats)
+    streamed = [_STREAMED_BY_SHORT[a] for a in chosen if a in _STREAMED_BY_SHORT]
+    if streamed:
+        result["streamed"] = _streamed(n, streamed, fresh_process=not quick)
+    return result
+
+
+def _stock_arms(labels: np.ndarray, n: int, repeats: int, quick: bool) -> dict[str, Any]:
+    """Stock ``WeightedRandomSampler`` beside dataforge's at ``n`` and at 2^24 labels."""
+    cap = 1 << 24
+    out: dict[str, Any] = {"stock_at_n": {"error": _stock_failure(labels)}}
+    if out["stock_at_n"]["error"] is None:  # n <= 2^24: stock works, time it on the same labels
+        out["stock_at_n"].update(_epochs(lambda: _stock(labels, n), repeats))
+        out["weighted_at_n"] = _epochs(lambda: _weighted(labels), repeats)
+        out["stock_at_2_24_plus_1"] = {"error": _stock_failure(make_labels(cap + 1))}
+    if not quick and n >= cap:
+        sub = np.ascontiguousarray(labels[:cap])
+        out["at_2_24"] = {
             "class_balanced": _epochs(lambda: _class_balanced(sub), repeats),
             "weighted_sampler": _epochs(lambda: _weighted(sub), repeats),
             "stock_bounded": {**_epochs(lambda: _stock(sub, _STOCK_BOUNDED), repeats),
                               "note": f"stock timed on {_STOCK_BOUNDED} indices drawn from 2^24 "
                                       "categories (a full 2^24 epoch takes tens of seconds)"},
         }
-    result["bucket"] = _bucket(min(n, 100_000) if quick else 1_000_000, repeats)
-    result["streamed"] = _streamed(n, fresh_process=not quick)
-    return result
+    return out
 
 
 def _rate(d: dict[str, Any]) -> str:
@@ -401,18 +471,21 @@ def format_table(result: dict[str, Any]) -> str:
     cfg, env = result["config"], result["env"]
     lines = [
         f"samplers benchmark: N={cfg['num_labels']:,} labels ({cfg['labels']}), "
-        f"median of {cfg['repeats']}; {env['cpu']} x{env['cores']}, torch {env['torch']}",
-        f"ClassBalancedSampler   N:     {_rate(result['class_balanced'])}",
+        f"median of {cfg['repeats']}; {env['cpu']} x{env['cores']}, torch {env['torch']}"
+        + (f"; arms {','.join(cfg['arms'])}" if cfg.get("arms", list(ARMS)) != list(ARMS) else ""),
     ]
-    mem = result["memory"]
-    rss = mem.get("rss_extra_bytes_per_label")
-    lines.append("  extra peak memory: "
-                 + (f"{rss:.2f} B/label (RSS, subprocess, whole epoch), " if rss is not None else "")
-                 + f"{mem['tracemalloc_peak_bytes_per_label']:.2f} B/label (numpy, tracemalloc)")
-    stock = result["stock_at_n"]
-    if stock.get("error"):
+    if "class_balanced" in result:
+        lines.append(f"ClassBalancedSampler   N:     {_rate(result['class_balanced'])}")
+    if "memory" in result:
+        mem = result["memory"]
+        rss = mem.get("rss_extra_bytes_per_label")
+        lines.append("  extra peak memory: "
+                     + (f"{rss:.2f} B/label (RSS, subprocess, whole epoch), " if rss is not None else "")
+                     + f"{mem['tracemalloc_peak_bytes_per_label']:.2f} B/label (numpy, tracemalloc)")
+    stock = result.get("stock_at_n")
+    if stock is not None and stock.get("error"):
         lines.append(f"WeightedRandomSampler  N:     fails: {stock['error']}")
-    else:
+    elif stock is not None:
         lines.append(f"WeightedRandomSampler  N:     {_rate(stock)}")
         lines.append(f"WeightedSampler        N:     {_rate(result['weighted_at_n'])}")
     if "stock_at_2_24_plus_1" in result:
@@ -423,8 +496,10 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"WeightedSampler        2^24:  {_rate(a['weighted_sampler'])}")
         lines.append(f"WeightedRandomSampler  2^24:  {_rate(a['stock_bounded'])} "
                      f"[{a['stock_bounded']['indices']:,} indices]")
-    lines.append(f"default arguments, whole epoch, {cfg['num_labels']:,} labels over "
-                 f"{_STREAMED_CLASSES} classes (fresh process each):")
+    if result.get("streamed"):
+        lines.append(f"default arguments, whole epoch, {cfg['num_labels']:,} labels over "
+                     f"{_STREAMED_CLASSES} classes ({_MANY_CLASSES:,} for {MANY_CLASSES_ARM}; "
+                     f"{'this process' if cfg['quick'] else 'fresh process each'}):")
     for arm, d in result.get("streamed", {}).items():
         if "error" in d:
             lines.append(f"  {arm:28s} failed: {d['error']}")
@@ -434,11 +509,12 @@ def format_table(result: dict[str, Any]) -> str:
                      f"{d['setup_cpu_s']:.2f} CPU-s), {d['indices_per_s'] / 1e6:.2f} M/s wall "
                      f"({d['indices_per_cpu_s'] / 1e6:.2f} M/s CPU), "
                      f"{d['extra_bytes_per_label']:.2f} B/label extra peak RSS")
-    b = result["bucket"]
-    lines.append(f"padding efficiency, {b['num_lengths']:,} lengths {b['lengths']}:")
-    for name in ("random_batch_size_32", "bucket_batch_size_32", "bucket_max_tokens"):
-        d = b[name]
-        extra = f" (max_tokens={b['max_tokens']})" if name == "bucket_max_tokens" else ""
-        lines.append(f"  {name:22s} {d['padding_efficiency']:.4f}  {d['batches']:,} batches, "
-                     f"mean {d['mean_batch']:.1f}/batch, epoch {d['epoch_s']:.2f} s{extra}")
+    if "bucket" in result:
+        b = result["bucket"]
+        lines.append(f"padding efficiency, {b['num_lengths']:,} lengths {b['lengths']}:")
+        for name in ("random_batch_size_32", "bucket_batch_size_32", "bucket_max_tokens"):
+            d = b[name]
+            extra = f" (max_tokens={b['max_tokens']})" if name == "bucket_max_tokens" else ""
+            lines.append(f"  {name:22s} {d['padding_efficiency']:.4f}  {d['batches']:,} batches, "
+                         f"mean {d['mean_batch']:.1f}/batch, epoch {d['epoch_s']:.2f} s{extra}")
     return "\n".join(lines)

@@ -134,7 +134,7 @@ def test_each_benchmark_lists_only_the_options_it_uses(capsys, what):
 
 
 def test_helps_differ():
-    assert USES["samplers"] == ("repeats", "num_labels")
+    assert USES["samplers"] == ("repeats", "num_labels", "arms")
     assert "data" not in USES["collate"] and "workers" not in USES["collate"]
 
 
