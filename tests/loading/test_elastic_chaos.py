@@ -1,0 +1,122 @@
+"""Elastic resume under a real process group: train-like loops interrupted at seeded random
+steps resume in new processes under another world size, worker count and engine.
+
+Each test spawns the old world's ranks (``torch.multiprocessing``, gloo on CPU), which
+break out of the epoch at a random step, save ``loader.state_dict()`` and exit; then
+the new world's ranks load it, finish the epoch and run the next one (the ranks are in
+``elastic_chaos_main.py``). Checked, per NOTE [elastic resume] in loading/plan.py: every
+rank saved the same dict; the samples of the interrupted epoch (old and new run, all
+ranks) are the uninterrupted epoch's; every new rank got the same number of batches;
+the next epoch is that of a run started at the new world size. In-process checks of
+the same contract, with ranks simulated, are in ``test_elastic_resume.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import elastic_chaos_main as chaos
+import pytest
+import torch.multiprocessing as mp
+
+SEED = 15  # the interrupt steps are drawn from this seed (printed on failure)
+N, BS = 96, 6  # N divides by every world size and world size x BS below: no padding
+
+
+def _case(name: str, kind: str, world: tuple[int, int], workers: tuple[int, int],
+          engine: tuple[str, str], rng: random.Random, n: int = N) -> dict[str, Any]:
+    per_rank = -(-n // world[0])
+    batches = -(-per_rank // BS)
+    return {
+        "name": name, "kind": kind, "n": n, "bs": BS, "world": list(world),
+        "workers": list(workers), "engine": list(engine), "stop": rng.randint(1, batches - 1),
+    }
+
+
+def _spawn(world: int, phase: str, cases: list[dict[str, Any]], out: Path, limit: float = 120) -> None:
+    ctx = mp.start_processes(
+        chaos.run_rank, args=(world, phase, cases, str(out)), nprocs=world, join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + limit
+    while not ctx.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"the {phase} phase under world size {world} did not finish in {limit} s")
+
+
+def _run(cases: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
+    """Both phases of ``cases`` (one transition of world sizes); what every rank wrote."""
+    w1, w2 = cases[0]["world"]
+    _spawn(w1, "save", cases, tmp_path)
+    _spawn(w2, "resume", cases, tmp_path)
+
+    def read(phase: str, name: str, world: int) -> list[dict[str, Any]]:
+        return [json.loads((tmp_path / f"{phase}_{name}_rank{r}.json").read_text()) for r in range(world)]
+
+    return {c["name"]: (read("save", c["name"], w1), read("resume", c["name"], w2)) for c in cases}
+
+
+def _ids(batches: list[list[int]]) -> list[int]:
+    return [i for b in batches for i in b]
+
+
+def _check(case: dict[str, Any], old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    w1, w2 = case["world"]
+    where = f"case {case} (seed {SEED})"
+    assert [r["world"] for r in old] == [[w1, r] for r in range(w1)], where
+    assert [r["world"] for r in new] == [[w2, r] for r in range(w2)], where
+    states = [r["state"] for r in old]
+    assert all(s == states[0] for s in states), f"{where}: ranks saved different states"
+    assert all(len(r["head"]) == case["stop"] for r in old), where
+    reference = Counter(i for r in old for i in _ids(r["reference"]))
+    consumed = Counter(i for r in old for i in _ids(r["head"])) + Counter(
+        i for r in new for i in _ids(r["tail"])
+    )
+    assert consumed == reference, f"{where}: lost {reference - consumed}, repeated {consumed - reference}"
+    assert len({len(r["tail"]) for r in new}) == 1, f"{where}: new ranks got unequal batch counts"
+    assert all(r["end_state"]["epoch"] == 1 and r["end_state"]["batches_yielded"] == 0 for r in new), where
+    assert [r["next"] for r in new] == [r["fresh_next"] for r in new], f"{where}: next epoch differs"
+
+
+# NOTE: one transition of world sizes per test (two spawns: the old ranks, the new ranks);
+# its cases pair the sampler kinds with worker counts 0 <-> 2 and both engines
+_TRANSITIONS = {
+    "1to2": [
+        ("shuffle", (0, 2), ("process", "thread")),
+        ("balanced", (2, 0), ("process", "process")),
+        ("weighted", (2, 2), ("thread", "process")),
+    ],
+    "2to1": [
+        ("shuffle", (2, 0), ("process", "process")),
+        ("balanced", (0, 2), ("process", "thread")),
+        ("weighted", (2, 2), ("process", "thread")),
+    ],
+    "2to3": [
+        ("shuffle", (2, 2), ("thread", "process")),
+        ("balanced", (2, 2), ("process", "process")),
+        ("weighted", (0, 2), ("process", "process")),
+    ],
+}
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("transition", sorted(_TRANSITIONS))
+def test_interrupted_epoch_resumes_under_another_world(transition: str, tmp_path: Path) -> None:
+    w1, w2 = (int(x) for x in transition.split("to"))
+    rng = random.Random(f"{SEED}-{transition}")
+    cases = [
+        _case(f"{kind}{i}", kind, (w1, w2), workers, engine, rng)
+        for i, (kind, workers, engine) in enumerate(_TRANSITIONS[transition])
+    ]
+    results = _run(cases, tmp_path)
+    for case in cases:
+        _check(case, *results[case["name"]])
+
