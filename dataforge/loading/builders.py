@@ -71,7 +71,7 @@ def build_image_loaders(
     sampler: Any = None,
     device: Any = None,
     num_workers: int | str = "auto",
-    engine: str = "process",
+    engine: str = "auto",
     seed: int = 0,
     drop_last: bool = True,
     **loader_kwargs: Any,

@@ -125,7 +125,7 @@ class Loader(Generic[T]):
         drop_last: bool = False,
         timeout: float = 0,
         on_error: str = "raise",
-        engine: str = "process",
+        engine: str = "auto",
         worker_init_fn: Callable[[int], Any] | None = None,
         multiprocessing_context: Any = None,
         depth: int = 2,
@@ -140,9 +140,12 @@ class Loader(Generic[T]):
         if self.iterable:
             check_iterable_options(dataset, sampler, batch_sampler, shuffle, on_error, engine)
         self.seed = resolve_seed(seed, generator)
-        num_workers, self.persistent_workers = resolve_workers(
-            num_workers, persistent_workers, dataset, batch_size, engine
+        workers = resolve_workers(  # NOTE [auto engine] in auto.py
+            num_workers, persistent_workers, dataset, batch_size, engine,
+            worker_init_fn=worker_init_fn, multiprocessing_context=multiprocessing_context,
         )
+        num_workers, self.persistent_workers = workers.num_workers, workers.persistent
+        engine, self.engine_reason = workers.engine, workers.engine_reason
         self.dataset, self.batch_size, self.drop_last = dataset, batch_size, drop_last
         self.sampler, self.batch_sampler, self.shuffle = sampler, batch_sampler, shuffle
         self.timeout, self.on_error, self.engine, self.num_workers = timeout, on_error, engine, num_workers
@@ -340,7 +343,7 @@ class Loader(Generic[T]):
         """Samples/s, batches/s, wait fraction, time to first batch, failures (since creation
         or ``reset_stats()``); for an iterable dataset also ``dataset_errors`` (:attr:`errors`)."""
         out = self._stats.as_dict()
-        out.update(num_workers=self.num_workers, engine=self.engine,
+        out.update(num_workers=self.num_workers, engine=self.engine, engine_reason=self.engine_reason,
                    device=str(self.device) if self.device is not None else None)
         if self.iterable:
             out["dataset_errors"] = self.errors
@@ -373,8 +376,8 @@ class Loader(Generic[T]):
         size = "iterable" if self.iterable else f"len={len(self.dataset)}"
         return (
             f"Loader(dataset={type(self.dataset).__name__}({size}), batch_size={self.batch_size}, "
-            f"engine={self.engine!r}, num_workers={self.num_workers}, device={self.device}, "
-            f"on_error={self.on_error!r})"
+            f"engine={self.engine!r} ({self.engine_reason}), num_workers={self.num_workers}, "
+            f"device={self.device}, on_error={self.on_error!r})"
         )
 def build_loader(
     dataset: Any,
@@ -395,7 +398,7 @@ def build_loader(
     drop_last: bool = False,
     timeout: float = 0,
     on_error: str = "raise",
-    engine: str = "process",
+    engine: str = "auto",
     **kwargs: Any,
 ) -> Loader[Any]:
     """Build a :class:`Loader`: batches of ``dataset``, on ``device``, resumable, observable.
@@ -432,11 +435,14 @@ def build_loader(
         drop_last: drop the last incomplete batch (needs a ``batch_size``).
         timeout: seconds to wait for one batch from the workers (0: forever).
         on_error: ``"raise"``, ``"skip"`` or ``"substitute"`` (NOTE [error policies] in ``policies.py``).
-        engine: ``"process"`` (worker processes) or ``"thread"`` (a thread pool).
+        engine: ``"auto"`` (NOTE [auto engine] in ``auto.py``: threads for an ``ImageFolder``
+            with dataforge / torchvision image transforms, else processes),
+            ``"process"`` (worker processes) or ``"thread"`` (a thread pool).
         **kwargs: ``transform_keys``, ``worker_init_fn`` (run in each worker process after
             its seeding: NOTE [worker_init_fn after seeding]), ``multiprocessing_context`` (default ``"fork"`` on Linux) and
             ``depth`` (batches in flight on the device path): see :class:`Loader`. With
-            ``engine="thread"`` a ``worker_init_fn`` runs once in each thread (no seeding).
+            ``engine="thread"`` a ``worker_init_fn`` runs once in each thread (no seeding);
+            ``engine="auto"`` picks processes when one is given.
 
     Example:
         >>> import torch, dataforge

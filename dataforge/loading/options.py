@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.utils.data
 
-from dataforge.loading.auto import auto_num_workers
+from dataforge.loading.auto import auto_engine, auto_num_workers
 from dataforge.loading.policies import check_on_error
 
-ENGINES = ("process", "thread")
+ENGINES = ("auto", "process", "thread")
 
 _SHUFFLE_HINT = "; shuffle an iterable dataset on the dataset itself: ds.shuffle(buffer_size)"
 
@@ -131,17 +131,35 @@ def resolve_seed(seed: Any, generator: Any) -> int:
     return seed
 
 
+class Workers(NamedTuple):
+    """What :func:`resolve_workers` decided: the worker count, whether worker processes
+    persist, the engine and why (NOTE [auto engine])."""
+
+    num_workers: int
+    persistent: bool
+    engine: str
+    engine_reason: str
+
+
 def resolve_workers(
-    num_workers: Any, persistent_workers: bool | None, dataset: Any, batch_size: int | None, engine: str
-) -> tuple[int, bool]:
-    """``(num_workers, persistent)``: ``"auto"`` resolved (NOTE [auto num_workers]; an
-    iterable dataset is not probed), persistence only for worker processes (by default
-    whenever there are some)."""
+    num_workers: Any, persistent_workers: bool | None, dataset: Any, batch_size: int | None,
+    engine: str, *, worker_init_fn: Any = None, multiprocessing_context: Any = None,
+) -> Workers:
+    """``num_workers="auto"`` resolved (NOTE [auto num_workers]; an iterable dataset is not
+    probed), then ``engine="auto"`` (NOTE [auto engine]); persistence only for worker
+    processes (by default whenever there are some)."""
     if num_workers == "auto":
         probe = None if isinstance(dataset, torch.utils.data.IterableDataset) else dataset
         num_workers = auto_num_workers(probe, batch_size or 1)
     elif isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative int or 'auto', got {num_workers!r}")
+    if engine == "auto":
+        engine, reason = auto_engine(
+            dataset, num_workers, persistent_workers=persistent_workers,
+            worker_init_fn=worker_init_fn, multiprocessing_context=multiprocessing_context,
+        )
+    else:
+        reason = f"engine={engine!r} was passed"
     processes = num_workers > 0 and engine == "process"
     persistent = processes if persistent_workers is None else bool(persistent_workers) and processes
-    return num_workers, persistent
+    return Workers(num_workers, persistent, engine, reason)
