@@ -42,8 +42,8 @@ INDEX = "index.json"
 # registered hidden, so that the error can name the benchmark instead of argparse's
 # "unrecognized arguments"). --quick and --out are common to all.
 USES: dict[str, tuple[str, ...]] = {
-    "image": ("data", "device", "workers", "batch_size", "seconds", "repeats", "image_size",
-              "num_images", "warmup"),
+    "image": ("data", "images", "device", "workers", "batch_size", "seconds", "repeats",
+              "image_size", "num_images", "warmup"),
     "text": ("data", "device", "workers", "batch_size", "seconds", "repeats", "text_key",
              "label_key", "num_docs", "warmup"),
     "samplers": ("repeats", "num_labels", "arms"),
@@ -161,6 +161,8 @@ def _option_help(opt: str, what: str) -> str:
         "seconds": seconds,
         "repeats": f"measured runs per arm; the median is reported (default {repeats})",
         "image_size": "crop size (default 224)",
+        "images": "generated image set when there is no --data: demo (300-500 px) or photos "
+                  "(1-12 MP camera-size JPEGs); default demo",
         "text_key": "JSONL text field (default text)",
         "label_key": "JSONL label field (default label; '' for unlabelled text)",
         "arms": "comma list of arms to run, e.g. undersample,bucket (default all; names in "
@@ -176,6 +178,7 @@ _OPTION_ARGS: dict[str, dict[str, Any]] = {
     "seconds": {"type": _positive(float), "metavar": "S"},
     "repeats": {"type": _positive(int), "metavar": "N"},
     "image_size": {"type": _positive(int), "default": 224, "metavar": "N"},
+    "images": {"choices": ("demo", "photos"), "default": "demo"},
     "text_key": {"default": "text", "metavar": "KEY"},
     "label_key": {"default": "label", "metavar": "KEY"},
     "num_images": {"type": _positive(int)},

@@ -71,6 +71,8 @@ from dataforge.bench.runner import (
 
 FULL = {"num_images": 2000, "batch_size": 64, "seconds": 10.0, "warmup": 1.0}
 QUICK = {"num_images": 256, "batch_size": 32, "seconds": 1.0, "warmup": 0.3}
+QUICK_PHOTOS = 16  # photo files for --quick --images photos
+IMAGE_SETS = ("demo", "photos")
 VIRTUAL_LENGTH = 100_000
 BATCH_TIMEOUT = 300.0  # seconds: a stuck worker fails its arm instead of hanging the run
 
@@ -209,10 +211,27 @@ def make_arms(root: str, items: list[tuple[str, int]], *, size: int, batch_size:
         arms.append(Arm(f"dataforge-{engine}", f"dataforge.build_loader, {engine} engine",
                         make_df, consume))
 
+    arms.append(_natural_arm(df_tiled, batch_size, device, consume))
     arms.append(_torchdata_arm(df_tiled, batch_size, device, consume))
     enc_tiled = ImageFolder(root, decode=False).subset(tiled_idx)
     arms.append(_gpu_decode_arm(enc_tiled, size, batch_size, device, consume))
     return arms
+
+
+def _natural_arm(ds: Any, batch_size: int, device: torch.device,
+                 consume: Callable[[Any], Counters]) -> Arm:
+    """The issue's natural code: ``build_loader`` with no engine, pinning or device
+    argument, and the README's normalize (the fused ``ToFloat`` + ``Normalize``) applied
+    in the training loop after ``.to(device)``. ``timeout`` only guards the run."""
+    from dataforge.loading.loader import build_loader
+
+    def make(workers: int) -> Iterable[Any]:
+        loader = build_loader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
+                              drop_last=True, timeout=BATCH_TIMEOUT if workers > 0 else 0)
+        return _Finish(loader, _uint8_finisher(device))
+
+    return Arm("natural", "the natural code: build_loader defaults (engine='auto'), "
+                          "normalize in the training loop", make, consume)
 
 
 def gpu_decode_loader(ds: Any, workers: int, *, size: int, batch_size: int, device: torch.device,
@@ -309,10 +328,28 @@ def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any],
 # --------------------------------------------------------------------------- run
 
 
+def _image_root(data: str | None, images: str, num_images: int | None, quick: bool) -> str:
+    """The folder to benchmark: ``data``, else the generated ``images`` set (cached)."""
+    from dataforge.bench.data import PHOTO_IMAGES, demo_image_folder, photo_image_folder
+
+    if images not in IMAGE_SETS:
+        raise BenchError(f"--images must be one of {', '.join(IMAGE_SETS)}, got {images!r}")
+    if data is not None:
+        if images != "demo":
+            raise BenchError(f"--images {images} generates data, --data {data!r} names yours; "
+                             "pass one of them")
+        return str(data)
+    if images == "photos":
+        n = num_images or (QUICK_PHOTOS if quick else PHOTO_IMAGES)
+        return str(photo_image_folder(int(n), progress=True))
+    return str(demo_image_folder(int(num_images or (QUICK if quick else FULL)["num_images"]),
+                                 progress=True))
+
+
 def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu",
         data: str | None = None, out: str | None = None, workers: list[int] | None = None,
         batch_size: int | None = None, repeats: int = 3, image_size: int = 224,
-        num_images: int | None = None, warmup: float | None = None,
+        num_images: int | None = None, warmup: float | None = None, images: str = "demo",
         progress: Callable[[str], None] | None = None, **_: Any) -> dict[str, Any]:
     """Run the image benchmark and return its result (schema in :mod:`dataforge.bench.report`).
 
@@ -326,11 +363,14 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
         batch_size: images per batch (default 64; quick 32).
         repeats: measured runs per arm and workers count; the median is reported.
         image_size: the crop size.
-        num_images: demo data size (ignored with ``data``).
+        num_images: generated data size (ignored with ``data``).
         warmup: seconds excluded after the first batch.
+        images: the generated image set when there is no ``data``: ``"demo"`` (300-500 px,
+            ``dataforge.synthetic``) or ``"photos"`` (1-12 MP camera-size JPEGs, NOTE
+            [photo set] in :mod:`dataforge.bench.data`).
         progress: called with a line of text before each measured run.
     """
-    from dataforge.bench.data import check_image_folder, demo_image_folder
+    from dataforge.bench.data import check_image_folder
 
     cfg = QUICK if quick else FULL
     dev = resolve_device(device)
@@ -342,10 +382,7 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
         raise BenchError(f"--image-size must be an int >= 8, got {image_size!r}")
     cores = usable_cores()
     workers_list = check_workers(workers, [min(2, cores)] if quick else sorted({0, cores}))
-    if data is None:
-        root = str(demo_image_folder(int(num_images or cfg["num_images"]), progress=True))
-    else:
-        root = str(data)
+    root = _image_root(data, images, num_images, quick)
     items = check_image_folder(root)
     warm = float(warmup if warmup is not None else min(cfg["warmup"], seconds))
 
@@ -398,7 +435,8 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
         "unit": "samples/s",
         "env": env_info(str(dev)),
         "config": {
-            "data": root, "demo_data": data is None, "num_samples": len(items),
+            "data": root, "demo_data": data is None, "images": images if data is None else "data",
+            "num_samples": len(items),
             "batch_size": batch_size, "image_size": image_size, "workers": workers_list,
             "seconds": seconds, "warmup_s": warm, "repeats": repeats, "device": str(dev),
             "quick": quick, "virtual_length": _tiled(len(items)),

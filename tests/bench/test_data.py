@@ -11,6 +11,7 @@ from dataforge.bench.data import (
     check_jsonl,
     demo_image_folder,
     demo_text_corpus,
+    photo_image_folder,
 )
 
 
@@ -31,6 +32,26 @@ def test_demo_images_generated_once(tmp_path):
     assert again == root
     assert sorted(p.stat().st_mtime_ns for p in root.rglob("*.jpg")) == first  # not rewritten
     assert not list(tmp_path.glob("*.tmp-*"))  # nothing half-written left behind
+
+
+def test_photos_are_camera_sized_mixed_jpegs_generated_once(tmp_path):
+    from PIL import Image
+
+    root = photo_image_folder(3, cache=tmp_path, progress=False)
+    files = sorted(root.rglob("*.jpg"))
+    assert len(check_image_folder(root)) == 3 and len(files) == 3
+    layers, progressive = [], []
+    for f in files:
+        with Image.open(f) as im:
+            assert 0.9e6 <= im.size[0] * im.size[1] <= 12.1e6, (f.name, im.size)
+            layers.append(im.layer[0][1:3])  # luma sampling factors: (2, 2) 4:2:0, (2, 1) 4:2:2
+            progressive.append(bool(im.info.get("progressive")))
+    assert layers == [(2, 2), (2, 1), (2, 2)] and progressive == [False, False, True]
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    assert photo_image_folder(3, cache=tmp_path, progress=False) == root
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
+    with pytest.raises(BenchError, match="positive int"):
+        photo_image_folder(0, cache=tmp_path)
 
 
 def test_demo_text_generated_once(tmp_path):

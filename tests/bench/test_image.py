@@ -19,8 +19,34 @@ def arms(tiny_images):
 
 def test_arm_names(arms):
     assert [a.name for a in arms] == ["stock", "stock-tuned", "dataforge-process", "dataforge-thread",
-                                      "torchdata-nodes", "dataforge-gpu-decode"]
-    assert [a.pipeline for a in arms] == ["stock"] + ["dataforge"] * 4 + ["gpu-decode"]
+                                      "natural", "torchdata-nodes", "dataforge-gpu-decode"]
+    assert [a.pipeline for a in arms] == ["stock"] + ["dataforge"] * 5 + ["gpu-decode"]
+
+
+def test_natural_arm_gets_the_thread_engine_without_asking(arms):
+    natural = next(a for a in arms if a.name == "natural")
+    finished = natural.make(2)
+    loader = finished.loader
+    assert (loader.engine, loader.num_workers, loader.drop_last) == ("thread", 2, True)
+    assert loader.engine_reason.startswith("auto: ImageFolder")
+    batch = next(iter(finished))
+    assert natural.consume(batch) == {"samples": 4.0}
+    loader.close()
+
+
+def test_image_sets_and_their_errors(tiny_images, monkeypatch):
+    from dataforge.bench import data
+    from dataforge.bench.common import BenchError
+
+    with pytest.raises(BenchError, match="--images must be one of demo, photos, got 'big'"):
+        image.run(images="big", data=str(tiny_images))
+    with pytest.raises(BenchError, match="--images photos generates data, --data"):
+        image._image_root(str(tiny_images), "photos", None, False)
+    seen = []
+    monkeypatch.setattr(data, "photo_image_folder", lambda n, progress: seen.append(n) or "P")
+    assert image._image_root(None, "photos", None, True) == "P"
+    assert image._image_root(None, "photos", 5, False) == "P"
+    assert seen == [image.QUICK_PHOTOS, 5]
 
 
 def test_gpu_decode_arm_is_absent_on_the_cpu_with_a_note(arms):
