@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "concat": "dataforge.datasets.map_style",
     "decode_fields": "dataforge.datasets.fields",
     "default_collate": "dataforge.collate.default",
+    "doctor": "dataforge.doctor",
     "from_sequence": "dataforge.datasets.map_style",
     "from_shards": "dataforge.datasets.shards",
     "mix": "dataforge.datasets.mixing",
@@ -85,6 +86,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from dataforge.datasets.table import TableDataset
     from dataforge.datasets.text import TextDataset
     from dataforge.datasets.writer import write_shards
+    from dataforge.doctor import doctor
     from dataforge.loading.builders import build_image_loaders, build_text_loaders
     from dataforge.loading.loader import Loader, build_loader
     from dataforge.loading.prefetch import DevicePrefetcher

@@ -1,5 +1,5 @@
 """The ``dataforge`` command: ``dataforge --version``, ``dataforge bench BENCHMARK [options]``,
-``dataforge shards write SRC OUT [options]``.
+``dataforge shards write SRC OUT [options]``, ``dataforge doctor TARGET [options]``.
 
 Each benchmark takes only the options it uses (``dataforge bench samplers --help``
 lists them); any other option is an error, not silently ignored. A run writes, in
@@ -33,6 +33,7 @@ from typing import Any
 
 from dataforge.bench import ALL, BENCHMARKS
 from dataforge.bench.common import BenchError, env_info
+from dataforge.doctor import command as doctor
 
 _PLOTTED = ("image", "text")  # the throughput benchmarks: their run() draws <name>.png into out
 INDEX = "index.json"
@@ -229,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     for what in (*BENCHMARKS, "all"):
         _add_benchmark(benches, what)
     _add_shards(sub)
+    doctor.add_arguments(sub.add_parser("doctor", help=doctor.ABOUT,
+                                        description=f"dataforge doctor: {doctor.ABOUT}."))
     return parser
 
 
@@ -490,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
             return bench(args, argv)
         if args.cmd == "shards":
             return shards_write(args)
+        if args.cmd == "doctor":
+            return doctor.main(args)
     except BenchError as exc:
         print(f"dataforge {args.cmd}: error: {exc}", file=sys.stderr)
         return 2
