@@ -11,13 +11,10 @@ from typing import Any
 
 from dataforge.doctor.diagnosis import CONSUMER_STAGES, WORKER_STAGES
 from dataforge.doctor.run import RunResult
+from dataforge.doctor.trace import lane_key
 
 _ORDER = (*WORKER_STAGES, *CONSUMER_STAGES)
 _BINS = 30
-
-
-def _lane_key(w: str) -> tuple[int, int | str]:
-    return (1, int(w)) if w.isdigit() else (0, w)
 
 
 def draw(run: RunResult, path: str | Path, title: str = "") -> Path | None:
@@ -38,7 +35,7 @@ def draw(run: RunResult, path: str | Path, title: str = "") -> Path | None:
     names = [s for s in _ORDER if any(s in (w.get("stages") or {}) for w in workers.values())]
     colors = {s: plt.get_cmap("tab10")(i) for i, s in enumerate(_ORDER)}
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 1.6]})
-    lanes = sorted(workers, key=_lane_key)
+    lanes = sorted(workers, key=lane_key)
     labels = [f"worker {w}" if w.isdigit() else "loader (main)" for w in lanes] + ["consumer"]
     for s in names:
         lefts = [0.0] * len(lanes)

@@ -23,8 +23,9 @@ from dataforge.doctor.run import RunResult
 _ORDER = (*WORKER_STAGES, *CONSUMER_STAGES)
 
 
-def _lane_order(worker: str) -> tuple[int, str]:
-    return (0, worker) if not worker.isdigit() else (1, f"{int(worker):06d}")
+def lane_key(worker: str) -> tuple[int, int, str]:
+    """Sort key of worker ids: ``"main"`` first, then ``"0"``, ``"1"``, ... by number."""
+    return (1, int(worker), "") if worker.isdigit() else (0, 0, worker)
 
 
 def trace_events(run: RunResult, rank: int = 0) -> list[dict[str, Any]]:
@@ -38,7 +39,7 @@ def trace_events(run: RunResult, rank: int = 0) -> list[dict[str, Any]]:
     def us(t: float) -> float:
         return round((t - origin) * 1e6, 1)
 
-    workers = sorted({str(e["worker"]) for e in timeline}, key=_lane_order)
+    workers = sorted({str(e["worker"]) for e in timeline}, key=lane_key)
     tids = {w: i + 1 for i, w in enumerate(workers)}
     events: list[dict[str, Any]] = [
         {"name": "process_name", "ph": "M", "pid": rank, "tid": 0, "args": {"name": f"rank {rank}"}},

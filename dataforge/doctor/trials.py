@@ -39,7 +39,6 @@ from dataforge.doctor.diagnosis import Diagnosis
 from dataforge.doctor.run import RunResult, Step, run_pipeline
 
 LOADER_KNOBS = ("num_workers", "engine", "pin_memory")
-PIPELINE_KNOBS = ("transform_on_device", "crop_decode", "bucketing")
 GAIN = 0.05
 MAX_WORKERS = 32
 _LOADER_ARGS = (
