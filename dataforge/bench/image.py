@@ -56,6 +56,7 @@ import torch
 from dataforge.bench import report
 from dataforge.bench.ceiling import measure_ceiling
 from dataforge.bench.common import BenchError, env_info, median, usable_cores
+from dataforge.bench.peers import peer_arms
 from dataforge.bench.pipelines import MEAN, STD, batch_step, dataforge_step, images
 from dataforge.bench.pipelines import batch_transforms as _batch_tf
 from dataforge.bench.pipelines import identity as _identity
@@ -165,7 +166,8 @@ def _uint8_finisher(device: torch.device) -> Callable[[Any], Any]:
 
 def make_arms(root: str, items: list[tuple[str, int]], *, size: int, batch_size: int,
               device: torch.device) -> list[Arm]:
-    """The six image arms over the folder ``root`` (whose files are ``items``)."""
+    """The image arms over the folder ``root`` (whose files are ``items``): the six
+    above and the peers of :mod:`dataforge.bench.peers`."""
     from dataforge.datasets.image_folder import ImageFolder
     from dataforge.loading.loader import build_loader
     from dataforge.transforms.image import train_transforms
@@ -215,6 +217,8 @@ def make_arms(root: str, items: list[tuple[str, int]], *, size: int, batch_size:
     arms.append(_torchdata_arm(df_tiled, batch_size, device, consume))
     enc_tiled = ImageFolder(root, decode=False).subset(tiled_idx)
     arms.append(_gpu_decode_arm(enc_tiled, size, batch_size, device, consume))
+    arms.extend(peer_arms(items, length=length, size=size, batch_size=batch_size, device=device,
+                          consume=consume))  # DALI-CPU, SPDL, FFCV: absent when not installed
     return arms
 
 
