@@ -54,3 +54,18 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# The peer arms of `dataforge bench image` (DALI-CPU, SPDL, FFCV; docs/bench_peers.md):
+# Debian's FFmpeg 5.1 libraries (SPDL) and pkg-config + OpenCV + libturbojpeg headers (to
+# build FFCV), apt-get installed as root, then the `peers` extra. `make test` needs none.
+PEER_DEBS := libavutil57 libavcodec59 libavformat59 libavdevice59 libavfilter8 \
+	pkg-config libopencv-dev libturbojpeg0-dev
+.PHONY: setup-peers
+setup-peers: setup
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $(PEER_DEBS); \
+	else \
+		echo "note: install these Debian packages first (as root): $(PEER_DEBS)"; \
+	fi
+	$(PY) -m pip install -q -e '.[all,dev,peers]'
