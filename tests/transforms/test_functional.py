@@ -83,3 +83,22 @@ def test_per_channel_ops_on_channels_last_batches(shape):
     assert n.is_contiguous(memory_format=torch.channels_last)
     n.sum().backward()
     assert torch.allclose(f.grad[0, :, 0, 0], 1 / torch.tensor(std))
+
+
+def test_to_float_normalize_runs_in_one_thread_on_the_cpu(monkeypatch):
+    """NOTE [normalize in one thread]: one intra-op thread for the pass, the caller's count after."""
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    ref = (x.float() / 255 - torch.tensor([0.5, 0.4, 0.3]).view(3, 1, 1)) / torch.tensor([0.2, 0.3, 0.4]).view(3, 1, 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = []
+    real = F.torch.set_num_threads
+    monkeypatch.setattr(F.torch, "set_num_threads", lambda n: (seen.append(n), real(n)))
+    try:
+        out = F.to_float_normalize(x, [0.5, 0.4, 0.3], [0.2, 0.3, 0.4])
+        after = torch.get_num_threads()
+    finally:
+        monkeypatch.undo()
+        torch.set_num_threads(before)
+    torch.testing.assert_close(out, ref)
+    assert seen == [1, 2] and after == 2
