@@ -41,12 +41,14 @@ class BatchMeta(NamedTuple):
     """What the loader learns with each batch.
 
     Attributes:
-        batch_no: the batch's number in its epoch (-1: an iterable worker's end-of-stream
-            report, which carries no batch).
+        batch_no: the batch's number in its epoch (negative: an iterable worker's report
+            of its stream's start or end, which carries no batch).
         num_samples: samples in the batch.
         failures: samples that failed under ``on_error``.
         worker: the worker that loaded it.
         errors: an iterable dataset's error counters in that worker, or ``None``.
+        dataset_state: an iterable dataset's own state in that worker after the batch
+            (NOTE [dataset state] in ``state.py``), or ``None``.
     """
 
     batch_no: int
@@ -54,6 +56,7 @@ class BatchMeta(NamedTuple):
     failures: list[Failure]
     worker: int
     errors: dict[str, int] | None = None
+    dataset_state: Any = None
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ state without the field loads with the totals of earlier epochs at zero.
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 import math
 from collections.abc import Callable, Iterator
@@ -59,16 +61,20 @@ import torch
 import torch.utils.data
 
 from dataforge._dist import current_worker_id
+from dataforge.datasets.iterable import IterDataset
 from dataforge.loading.fetch import BatchMeta, Fetched
 from dataforge.loading.process_engine import StockEngine, dataloader_options
 from dataforge.loading.seeding import WorkerSeeding
 from dataforge.loading.state import (
     DATASET_ERRORS,
+    DATASET_STATE,
     ITERABLE_KEYS,
     NEXT_WORKER,
     NUM_REPLICAS,
     NUM_WORKERS,
     WORKER_BATCHES,
+    WORKERS_ENDED,
+    is_stateful,
     make_state,
     upgrade_state,
     validate_state,
@@ -84,8 +90,19 @@ class _End:
     """A sample after a worker's stream: its batch carries the final error counts."""
 
 
-# kinds of the batches a worker sends (see TaggedCollate)
-_BATCH, _DUMMY, _END = 0, 1, 2
+class _Exhausted:
+    """The sentinel ``next(stream, _Exhausted)`` returns at a stream's end."""
+
+
+class _Start:
+    """A sample before a worker's stream: its batch carries the dataset's state at the
+    stream's start (NOTE [dataset state] in ``state.py``)."""
+
+
+# kinds of the batches a worker sends (see TaggedCollate); _LAST: real samples, then the end
+_BATCH, _DUMMY, _END, _START, _LAST = 0, 1, 2, 3, 4
+# BatchMeta.batch_no of the reports that carry no batch
+_END_NO, _START_NO = -1, -2
 _MAX_WALK = 1000  # objects visited to find a pipeline's error counters
 
 
@@ -122,6 +139,12 @@ def error_sources(dataset: Any) -> list[Any]:
     return found
 
 
+def own_state(dataset: Any) -> bool:
+    """Whether the loader nests ``dataset``'s state and leaves the position to it (NOTE
+    [dataset state]): it is stateful and not a replayed ``IterDataset``."""
+    return is_stateful(dataset) and not isinstance(dataset, IterDataset)
+
+
 def add_counts(total: dict[str, int], counts: dict[str, int]) -> None:
     for k, v in counts.items():
         total[k] = total.get(k, 0) + v
@@ -136,12 +159,17 @@ class ShardPlan:
         skips: samples worker ``w`` drops from the start of its stream.
         dummies: workers ``0 .. dummies - 1`` first send one dummy batch.
         start: the number of the first batch of the pass.
+        states: per worker, the dataset state its copy loads first (``None``: none), or
+            ``None`` for no worker (NOTE [dataset state]).
+        ended: per worker, whether its stream had ended (it does not iterate again).
     """
 
     epoch: int
     skips: list[int]
     dummies: int
     start: int
+    states: list[Any] | None = None
+    ended: list[bool] | None = None
 
 
 class ResumableSource(torch.utils.data.IterableDataset):
@@ -155,6 +183,10 @@ class ResumableSource(torch.utils.data.IterableDataset):
         self.seeding = seeding
         # [epoch, dummies, skip of worker 0, skip of worker 1, ...]
         self.plan = torch.zeros(2 + max(1, num_workers), dtype=torch.int64).share_memory_()
+        self.stateful = own_state(dataset)
+        # (state, ended) per worker, loaded by each copy before its stream; it reaches the
+        # copies with them (set before the workers start, see IterableEngine.start)
+        self.pending: list[tuple[Any, bool]] | None = None
         self._counters: list[Any] = []  # set per pass, in the process that iterates
         self._base: list[dict[str, int]] = []
 
@@ -162,21 +194,48 @@ class ResumableSource(torch.utils.data.IterableDataset):
         values = [plan.epoch, plan.dummies, *plan.skips]
         self.plan[: len(values)] = torch.tensor(values, dtype=torch.int64)
 
-    def __iter__(self) -> Iterator[Any]:
-        w = current_worker_id()
-        epoch, dummies, *skips = self.plan.tolist()
+    def _open(self, w: int, epoch: int) -> Iterator[Any] | None:
+        """This worker's stream of ``epoch`` (``None``: it had ended), its copy of the dataset
+        first loading its pending state, once (NOTE [dataset state] in ``state.py``)."""
+        pending, self.pending = self.pending, None
+        state, ended = pending[w] if pending is not None and w < len(pending) else (None, False)
+        it = None
+        if state is not None:
+            # a dataset that is its own iterator loads its state after iter() (torchdata's
+            # order); any other before the iter() that gives its stream
+            it = iter(self.dataset)
+            self.dataset.load_state_dict(copy.deepcopy(state))
+            if it is not self.dataset:
+                it = None
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
         self.seeding.enter_epoch(epoch)
+        if ended:
+            return None
+        return iter(self.dataset) if it is None else it
+
+    def __iter__(self) -> Iterator[Any]:
+        w = current_worker_id()
+        epoch, dummies, *skips = self.plan.tolist()
         self._counters = error_sources(self.dataset)
         self._base = [dict(c.errors) for c in self._counters]
+        it = self._open(w, epoch)  # before the start report: it reports the stream
+        if self.stateful:
+            yield from (_Start() for _ in range(self.batch_size))
         if w < dummies:
             yield from (_Dummy() for _ in range(self.batch_size))
-        it = iter(self.dataset)
-        skip = skips[w] if w < len(skips) else 0
-        yield from (itertools.islice(it, skip, None) if skip else it)
-        if self._counters:
+        if it is not None:
+            # NOTE: pulled with next() only: iter() again would restart a dataset that is
+            # its own iterator and resets in __iter__
+            stream = iter(functools.partial(next, it, _Exhausted), _Exhausted)
+            skip = skips[w] if w < len(skips) else 0
+            yield from (itertools.islice(stream, skip, None) if skip else stream)
+        if self._counters or self.stateful:
             yield from (_End() for _ in range(self.batch_size))
+
+    def dataset_state(self) -> Any:
+        """The dataset's own state in this process (a copy), ``None`` if it has none to nest."""
+        return copy.deepcopy(self.dataset.state_dict()) if self.stateful else None
 
     def error_counts(self) -> dict[str, int] | None:
         """What the dataset's counters grew by since this pass started (``None``: no
@@ -191,9 +250,10 @@ class ResumableSource(torch.utils.data.IterableDataset):
 
 
 class TaggedCollate:
-    """Collate in the worker and tag the batch: ``(worker id, kind, error counts, batch)``
-    with kind ``_BATCH``, ``_DUMMY`` (no batch) or ``_END`` (counts only); see NOTE
-    [iterable resume] and NOTE [iterable error counts].
+    """Collate in the worker and tag the batch: ``(worker id, kind, error counts, dataset
+    state, batch)`` with kind ``_BATCH``, ``_LAST`` (a batch that ends the stream),
+    ``_DUMMY`` (no batch), ``_START`` or ``_END`` (reports, no batch); see NOTE [iterable
+    resume], NOTE [iterable error counts] and NOTE [dataset state] in ``state.py``.
 
     ``source`` is the worker's own copy of the :class:`ResumableSource` (torch pickles
     the dataset and the collate function together when it starts a worker).
@@ -207,32 +267,38 @@ class TaggedCollate:
         self.drop_last = drop_last
         self.source = source
 
-    def __call__(self, data: Any) -> tuple[int, int, dict[str, int] | None, Any]:
+    def __call__(self, data: Any) -> tuple[int, int, dict[str, int] | None, Any, Any]:
         w = current_worker_id()
         batched = self.batched and len(data) > 0
         first, last = (data[0], data[-1]) if batched else (data, data)
         if isinstance(first, _Dummy):
-            return w, _DUMMY, None, None
+            return w, _DUMMY, None, None, None
+        state = self.source.dataset_state()
+        if isinstance(first, _Start):
+            return w, _START, None, state, None
         errors = self.source.error_counts()
         if isinstance(last, _End):
             real = [x for x in data if not isinstance(x, _End)] if batched else []
             if not real or self.drop_last:  # a partial batch: torch would drop it too
-                return w, _END, errors, None
-            data = real
-        return w, _BATCH, errors, self.collate(data)
+                return w, _END, errors, state, None
+            return w, _LAST, errors, state, self.collate(real)
+        return w, _BATCH, errors, state, self.collate(data)
 
 
 def _fetched(raw: Iterator[Any], start: int, batched: bool) -> Iterator[Fetched]:
     # module-level: must not reference the Loader (the engine keeps it alive)
     b = start
-    for worker, kind, errors, batch in raw:
+    for worker, kind, errors, state, batch in raw:
         if kind == _DUMMY:
             continue
-        if kind == _END:  # an end-of-stream report: error counts only
-            yield Fetched(None, BatchMeta(-1, 0, [], int(worker), errors))
+        if kind in (_START, _END):  # a report: error counts and dataset state only
+            no = _START_NO if kind == _START else _END_NO
+            yield Fetched(None, BatchMeta(no, 0, [], int(worker), errors, state))
             continue
+        if kind == _LAST:  # the batch ends the stream: reported first, received together
+            yield Fetched(None, BatchMeta(_END_NO, 0, [], int(worker), None, state))
         n = batch_len(batch) if batched else 1
-        yield Fetched(batch, BatchMeta(b, n, [], int(worker), errors))
+        yield Fetched(batch, BatchMeta(b, n, [], int(worker), errors, state))
         b += 1
 
 
@@ -256,15 +322,33 @@ class IterableEngine(StockEngine):
 
     def start(self, work: ShardPlan) -> Iterator[Fetched]:
         self.source.set_plan(work)
-        return _fetched(self._begin(), work.start, self.batched)
+        if work.states is None:
+            return _fetched(self._begin(), work.start, self.batched)
+        # NOTE: the states reach the workers' copies as they start, so a resumed pass
+        # starts fresh workers; with none the main process's dataset loads them lazily
+        self.close()
+        self.source.pending = list(zip(work.states, work.ended or [False] * len(work.states)))
+        raw = self._begin()
+        if self.dataloader.num_workers > 0:
+            self.source.pending = None
+        return _fetched(raw, work.start, self.batched)
+
+
+_Resume = tuple[list[int], int, list[Any] | None, list[bool] | None]
 
 
 class IterProgress:
     """The consumer's position in an iterable epoch: batches taken from each worker,
-    the worker next in the cycle, and the dataset's error counts (NOTE [iterable
-    resume], NOTE [iterable error counts])."""
+    the worker next in the cycle, the dataset's error counts and each worker's dataset
+    state (NOTE [iterable resume], NOTE [iterable error counts], NOTE [dataset state]).
 
-    def __init__(self, dataset: Any, batch_size: int | None, drop_last: bool, num_workers: int) -> None:
+    ``persistent``: the workers keep their dataset copies from pass to pass.
+    """
+
+    def __init__(
+        self, dataset: Any, batch_size: int | None, drop_last: bool, num_workers: int,
+        persistent: bool = False,
+    ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.drop_last = drop_last
@@ -272,10 +356,15 @@ class IterProgress:
         self.nw = max(1, num_workers)
         self.counts = [0] * self.nw
         self.next_worker = 0
-        self._resume: tuple[list[int], int] | None = None
+        self._resume: _Resume | None = None
         self.error_keys = [k for d in error_sources(dataset) for k in d.errors]
         self.errors_done: dict[str, int] = {}
         self.worker_errors: list[dict[str, int]] = [{} for _ in range(self.nw)]
+        self.stateful = own_state(dataset)
+        self.keeps_copies = persistent or num_workers == 0  # a pass starts where the last ended
+        self.dataset_states: list[Any] = [None] * self.nw
+        self.ended = [False] * self.nw
+        self._in_pass = False
 
     @property
     def yielded(self) -> int:
@@ -292,39 +381,78 @@ class IterProgress:
     def begin(self, epoch: int) -> ShardPlan:
         if self._resume is None:
             self.fold_errors()  # a fresh start of the epoch: earlier passes are final
-        counts, nxt = self._resume if self._resume is not None else ([0] * self.nw, 0)
+            if self._in_pass:
+                self._carry_over()
+        counts, nxt, states, ended = (
+            self._resume if self._resume is not None else ([0] * self.nw, 0, None, None)
+        )
         self._resume = None
+        self._in_pass = True
         self.counts, self.next_worker = list(counts), nxt
+        if states is not None:
+            self.dataset_states, self.ended = list(states), list(ended or [False] * self.nw)
         bs = self.batch_size or 1
-        return ShardPlan(epoch, [c * bs for c in counts], nxt, sum(counts))
+        # a worker whose copy loads a state is not fast-forwarded (NOTE [dataset state])
+        skips = [0 if states is not None and states[w] is not None else c * bs for w, c in enumerate(counts)]
+        load = states is not None and (any(x is not None for x in states) or any(self.ended))
+        if not load:
+            return ShardPlan(epoch, skips, nxt, sum(counts))
+        return ShardPlan(epoch, skips, nxt, sum(counts), list(self.dataset_states), list(self.ended))
 
     def receive(self, meta: BatchMeta) -> None:
         if meta.errors is not None:
             self.worker_errors[meta.worker] = meta.errors
-        if meta.batch_no < 0:  # an end-of-stream report: error counts only
+        if meta.dataset_state is not None:
+            self.dataset_states[meta.worker] = meta.dataset_state
+        if meta.batch_no == _END_NO:
+            self.ended[meta.worker] = True
+        if meta.batch_no < 0:  # a report: error counts and dataset state only
             return
         self.counts[meta.worker] += 1
         self.next_worker = (meta.worker + 1) % self.nw
 
+    def _carry_over(self) -> None:
+        """Between passes: a copy that persists and whose stream ended starts the next pass
+        from its state; any other starts as the main process's dataset (``None``: taken
+        from it when the state is)."""
+        self.dataset_states = [
+            s if e and self.keeps_copies else None for s, e in zip(self.dataset_states, self.ended)
+        ]
+        self.ended = [False] * self.nw
+
     def restart(self) -> None:
         self.fold_errors()
+        if self._in_pass:
+            self._carry_over()
+        self._in_pass = False
         self.counts = [0] * self.nw
         self.next_worker = 0
         self._resume = None
 
-    def position(self) -> tuple[list[int], int]:
-        return self._resume if self._resume is not None else (list(self.counts), self.next_worker)
+    def position(self) -> _Resume:
+        if self._resume is not None:
+            return self._resume
+        return list(self.counts), self.next_worker, list(self.dataset_states), list(self.ended)
 
     def state(self, epoch: int, fields: dict[str, Any]) -> dict[str, Any]:
         """NOTE [loader state] plus ``num_workers``, ``worker_batches`` (batches taken from
-        each worker), ``next_worker`` and ``dataset_errors`` (``{"done": totals of the
-        finished passes, "workers": each worker's counts this epoch}``)."""
-        counts, nxt = self.position()
-        state = make_state(epoch=epoch, batches_yielded=sum(counts), sampler_state=None, fields=fields)
+        each worker), ``next_worker``, ``dataset_errors`` (``{"done": totals of the
+        finished passes, "workers": each worker's counts this epoch}``), ``workers_ended``
+        and, for a dataset with its own state, ``dataset_state`` (NOTE [dataset state])."""
+        counts, nxt, states, ended = self.position()
+        if self.stateful and (states is None or any(s is None for s in states)):
+            # a worker without a report yet starts as the main process's dataset
+            main = copy.deepcopy(self.dataset.state_dict())
+            states = [main if s is None else s for s in states or [None] * self.nw]
+        state = make_state(
+            epoch=epoch, batches_yielded=sum(counts), sampler_state=None, fields=fields,
+            dataset_state=states if self.stateful else None,
+        )
         state.update({NUM_WORKERS: self.num_workers, WORKER_BATCHES: counts, NEXT_WORKER: nxt})
         state[DATASET_ERRORS] = {
             "done": dict(self.errors_done), "workers": [dict(c) for c in self.worker_errors],
         }
+        state[WORKERS_ENDED] = list(ended or [False] * self.nw)
         return state
 
     def load(self, state: Any, fields: dict[str, Any]) -> int:
@@ -358,8 +486,32 @@ class IterProgress:
                 f"loader state field 'next_worker' must be an int in [0, {self.nw}), got {nxt!r}"
             )
         self._load_errors(state.get(DATASET_ERRORS, {"done": {}, "workers": [{}] * self.nw}))
-        self._resume = (list(counts), nxt)
+        states, ended = self._load_dataset_state(state.get(DATASET_STATE), state.get(WORKERS_ENDED))
+        self._resume = (list(counts), nxt, states, ended)
         return epoch
+
+    def _load_dataset_state(self, states: Any, ended: Any) -> tuple[list[Any] | None, list[bool] | None]:
+        if states is None:
+            return None, None
+        if not self.stateful:
+            raise ValueError(
+                "loader state field 'dataset_state' holds the dataset's own state but "
+                f"{type(self.dataset).__name__} does not take one (no state_dict/load_state_dict, "
+                "or a dataforge IterDataset, resumed by replay: NOTE [dataset state]); build the "
+                "loader over the dataset it was saved with"
+            )
+        if not isinstance(states, list) or len(states) != self.nw:
+            raise ValueError(
+                f"loader state field 'dataset_state' must be a list of {self.nw} per-worker states "
+                f"(or None), got {states!r}; pass a dict from Loader.state_dict()"
+            )
+        ended = [False] * self.nw if ended is None else ended
+        if not isinstance(ended, list) or len(ended) != self.nw or not all(isinstance(e, bool) for e in ended):
+            raise ValueError(
+                f"loader state field 'workers_ended' must be a list of {self.nw} bools, got "
+                f"{ended!r}; pass a dict from Loader.state_dict()"
+            )
+        return list(states), list(ended)
 
     def _load_errors(self, errors: Any) -> None:
         if (

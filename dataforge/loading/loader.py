@@ -62,7 +62,15 @@ from dataforge.loading.prefetch import (
 )
 from dataforge.loading.process_engine import ProcessEngine
 from dataforge.loading.seeding import WorkerSeeding
-from dataforge.loading.state import BATCH_SIZE, DATASET_LEN, DROP_LAST, NUM_REPLICAS, SEED, SHUFFLE
+from dataforge.loading.state import (
+    BATCH_SIZE,
+    DATASET_LEN,
+    DATASET_STATE,
+    DROP_LAST,
+    NUM_REPLICAS,
+    SEED,
+    SHUFFLE,
+)
 from dataforge.loading.stats import Failure, LoaderStats
 from dataforge.loading.thread_engine import ThreadEngine
 
@@ -183,7 +191,9 @@ class Loader(Generic[T]):
             "multiprocessing_context": multiprocessing_context,
         }
         if self.iterable:
-            self._progress = IterProgress(self.dataset, self.batch_size, self.drop_last, self.num_workers)
+            self._progress = IterProgress(
+                self.dataset, self.batch_size, self.drop_last, self.num_workers, self.persistent_workers
+            )
             return IterableEngine(
                 self.dataset, batch_size=self.batch_size, drop_last=self.drop_last,
                 collate_fn=self.collate_fn, num_workers=self.num_workers, pin_memory=self.pin_memory,
@@ -193,7 +203,7 @@ class Loader(Generic[T]):
             len(self.dataset), self.batch_size, self.drop_last, self.shuffle, self.seed,
             self.sampler, self.batch_sampler, self._replicas,
         )
-        self._progress = MapProgress(plan)
+        self._progress = MapProgress(plan, self.dataset)
         fetcher = BatchFetcher(
             self.dataset, self.collate_fn, batched=batched, on_error=self.on_error,
             seeding=self._seeding, pin=self.pin_memory and self.engine == "thread",
@@ -322,6 +332,8 @@ class Loader(Generic[T]):
         self._epoch = epoch
         if isinstance(self._progress, MapProgress):
             self._progress.plan.set_epoch(epoch)
+            if state.get(DATASET_STATE) is not None:
+                self._engine.close()  # NOTE [dataset state]: worker copies start from the loaded one
 
     # -- reporting -----------------------------------------------------------------
 

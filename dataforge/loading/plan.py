@@ -27,6 +27,8 @@ refused.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 import numbers
 from collections.abc import Iterator
@@ -37,14 +39,15 @@ import torch
 
 from dataforge._rng import make_generator, mix_seed
 from dataforge.loading.fetch import BatchKey, BatchMeta
-from dataforge.loading.state import NUM_REPLICAS, make_state, upgrade_state, validate_state
+from dataforge.loading.state import (
+    DATASET_STATE,
+    NUM_REPLICAS,
+    is_stateful,
+    make_state,
+    upgrade_state,
+    validate_state,
+)
 from dataforge.samplers.base import EpochSampler
-
-
-def _stateful(obj: Any) -> bool:
-    return callable(getattr(obj, "state_dict", None)) and callable(
-        getattr(obj, "load_state_dict", None)
-    )
 
 
 def _index(i: Any, *, batched: bool) -> tuple[Any, bool]:
@@ -131,7 +134,7 @@ class BatchPlan:
         self.source: Any = batch_sampler if batch_sampler is not None else (
             sampler if sampler is not None else self.order
         )
-        self.stateful = _stateful(self.source)
+        self.stateful = is_stateful(self.source)
 
     def num_batches(self) -> int | None:
         if self.batch_sampler is not None:
@@ -212,10 +215,13 @@ LAST = -1  # key of ``MapProgress._states`` holding the pass's last batch number
 
 class MapProgress:
     """The consumer's position in a map-style epoch: batches received and the user
-    sampler's state after the last of them (NOTE [loader state] in ``state.py``)."""
+    sampler's state after the last of them (NOTE [loader state] in ``state.py``), and
+    the dataset's own state (NOTE [dataset state])."""
 
-    def __init__(self, plan: BatchPlan) -> None:
+    def __init__(self, plan: BatchPlan, dataset: Any = None) -> None:
         self.plan = plan
+        self.dataset = dataset if is_stateful(dataset) else None
+        self._dataset_state: Any = None  # loaded, for the dataset when the next pass begins
         self.yielded = 0
         self.sampler_state: dict[str, Any] | None = None
         self.at_end = False  # the last batch of the pass was received
@@ -232,7 +238,16 @@ class MapProgress:
         self._resume = None
         self.yielded, self.sampler_state, self.at_end = skip, state, False
         self._states.clear()
-        return _keys(self.plan, self._states, epoch, skip, state)
+        keys = _keys(self.plan, self._states, epoch, skip, state)
+        pending, self._dataset_state = self._dataset_state, None
+        if pending is None or self.dataset is None:
+            return keys
+        # NOTE [dataset state]: the order draws its first batch before the dataset's state is
+        # loaded (torchdata's order: a state holding torch's RNG then does not change a
+        # sampler's draw), and both happen before the engine starts its workers
+        first = next(keys, None)
+        self.dataset.load_state_dict(pending)
+        return itertools.chain(() if first is None else (first,), keys)
 
     def receive(self, meta: BatchMeta) -> None:
         self.yielded = meta.batch_no + 1
@@ -247,6 +262,7 @@ class MapProgress:
         self.sampler_state = None
         self.at_end = self.resized = False
         self._resume = None
+        self._dataset_state = None
         self._states.clear()
 
     def position(self) -> tuple[int, dict[str, Any] | None]:
@@ -260,7 +276,13 @@ class MapProgress:
         # after a resume under another world size, k counts batches of two layouts
         if (self._resume is None and self.at_end) or (not self.resized and n is not None and k >= n):
             epoch, k, sampler_state = epoch + 1, 0, None
-        return make_state(epoch=epoch, batches_yielded=k, sampler_state=sampler_state, fields=fields)
+        dataset_state = self._dataset_state
+        if dataset_state is None and self.dataset is not None:
+            dataset_state = copy.deepcopy(self.dataset.state_dict())
+        return make_state(
+            epoch=epoch, batches_yielded=k, sampler_state=sampler_state, fields=fields,
+            dataset_state=dataset_state,
+        )
 
     def load(self, state: Any, fields: dict[str, Any]) -> int:
         """Resume from a loader ``state`` (checked against ``fields``); return its epoch."""
@@ -280,6 +302,14 @@ class MapProgress:
                 "(or give yours state_dict/load_state_dict with global progress), or start the epoch "
                 "without the state"
             )
+        dataset_state = state.get(DATASET_STATE)
+        if dataset_state is not None and self.dataset is None:
+            raise ValueError(
+                "loader state field 'dataset_state' holds the dataset's own state but the "
+                "dataset has no state_dict/load_state_dict to take it (NOTE [dataset state]); "
+                "build the loader over the dataset it was saved with"
+            )
+        self._dataset_state = dataset_state
         self.yielded = k
         self._resume = (k, sampler_state)
         self.at_end = False

@@ -21,7 +21,26 @@ each worker), ``next_worker`` and ``dataset_errors`` (NOTE [iterable resume] and
 NOTE [iterable error counts] in ``iterable_engine.py``). A key the loader does not
 know is refused, so a state of another kind of loader is never half-loaded.
 A version-1 state (no ``num_replicas``, the loader's own order as a batch count) is
-converted by ``upgrade_state``.
+converted by ``upgrade_state``. ``DATASET_STATE`` holds the dataset's own state.
+
+NOTE [dataset state]: a dataset with ``state_dict``/``load_state_dict`` has its state
+nested under ``DATASET_STATE`` as the dataset returns it: the loader's state is plain
+JSON when the dataset's is (the loader does not refuse a dataset whose state holds a
+tensor, such as torch's RNG state, as torchdata does not). Map-style: the main process's
+``dataset.state_dict()`` when the loader's state is taken, loaded back into the dataset
+by ``load_state_dict`` (process workers are restarted so their copies start from it);
+the position stays the plan's. Iterable: every worker iterates its own copy, so the
+field is a list, one entry per worker: the copy's state right after the last batch the
+consumer took from it, or at the start of its stream (each worker reports it first),
+``None`` where the copy starts as the main process's dataset does. On resume each copy
+loads its entry before ``iter()`` and is not fast-forwarded by the loader (its state
+says where it stands, as in torchdata); ``WORKERS_ENDED`` marks the workers whose
+stream had ended, which do not iterate again in that epoch. A state taken after a
+stream's end must load as the start of the next pass: persistent workers (and the main
+process with ``num_workers=0``) start the next epoch from it. dataforge's
+``IterDataset`` is the exception: it resumes by replay and its state counts the items
+read (NOTE [resume by replay]), which ``worker_batches`` already holds; nesting it too
+would skip those items twice, so the loader fast-forwards it and does not nest it.
 """
 
 from __future__ import annotations
@@ -46,13 +65,19 @@ WORKER_BATCHES = "worker_batches"
 NEXT_WORKER = "next_worker"
 DATASET_ERRORS = "dataset_errors"
 NUM_REPLICAS = "num_replicas"
+DATASET_STATE = "dataset_state"
+WORKERS_ENDED = "workers_ended"
 
 # fields that must match the loader the state is loaded into
 CHECKED_FIELDS = (DATASET_LEN, SEED, BATCH_SIZE, DROP_LAST, SHUFFLE)
 # what an iterable dataset's loader adds
 ITERABLE_FIELDS = (NUM_WORKERS, WORKER_BATCHES, NEXT_WORKER, DATASET_ERRORS)
-MAP_KEYS = frozenset((VERSION, EPOCH, BATCHES_YIELDED, NUM_REPLICAS, SAMPLER_STATE, *CHECKED_FIELDS))
-ITERABLE_KEYS = MAP_KEYS | frozenset(ITERABLE_FIELDS)
+MAP_KEYS = frozenset(
+    (VERSION, EPOCH, BATCHES_YIELDED, NUM_REPLICAS, SAMPLER_STATE, DATASET_STATE, *CHECKED_FIELDS)
+)
+ITERABLE_KEYS = MAP_KEYS | frozenset((*ITERABLE_FIELDS, WORKERS_ENDED))
+# fields a state may lack: older states, and states of loaders without them
+_OPTIONAL = frozenset((SAMPLER_STATE, VERSION, DATASET_ERRORS, NUM_REPLICAS, DATASET_STATE, WORKERS_ENDED))
 # how to make each checked field match: only fixes that exist
 _FIXES = {
     DATASET_LEN: "load the state into a loader over the dataset it was saved with",
@@ -63,23 +88,35 @@ _FIXES = {
 }
 
 
+def is_stateful(obj: Any) -> bool:
+    """Whether ``obj`` has callable ``state_dict`` and ``load_state_dict`` (a sampler, a dataset)."""
+    return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
+
+
+def check_json(value: Any, what: str) -> None:
+    """Raise a ``TypeError`` naming ``what`` when ``value`` is not JSON-serialisable."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{what}'s state_dict() is not JSON-serialisable ({exc}); the loader's state is "
+            "plain JSON (NOTE [loader state]): make it return plain ints, floats, strings, "
+            "lists and dicts"
+        ) from exc
+
+
 def make_state(
-    *, epoch: int, batches_yielded: int, sampler_state: dict[str, Any] | None, fields: dict[str, Any]
+    *, epoch: int, batches_yielded: int, sampler_state: dict[str, Any] | None, fields: dict[str, Any],
+    dataset_state: Any = None,
 ) -> dict[str, Any]:
-    """The state dict of a loader whose ``CHECKED_FIELDS`` and ``NUM_REPLICAS`` values are ``fields``."""
-    state = {
+    """The state dict of a loader whose ``CHECKED_FIELDS`` and ``NUM_REPLICAS`` values are
+    ``fields``; ``dataset_state``: the dataset's own state (NOTE [dataset state])."""
+    check_json(sampler_state, "the sampler")
+    return {
         VERSION: STATE_VERSION, EPOCH: epoch, BATCHES_YIELDED: batches_yielded,
         NUM_REPLICAS: fields[NUM_REPLICAS], **{k: fields[k] for k in CHECKED_FIELDS},
-        SAMPLER_STATE: sampler_state,
+        SAMPLER_STATE: sampler_state, DATASET_STATE: dataset_state,
     }
-    try:
-        json.dumps(state)
-    except TypeError as exc:
-        raise TypeError(
-            f"the sampler's state_dict() is not JSON-serialisable ({exc}); "
-            "make the sampler return plain ints, floats, strings, lists and dicts"
-        ) from exc
-    return state
 
 
 def nonneg_int(state: dict[str, Any], field: str) -> int:
@@ -93,7 +130,7 @@ def nonneg_int(state: dict[str, Any], field: str) -> int:
 def _check_keys(state: Any, keys: frozenset[str]) -> None:
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict from Loader.state_dict(), got {type(state).__name__}")
-    required = keys - {SAMPLER_STATE, VERSION, DATASET_ERRORS, NUM_REPLICAS}
+    required = keys - _OPTIONAL
     missing = sorted(required - state.keys())
     if missing:
         raise ValueError(

@@ -41,12 +41,9 @@ import torch
 import torch.utils.data
 
 from compat.adapter import CompatTestCase, StatefulDataLoader
-from compat.marks import bug, differs
+from compat.marks import differs
 
 TEST_CUDA = torch.cuda.is_available()
-DATASET_STATE = ("the loader's state does not hold the dataset's own state_dict(), so an iterable "
-                 "dataset that keeps its position or epoch itself (in the main process with "
-                 "num_workers=0, or in persistent workers) is not restored (issue 15 item 2)")
 GLOBAL_RNG = "a dataset drawing from torch's global RNG is not reproduced by a resume"
 
 
@@ -344,8 +341,7 @@ class TestStatefulDataLoaderMap_shard1(TestStatefulDataLoaderIterable_shard0):
 
         self.assertEqual(batches, exp)
 
-    # compat: map-style, so the persistent-worker bug marks of the base class do not apply;
-    # slow: test_mp_x's runs again with persistent workers
+    # compat: slow: test_mp_x's runs again with persistent workers
     @pytest.mark.slow
     def test_mp_pw(self):
         TestStatefulDataLoaderIterable_shard0.test_mp_pw(self)
@@ -576,16 +572,6 @@ class TestStatefulDataLoaderIterable2_shard0(TestStatefulDataLoaderIterable_shar
     def _get_dataset(self, shuffle):
         return DummyIteratorIterableDataset(list(range(100)), shuffle=shuffle, include_generator=True)
 
-    # compat: the dataset is its own iterator, so in the main process only its state_dict
-    # knows where it stands
-    @bug(DATASET_STATE)
-    def test_no_mp(self):
-        TestStatefulDataLoaderIterable_shard0.test_no_mp(self)
-
-    @bug(DATASET_STATE + "; and " + GLOBAL_RNG + " (docs/stock_differences.md#global-rng)")
-    def test_random_state(self):
-        TestStatefulDataLoaderIterable_shard0.test_random_state(self)
-
 
 class TestSnapshotZero_shard2(TestCase):
     def test_generator(self):
@@ -633,7 +619,6 @@ class TestSnapshotZero_shard2(TestCase):
 
             self.assertEqual(batches, exp)
 
-    @differs("global-rng", GLOBAL_RNG)
     def test_map(self):
         num_workers = 3
         every_n_steps = 10
@@ -1214,7 +1199,6 @@ class TestInitialState_shard0(TestCase):
         with self.assertRaisesRegex(ValueError, "Iteration error"):
             next(it)
 
-    @differs("global-rng", GLOBAL_RNG)
     def test_load_then_state(self):
         for pw in itertools.product([False, True]):
             num_workers = 4
@@ -1341,11 +1325,9 @@ class TestFastStateDictRequestRoundRobin_shard3(TestCase):
         state_dict3 = dl.state_dict()
         self.assertEqual(state_dict3, exp_state_dict)
 
-    @bug(DATASET_STATE)
     def test_fast_state_dict_request(self) -> None:
         self._run_test(1, 15)
 
-    @bug(DATASET_STATE)
     def test_fast_state_dict_request_skip_steps(self) -> None:
         self._run_test(17, 19)
 
@@ -1586,11 +1568,9 @@ class TestMultiEpochState_shard0(TestCase):
         self.assertEqual(data1, exp1)
         self.assertEqual(data2, exp2)
 
-    @bug(DATASET_STATE)
     def test_inline(self):
         self._run(False, 0)
 
-    @bug(DATASET_STATE)
     def test_pw(self):
         self._run(True, 4)
 
