@@ -137,7 +137,8 @@ def diagnose(run: RunResult) -> Diagnosis:
         line += f" ({100 * share[top]:.0f}% of the workers' time, {1000 * per_sample:.2f} ms per call)"
     evidence.append(line)
     if busy is not None and top in WORKER_STAGES:
-        who = "the main process" if stats.get("num_workers") == 0 else f"the {n} worker{'s' * (n != 1)}"
+        who = ("the main process" if stats.get("num_workers") == 0
+               else f"the {n} workers" if n > 1 else "the one worker")
         evidence.append(f"{who} {'were' if n != 1 else 'was'} busy {100 * min(busy, 1.0):.0f}% of the run")
     evidence.extend(_slow_workers(stats))
     if not data_bound:

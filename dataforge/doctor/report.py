@@ -92,7 +92,7 @@ def format_report(rep: Report) -> str:
     ]
     mem = rep.memory_summary()
     if mem:
-        parts = [f"{label} {_mib(m['last'])} ({'+' if m['growth'] >= 0 else '-'}{_mib(abs(m['growth']))})"
+        parts = [f"{label} {_mib(m['last'])} ({round(m['growth'] / 2**20):+d} MiB)"
                  for label, m in mem.items()]
         lines.append("memory (PSS)     " + "; ".join(parts) + "  (growth since the first batch)")
     else:
