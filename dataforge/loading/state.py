@@ -23,6 +23,18 @@ know is refused, so a state of another kind of loader is never half-loaded.
 A version-1 state (no ``num_replicas``, the loader's own order as a batch count) is
 converted by ``upgrade_state``. ``DATASET_STATE`` holds the dataset's own state.
 
+NOTE [exactly once]: what elastic resume guarantees when the epoch does not divide
+across ranks. Ranks consume the global order in whole batches and its padding (NOTE
+[epoch semantics] in ``samplers/base.py``) sits in the last batch, so a state saved
+before the epoch's end covers real items only. The run that finishes the epoch splits
+the rest over its ranks, every rank the same count, padding it as ``DistributedSampler``
+does: it repeats the first ``(-rest) % world_size`` items of the epoch's order. Across
+the interrupted and the resuming runs every item of the epoch is delivered, none lost,
+and the only repeats are that padding: fewer than the final world size, the bound an
+uninterrupted run has (items are samples, or batches for a batch sampler). With a
+sampler's ``drop_last=True`` the rest's tail is dropped instead (at most
+``world_size - 1`` items lost, none repeated), as in an uninterrupted run.
+
 NOTE [dataset state]: a dataset with ``state_dict``/``load_state_dict`` has its state
 nested under ``DATASET_STATE`` as the dataset returns it: the loader's state is plain
 JSON when the dataset's is (the loader does not refuse a dataset whose state holds a

@@ -9,6 +9,8 @@ the loader reads it). The real multi-process run is ``test_elastic_chaos.py``.
 from __future__ import annotations
 
 import json
+import math
+import random
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -24,15 +26,15 @@ from dataforge.samplers.weighted import WeightedSampler
 N, BS = 60, 4
 
 
-def _make(kind: str, world: int, rank: int, workers: int = 0, engine: str = "process") -> Any:
+def _make(kind: str, world: int, rank: int, workers: int = 0, engine: str = "process", n: int = N) -> Any:
     sampler: Any = None
     if kind == "weighted":
-        sampler = WeightedSampler(torch.arange(1, N + 1).float(), N, seed=5, num_replicas=world, rank=rank)
+        sampler = WeightedSampler(torch.arange(1, n + 1).float(), n, seed=5, num_replicas=world, rank=rank)
     elif kind == "balanced":
-        sampler = ClassBalancedSampler([i % 3 for i in range(N)], num_samples=N, seed=5,
+        sampler = ClassBalancedSampler([i % 3 for i in range(n)], num_samples=n, seed=5,
                                        num_replicas=world, rank=rank)
     return dataforge.build_loader(
-        torch.arange(N), BS, shuffle=kind == "shuffle", sampler=sampler, seed=7, num_workers=workers,
+        torch.arange(n), BS, shuffle=kind == "shuffle", sampler=sampler, seed=7, num_workers=workers,
         engine=engine,
     )
 
@@ -78,6 +80,30 @@ def test_resume_under_another_world_size(monkeypatch, kind: str, w1: int, w2: in
     for loader in fresh:
         loader.set_epoch(1)
     assert _epoch(resumed)[0] == _epoch(fresh)[0]  # the next epoch: a run started at w2
+
+
+@pytest.mark.parametrize("kind", ["shuffle", "weighted", "balanced"])
+@pytest.mark.parametrize(("w1", "w2"), [(1, 2), (2, 1), (2, 3), (3, 2), (3, 4)])
+def test_an_epoch_that_does_not_divide_loses_nothing_and_repeats_only_padding(
+    monkeypatch, kind: str, w1: int, w2: int
+) -> None:
+    # NOTE [exactly once] in loading/state.py: the repeats are the resuming run's padding
+    n = 61
+    order = _epoch(_ranks(monkeypatch, kind, 1, n=n))[0][0]  # the epoch's global order
+    rng = random.Random(f"{kind}-{w1}-{w2}")
+    batches = math.ceil(math.ceil(n / w1) / BS)  # per rank at w1
+    for stop in rng.sample(range(1, batches), 2):
+        head, states = _epoch(_ranks(monkeypatch, kind, w1, n=n), stop)
+        resumed = _ranks(monkeypatch, kind, w2, n=n)
+        for loader in resumed:
+            loader.load_state_dict(states[0])
+        tail, _ = _epoch(resumed)
+        got = Counter(i for r in head + tail for i in r)
+        assert not Counter(order) - got, f"stop {stop}: lost {Counter(order) - got}"
+        rest = n - states[0]["sampler_state"]["position"]
+        pad = -rest % w2
+        assert got - Counter(order) == Counter(order[:pad]) and pad < w2, f"stop {stop}"
+        assert len({len(r) for r in tail}) == 1
 
 
 def test_without_a_sampler_the_epoch_is_split_like_distributed_sampler(monkeypatch) -> None:
