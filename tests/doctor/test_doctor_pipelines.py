@@ -66,3 +66,15 @@ def test_process_workers_report_stages_and_memory(engine: str) -> None:
     mem = report.memory_summary()
     if mem:  # psutil present
         assert sum(label.startswith("worker pid") for label in mem) == 2, mem
+
+
+def test_a_given_loader_is_rebuilt_for_trials_and_left_open() -> None:
+    loader = dataforge.build_loader(pl.Sleepy(plain_s=0.004), batch_size=pl.BATCH, num_workers=1,
+                                    engine="thread")
+    try:
+        report = dataforge.doctor(loader, seconds=0.8, step_ms=2.0, trial_seconds=0.6, max_trials=1)
+        assert [t.change for t in report.trials] == [{"num_workers": 2}], str(report)
+        assert report.trials[0].effect is not None and report.trials[0].effect > 0.3, str(report)
+        assert len(next(iter(loader))) == pl.BATCH  # the doctor does not close what it was given
+    finally:
+        loader.close()
