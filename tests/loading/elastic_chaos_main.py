@@ -9,7 +9,10 @@ the loop breaks out at the case's step and saves ``loader.state_dict()``. A
 loads a saved state (rank ``r`` takes the copy of old rank ``r % old_world``: the
 copies are one dict), finishes the epoch, runs the next one, and runs that next
 epoch once more in a fresh loader. Each rank writes what it consumed, batch by
-batch, to ``<out>/<phase>_<case>_rank<r>.json``.
+batch, to ``<out>/<phase>_<case>_rank<r>.json``. A ``"shards"`` case reads tar shards
+through ``from_shards``: its loader's state is per rank (each rank counts its own
+workers' streams), so rank ``r`` loads old rank ``r``'s copy, and under another world
+size the resume phase records the loader's refusal instead.
 """
 
 from __future__ import annotations
@@ -50,7 +53,19 @@ def make_sampler(kind: str, n: int) -> Any:
     raise ValueError(f"unknown case kind {kind!r}")
 
 
+def shard_id(sample: dict[str, Any]) -> int:
+    """The id of a tar sample ``s<shard>/<j>``: ``shard * 1000 + j``."""
+    shard, j = sample["__key__"].split("/")
+    return int(shard[1:]) * 1000 + int(j)
+
+
 def make_loader(case: dict[str, Any], workers: int, engine: str) -> Any:
+    if case["kind"] == "shards":
+        ds = dataforge.from_shards(
+            os.path.join(case["shards"], "shard-{000..005}.tar"), shuffle_shards=True, seed=7,
+            equalize="pad",
+        )
+        return dataforge.build_loader(ds.map(shard_id), case["bs"], num_workers=workers, engine=engine)
     return dataforge.build_loader(
         Ids(case["n"]), case["bs"], shuffle=case["kind"] == "shuffle",
         sampler=make_sampler(case["kind"], case["n"]), seed=7, num_workers=workers, engine=engine,
@@ -67,8 +82,14 @@ def _batches(loader: Any, stop: int | None = None) -> list[list[int]]:
     return got
 
 
+def _plain(case: dict[str, Any], phase: int) -> Any:
+    """A loader for a reference run: no workers, but the case's for an iterable dataset
+    (whose split over the workers decides each stream)."""
+    return make_loader(case, case["workers"][phase] if case["kind"] == "shards" else 0, "process")
+
+
 def _save(case: dict[str, Any], rank: int, out: Path) -> dict[str, Any]:
-    reference = _batches(make_loader(case, 0, "process"))
+    reference = _batches(_plain(case, 0))
     loader = make_loader(case, case["workers"][0], case["engine"][0])
     head = _batches(loader, case["stop"])
     state = loader.state_dict()
@@ -80,12 +101,18 @@ def _resume(case: dict[str, Any], rank: int, out: Path) -> dict[str, Any]:
     old_world = case["world"][0]
     saved = json.loads((out / f"save_{case['name']}_rank{rank % old_world}.json").read_text())
     loader = make_loader(case, case["workers"][1], case["engine"][1])
+    if case["kind"] == "shards" and old_world != dist.get_world_size():
+        try:
+            loader.load_state_dict(saved["state"])
+        except ValueError as exc:
+            return {"refused": str(exc)}
+        return {"refused": None}
     loader.load_state_dict(saved["state"])
     tail = _batches(loader)
     end_state = loader.state_dict()
     following = _batches(loader)
     loader.close()
-    fresh = make_loader(case, 0, "process")
+    fresh = _plain(case, 1)
     fresh.set_epoch(1)
     return {"tail": tail, "end_state": end_state, "next": following, "fresh_next": _batches(fresh)}
 

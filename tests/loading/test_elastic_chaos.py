@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,15 +27,24 @@ import elastic_chaos_main as chaos
 import pytest
 import torch.multiprocessing as mp
 
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent / "datasets"))
+from shard_files import write_tar_shards  # noqa: E402
+
 SEED = 15  # the interrupt steps are drawn from this seed (printed on failure)
 N, BS = 96, 6  # N divides by every world size and world size x BS below: no padding
 ODD = 97  # the cases with this size pad: the rest of the epoch does not divide
+
+
+SHARDS = [5, 7, 4, 6, 8, 5]  # samples per tar shard: 6 shards over 2 ranks x 2 workers
 
 
 def _case(name: str, kind: str, world: tuple[int, int], workers: tuple[int, int],
           engine: tuple[str, str], n: int, rng: random.Random) -> dict[str, Any]:
     per_rank = -(-n // world[0])
     batches = -(-per_rank // BS)
+    if kind == "shards":  # equalize="pad": 2 workers x 8 samples a rank
+        batches = 2 * -(-max(a + b for a, b in zip(SHARDS[::4], SHARDS[4::4] + [0])) // BS)
     return {
         "name": name, "kind": kind, "n": n, "bs": BS, "world": list(world),
         "workers": list(workers), "engine": list(engine), "stop": rng.randint(1, batches - 1),
@@ -70,11 +80,30 @@ def _ids(batches: list[list[int]]) -> list[int]:
     return [i for b in batches for i in b]
 
 
+def _check_shards(case: dict[str, Any], old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    """Tar shards: a rank's state resumes its own workers' streams exactly under the saved
+    world size; another world size is refused, naming it (NOTE [iterable resume])."""
+    w1, w2 = case["world"]
+    where = f"case {case} (seed {SEED})"
+    if w1 != w2:
+        assert all("saved under world size" in (r["refused"] or "") for r in new), where
+        return
+    for r_old, r_new in zip(old, new):
+        assert r_old["head"] + r_new["tail"] == r_old["reference"], f"{where}: rank {r_old['world']}"
+        assert r_new["next"] == r_new["fresh_next"], f"{where}: next epoch differs"
+    assert len({len(r["reference"]) for r in old}) == 1, f"{where}: ranks got unequal batch counts"
+    every = Counter(i for r in old for i in _ids(r["reference"]))
+    assert set(every) == {s * 1000 + j for s, n in enumerate(SHARDS) for j in range(n)}, where
+
+
 def _check(case: dict[str, Any], old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
     w1, w2 = case["world"]
     where = f"case {case} (seed {SEED})"
     assert [r["world"] for r in old] == [[w1, r] for r in range(w1)], where
     assert [r["world"] for r in new] == [[w2, r] for r in range(w2)], where
+    if case["kind"] == "shards":
+        _check_shards(case, old, new)
+        return
     states = [r["state"] for r in old]
     assert all(s == states[0] for s in states), f"{where}: ranks saved different states"
     assert all(len(r["head"]) == case["stop"] for r in old), where
@@ -106,6 +135,11 @@ _TRANSITIONS = {
         ("shuffle", (2, 0), ("process", "process"), N),
         ("balanced", (0, 2), ("process", "thread"), N),
         ("weighted", (2, 2), ("process", "thread"), N),
+        ("shards", (2, 2), ("process", "process"), N),
+    ],
+    "2to2": [  # tar shards resume under the saved world size and workers only
+        ("shards", (2, 2), ("process", "process"), N),
+        ("shuffle", (2, 0), ("process", "thread"), ODD),
     ],
     "2to3": [
         ("shuffle", (2, 2), ("thread", "process"), N),
@@ -126,6 +160,11 @@ def test_interrupted_epoch_resumes_under_another_world(transition: str, tmp_path
         _case(f"{kind}{i}", kind, (w1, w2), workers, engine, n, rng)
         for i, (kind, workers, engine, n) in enumerate(_TRANSITIONS[transition])
     ]
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_tar_shards(shards, SHARDS)
+    for case in cases:
+        case["shards"] = str(shards)
     results = _run(cases, tmp_path)
     for case in cases:
         _check(case, *results[case["name"]])
