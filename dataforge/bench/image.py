@@ -56,6 +56,7 @@ import torch
 from dataforge.bench import report
 from dataforge.bench.ceiling import measure_ceiling
 from dataforge.bench.common import BenchError, env_info, median, usable_cores
+from dataforge.bench.data import check_image_folder
 from dataforge.bench.peers import peer_arms
 from dataforge.bench.pipelines import MEAN, STD, batch_step, dataforge_step, images
 from dataforge.bench.pipelines import batch_transforms as _batch_tf
@@ -359,31 +360,21 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
 
     Args:
         quick: small defaults (256 demo images, 1 s windows, one workers count).
-        seconds: steady-state seconds per arm and repeat.
+        seconds / warmup: steady-state seconds per arm and repeat / excluded after the first batch.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
-        data: an image folder (``ROOT/<class>/<image>``); default: demo data in the cache.
+        data: an image folder (``ROOT/<class>/<image>``); default: generated ``images``.
         out: a folder to write ``image.png`` into (``None``: no plot).
         workers: the workers counts to sweep (default ``0,<cores>``; quick: ``min(2, cores)``).
-        batch_size: images per batch (default 64; quick 32).
+        batch_size / image_size: images per batch (default 64; quick 32) / the crop size.
         repeats: measured runs per arm and workers count; the median is reported.
-        image_size: the crop size.
-        num_images: generated data size (ignored with ``data``).
-        warmup: seconds excluded after the first batch.
-        images: the generated image set when there is no ``data``: ``"demo"`` (300-500 px,
-            ``dataforge.synthetic``) or ``"photos"`` (1-12 MP camera-size JPEGs, NOTE
-            [photo set] in :mod:`dataforge.bench.data`).
+        num_images / images: the generated set's size and kind: ``"demo"`` (300-500 px) or
+            ``"photos"`` (1-12 MP JPEGs, NOTE [photo set] in :mod:`dataforge.bench.data`).
         progress: called with a line of text before each measured run.
     """
-    from dataforge.bench.data import check_image_folder
-
     cfg = QUICK if quick else FULL
     dev = resolve_device(device)
     seconds = float(seconds if seconds is not None else cfg["seconds"])
-    batch_size = int(batch_size or cfg["batch_size"])
-    if batch_size < 1:
-        raise BenchError(f"--batch-size must be a positive int, got {batch_size!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-        raise BenchError(f"--image-size must be an int >= 8, got {image_size!r}")
+    batch_size = _check_sizes(int(batch_size or cfg["batch_size"]), image_size)
     cores = usable_cores()
     workers_list = check_workers(workers, [min(2, cores)] if quick else sorted({0, cores}))
     root = _image_root(data, images, num_images, quick)
@@ -391,48 +382,12 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
     warm = float(warmup if warmup is not None else min(cfg["warmup"], seconds))
 
     arms = make_arms(root, items, size=image_size, batch_size=batch_size, device=dev)
-    from dataforge.datasets.image_folder import ImageFolder
-    from dataforge.transforms.image import train_transforms
-
-    stock_get = StockImageDataset(items, image_size).__getitem__
-    df_get = ImageFolder(root, transform=train_transforms(image_size)).__getitem__
-    limit_runs: list[dict[str, float]] = []
-    # NOTE: the limit is timed over windows as long as an arm's (up to 5 CPU-s each): with
-    # 1 s windows, a slow or fast second on this shared machine moved it by 10% between
-    # runs (one full run put an arm at 106% of it)
-    limit_window = min(1.0, seconds / 2) if quick else min(5.0, seconds)
-
-    ceiling_cores = sorted({cores_in_use(w) for w in workers_list} - {1})
-    ceiling_runs: dict[int, list[float]] = {k: [] for k in ceiling_cores}
-    ceiling_error: list[str] = []
-
-    def measure_limit_now(_: int) -> None:
-        if progress:
-            progress("limit: one process, one thread, no loader")
-        limit_runs.append(measure_limit(stock_get, df_get, len(items), batch_size=batch_size,
-                                        device=dev, repeats=1, min_seconds=limit_window))
-        for k in ceiling_cores:  # NOTE [parallel ceiling]
-            if ceiling_error:
-                return
-            if progress:
-                progress(f"parallel ceiling: the limit's work in {k} processes at once")
-            try:
-                ceiling_runs[k].append(measure_ceiling(
-                    root, size=image_size, batch_size=batch_size, cores=k,
-                    normalize=dev.type == "cpu", seconds=limit_window))
-            except RuntimeError as exc:  # informational: reported, the benchmark goes on
-                ceiling_error.append(str(exc))
-
+    limits = _Limits(root, items, size=image_size, batch_size=batch_size, device=dev,
+                     workers=workers_list, window=min(1.0, seconds / 2) if quick else min(5.0, seconds),
+                     progress=progress)
     summaries = run_arms(arms, workers_list, seconds=seconds, repeats=repeats, warmup=warm,
-                         progress=progress, on_repeat=measure_limit_now)
-    limit_s = {p: median([r[p] for r in limit_runs]) for p in limit_runs[0]}
-    by_workers = {str(w): {p: cores_in_use(w) / s for p, s in limit_s.items()}
-                  for w in workers_list}
+                         progress=progress, on_repeat=limits.measure)
     arm_dicts = [s.to_dict() for s in summaries]
-    report.add_ratios(arm_dicts, by_workers)
-    ceiling = {str(w): median(ceiling_runs[cores_in_use(w)]) for w in workers_list
-               if ceiling_runs.get(cores_in_use(w)) and not ceiling_error}
-    report.add_ceiling_fractions(arm_dicts, ceiling, "dataforge")
     result: dict[str, Any] = {
         "benchmark": "image",
         "status": "ok",
@@ -445,25 +400,7 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
             "seconds": seconds, "warmup_s": warm, "repeats": repeats, "device": str(dev),
             "quick": quick, "virtual_length": _tiled(len(items)),
         },
-        "limit": {
-            "method": "CPU time, 1 process, 1 thread, no loader: batch after batch, read + decode + augment "
-                      "each sample, then its own collate (and normalize on CPU); per sample, times the "
-                      "cores in use "
-                      "(workers, or torch threads when workers=0, at most the usable cores); "
-                      "median over repeats, interleaved with the arms",
-            "cores_in_use": {str(w): cores_in_use(w) for w in workers_list},
-            "per_sample_ms": {p: s * 1e3 for p, s in limit_s.items()},
-            "by_workers": by_workers,
-        },
-        "ceiling": {
-            "method": "the dataforge limit's work (read + decode + augment, stack, normalize on CPU) in "
-                      "that many independent processes at once, 1 thread each, no loader; samples/s "
-                      "added up; median over repeats. Informational: no loader beats it on this machine",
-            "pipeline": "dataforge",
-            "by_workers": ceiling,
-            "fraction_of_limit": {w: v / by_workers[w]["dataforge"] for w, v in ceiling.items()},
-            "error": ceiling_error[0] if ceiling_error else None,
-        },
+        **limits.report(arm_dicts),
         "arms": arm_dicts,
     }
     if out is not None:
@@ -472,6 +409,85 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
         png = plot_throughput(result, os.path.join(out, "image.png"))
         result["plot"] = str(png) if png else None
     return result
+
+
+def _check_sizes(batch_size: int, image_size: Any) -> int:
+    if batch_size < 1:
+        raise BenchError(f"--batch-size must be a positive int, got {batch_size!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+        raise BenchError(f"--image-size must be an int >= 8, got {image_size!r}")
+    return batch_size
+
+
+class _Limits:
+    """The limit and the parallel ceiling, measured once per repeat between the arms.
+
+    NOTE [limit window]: each is timed over windows as long as an arm's (up to 5 CPU-s):
+    with 1 s windows, a slow or fast second on a shared machine moved the limit by 10%
+    between runs (one full run put an arm at 106% of it).
+    """
+
+    def __init__(self, root: str, items: list[tuple[str, int]], *, size: int, batch_size: int,
+                 device: torch.device, workers: list[int], window: float,
+                 progress: Callable[[str], None] | None) -> None:
+        from dataforge.datasets.image_folder import ImageFolder
+        from dataforge.transforms.image import train_transforms
+
+        self.root, self.n, self.size, self.batch_size = root, len(items), size, batch_size
+        self.device, self.workers, self.window, self.progress = device, workers, window, progress
+        self.stock_get = StockImageDataset(items, size).__getitem__
+        self.df_get = ImageFolder(root, transform=train_transforms(size)).__getitem__
+        self.limit_runs: list[dict[str, float]] = []
+        self.ceiling_runs: dict[int, list[float]] = {
+            k: [] for k in sorted({cores_in_use(w) for w in workers} - {1})}
+        self.ceiling_error: str | None = None
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            self.progress(text)
+
+    def measure(self, _: int) -> None:
+        self._say("limit: one process, one thread, no loader")
+        self.limit_runs.append(measure_limit(
+            self.stock_get, self.df_get, self.n, batch_size=self.batch_size, device=self.device,
+            repeats=1, min_seconds=self.window))
+        for k, runs in self.ceiling_runs.items():  # NOTE [parallel ceiling]
+            if self.ceiling_error:
+                return
+            self._say(f"parallel ceiling: the limit's work in {k} processes at once")
+            try:
+                runs.append(measure_ceiling(
+                    self.root, size=self.size, batch_size=self.batch_size, cores=k,
+                    normalize=self.device.type == "cpu", seconds=self.window))
+            except RuntimeError as exc:  # informational: reported, the benchmark goes on
+                self.ceiling_error = str(exc)
+
+    def report(self, arm_dicts: list[dict[str, Any]]) -> dict[str, Any]:
+        """The result's ``limit`` and ``ceiling`` entries; adds each arm's ratios to them."""
+        limit_s = {p: median([r[p] for r in self.limit_runs]) for p in self.limit_runs[0]}
+        by_workers = {str(w): {p: cores_in_use(w) / s for p, s in limit_s.items()}
+                      for w in self.workers}
+        report.add_ratios(arm_dicts, by_workers)
+        ceiling = {str(w): median(self.ceiling_runs[cores_in_use(w)]) for w in self.workers
+                   if self.ceiling_runs.get(cores_in_use(w)) and not self.ceiling_error}
+        report.add_ceiling_fractions(arm_dicts, ceiling, "dataforge")
+        return {"limit": {
+            "method": "CPU time, 1 process, 1 thread, no loader: batch after batch, read + decode + "
+                      "augment each sample, then its own collate (and normalize on CPU); per sample, "
+                      "times the cores in use (workers, or torch threads when workers=0, at most the "
+                      "usable cores); median over repeats, interleaved with the arms",
+            "cores_in_use": {str(w): cores_in_use(w) for w in self.workers},
+            "per_sample_ms": {p: s * 1e3 for p, s in limit_s.items()},
+            "by_workers": by_workers,
+        }, "ceiling": {
+            "method": "the dataforge limit's work (read + decode + augment, stack, normalize on CPU) in "
+                      "that many independent processes at once, 1 thread each, no loader; samples/s "
+                      "added up; median over repeats. Informational: no loader beats it on this machine",
+            "pipeline": "dataforge",
+            "by_workers": ceiling,
+            "fraction_of_limit": {w: v / by_workers[w]["dataforge"] for w, v in ceiling.items()},
+            "error": self.ceiling_error,
+        }}
 
 
 def format_table(result: dict[str, Any]) -> str:
