@@ -132,7 +132,7 @@ def doctor(
     if trace is not None:
         rep.files["trace"] = str(write_trace(_per_rank(trace, rank, world), trace_events(run, rank)))
     if png is not None:
-        drawn = draw(run, _per_rank(png, rank, world), title=pipeline[:120])
+        drawn = draw(run, _per_rank(png, rank, world), title=pipeline)
         if drawn is None:
             rep.notes.append(f"no picture: {png} needs matplotlib (pip install 'dataforge[bench]')")
         else:

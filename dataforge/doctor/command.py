@@ -3,7 +3,8 @@
 ``TARGET`` names a function returning a loader (a factory, NOTE [rebuild rule] in
 ``trials.py``) or a loader object: ``pkg.module:make_loader`` (imported with the
 current directory on ``sys.path``, as ``python -m`` does) or
-``path/to/file.py:make_loader``. Recipe configs (``recipes/configs/*.json``) are
+``path/to/file.py:make_loader`` (with the file's folder on ``sys.path``, as
+``python path/to/file.py`` does). Recipe configs (``recipes/configs/*.json``) are
 refused with the reason: the recipes build their loaders inside ``main()`` and
 expose no loader factory.
 
@@ -72,6 +73,9 @@ def resolve(target: str) -> Any:
         spec = importlib.util.spec_from_file_location(path.stem, path)
         if spec is None or spec.loader is None:
             raise TargetError(f"cannot import {mod_name!r} as a Python file")
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:  # as `python path/to/file.py` does: its neighbours import
+            sys.path.insert(0, folder)
         module = importlib.util.module_from_spec(spec)
         sys.modules.setdefault(path.stem, module)  # so that its workers can unpickle its classes
         spec.loader.exec_module(module)

@@ -6,6 +6,7 @@ report says so.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,21 @@ from dataforge.doctor.trace import lane_key
 
 _ORDER = (*WORKER_STAGES, *CONSUMER_STAGES)
 _BINS = 30
+
+
+def _spread(bins: list[float], t0: float, width: float, a: float, b: float, amount: float) -> None:
+    """Add ``amount`` seconds spent evenly over ``[a, b]`` to the time bins, as seconds per
+    second of bin."""
+    if b <= a:
+        i = int((a - t0) / width)
+        if 0 <= i < len(bins):
+            bins[i] += amount / width
+        return
+    first, last = max(0, int((a - t0) / width)), min(len(bins) - 1, int((b - t0) / width))
+    for i in range(first, last + 1):
+        lo, hi = max(a, t0 + i * width), min(b, t0 + (i + 1) * width)
+        if hi > lo:
+            bins[i] += amount * (hi - lo) / (b - a) / width
 
 
 def draw(run: RunResult, path: str | Path, title: str = "") -> Path | None:
@@ -61,19 +77,15 @@ def draw(run: RunResult, path: str | Path, title: str = "") -> Path | None:
         mids = [(i + 0.5) * width for i in range(_BINS)]
         busy = {s: [0.0] * _BINS for s in names}
         for e in timeline:
-            b = int((0.5 * (float(e["start"]) + float(e["end"])) - t0) / width)
-            if 0 <= b < _BINS:
-                for s, v in (e.get("stages") or {}).items():
-                    if s in busy:
-                        busy[s][b] += float(v) / width
+            for s, v in (e.get("stages") or {}).items():
+                if s in busy:
+                    _spread(busy[s], t0, width, float(e["start"]), float(e["end"]), float(v))
         if names:
             right.stackplot(mids, [busy[s] for s in names], labels=names,
                             colors=[colors[s] for s in names], alpha=0.85)
         waits = [0.0] * _BINS
         for a, b_, _ in run.consumer:
-            i = int((a - t0) / width)
-            if 0 <= i < _BINS:
-                waits[i] += (b_ - a) / width
+            _spread(waits, t0, width, a, b_, b_ - a)
         twin = right.twinx()
         twin.plot(mids, [min(w, 1.0) for w in waits], color="black", lw=1.5, label="consumer wait")
         twin.set_ylim(0, 1.05)
@@ -85,7 +97,7 @@ def draw(run: RunResult, path: str | Path, title: str = "") -> Path | None:
     if names:
         right.legend(fontsize=7, loc="upper left")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle("\n".join(textwrap.wrap(title, 150)[:2]), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
