@@ -172,3 +172,28 @@ def test_run_checks_its_arguments_and_stops_on_time() -> None:
         dataforge.doctor([torch.zeros(2)], seconds=0.1, max_trials=-1)
     with pytest.raises(ValueError, match="trial_seconds must be"):
         dataforge.doctor([torch.zeros(2)], seconds=0.1, trial_seconds=0)
+
+
+def test_trials_follow_the_verdict_and_the_factory_arguments() -> None:
+    from dataforge.doctor.diagnosis import Diagnosis
+    from dataforge.doctor.trials import candidates
+
+    def make(num_workers: int = 2, engine: str = "process", pin_memory: bool = False,
+             transform_on_device: bool = False, crop_decode: bool = False, bucketing: bool = False) -> None:
+        return None
+
+    r = Rebuilder(make)
+
+    def tried(bound: str, data_bound: bool = True) -> list[dict]:
+        d = Diagnosis(data_bound=data_bound, bound=bound if data_bound else "step", next_stage=bound, busy=0.9)
+        return [t.change for t in candidates(d, r, object(), {})]
+
+    assert tried("transform") == [{"transform_on_device": True}, {"num_workers": 4}, {"bucketing": True},
+                                  {"engine": "thread"}]
+    assert tried("decode")[0] == {"crop_decode": True}
+    assert {"pin_memory": True} in tried("h2d")
+    assert tried("read", data_bound=False) == [{"num_workers": 1}]
+    # a factory without the knobs gets only what it takes
+    narrow = Rebuilder(lambda num_workers=0: None)
+    d = Diagnosis(data_bound=True, bound="transform", next_stage="transform")
+    assert [t.change for t in candidates(d, narrow, object(), {})] == [{"num_workers": 2}]
