@@ -115,6 +115,7 @@ def main(args: argparse.Namespace) -> int:
     except (TargetError, TypeError) as exc:
         print(f"dataforge doctor: error: {exc}", file=sys.stderr)
         return 2
+    started = _join_torchrun()
     try:  # errors of the pipeline itself keep their traceback: they point into the user's code
         report = doctor(
             target, seconds=args.seconds, step_ms=args.step_ms, trials=not args.no_trials,
@@ -124,8 +125,30 @@ def main(args: argparse.Namespace) -> int:
     except NotALoader as exc:
         print(f"dataforge doctor: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
-        report.files["json"] = args.json
-    print(report, flush=True)
+        path = Path(args.json)
+        if report.ranks is not None:
+            path = path.with_name(f"{path.stem}.rank{report.rank}{path.suffix}")
+        path.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+        report.files["json"] = str(path)
+    if report.rank == 0:  # every rank's report lists all ranks; one of them is printed
+        print(report, flush=True)
     return 0
+
+
+def _join_torchrun() -> bool:
+    """NOTE [doctor under torchrun]: launched by ``torchrun`` (``WORLD_SIZE`` > 1) without a
+    process group, the command starts one (gloo, from torchrun's environment) so that the
+    ranks can gather their figures; it is ended after the run. Returns whether it started one."""
+    import torch.distributed as dist
+
+    world = os.environ.get("WORLD_SIZE", "1")
+    if not world.isdigit() or int(world) < 2 or not dist.is_available() or dist.is_initialized():
+        return False
+    dist.init_process_group("gloo")
+    return True
