@@ -108,8 +108,8 @@ def missing(package: str, install: str, exc: BaseException) -> str:
 class Endless:
     """Batches of a peer, finished with ``finish``; ``close()`` stops the peer.
 
-    ``start()`` builds the peer (``None`` when ``batches`` needs no setup), and
-    ``batches(state)`` yields its raw batches without end.
+    ``start()`` builds the peer, ``batches(state)`` yields its raw batches without end,
+    and ``stop(state)`` shuts it down (when the iterator or this object is closed).
     """
 
     def __init__(self, start: Callable[[], Any], batches: Callable[[Any], Iterator[Any]],
@@ -120,8 +120,11 @@ class Endless:
     def __iter__(self) -> Iterator[Any]:
         if self._state is None:
             self._state = self._start()
-        for raw in self._batches(self._state):
-            yield self._finish(raw)
+        try:
+            for raw in self._batches(self._state):
+                yield self._finish(raw)
+        finally:  # the runner closes the iterator, not this object: stop the peer either way
+            self.close()
 
     def close(self) -> None:
         state, self._state = self._state, None

@@ -77,15 +77,19 @@ def test_collate_hwc_makes_a_contiguous_nchw_batch():
     assert torch.equal(x[0], a.permute(2, 0, 1)) and torch.equal(x[1], (a + 1).permute(2, 0, 1))
 
 
-def test_endless_starts_lazily_and_close_stops_once():
+def test_endless_starts_lazily_and_stops_when_its_iterator_or_it_is_closed():
     events = []
     e = peers.Endless(lambda: events.append("start") or "S", lambda s: iter([1, 2, 3]),
                       lambda b: b * 10, lambda s: events.append(f"stop {s}"))
     assert events == []
-    assert list(e) == [10, 20, 30] and events == ["start"]
-    e.close()
-    e.close()
+    it = iter(e)
+    assert next(it) == 10 and events == ["start"]
+    it.close()  # what the runner does at the end of a measured run
     assert events == ["start", "stop S"]
+    e.close()  # already stopped: nothing more
+    assert events == ["start", "stop S"]
+    assert list(e) == [10, 20, 30]  # a new pass starts the peer again
+    assert events == ["start", "stop S", "start", "stop S"]
 
 
 def test_one_line_reasons():
