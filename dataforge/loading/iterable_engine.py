@@ -72,6 +72,7 @@ from dataforge.loading.state import (
     NEXT_WORKER,
     NUM_REPLICAS,
     NUM_WORKERS,
+    RANK,
     WORKER_BATCHES,
     WORKERS_ENDED,
     is_stateful,
@@ -448,7 +449,9 @@ class IterProgress:
             epoch=epoch, batches_yielded=sum(counts), sampler_state=None, fields=fields,
             dataset_state=states if self.stateful else None,
         )
-        state.update({NUM_WORKERS: self.num_workers, WORKER_BATCHES: counts, NEXT_WORKER: nxt})
+        state.update({
+            NUM_WORKERS: self.num_workers, WORKER_BATCHES: counts, NEXT_WORKER: nxt, RANK: fields[RANK],
+        })
         state[DATASET_ERRORS] = {
             "done": dict(self.errors_done), "workers": [dict(c) for c in self.worker_errors],
         }
@@ -465,6 +468,12 @@ class IterProgress:
                 f"and the world size is {fields[NUM_REPLICAS]} now; an iterable dataset's loader "
                 "resumes only under the saved world size (it counts each worker's stream); "
                 "resume with the saved world size or start the epoch without the state"
+            )
+        if state.get(RANK, fields[RANK]) != fields[RANK]:
+            raise ValueError(
+                f"loader state does not fit this loader: it was saved by rank {state[RANK]!r} and "
+                f"this is rank {fields[RANK]}; an iterable dataset's loader state holds its own "
+                f"rank's streams, so load on rank {fields[RANK]} the state that rank saved"
             )
         if state[NUM_WORKERS] != self.num_workers:
             raise ValueError(

@@ -68,6 +68,7 @@ from dataforge.loading.state import (
     DATASET_STATE,
     DROP_LAST,
     NUM_REPLICAS,
+    RANK,
     SEED,
     SHUFFLE,
 )
@@ -319,6 +320,7 @@ class Loader(Generic[T]):
             DROP_LAST: self.drop_last,
             SHUFFLE: self.shuffle,
             NUM_REPLICAS: self._replicas[0],
+            RANK: self._replicas[1],
         }
 
     def state_dict(self) -> dict[str, Any]:

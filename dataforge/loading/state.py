@@ -18,7 +18,9 @@ taken after the last batch of an epoch as ``(epoch + 1, 0)``. ``sampler_state`` 
 taken right after the indices of those batches were drawn. A loader over an iterable dataset
 adds ``ITERABLE_FIELDS``: ``num_workers``, ``worker_batches`` (batches taken from
 each worker), ``next_worker`` and ``dataset_errors`` (NOTE [iterable resume] and
-NOTE [iterable error counts] in ``iterable_engine.py``). A key the loader does not
+NOTE [iterable error counts] in ``iterable_engine.py``), and ``rank``: its progress is
+this rank's own workers' streams, not global, so it loads only on the rank and under
+the world size that saved it. A key the loader does not
 know is refused, so a state of another kind of loader is never half-loaded.
 A version-1 state (no ``num_replicas``, the loader's own order as a batch count) is
 converted by ``upgrade_state``. ``DATASET_STATE`` holds the dataset's own state.
@@ -79,6 +81,7 @@ DATASET_ERRORS = "dataset_errors"
 NUM_REPLICAS = "num_replicas"
 DATASET_STATE = "dataset_state"
 WORKERS_ENDED = "workers_ended"
+RANK = "rank"
 
 # fields that must match the loader the state is loaded into
 CHECKED_FIELDS = (DATASET_LEN, SEED, BATCH_SIZE, DROP_LAST, SHUFFLE)
@@ -87,9 +90,11 @@ ITERABLE_FIELDS = (NUM_WORKERS, WORKER_BATCHES, NEXT_WORKER, DATASET_ERRORS)
 MAP_KEYS = frozenset(
     (VERSION, EPOCH, BATCHES_YIELDED, NUM_REPLICAS, SAMPLER_STATE, DATASET_STATE, *CHECKED_FIELDS)
 )
-ITERABLE_KEYS = MAP_KEYS | frozenset((*ITERABLE_FIELDS, WORKERS_ENDED))
+ITERABLE_KEYS = MAP_KEYS | frozenset((*ITERABLE_FIELDS, WORKERS_ENDED, RANK))
 # fields a state may lack: older states, and states of loaders without them
-_OPTIONAL = frozenset((SAMPLER_STATE, VERSION, DATASET_ERRORS, NUM_REPLICAS, DATASET_STATE, WORKERS_ENDED))
+_OPTIONAL = frozenset(
+    (SAMPLER_STATE, VERSION, DATASET_ERRORS, NUM_REPLICAS, DATASET_STATE, WORKERS_ENDED, RANK)
+)
 # how to make each checked field match: only fixes that exist
 _FIXES = {
     DATASET_LEN: "load the state into a loader over the dataset it was saved with",

@@ -183,3 +183,22 @@ def test_a_state_of_another_version_is_refused() -> None:
     bad: Callable[[], None] = lambda: loader.load_state_dict({**loader.state_dict(), "num_replicas": 0})  # noqa: E731
     with pytest.raises(ValueError, match="num_replicas"):
         bad()
+
+
+def test_an_iterable_loader_state_loads_only_on_its_rank_and_world_size(monkeypatch) -> None:
+    # its progress is the rank's own worker streams (NOTE [loader state]), not global
+    def on(world: int, rank: int) -> Any:
+        monkeypatch.setattr(loader_mod, "resolve_replicas", lambda: (world, rank))
+        return dataforge.build_loader(dataforge.IterDataset.from_iterable(range(8)), 2, num_workers=0)
+
+    a = on(2, 0)
+    next(iter(a))
+    state = a.state_dict()
+    assert state["rank"] == 0
+    with pytest.raises(ValueError, match="saved by rank 0 and this is rank 1"):
+        on(2, 1).load_state_dict(state)
+    with pytest.raises(ValueError, match="saved under world size 2 and the world size is 1 now"):
+        on(1, 0).load_state_dict(state)
+    same = on(2, 0)
+    same.load_state_dict(state)
+    assert same.state_dict() == state
