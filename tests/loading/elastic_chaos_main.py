@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 import dataforge
-from dataforge.samplers import ClassBalancedSampler, WeightedSampler
+from dataforge.samplers import BucketBatchSampler, ClassBalancedSampler, WeightedSampler
 
 
 class Ids(torch.utils.data.Dataset):
@@ -66,6 +66,12 @@ def make_loader(case: dict[str, Any], workers: int, engine: str) -> Any:
             equalize="pad",
         )
         return dataforge.build_loader(ds.map(shard_id), case["bs"], num_workers=workers, engine=engine)
+    if case["kind"] == "bucket":  # batches of up to bs x 4 tokens, lengths 1..7
+        lengths = [1 + (i * 5) % 7 for i in range(case["n"])]
+        bucket = BucketBatchSampler(lengths, max_tokens=case["bs"] * 4, seed=5)
+        return dataforge.build_loader(
+            Ids(case["n"]), batch_sampler=bucket, seed=7, num_workers=workers, engine=engine
+        )
     return dataforge.build_loader(
         Ids(case["n"]), case["bs"], shuffle=case["kind"] == "shuffle",
         sampler=make_sampler(case["kind"], case["n"]), seed=7, num_workers=workers, engine=engine,

@@ -43,6 +43,8 @@ def _case(name: str, kind: str, world: tuple[int, int], workers: tuple[int, int]
           engine: tuple[str, str], n: int, rng: random.Random) -> dict[str, Any]:
     per_rank = -(-n // world[0])
     batches = -(-per_rank // BS)
+    if kind == "bucket":  # its global batches (world 1), split over the ranks
+        batches = -(-len(chaos.make_loader({"kind": kind, "n": n, "bs": BS}, 0, "process")) // world[0])
     if kind == "shards":  # equalize="pad": 2 workers x 8 samples a rank
         batches = 2 * -(-max(a + b for a, b in zip(SHARDS[::4], SHARDS[4::4] + [0])) // BS)
     return {
@@ -107,12 +109,14 @@ def _check(case: dict[str, Any], old: list[dict[str, Any]], new: list[dict[str, 
     states = [r["state"] for r in old]
     assert all(s == states[0] for s in states), f"{where}: ranks saved different states"
     assert all(len(r["head"]) == case["stop"] for r in old), where
-    reference = Counter(i for r in old for i in _ids(r["reference"]))
-    consumed = Counter(i for r in old for i in _ids(r["head"])) + Counter(
-        i for r in new for i in _ids(r["tail"])
+    # the units of the epoch's global order: samples, or batches for a batch sampler
+    units = (lambda bs: [tuple(b) for b in bs]) if case["kind"] == "bucket" else _ids
+    reference = Counter(i for r in old for i in units(r["reference"]))
+    consumed = Counter(i for r in old for i in units(r["head"])) + Counter(
+        i for r in new for i in units(r["tail"])
     )
-    order = [i for b in chaos.make_loader(case, 0, "process") for i in b.tolist()]  # world 1
-    pad = -(len(order) - case["stop"] * BS * w1) % w2
+    order = units([b.tolist() for b in chaos.make_loader(case, 0, "process")])  # world 1
+    pad = -(len(order) - states[0]["sampler_state"]["position"]) % w2
     assert not Counter(order) - consumed, f"{where}: lost {Counter(order) - consumed}"
     assert consumed - Counter(order) == Counter(order[:pad]), f"{where}: repeats beyond the padding"
     if pad == 0 and len(order) % w1 == 0:
@@ -130,6 +134,7 @@ _TRANSITIONS = {
         ("balanced", (2, 0), ("process", "process"), N),
         ("weighted", (2, 2), ("thread", "process"), N),
         ("shuffle", (0, 0), ("thread", "process"), ODD),
+        ("bucket", (0, 2), ("thread", "process"), ODD),
     ],
     "2to1": [
         ("shuffle", (2, 0), ("process", "process"), N),
@@ -142,6 +147,7 @@ _TRANSITIONS = {
         ("shuffle", (2, 0), ("process", "thread"), ODD),
     ],
     "2to3": [
+        ("bucket", (2, 0), ("process", "thread"), N),
         ("shuffle", (2, 2), ("thread", "process"), N),
         ("balanced", (2, 2), ("process", "process"), N),
         ("weighted", (0, 2), ("process", "process"), N),
