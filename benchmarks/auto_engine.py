@@ -54,15 +54,25 @@ def datasets(root: str) -> dict[str, Any]:
     }
 
 
-def rate(ds: Any, engine: str, seconds: float, workers: int) -> float:
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its live children (worker processes)."""
+    import psutil
+
+    me = psutil.Process()
+    procs = [me, *me.children(recursive=True)]
+    return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+
+def rate(ds: Any, engine: str, seconds: float, workers: int) -> tuple[float, float]:
+    """(samples/s, CPU ms per sample) over ``seconds`` after one warm-up batch."""
     loader = dataforge.build_loader(ds, batch_size=64, shuffle=True, num_workers=workers,
                                     engine=engine, timeout=300)
     it = iter(loader)
     next(it)
-    t0, n = time.perf_counter(), 0
+    t0, c0, n = time.perf_counter(), cpu_seconds(), 0
     while time.perf_counter() - t0 < seconds:
         n += len(next(it)["label"] if isinstance(ds, dataforge.ImageFolder) else next(it))
-    out = n / (time.perf_counter() - t0)
+    out = n / (time.perf_counter() - t0), (cpu_seconds() - c0) / n * 1e3
     loader.close()
     return out
 
@@ -74,16 +84,18 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
     root = str(demo_image_folder(2000, progress=True))
-    results: dict[tuple[str, str], list[float]] = {}
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for _ in range(args.repeats):
         for kind, ds in datasets(root).items():
             for engine in ("thread", "process"):
                 results.setdefault((kind, engine), []).append(rate(ds, engine, args.seconds, args.workers))
-    print(f"{'dataset':<12} {'thread':>9} {'process':>9} {'thread/process':>15}")
+    print("samples/s and CPU ms per sample, medians; thread/process of each")
+    print(f"{'dataset':<12} {'thread':>14} {'process':>14} {'samples/s':>10} {'CPU':>6}")
     for kind in ("preset", "torchvision", "python"):
-        th = statistics.median(results[(kind, "thread")])
-        pr = statistics.median(results[(kind, "process")])
-        print(f"{kind:<12} {th:9.0f} {pr:9.0f} {th / pr:15.2f}")
+        th = [statistics.median(v) for v in zip(*results[(kind, "thread")])]
+        pr = [statistics.median(v) for v in zip(*results[(kind, "process")])]
+        print(f"{kind:<12} {th[0]:7.0f} {th[1]:5.2f}ms {pr[0]:7.0f} {pr[1]:5.2f}ms "
+              f"{th[0] / pr[0]:10.2f} {th[1] / pr[1]:6.2f}")
 
 
 if __name__ == "__main__":
