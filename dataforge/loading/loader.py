@@ -23,7 +23,7 @@ NOTE [engines]: one ``Loader`` class for every dataset and engine. It validates
 its arguments once, then picks an engine (NOTE [engine contract] in
 ``engine.py``) and the bookkeeping of the consumer's position: the batch plan
 (``plan.py``) for a map-style dataset, the per-worker stream counts
-(``iterable_engine.py``) for an ``IterableDataset``. Both map-style engines take
+(``iterable_progress.py``) for an ``IterableDataset``. Both map-style engines take
 keys from the same plan, so they yield identical batches for the same seed.
 """
 
@@ -44,7 +44,8 @@ from dataforge._dist import loader_rank, resolve_replicas
 from dataforge.loading.auto import auto_pin_memory, resolve_device
 from dataforge.loading.engine import Engine
 from dataforge.loading.fetch import BatchFetcher, BatchMeta
-from dataforge.loading.iterable_engine import IterableEngine, IterProgress
+from dataforge.loading.iterable_engine import IterableEngine
+from dataforge.loading.iterable_progress import IterProgress
 from dataforge.loading.iterator import LoaderIterator, PassHooks
 from dataforge.loading.options import (
     check_iterable_options,
