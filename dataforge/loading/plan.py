@@ -261,8 +261,7 @@ class MapProgress:
         self.yielded = 0
         self.sampler_state = None
         self.at_end = self.resized = False
-        self._resume = None
-        self._dataset_state = None
+        self._resume = None  # a loaded dataset state stays: it is no position in the epoch
         self._states.clear()
 
     def position(self) -> tuple[int, dict[str, Any] | None]:

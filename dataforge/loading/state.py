@@ -42,8 +42,8 @@ nested under ``DATASET_STATE`` as the dataset returns it: the loader's state is 
 JSON when the dataset's is (the loader does not refuse a dataset whose state holds a
 tensor, such as torch's RNG state, as torchdata does not). Map-style: the main process's
 ``dataset.state_dict()`` when the loader's state is taken, loaded back into the dataset
-by ``load_state_dict`` (process workers are restarted so their copies start from it);
-the position stays the plan's. Iterable: every worker iterates its own copy, so the
+as the next pass begins, whatever its epoch (process workers are restarted so their
+copies start from it); the position stays the plan's. Iterable: every worker iterates its own copy, so the
 field is a list, one entry per worker: the copy's state right after the last batch the
 consumer took from it, or at the start of its stream (each worker reports it first),
 ``None`` where the copy starts as the main process's dataset does. On resume each copy

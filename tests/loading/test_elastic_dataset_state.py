@@ -128,8 +128,12 @@ def test_a_map_dataset_state_reaches_the_workers(engine: str) -> None:
     b.load_state_dict(state)
     rest = list(b)
     assert len(rest) == 3 and all(level.tolist() == [3, 3] for _, level in rest)
-    a.close()
-    b.close()
+    c = dataforge.build_loader(Curriculum(), 2, num_workers=2, engine=engine)
+    c.load_state_dict(state)
+    c.set_epoch(4)  # another epoch drops the position, not the dataset's state
+    assert [level.tolist() for _, level in c] == [[3, 3]] * 4
+    for loader in (a, b, c):
+        loader.close()
 
 
 def test_a_dataset_state_the_dataset_cannot_take_is_refused() -> None:
