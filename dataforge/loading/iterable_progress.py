@@ -139,10 +139,10 @@ class IterProgress:
         finished passes, "workers": each worker's counts this epoch}``), ``workers_ended``
         and, for a dataset with its own state, ``dataset_state`` (NOTE [dataset state])."""
         counts, nxt, states, ended = self.position()
-        if self.stateful and (states is None or any(s is None for s in states)):
-            # a worker without a report yet starts as the main process's dataset
-            main = copy.deepcopy(self.dataset.state_dict())
-            states = [main if s is None else s for s in states or [None] * self.nw]
+        if self.stateful and self.num_workers == 0 and states is not None and states[0] is None:
+            # before its first report, the main process's copy is the dataset itself; a
+            # worker's copy starts as the main process's dataset does (None: no load)
+            states = [copy.deepcopy(self.dataset.state_dict())]
         state = make_state(
             epoch=epoch, batches_yielded=sum(counts), sampler_state=None, fields=fields,
             dataset_state=states if self.stateful else None,
