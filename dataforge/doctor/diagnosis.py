@@ -119,7 +119,7 @@ def diagnose(run: RunResult) -> Diagnosis:
     costs = stage_costs(stats)
     if not costs:
         evidence.append(
-            "stage timings n/a: the loader reports none (a dataforge Loader does, in stats()['stages'])"
+            "stage timings n/a: the loader's stats() has no 'stages' (NOTE [bounding stage])"
         )
         return Diagnosis(data_bound, "unknown" if data_bound else "step", None, evidence=evidence)
     stages = stats.get("stages") or {}
