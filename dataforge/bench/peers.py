@@ -305,6 +305,14 @@ def ffcv_arm(items: Items, length: int, *, size: int, batch_size: int, device: t
     except Exception as exc:  # the arm cannot run; the benchmark goes on without it
         return absent_arm(name, label, consume, f"the .beton could not be written: {one_line(exc)}")
     label += f" (.beton written in {write_s:.1f} s, timed apart)"
+    # NOTE [ffcv memory]: FFCV may take at most half the memory available: past that the
+    # kernel's OOM killer can end the whole benchmark process, every arm's results with it
+    need, have = ffcv_buffer_bytes(items, batch_size), available_bytes()
+    if have is not None and need > have / 2:
+        return absent_arm(name, label, consume, (
+            f"FFCV would allocate about {need / 2**30:.1f} GiB of decode buffers (sized for the "
+            f"largest image, x batch {batch_size}, x batches in flight); "
+            f"{have / 2**30:.1f} GiB available: use a smaller --batch-size"))
     indices = [i % len(items) for i in range(length)]  # NOTE [endless data]; RANDOM shuffles
 
     def make(workers: int) -> Iterable[Any]:
@@ -339,6 +347,33 @@ def ffcv_pipelines(size: int) -> dict[str, list[Any]]:
                   ToTorchImage(channels_last=False)],
         "label": [IntDecoder(), ToTensor(), Squeeze()],
     }
+
+
+FFCV_BATCH_SETS = 5  # FFCV's batches_ahead (3) + the batch in use + the one being filled
+
+
+def ffcv_buffer_bytes(items: Items, batch_size: int) -> int:
+    """About what FFCV's decode buffers take: it sizes every sample's buffer for the
+    largest image (H x W x 3 bytes), for each batch it holds (``FFCV_BATCH_SETS``)."""
+    from PIL import Image
+
+    largest = 0
+    for path, _ in items:
+        with Image.open(path) as im:  # the header only: no decode
+            largest = max(largest, im.width * im.height)
+    return largest * 3 * batch_size * FFCV_BATCH_SETS
+
+
+def available_bytes() -> int | None:
+    """Memory available to new allocations (``MemAvailable``), or ``None`` if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 class _PilFiles:

@@ -134,3 +134,23 @@ def test_ffcv_arm_batches_and_its_beton_is_written_once(items, tmp_path):
     arm = next(a for a in _arms(items) if a.name == "ffcv")
     assert ".beton written in" in arm.label
     _check_batches(arm, n_batches=4)
+
+
+def test_ffcv_buffer_estimate_uses_the_largest_image(items):
+    from PIL import Image
+
+    largest = 0
+    for path, _ in items:
+        with Image.open(path) as im:
+            largest = max(largest, im.width * im.height)
+    assert peers.ffcv_buffer_bytes(items, 8) == largest * 3 * 8 * peers.FFCV_BATCH_SETS
+    have = peers.available_bytes()
+    assert have is None or have > 0
+
+
+@pytest.mark.skipif(not _installed("ffcv"), reason="ffcv is not installed")
+def test_ffcv_arm_is_absent_when_its_buffers_would_not_fit(items, monkeypatch):
+    monkeypatch.setattr(peers, "available_bytes", lambda: 1024)
+    arm = next(a for a in _arms(items) if a.name == "ffcv")
+    assert arm.absent is not None and "GiB of decode buffers" in arm.absent
+    assert "use a smaller --batch-size" in arm.absent
