@@ -34,9 +34,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from dataforge._rng import mix_seed
-from dataforge.samplers.functional import block_permute, multivariate_hypergeometric
+from dataforge.samplers.functional import block_permute, multivariate_hypergeometric, subset_mask
 
 _COMPOSITION, _CHUNK, _PASS, _SEGMENT, _GROUP = 1, 2, 3, 4, 5  # generator tags
+_PIECE = 1 << 20  # members copied per step
 _MAX_BLOCKS = 1024  # blocks per large class: the block-by-segment table has at most 2^20 cells
 
 
@@ -58,8 +59,9 @@ class ClassStream:
         block: largest class generated as whole passes; also the smallest block.
 
     A large class's last pass, when the quota cuts it short to ``r`` members, is a
-    uniform ``r``-subset (a hypergeometric split over the blocks, then a choice in
-    each) put in uniform order the same way, so its cost is O(r), not O(members).
+    uniform ``r``-subset (NOTE [subset by marking]: a byte and under one cheap draw
+    per member) put in uniform order the same way, so no permutation of all the
+    members is made.
     """
 
     def __init__(
@@ -87,7 +89,8 @@ class ClassStream:
         self._pass = -1
         self._cursors = np.empty((0, 0), np.int64)
         self._table = np.empty((0, 0), np.int64)
-        self._piece = (-1, np.empty(0, members.dtype))
+        self._piece_id, self._buf = -1, np.empty(0, members.dtype)
+        self._lo = self._hi = 0  # stream positions the current piece covers
         self.pos = 0
 
     def _block_sizes(self, length: int) -> np.ndarray:
@@ -130,13 +133,13 @@ class ClassStream:
         length = int(sizes.sum())
         src = self.members
         if length < self.n:  # a pass cut short: a uniform subset of the members first
-            taken = multivariate_hypergeometric(rng, self.sizes, length)
+            mask = subset_mask(self.n, length, rng)
             a = 0
-            for j, (size, c) in enumerate(zip(self.sizes.tolist(), taken.tolist())):
-                part = self.members[j * self.block : j * self.block + size]
-                pick = part if c == size else part[rng.choice(size, c, replace=False, shuffle=False)]
-                self.work[a : a + c] = pick
-                a += c
+            for s in range(0, self.n, _PIECE):
+                pick = np.compress(mask[s : s + _PIECE], self.members[s : s + _PIECE])  # no mispredicts
+                self.work[a : a + len(pick)] = pick
+                a += len(pick)
+            del mask
             src = self.work[:length]
         block_permute(src, self.work[:length], self.block, rng)
         remaining = sizes.copy()
@@ -150,15 +153,23 @@ class ClassStream:
 
     def fill(self, out: np.ndarray) -> None:
         """Write the next ``len(out)`` items of the stream into ``out``."""
+        pos, k = self.pos, len(out)
+        lo = self._lo
+        if lo <= pos and pos + k <= self._hi:  # the usual case: one slice of the current piece
+            out[:] = self._buf[pos - lo : pos - lo + k]
+            self.pos = pos + k
+            return
         a = 0
-        while a < len(out):
+        while a < k:
             b, off, length = self._locate(self.pos)
-            if self._piece[0] != b:
-                self._piece = (b, self._make_piece(b))
-            k = min(len(out) - a, length - off)
-            out[a : a + k] = self._piece[1][off : off + k]
-            a += k
-            self.pos += k
+            if self._piece_id != b:
+                self._piece_id, self._buf = b, self._make_piece(b)
+                self._lo = self.pos - off
+                self._hi = self._lo + length
+            take = min(k - a, length - off)
+            out[a : a + take] = self._buf[off : off + take]
+            a += take
+            self.pos += take
 
 
 class QuotaEpoch:
@@ -218,15 +229,16 @@ class QuotaEpoch:
             remaining -= multivariate_hypergeometric(comp_rng, remaining, min(self.chunk, int(remaining.sum())))
         for stream, done in zip(self.streams, (self.quotas - remaining).tolist()):
             stream.pos = done
+        streams = self.streams
         for j in range(first, -(-self.total // self.chunk)):
             m = min(self.chunk, self.total - j * self.chunk)
             comp = multivariate_hypergeometric(comp_rng, remaining, m)
             remaining -= comp
             content = np.empty(m, self.dtype)
             a = 0
-            for i in np.flatnonzero(comp).tolist():
-                k = int(comp[i])
-                self.streams[i].fill(content[a : a + k])
+            nz = np.flatnonzero(comp)
+            for i, k in zip(nz.tolist(), comp[nz].tolist()):
+                streams[i].fill(content[a : a + k])
                 a += k
             out = content[keyed_rng(*self.key, _CHUNK, j).permutation(m)]
             yield out[start - j * self.chunk :] if j == first else out
