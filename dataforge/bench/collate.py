@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataforge.bench.common import BenchError, env_info, median
+from dataforge.bench.common import BenchError, env_info, median, rotated
 
 __all__ = ["make_batch", "run", "format_table"]
 
@@ -127,53 +127,11 @@ def run(
     tensors = [{"input_ids": torch.tensor(s["input_ids"]), "label": s["label"]} for s in lists]
     pad = dataforge.PadCollate(mask_names={"input_ids": "attention_mask"})
     hf, hf_absent = hf_collator()
-    arms: dict[str, Collate | None] = {"dataforge": pad, "hf": hf, "pad_sequence": pad_sequence_collate}
-
     _check_same_output(pad, hf, lists)
-    inputs = {"lists": lists, "tensors": tensors}
-    rates: dict[str, dict[str, list[float]]] = {form: {} for form in inputs}
-    cpu_ms: dict[str, dict[str, list[float]]] = {form: {} for form in inputs}
-    for form, batch in inputs.items():
-        for name, fn in arms.items():
-            if fn is not None:
-                fn(batch)  # warm-up, excluded
-                rates[form][name] = []
-                cpu_ms[form][name] = []
-    names = [n for n, fn in arms.items() if fn is not None]
-    for r in range(repeats):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for form, batch in inputs.items():
-            for name in order:
-                rate, cpu = _rate(arms[name], batch, window)  # type: ignore[arg-type]
-                rates[form][name].append(rate)
-                cpu_ms[form][name].append(cpu)
-
+    arms = {name: fn for name, fn in (("dataforge", pad), ("hf", hf), ("pad_sequence", pad_sequence_collate))
+            if fn is not None}
+    rates, cpu_ms = _measure(arms, {"lists": lists, "tensors": tensors}, repeats, window)
     lengths = [len(s["input_ids"]) for s in lists]
-    forms: dict[str, Any] = {}
-    for form in inputs:
-        arms_out: dict[str, dict[str, Any]] = {
-            name: {
-                "batches_per_s": median(rs),
-                "ms_per_batch": 1e3 / median(rs),
-                "cpu_ms_per_batch": median(cpu_ms[form][name]),
-                "repeats": rs,
-                "cpu_ms_repeats": cpu_ms[form][name],
-            }
-            for name, rs in rates[form].items()
-        }
-        ours = arms_out["dataforge"]
-        others = [name for name in arms_out if name != "dataforge"]
-        forms[form] = {
-            "arms": arms_out,
-            "ratios": {
-                f"dataforge_vs_{name}": ours["batches_per_s"] / arms_out[name]["batches_per_s"]
-                for name in others
-            },
-            "cpu_ratios": {
-                f"dataforge_vs_{name}": arms_out[name]["cpu_ms_per_batch"] / ours["cpu_ms_per_batch"]
-                for name in others
-            },
-        }
     return {
         "benchmark": "collate",
         "env": env_info(device),
@@ -192,8 +150,60 @@ def run(
             "lists": "input_ids as list[int] (as a tokenizer returns them)",
             "tensors": "input_ids as 1-D int64 tensors",
         },
-        "forms": forms,
+        "forms": {form: _summarise(rates[form], cpu_ms[form]) for form in rates},
         "targets": {"dataforge_vs_hf": 20.0, "dataforge_vs_pad_sequence": 2.0},
+    }
+
+
+Runs = dict[str, dict[str, list[float]]]  # input form -> arm -> one value per repeat
+
+
+def _measure(arms: dict[str, Collate], inputs: dict[str, list[dict[str, Any]]], repeats: int,
+             window: float) -> tuple[Runs, Runs]:
+    """``(batches/s, CPU ms/batch)`` of each arm on each input form, once per repeat.
+
+    Every arm runs once on each form first (warm-up, excluded). Then, per repeat, the
+    forms in turn, each arm on it in the :func:`rotated` order (NOTE [interleaving]).
+    """
+    for batch in inputs.values():
+        for fn in arms.values():
+            fn(batch)
+    rates: Runs = {form: {name: [] for name in arms} for form in inputs}
+    cpu_ms: Runs = {form: {name: [] for name in arms} for form in inputs}
+    for r in range(repeats):
+        order = rotated(list(arms), r)
+        for form, batch in inputs.items():
+            for name in order:
+                rate, cpu = _rate(arms[name], batch, window)
+                rates[form][name].append(rate)
+                cpu_ms[form][name].append(cpu)
+    return rates, cpu_ms
+
+
+def _summarise(rates: dict[str, list[float]], cpu_ms: dict[str, list[float]]) -> dict[str, Any]:
+    """One input form's medians per arm, and dataforge's ratios to each other arm."""
+    arms_out: dict[str, dict[str, Any]] = {
+        name: {
+            "batches_per_s": median(rs),
+            "ms_per_batch": 1e3 / median(rs),
+            "cpu_ms_per_batch": median(cpu_ms[name]),
+            "repeats": rs,
+            "cpu_ms_repeats": cpu_ms[name],
+        }
+        for name, rs in rates.items()
+    }
+    ours = arms_out["dataforge"]
+    others = [name for name in arms_out if name != "dataforge"]
+    return {
+        "arms": arms_out,
+        "ratios": {
+            f"dataforge_vs_{name}": ours["batches_per_s"] / arms_out[name]["batches_per_s"]
+            for name in others
+        },
+        "cpu_ratios": {
+            f"dataforge_vs_{name}": arms_out[name]["cpu_ms_per_batch"] / ours["cpu_ms_per_batch"]
+            for name in others
+        },
     }
 
 

@@ -13,10 +13,12 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 class BenchError(Exception):
@@ -60,6 +62,35 @@ def env_info(device: str = "cpu") -> dict[str, Any]:
 
 def median(xs: list[float]) -> float:
     return float(statistics.median(xs)) if xs else float("nan")
+
+
+def rotated(names: Sequence[str], r: int) -> list[str]:
+    """``names`` rotated left by ``r``: the arm order of repeat ``r``.
+
+    NOTE [interleaving] in :mod:`dataforge.bench.runner`: repeats are the outer loop,
+    arms the inner one, the order rotated each repeat, so that a slow drift of the
+    machine spreads over all arms instead of hitting one.
+    """
+    k = r % len(names) if names else 0
+    return [*names[k:], *names[:k]]
+
+
+def interleaved(
+    arms: Mapping[str, Callable[[], T]],
+    repeats: int,
+    after: Callable[[int, str, T], None] | None = None,
+) -> dict[str, list[T]]:
+    """Call each of ``arms`` once per repeat, in the order :func:`rotated` gives;
+    ``after(r, name, value)`` runs after each call. Returns each arm's values in
+    repeat order."""
+    names = list(arms)
+    runs: dict[str, list[T]] = {n: [] for n in names}
+    for r in range(repeats):
+        for name in rotated(names, r):
+            runs[name].append(arms[name]())
+            if after is not None:
+                after(r, name, runs[name][-1])
+    return runs
 
 
 def time_repeated(fn: Callable[[], Any], *, repeats: int = 3, min_seconds: float = 0.2) -> list[float]:
