@@ -37,7 +37,7 @@ from typing import Any
 import torch
 import torch.utils.data
 
-from dataforge.bench.common import BenchError, env_info, median
+from dataforge.bench.common import BenchError, env_info, interleaved, median
 from dataforge.loading.prefetch import DevicePrefetcher
 
 __all__ = ["format_table", "run"]
@@ -151,9 +151,9 @@ def run(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run(quick=quick, seconds=seconds, device=device, data=data, out=out, repeats=repeats,
-                    batch_size=batch_size, size=size, num_batches=num_batches, workers=workers,
-                    progress=progress, **kw)
+        return _run(quick=quick, seconds=seconds, device=device, data=data, out=out, workers=workers,
+                    progress=progress, repeats=repeats, batch_size=batch_size, size=size,
+                    num_batches=num_batches, **kw)
     finally:
         torch.set_num_threads(before)
 
@@ -165,87 +165,120 @@ def _run(
     device: str,
     data: str | None,
     out: str | None,
-    repeats: int | None,
-    batch_size: int | None,
-    size: int | None,
-    num_batches: int | None,
     workers: int | None,
     progress: Callable[[str], None] | None,
     **kw: Any,
 ) -> dict[str, Any]:
     if data is not None:
         raise BenchError("the feeding benchmark uses synthetic uint8 batches; it takes no --data")
-    if kw:
-        raise BenchError(f"unknown options for the feeding benchmark: {sorted(kw)}")
-    cfg: dict[str, Any] = dict(_QUICK if quick else _FULL)
-    for k, v in (("seconds", seconds), ("repeats", repeats), ("batch_size", batch_size),
-                 ("size", size), ("num_batches", num_batches)):
-        if v is not None:
-            cfg[k] = v
+    cfg = _config(quick, seconds, kw)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BenchError(f"--device {device} asked for, but CUDA is not available here")
     cuda = dev.type == "cuda"
     if workers is None:
         workers = 2 if cuda else 0
-    say = progress or (lambda line: None)
-
-    g = torch.Generator().manual_seed(0)
-    shape = (cfg["batch_size"], 3, cfg["size"], cfg["size"])
-    host = [torch.randint(0, 256, shape, dtype=torch.uint8, generator=g) for _ in range(cfg["num_batches"])]
-    pinned = [b.pin_memory() for b in host] if cuda else host
-    batch_bytes = host[0].numel() * host[0].element_size()
-    loader = torch.utils.data.DataLoader(
-        _Batches(host), batch_size=None, pin_memory=cuda, num_workers=workers,
-        persistent_workers=workers > 0,
-    )
-
-    def consume(batches: Iterable[torch.Tensor], step: Callable[[], None] | None = None) -> int:
-        n = 0
-        for b in batches:
-            if step is not None:
-                step()
-            n += 1
-            del b
-        return n
-
-    buf = torch.empty_like(host[0])
-
-    def raw() -> int:
-        if cuda:
-            return consume(b.to(dev, non_blocking=True) for b in pinned)
-        return consume(buf.copy_(b) for b in host)
-
-    copy_arms: dict[str, Callable[[], int]] = {
-        "raw_pinned": raw,
-        "stock_to": lambda: consume(b.to(dev) for b in loader),
-        "prefetcher": lambda: consume(DevicePrefetcher(loader, dev)),
-        "prefetcher_pinned": lambda: consume(DevicePrefetcher(pinned, dev)),
-    }
-    consume(loader)  # start persistent workers outside the measurements
-    for fn in copy_arms.values():
-        fn()  # warm-up (allocator, streams)
-    runs: dict[str, list[float]] = {k: [] for k in copy_arms}
-    names = list(copy_arms)
-    for r in range(cfg["repeats"]):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            w = _window(copy_arms[name], cfg["seconds"], dev)
-            runs[name].append(w["batches"] * batch_bytes / w["wall_s"] / 1e9)
-            say(f"repeat {r}: {name} {runs[name][-1]:.2f} GB/s")
-    measures = _MEASURES["cuda" if cuda else "cpu"]
-    copy: dict[str, dict[str, Any]] = {
-        k: {"gb_per_s": median(v), "runs": v, "batches_per_s": median(v) * 1e9 / batch_bytes,
-            "copies": cuda or k == "raw_pinned", "measures": measures[k]}
-        for k, v in runs.items()}
+    feed = _Feed(cfg, dev, workers)
+    copy = _measure_copy(feed, cfg, progress or (lambda line: None))
     limit: float = copy["raw_pinned"]["gb_per_s"]
     # NOTE: on a CPU the arms copy nothing, so a ratio to the memcpy rate would mean nothing
     ratios = {
         f"{k}_vs_raw": (copy[k]["gb_per_s"] / limit if cuda else None) for k in copy if k != "raw_pinned"
     }
-
     # overlap: a step of about one batch's copy time (at the raw rate), at least 2 ms
-    step_s = max(0.002, batch_bytes / (limit * 1e9)) if cuda else 0.003
-    step = _Step(dev, step_s)
+    step_s = max(0.002, feed.batch_bytes / (limit * 1e9)) if cuda else 0.003
+    overlap = _measure_overlap(feed, _Step(dev, step_s), cfg)
+    result = _result(cfg, feed, step_s, copy, ratios, overlap)
+    if out:
+        import json
+
+        with open(out, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+def _config(quick: bool, seconds: float | None, kw: dict[str, Any]) -> dict[str, Any]:
+    """The quick or full sizes, with the options given (``None``: the default) in place."""
+    known = ("repeats", "batch_size", "size", "num_batches")
+    unknown = sorted(set(kw) - set(known))
+    if unknown:
+        raise BenchError(f"unknown options for the feeding benchmark: {unknown}")
+    cfg: dict[str, Any] = dict(_QUICK if quick else _FULL)
+    for k, v in (("seconds", seconds), *((k, kw.get(k)) for k in known)):
+        if v is not None:
+            cfg[k] = v
+    return cfg
+
+
+class _Feed:
+    """The batches every arm delivers: on the host, pinned (on CUDA), and a DataLoader over them."""
+
+    def __init__(self, cfg: dict[str, Any], device: torch.device, workers: int) -> None:
+        cuda = device.type == "cuda"
+        g = torch.Generator().manual_seed(0)
+        shape = (cfg["batch_size"], 3, cfg["size"], cfg["size"])
+        self.device, self.workers = device, workers
+        self.host = [torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+                     for _ in range(cfg["num_batches"])]
+        self.pinned = [b.pin_memory() for b in self.host] if cuda else self.host
+        self.batch_bytes = self.host[0].numel() * self.host[0].element_size()
+        self.loader = torch.utils.data.DataLoader(
+            _Batches(self.host), batch_size=None, pin_memory=cuda, num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+
+def _drain(batches: Iterable[torch.Tensor], step: Callable[[], None] | None = None) -> int:
+    """Take every batch (running ``step`` before each); the number taken."""
+    n = 0
+    for b in batches:
+        if step is not None:
+            step()
+        n += 1
+        del b
+    return n
+
+
+def _measure_copy(feed: _Feed, cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """The copy arms' GB/s, interleaved over ``cfg["repeats"]``, with what each measures."""
+    dev, loader, pinned = feed.device, feed.loader, feed.pinned
+    cuda = dev.type == "cuda"
+    buf = torch.empty_like(feed.host[0])
+
+    def raw() -> int:
+        if cuda:
+            return _drain(b.to(dev, non_blocking=True) for b in pinned)
+        return _drain(buf.copy_(b) for b in feed.host)
+
+    copy_arms: dict[str, Callable[[], int]] = {
+        "raw_pinned": raw,
+        "stock_to": lambda: _drain(b.to(dev) for b in loader),
+        "prefetcher": lambda: _drain(DevicePrefetcher(loader, dev)),
+        "prefetcher_pinned": lambda: _drain(DevicePrefetcher(pinned, dev)),
+    }
+    _drain(loader)  # start persistent workers outside the measurements
+    for fn in copy_arms.values():
+        fn()  # warm-up (allocator, streams)
+
+    def gb_per_s(fn: Callable[[], int]) -> Callable[[], float]:
+        def window() -> float:
+            w = _window(fn, cfg["seconds"], dev)
+            return w["batches"] * feed.batch_bytes / w["wall_s"] / 1e9
+        return window
+
+    runs = interleaved({k: gb_per_s(fn) for k, fn in copy_arms.items()}, cfg["repeats"],
+                       after=lambda r, name, v: say(f"repeat {r}: {name} {v:.2f} GB/s"))
+    measures = _MEASURES["cuda" if cuda else "cpu"]
+    return {
+        k: {"gb_per_s": median(v), "runs": v, "batches_per_s": median(v) * 1e9 / feed.batch_bytes,
+            "copies": cuda or k == "raw_pinned", "measures": measures[k]}
+        for k, v in runs.items()}
+
+
+def _measure_overlap(feed: _Feed, step: _Step, cfg: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """ms per batch of the step loop with no data, ``.to(device)`` and the prefetcher, and
+    the share of wall time each lost to data (``data_wait``)."""
+    dev, pinned = feed.device, feed.pinned
     n = len(pinned)
 
     def compute_only() -> int:
@@ -255,33 +288,38 @@ def _run(
 
     overlap_arms: dict[str, Callable[[], int]] = {
         "compute_only": compute_only,
-        "stock_to": lambda: consume((b.to(dev) for b in pinned), step),
-        "prefetcher": lambda: consume(DevicePrefetcher(pinned, dev), step),
+        "stock_to": lambda: _drain((b.to(dev) for b in pinned), step),
+        "prefetcher": lambda: _drain(DevicePrefetcher(pinned, dev), step),
     }
     for fn in overlap_arms.values():
         fn()
-    oruns: dict[str, list[float]] = {k: [] for k in overlap_arms}
-    onames = list(overlap_arms)
-    for r in range(cfg["repeats"]):
-        for name in onames[r % len(onames):] + onames[: r % len(onames)]:
-            w = _window(overlap_arms[name], cfg["seconds"], dev)
-            oruns[name].append(w["wall_s"] / w["batches"])
-    per_batch = {k: median(v) for k, v in oruns.items()}
-    overlap = {
+
+    def per_batch_s(fn: Callable[[], int]) -> Callable[[], float]:
+        def window() -> float:
+            w = _window(fn, cfg["seconds"], dev)
+            return w["wall_s"] / w["batches"]
+        return window
+
+    runs = interleaved({k: per_batch_s(fn) for k, fn in overlap_arms.items()}, cfg["repeats"])
+    per_batch = {k: median(v) for k, v in runs.items()}
+    return {
         k: {
             "ms_per_batch": per_batch[k] * 1e3,
             "data_wait": max(0.0, (per_batch[k] - per_batch["compute_only"]) / per_batch[k]),
         }
         for k in per_batch
     }
-    if workers > 0:
-        del loader
-    result: dict[str, Any] = {
+
+
+def _result(cfg: dict[str, Any], feed: _Feed, step_s: float, copy: dict[str, dict[str, Any]],
+            ratios: dict[str, float | None], overlap: dict[str, dict[str, float]]) -> dict[str, Any]:
+    cuda = feed.device.type == "cuda"
+    return {
         "benchmark": "feeding",
-        "env": env_info(str(dev)),
+        "env": env_info(str(feed.device)),
         "gpu_present": torch.cuda.is_available(),
-        "config": {**cfg, "device": str(dev), "workers": workers, "batch_mb": batch_bytes / 2**20,
-                   "torch_threads": torch.get_num_threads(),
+        "config": {**cfg, "device": str(feed.device), "workers": feed.workers,
+                   "batch_mb": feed.batch_bytes / 2**20, "torch_threads": torch.get_num_threads(),
                    "step_ms": step_s * 1e3},
         "copy": copy,
         "ratios": ratios,
@@ -299,12 +337,6 @@ def _run(
             "runs on the same CPU, so nothing can overlap"
         ),
     }
-    if out:
-        import json
-
-        with open(out, "w") as f:
-            json.dump(result, f, indent=2)
-    return result
 
 
 def format_table(result: dict[str, Any]) -> str:
