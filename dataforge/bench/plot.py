@@ -42,7 +42,6 @@ def plot_throughput(result: dict[str, Any], path: str | os.PathLike[str]) -> Pat
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     except ImportError:
         return None
 
@@ -50,12 +49,35 @@ def plot_throughput(result: dict[str, Any], path: str | os.PathLike[str]) -> Pat
 
     arms = [a for a in result["arms"] if a["status"] == "ok"]
     names = list(dict.fromkeys(a["arm"] for a in arms))
-    missing = {a["arm"]: f"{a['arm']} ({a['status']}: {a.get('reason') or 'no reason given'})"
-               for a in result["arms"] if a["status"] != "ok" and a["arm"] not in names}
     workers = sorted({a["workers"] for a in result["arms"]})
-    width = 0.8 / max(len(names), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(workers) * max(len(names), 1) * 0.6), 4.6))
-    cmap = plt.get_cmap("tab10")
+    _bars(ax, arms, names, workers, plt.get_cmap("tab10"))
+    by_workers = result["limit"]["by_workers"]
+    _limit_lines(ax, by_workers, workers)
+    ceiling = trusted_ceiling(result)  # NOTE [ceiling above the arms] in dataforge.bench.report
+    _ceiling_lines(ax, ceiling, workers)
+    values = [a["samples_per_s"] for a in arms if a["samples_per_s"] > 0]
+    values += [v for d in by_workers.values() for v in d.values() if v]
+    if values and max(values) > 20 * min(values):
+        _log_axis(ax, values)  # a 50x gap would flatten the small bars to nothing
+    ax.set_xticks(range(len(workers)))
+    ax.set_xticklabels([f"{w} workers" for w in workers])
+    ax.set_ylabel(result.get("unit", "samples/s") + (" (log scale)" if ax.get_yscale() == "log" else ""))
+    env = result.get("env", {})
+    ax.set_title(f"dataforge bench {result.get('benchmark', '')}: {env.get('cores')} cores, "
+                 f"device {result.get('config', {}).get('device')}", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _notes(fig, _note_lines(result, names, ceiling))
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _bars(ax: Any, arms: list[dict[str, Any]], names: list[str], workers: list[int], cmap: Any) -> None:
+    """One bar per arm that ran in each workers group, labelled with its value."""
+    width = 0.8 / max(len(names), 1)
     for j, name in enumerate(names):
         xs, ys = [], []
         for i, w in enumerate(workers):
@@ -65,8 +87,11 @@ def plot_throughput(result: dict[str, Any], path: str | os.PathLike[str]) -> Pat
                     ys.append(a["samples_per_s"])
         bars = ax.bar(xs, ys, width=width * 0.95, label=name, color=cmap(j % 10))
         ax.bar_label(bars, labels=[f"{y:,.0f}" for y in ys], fontsize=7, padding=1)
+
+
+def _limit_lines(ax: Any, by_workers: dict[str, dict[str, float]], workers: list[int]) -> None:
+    """Each pipeline's limit as a black line over each workers group, one style per pipeline."""
     styles: list[Any] = ["--", ":", "-."]
-    by_workers = result["limit"]["by_workers"]
     pipelines = list(dict.fromkeys(p for d in by_workers.values() for p in d))
     for k, pipe in enumerate(pipelines):
         for i, w in enumerate(workers):
@@ -74,29 +99,34 @@ def plot_throughput(result: dict[str, Any], path: str | os.PathLike[str]) -> Pat
             if v:
                 ax.hlines(v, i - 0.45, i + 0.45, colors="black", linestyles=styles[k % len(styles)],
                           label=f"limit ({pipe} pipeline)" if i == 0 else "_nolegend_")
-    ceiling = trusted_ceiling(result)  # NOTE [ceiling above the arms] in dataforge.bench.report
+
+
+def _ceiling_lines(ax: Any, ceiling: dict[str, float], workers: list[int]) -> None:
+    """The trusted parallel ceiling as a grey line over its workers groups, one legend entry."""
     for i, w in enumerate(workers):  # NOTE [parallel ceiling] in dataforge.bench.ceiling
         v = ceiling.get(str(w))
         if v:
             ax.hlines(v, i - 0.45, i + 0.45, colors="dimgray", linestyles="-", linewidth=1.2,
                       label="parallel ceiling (dataforge)" if not any(
                           ceiling.get(str(u)) for u in workers[:i]) else "_nolegend_")
-    values = [a["samples_per_s"] for a in arms if a["samples_per_s"] > 0]
-    values += [v for d in by_workers.values() for v in d.values() if v]
-    if values and max(values) > 20 * min(values):
-        ax.set_yscale("log")  # a 50x gap would flatten the small bars to nothing
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_ylim(min(values) / 2, max(values) * 2.5)
-        ax.grid(axis="y", which="major", alpha=0.3)
-    ax.set_xticks(range(len(workers)))
-    ax.set_xticklabels([f"{w} workers" for w in workers])
-    ax.set_ylabel(result.get("unit", "samples/s") + (" (log scale)" if ax.get_yscale() == "log" else ""))
-    env = result.get("env", {})
-    ax.set_title(f"dataforge bench {result.get('benchmark', '')}: {env.get('cores')} cores, "
-                 f"device {result.get('config', {}).get('device')}", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def _log_axis(ax: Any, values: list[float]) -> None:
+    """A log y axis labelled at 1, 2 and 5 of every decade, with room above and below."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(min(values) / 2, max(values) * 2.5)
+    ax.grid(axis="y", which="major", alpha=0.3)
+
+
+def _note_lines(result: dict[str, Any], names: list[str], ceiling: dict[str, float]) -> list[str]:
+    """The notes under the plot: the caption, the arms that did not run, a ceiling not drawn."""
+    missing = {a["arm"]: f"{a['arm']} ({a['status']}: {a.get('reason') or 'no reason given'})"
+               for a in result["arms"] if a["status"] != "ok" and a["arm"] not in names}
     notes = [_caption(result)]
     if missing:
         notes.append("not run: " + "; ".join(missing.values()))
@@ -104,14 +134,14 @@ def plot_throughput(result: dict[str, Any], path: str | os.PathLike[str]) -> Pat
     if beaten:
         notes.append(f"parallel ceiling not drawn at workers={','.join(beaten)}: an arm ran faster, "
                      "so it was mis-measured (see the table)")
+    return notes
+
+
+def _notes(fig: Any, notes: list[str]) -> None:
+    """``notes`` wrapped to the figure's width under the axes, the figure grown to hold them."""
     chars = int(fig.get_figwidth() * 17)  # about what a line of 7-point text holds
     lines = [line for n in notes
              for line in textwrap.wrap(n, chars, subsequent_indent="  ", break_on_hyphens=False)]
     fig.text(0.01, 0.01, "\n".join(lines), fontsize=7, color="dimgray", va="bottom")
     fig.set_figheight(fig.get_figheight() + 0.14 * len(lines))
     fig.tight_layout(rect=(0, 0.16 * len(lines) / fig.get_figheight() + 0.01, 1, 1))
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
