@@ -263,16 +263,7 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
     """
     from dataforge.bench.data import check_jsonl, demo_text_corpus
 
-    try:
-        import tokenizers  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as exc:
-        raise BenchError(f"the text benchmark needs the text extra ({exc}); "
-                         "pip install 'dataforge[text]'") from None
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from dataforge.datasets.text import TextDataset
-    from dataforge.transforms.text import train_tokenizer
-
+    _need_text_extra()
     cfg = QUICK if quick else FULL
     dev = resolve_device(device)
     seconds = float(seconds if seconds is not None else cfg["seconds"])
@@ -284,41 +275,12 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
     n_docs = check_jsonl(path, text_key, label_key)
     warm = float(warmup if warmup is not None else min(cfg["warmup"], seconds))
 
-    text_ds = TextDataset.from_jsonl(path, text_key=text_key, label_key=label_key)
-    if progress:
-        progress("training the tokenizer on the corpus (offline, not timed)")
-    tok = train_tokenizer(iter(text_ds.texts), vocab_size=VOCAB_SIZE)
-    packed = text_ds.tokenize(tok, max_length=MAX_LENGTH)  # steady state starts pre-tokenized
-    arms, fresh = make_arms(text_ds, tok, batch_size=batch_size, device=dev, packed=packed)
-    hf = hf_tokenizer(tok)
-    texts = list(text_ds.texts)
-    limit_runs: list[float] = []
-    packed_runs: list[float] = []
-    firsts: dict[tuple[str, int], list[dict[str, float]]] = {}
-    consume = _consumer(dev)
-
-    def each_repeat(r: int) -> None:
-        if progress:
-            progress(f"repeat {r + 1}/{repeats}  limit and first epochs")
-        limit_runs.append(measure_limit(hf, texts, batch_size=batch_size,
-                                        min_seconds=min(1.0, seconds / 2)))
-        packed_runs.append(measure_packed_limit(packed, batch_size=batch_size,
-                                                min_seconds=min(1.0, seconds / 2)))
-        for w in workers_list:
-            for arm in arms:
-                if arm.absent or arm.name not in fresh:
-                    continue
-                # an arm that fails here fails again in its measured run, which records the error
-                with contextlib.suppress(Exception):
-                    firsts.setdefault((arm.name, w), []).append(first_epoch(fresh[arm.name], w, consume))
-
-    summaries = run_arms(arms, workers_list, seconds=seconds, repeats=repeats, warmup=warm,
-                         progress=progress, on_repeat=each_repeat)
-    per_sample = {PIPELINE: median(limit_runs), PACKED: median(packed_runs)}
-    by_workers = {str(w): {p: cores_in_use(w, main_threads=1) / s for p, s in per_sample.items()}
-                  for w in workers_list}
-    arm_dicts = [_arm_dict(s, firsts.get((s.arm.name, s.workers), [])) for s in summaries]
-    report.add_ratios(arm_dicts, by_workers)
+    bench = _TextBench(path, text_key, label_key, batch_size=batch_size, device=dev,
+                        workers=workers_list, repeats=repeats, window=min(1.0, seconds / 2),
+                        progress=progress)
+    summaries = run_arms(bench.arms, workers_list, seconds=seconds, repeats=repeats, warmup=warm,
+                         progress=progress, on_repeat=bench.measure)
+    arm_dicts = [_arm_dict(s, bench.firsts.get((s.arm.name, s.workers), [])) for s in summaries]
     result: dict[str, Any] = {
         "benchmark": "text",
         "status": "ok",
@@ -329,19 +291,10 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
             "batch_size": batch_size, "workers": workers_list, "seconds": seconds,
             "warmup_s": warm, "repeats": repeats, "device": str(dev), "quick": quick,
             "vocab_size": VOCAB_SIZE, "max_length": MAX_LENGTH, "pad_to_multiple_of": PAD_MULTIPLE,
-            "tokens_in_corpus": int(packed.num_tokens),
+            "tokens_in_corpus": int(bench.packed.num_tokens),
             "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
         },
-        "limit": {
-            "method": f"CPU time, 1 process, 1 thread, each arm's own work: {PIPELINE} = the fast "
-                      "tokenizer's batch call with padding=True, truncation to max_length, tensors "
-                      f"out; {PACKED} = a bucketed batch fetched from the packed tokens and padded "
-                      "by the arm's PadCollate; times the cores in use (the workers, 1 for "
-                      "workers=0); median over repeats, interleaved with the arms",
-            "per_sample_ms": {p: s * 1e3 for p, s in per_sample.items()},
-            "cores_in_use": {str(w): cores_in_use(w, main_threads=1) for w in workers_list},
-            "by_workers": by_workers,
-        },
+        "limit": bench.report(arm_dicts),
         "arms": arm_dicts,
     }
     if out is not None:
@@ -350,6 +303,81 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
         png = plot_throughput(result, os.path.join(out, "text.png"))
         result["plot"] = str(png) if png else None
     return result
+
+
+def _need_text_extra() -> None:
+    """Raise a :class:`BenchError` naming the extra when tokenizers or transformers is missing;
+    set ``TOKENIZERS_PARALLELISM`` (NOTE [tokenizer threads])."""
+    try:
+        import tokenizers  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise BenchError(f"the text benchmark needs the text extra ({exc}); "
+                         "pip install 'dataforge[text]'") from None
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class _TextBench:
+    """The benchmark's corpus, tokenizer and arms, and what is measured once per repeat
+    between the arms (``measure``, ``run_arms``' ``on_repeat``): each arm's limit and
+    first epochs."""
+
+    def __init__(self, path: str, text_key: str, label_key: str | None, *, batch_size: int,
+                 device: torch.device, workers: list[int], repeats: int, window: float,
+                 progress: Callable[[str], None] | None) -> None:
+        from dataforge.datasets.text import TextDataset
+        from dataforge.transforms.text import train_tokenizer
+
+        self.batch_size, self.workers, self.repeats = batch_size, workers, repeats
+        self.window, self.progress = window, progress
+        text_ds = TextDataset.from_jsonl(path, text_key=text_key, label_key=label_key)
+        self._say("training the tokenizer on the corpus (offline, not timed)")
+        tok = train_tokenizer(iter(text_ds.texts), vocab_size=VOCAB_SIZE)
+        self.packed = text_ds.tokenize(tok, max_length=MAX_LENGTH)  # steady state starts pre-tokenized
+        self.arms, self.fresh = make_arms(text_ds, tok, batch_size=batch_size, device=device,
+                                          packed=self.packed)
+        self.hf = hf_tokenizer(tok)
+        self.texts = list(text_ds.texts)
+        self.consume = _consumer(device)
+        self.limit_runs: list[float] = []
+        self.packed_runs: list[float] = []
+        self.firsts: dict[tuple[str, int], list[dict[str, float]]] = {}
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            self.progress(text)
+
+    def measure(self, r: int) -> None:
+        self._say(f"repeat {r + 1}/{self.repeats}  limit and first epochs")
+        self.limit_runs.append(measure_limit(self.hf, self.texts, batch_size=self.batch_size,
+                                             min_seconds=self.window))
+        self.packed_runs.append(measure_packed_limit(self.packed, batch_size=self.batch_size,
+                                                     min_seconds=self.window))
+        for w in self.workers:
+            for arm in self.arms:
+                if arm.absent or arm.name not in self.fresh:
+                    continue
+                # an arm that fails here fails again in its measured run, which records the error
+                with contextlib.suppress(Exception):
+                    self.firsts.setdefault((arm.name, w), []).append(
+                        first_epoch(self.fresh[arm.name], w, self.consume))
+
+    def report(self, arm_dicts: list[dict[str, Any]]) -> dict[str, Any]:
+        """The result's ``limit`` entry; adds each arm's ratios to it."""
+        per_sample = {PIPELINE: median(self.limit_runs), PACKED: median(self.packed_runs)}
+        by_workers = {str(w): {p: cores_in_use(w, main_threads=1) / s for p, s in per_sample.items()}
+                      for w in self.workers}
+        report.add_ratios(arm_dicts, by_workers)
+        return {
+            "method": f"CPU time, 1 process, 1 thread, each arm's own work: {PIPELINE} = the fast "
+                      "tokenizer's batch call with padding=True, truncation to max_length, tensors "
+                      f"out; {PACKED} = a bucketed batch fetched from the packed tokens and padded "
+                      "by the arm's PadCollate; times the cores in use (the workers, 1 for "
+                      "workers=0); median over repeats, interleaved with the arms",
+            "per_sample_ms": {p: s * 1e3 for p, s in per_sample.items()},
+            "cores_in_use": {str(w): cores_in_use(w, main_threads=1) for w in self.workers},
+            "by_workers": by_workers,
+        }
 
 
 def format_table(result: dict[str, Any]) -> str:
