@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataforge.bench.common import BenchError, env_info, median
+from dataforge.bench.common import BenchError, env_info, interleaved, median
 
 __all__ = ["format_table", "run"]
 
@@ -88,20 +88,20 @@ def _time_window(
     }
 
 
-def _interleaved(
-    arms: dict[str, Callable[[], dict[str, float]]],
-    repeats: int,
-    progress: Callable[[str], None] | None,
-) -> dict[str, list[dict[str, float]]]:
-    names = list(arms)
-    runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
-    for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            runs[name].append(arms[name]())
-            if progress is not None:
-                progress(f"transforms: repeat {r + 1}/{repeats} {name}")
-    return runs
+def _after_each(
+    repeats: int, progress: Callable[[str], None] | None
+) -> Callable[[int, str, Any], None] | None:
+    """A progress line after each run of :func:`common.interleaved`, or ``None``."""
+    if progress is None:
+        return None
+    return lambda r, name, _: progress(f"transforms: repeat {r + 1}/{repeats} {name}")
+
+
+_IMAGE_LABELS = {
+    "stock": "PIL + v2 RandomResizedCrop/Flip + ToImage/ToDtype/Normalize per sample (float32)",
+    "dataforge": "uint8 train_transforms on the file (decodes only the crop), batch ToFloat+Normalize",
+    "dataforge-whole": "torchvision.io decode of the whole image, then the same preset and batch ops",
+}
 
 
 def _image_part(
@@ -114,12 +114,43 @@ def _image_part(
     device: torch.device,
     progress: Callable[[str], None] | None,
 ) -> dict[str, Any]:
+    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    steps, out_bytes = _image_steps(image_size, device)
+    for step in steps.values():  # warm-up (allocators, lazy imports), excluded
+        step(batches[0])
+    # Run r of each arm uses seed r: all arms crop the same regions in a repeat.
+    seeds = {name: itertools.count() for name in steps}
+
+    def arm(name: str) -> Callable[[], dict[str, float]]:
+        return lambda: _time_window(steps[name], batches, seconds, seed=next(seeds[name]))
+
+    runs = interleaved({name: arm(name) for name in steps}, repeats, _after_each(repeats, progress))
+    result: dict[str, Any] = {"arms": {
+        name: {
+            "label": _IMAGE_LABELS[name],
+            "samples_per_s": median([r["samples_per_s"] for r in rs]),
+            "samples_per_cpu_s": median([r["samples_per_cpu_s"] for r in rs]),
+            "cpu_util": median([r["cpu_util"] for r in rs]),
+            "bytes_per_sample_out": out_bytes[name],
+            "runs": rs,
+        }
+        for name, rs in runs.items()
+    }}
+    result.update(_image_speedups(runs), num_images=len(files))
+    return result
+
+
+def _image_steps(
+    image_size: int, device: torch.device
+) -> tuple[dict[str, Callable[[Sequence[str]], int]], dict[str, int]]:
+    """Each image arm as ``step(paths) -> samples done`` (the batch finished on ``device``),
+    and the bytes per sample each hands over, filled in as the steps run."""
     from PIL import Image
     from torchvision.transforms import v2
 
     from dataforge.collate.functional import stack
     from dataforge.transforms.batch import Compose, Normalize, ToFloat
-    from dataforge.transforms.decode import HAVE_ROI_DECODE, decode_image
+    from dataforge.transforms.decode import decode_image
     from dataforge.transforms.image import train_transforms
 
     tutorial = v2.Compose(
@@ -133,7 +164,6 @@ def _image_part(
     )
     preset = train_transforms(image_size)
     on_device = Compose([ToFloat(), Normalize(MEAN, STD)]).to(device)
-    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     out_bytes: dict[str, int] = {}
 
     def stock(paths: Sequence[str]) -> int:
@@ -157,51 +187,35 @@ def _image_part(
         "dataforge": uint8_arm("dataforge", preset),
         "dataforge-whole": uint8_arm("dataforge-whole", lambda p: preset(decode_image(p))),
     }
-    for step in steps.values():  # warm-up (allocators, lazy imports), excluded
-        step(batches[0])
-    # Run r of each arm uses seed r: all arms crop the same regions in a repeat.
-    seeds = {name: itertools.count() for name in steps}
-    def arm(name: str) -> Callable[[], dict[str, float]]:
-        return lambda: _time_window(steps[name], batches, seconds, seed=next(seeds[name]))
+    return steps, out_bytes
 
-    runs = _interleaved({name: arm(name) for name in steps}, repeats, progress)
-    labels = {
-        "stock": "PIL + v2 RandomResizedCrop/Flip + ToImage/ToDtype/Normalize per sample (float32)",
-        "dataforge": "uint8 train_transforms on the file (decodes only the crop), batch ToFloat+Normalize",
-        "dataforge-whole": "torchvision.io decode of the whole image, then the same preset and batch ops",
-    }
-    result: dict[str, Any] = {"arms": {}}
-    for name, rs in runs.items():
-        result["arms"][name] = {
-            "label": labels[name],
-            "samples_per_s": median([r["samples_per_s"] for r in rs]),
-            "samples_per_cpu_s": median([r["samples_per_cpu_s"] for r in rs]),
-            "cpu_util": median([r["cpu_util"] for r in rs]),
-            "bytes_per_sample_out": out_bytes[name],
-            "runs": rs,
-        }
-    # NOTE [speedup]: the median over repeats of the per-repeat ratio (the two arms
-    # of a repeat ran back to back, so machine drift cancels), on CPU time (samples
-    # per CPU-second of this single-threaded process = per-core throughput, robust
-    # to time-slicing on a shared machine) and on wall time.
+
+def _image_speedups(runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """dataforge's speedups over stock, per core and wall, and the whole-decode one.
+
+    NOTE [speedup]: the median over repeats of the per-repeat ratio (the two arms
+    of a repeat ran back to back, so machine drift cancels), on CPU time (samples
+    per CPU-second of this single-threaded process = per-core throughput, robust
+    to time-slicing on a shared machine) and on wall time.
+    """
+    from dataforge.transforms.decode import HAVE_ROI_DECODE
+
     pairs = list(zip(runs["stock"], runs["dataforge"]))
     cpu_ratios = [b["samples_per_cpu_s"] / a["samples_per_cpu_s"] for a, b in pairs]
     wall_ratios = [b["samples_per_s"] / a["samples_per_s"] for a, b in pairs]
     whole_ratios = [b["samples_per_cpu_s"] / a["samples_per_cpu_s"]
                     for a, b in zip(runs["stock"], runs["dataforge-whole"])]
     speedup = median(cpu_ratios)
-    result.update(
-        region_decode=HAVE_ROI_DECODE,
-        speedup_whole_decode=median(whole_ratios),
-        speedup=speedup,
-        speedup_wall=median(wall_ratios),
-        speedup_per_repeat=cpu_ratios,
-        speedup_wall_per_repeat=wall_ratios,
-        target_speedup=TARGET_SPEEDUP,
-        meets_target=speedup >= TARGET_SPEEDUP,
-        num_images=len(files),
-    )
-    return result
+    return {
+        "region_decode": HAVE_ROI_DECODE,
+        "speedup_whole_decode": median(whole_ratios),
+        "speedup": speedup,
+        "speedup_wall": median(wall_ratios),
+        "speedup_per_repeat": cpu_ratios,
+        "speedup_wall_per_repeat": wall_ratios,
+        "target_speedup": TARGET_SPEEDUP,
+        "meets_target": speedup >= TARGET_SPEEDUP,
+    }
 
 
 class _PerSampleTokenized(torch.utils.data.Dataset):
@@ -218,6 +232,12 @@ class _PerSampleTokenized(torch.utils.data.Dataset):
         if self.labels is None:
             return {"input_ids": ids}
         return {"input_ids": ids, "label": int(self.labels[index])}
+
+
+_TEXT_LABELS = {
+    "per_sample": "Tokenize(text) in __getitem__, every epoch",
+    "packed": "tokenize_dataset once, then PackedTokenDataset.__getitems__",
+}
 
 
 def _text_part(
@@ -249,51 +269,51 @@ def _text_part(
         if not torch.equal(per_sample[i]["input_ids"], packed[i]["input_ids"]):
             raise BenchError(f"text: packed ids differ from per-sample ids at index {i}")
 
-    def epoch(fetch: Callable[[list[int]], list[dict[str, Any]]]) -> dict[str, float]:
-        # A later epoch: the packed arm's first pass was tokenize_dataset (timed
-        # apart); a few batches warm up both arms, then one whole epoch is timed.
-        for b in batches[:5]:
-            fetch(b)
-        n_tok = 0
-        cpu0, t = time.process_time(), time.perf_counter()
-        for b in batches:
-            n_tok += sum(len(x["input_ids"]) for x in fetch(b))
-        wall = time.perf_counter() - t
-        cpu = max(time.process_time() - cpu0, 1e-9)
-        return {
-            "tokens": n_tok, "wall_s": wall, "cpu_s": cpu,
-            "tokens_per_s": n_tok / wall, "tokens_per_cpu_s": n_tok / cpu,
-        }
-
     arms = {
-        "per_sample": lambda: epoch(lambda b: [per_sample[i] for i in b]),
-        "packed": lambda: epoch(packed.__getitems__),
+        "per_sample": lambda: _epoch(lambda b: [per_sample[i] for i in b], batches),
+        "packed": lambda: _epoch(packed.__getitems__, batches),
     }
-    runs = _interleaved(arms, repeats, progress)
-    labels = {
-        "per_sample": "Tokenize(text) in __getitem__, every epoch",
-        "packed": "tokenize_dataset once, then PackedTokenDataset.__getitems__",
-    }
-    result: dict[str, Any] = {"arms": {}}
-    for name, rs in runs.items():
-        result["arms"][name] = {
-            "label": labels[name],
-            "tokens_per_s": median([r["tokens_per_s"] for r in rs]),
-            "tokens_per_cpu_s": median([r["tokens_per_cpu_s"] for r in rs]),
-            "runs": rs,
-        }
+    runs = interleaved(arms, repeats, _after_each(repeats, progress))
     ratios = [b["tokens_per_s"] / a["tokens_per_s"] for a, b in zip(runs["per_sample"], runs["packed"])]
-    result.update(
-        speedup=median(ratios),
-        speedup_per_repeat=ratios,
-        num_docs=len(texts),
-        tokens_per_epoch=tokens,
-        vocab_size=tok.vocab_size,
-        train_tokenizer_s=train_s,
-        tokenize_once_s=tokenize_once_s,
-        tokenize_once_tokens_per_s=tokens / tokenize_once_s,
-    )
-    return result
+    return {
+        "arms": {
+            name: {
+                "label": _TEXT_LABELS[name],
+                "tokens_per_s": median([r["tokens_per_s"] for r in rs]),
+                "tokens_per_cpu_s": median([r["tokens_per_cpu_s"] for r in rs]),
+                "runs": rs,
+            }
+            for name, rs in runs.items()
+        },
+        "speedup": median(ratios),
+        "speedup_per_repeat": ratios,
+        "num_docs": len(texts),
+        "tokens_per_epoch": tokens,
+        "vocab_size": tok.vocab_size,
+        "train_tokenizer_s": train_s,
+        "tokenize_once_s": tokenize_once_s,
+        "tokenize_once_tokens_per_s": tokens / tokenize_once_s,
+    }
+
+
+def _epoch(fetch: Callable[[list[int]], list[dict[str, Any]]], batches: list[list[int]]) -> dict[str, float]:
+    """Tokens/s of one timed pass of ``fetch`` over ``batches``: a later epoch.
+
+    The packed arm's first pass was ``tokenize_dataset`` (timed apart); a few batches
+    warm up both arms, then one whole epoch is timed.
+    """
+    for b in batches[:5]:
+        fetch(b)
+    n_tok = 0
+    cpu0, t = time.process_time(), time.perf_counter()
+    for b in batches:
+        n_tok += sum(len(x["input_ids"]) for x in fetch(b))
+    wall = time.perf_counter() - t
+    cpu = max(time.process_time() - cpu0, 1e-9)
+    return {
+        "tokens": n_tok, "wall_s": wall, "cpu_s": cpu,
+        "tokens_per_s": n_tok / wall, "tokens_per_cpu_s": n_tok / cpu,
+    }
 
 
 def run(
