@@ -349,8 +349,8 @@ def run(
         parts: which parts to run, ``"image"`` and / or ``"text"``.
         progress: called with a short line after each run.
     """
-    from dataforge.bench.data import check_image_folder, demo_image_folder, demo_text_corpus
-
+    if kw:
+        raise BenchError(f"unknown options for the transforms benchmark: {sorted(kw)}")
     cfg = dict(_QUICK if quick else _FULL)
     window = float(seconds if seconds is not None else cfg["seconds"])
     reps = int(repeats if repeats is not None else cfg["repeats"])
@@ -382,23 +382,14 @@ def run(
     torch.set_num_threads(1)
     try:
         if "image" in parts:
-            if data_path is not None and data_path.is_dir():
-                root = data_path
-            else:
-                root = demo_image_folder(int(num_images or cfg["num_images"]), progress=False)
-            files = [p for p, _ in check_image_folder(root)]
-            if num_images:
-                files = files[: int(num_images)]
+            root, files = _image_files(data_path, num_images, int(cfg["num_images"]))
             result["image"] = _image_part(
                 files, batch_size=bs, image_size=image_size, seconds=window,
                 repeats=reps, device=dev, progress=progress,
             )
             result["image"]["data"] = str(root)
         if "text" in parts:
-            if data_path is not None and data_path.is_file():
-                path = str(data_path)
-            else:
-                path = str(demo_text_corpus(int(num_docs or cfg["num_docs"]), progress=False))
+            path = _text_file(data_path, int(num_docs or cfg["num_docs"]))
             result["text"] = _text_part(
                 path, batch_size=bs, repeats=reps,
                 vocab_size=int(cfg["vocab_size"]), progress=progress,
@@ -407,6 +398,26 @@ def run(
     finally:
         torch.set_num_threads(old_threads)
     return result
+
+
+def _image_files(data: Path | None, num_images: int | None, default: int) -> tuple[Path, list[str]]:
+    """The image folder (``data`` when it is a folder, else demo images) and its first
+    ``num_images`` files (all when ``None``)."""
+    from dataforge.bench.data import check_image_folder, demo_image_folder
+
+    root = data if data is not None and data.is_dir() else demo_image_folder(
+        int(num_images or default), progress=False)
+    files = [p for p, _ in check_image_folder(root)]
+    return root, files[: int(num_images)] if num_images else files
+
+
+def _text_file(data: Path | None, num_docs: int) -> str:
+    """The JSONL corpus: ``data`` when it is a file, else ``num_docs`` demo documents."""
+    from dataforge.bench.data import demo_text_corpus
+
+    if data is not None and data.is_file():
+        return str(data)
+    return str(demo_text_corpus(num_docs, progress=False))
 
 
 def format_table(result: dict[str, Any]) -> str:

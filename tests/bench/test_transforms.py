@@ -1,4 +1,5 @@
-"""The transforms benchmark on a few images and documents: its result and table."""
+"""The transforms benchmark per part on tiny data: repeats, progress, tokens, options
+(tests/transforms/test_bench_transforms.py is the smoke run of both parts)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,8 @@ def test_text_part_tiny(tiny_corpus):
 def test_unknown_part_is_named():
     with pytest.raises(BenchError, match="parts must be"):
         transforms.run(parts=("audio",))
+
+
+def test_unknown_option_is_named_not_dropped():
+    with pytest.raises(BenchError, match=r"unknown options for the transforms benchmark: \['workers'\]"):
+        transforms.run(parts=("image",), workers=2)
