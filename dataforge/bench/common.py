@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmark harness: environment record, timing, memory.
+"""Shared pieces of the benchmark harness: environment record, arm order, memory.
 
 Every benchmark module (``dataforge.bench.<name>``) exposes
 ``run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu",
@@ -91,23 +91,6 @@ def interleaved(
             if after is not None:
                 after(r, name, runs[name][-1])
     return runs
-
-
-def time_repeated(fn: Callable[[], Any], *, repeats: int = 3, min_seconds: float = 0.2) -> list[float]:
-    """Seconds per call of ``fn`` for each of ``repeats`` rounds of at least ``min_seconds``."""
-    fn()  # warm-up, excluded
-    out = []
-    for _ in range(repeats):
-        n = 0
-        t0 = time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            dt = time.perf_counter() - t0
-            if dt >= min_seconds:
-                break
-        out.append(dt / n)
-    return out
 
 
 def peak_rss_mb() -> float:
