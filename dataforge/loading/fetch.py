@@ -20,6 +20,7 @@ import torch.utils.data
 from dataforge._dist import current_worker_id
 from dataforge.loading.policies import check_on_error, load_bulk, load_samples, short, with_context
 from dataforge.loading.seeding import WorkerSeeding
+from dataforge.loading.stages import BatchTiming, new_recorder, recording, timed
 from dataforge.loading.stats import Failure
 
 
@@ -49,6 +50,8 @@ class BatchMeta(NamedTuple):
         errors: an iterable dataset's error counters in that worker, or ``None``.
         dataset_state: an iterable dataset's own state in that worker after the batch
             (NOTE [dataset state] in ``state.py``), or ``None``.
+        timing: what loading the batch took, per stage (NOTE [stage timing] in
+            ``stages.py``), or ``None`` (a report, or stage timing off).
     """
 
     batch_no: int
@@ -57,6 +60,7 @@ class BatchMeta(NamedTuple):
     worker: int
     errors: dict[str, int] | None = None
     dataset_state: Any = None
+    timing: BatchTiming | None = None
 
 
 @dataclass(frozen=True)
@@ -152,18 +156,29 @@ class BatchFetcher(torch.utils.data.Dataset):
                 "index the wrapped dataset directly"
             )
         self.set_epoch(key.epoch)
-        failures: list[Failure] = []
-        if key.bulk:
-            samples = [load_bulk(self.dataset, key.indices, key.epoch)]
-        else:
-            samples, failures = load_samples(self.dataset, key.indices, self.on_error, key.epoch)
+        rec = new_recorder()  # NOTE [stage timing] in stages.py
+        with recording(rec):
+            batch, n, failures = self._load(key)
         worker = current_worker_id()
+        timing = rec.finish() if rec is not None else None
+        return Fetched(batch, BatchMeta(key.batch_no, n, failures, worker, timing=timing))
+
+    def _load(self, key: BatchKey) -> tuple[Any, int, list[Failure]]:
+        """The batch of ``key`` (``None`` when every sample was skipped), its number of
+        samples and the failures met, each step timed as a stage."""
+        failures: list[Failure] = []
+        with timed("fetch", len(key.indices)):
+            if key.bulk:
+                samples = [load_bulk(self.dataset, key.indices, key.epoch)]
+            else:
+                samples, failures = load_samples(self.dataset, key.indices, self.on_error, key.epoch)
         if not samples:
-            return Fetched(None, BatchMeta(key.batch_no, 0, failures, worker))
-        batch = self._collate(samples, key)
+            return None, 0, failures
+        with timed("collate"):
+            batch = self._collate(samples, key)
         if self.pin:
             from dataforge.loading.prefetch import pin_batch
 
-            batch = pin_batch(batch)
-        n = len(key.indices) if key.bulk else len(samples)
-        return Fetched(batch, BatchMeta(key.batch_no, n, failures, worker))
+            with timed("pin"):
+                batch = pin_batch(batch)
+        return batch, len(key.indices) if key.bulk else len(samples), failures

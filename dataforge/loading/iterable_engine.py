@@ -64,6 +64,7 @@ from dataforge.datasets.iterable import IterDataset
 from dataforge.loading.fetch import BatchMeta, Fetched
 from dataforge.loading.process_engine import StockEngine, dataloader_options
 from dataforge.loading.seeding import WorkerSeeding
+from dataforge.loading.stages import Recorder, new_recorder, recording, timed, timed_items
 from dataforge.loading.state import is_stateful
 from dataforge.loading.stats import batch_len
 
@@ -175,6 +176,18 @@ class ResumableSource(torch.utils.data.IterableDataset):
         self.pending: list[tuple[Any, bool]] | None = None
         self._counters: list[Any] = []  # set per pass, in the process that iterates
         self._base: list[dict[str, int]] = []
+        self._rec: Recorder | None = None  # the stage times of the batch being gathered
+
+    def recorder(self) -> Recorder | None:
+        """The recorder of the batch whose samples are being drawn (NOTE [stage timing])."""
+        if self._rec is None:
+            self._rec = new_recorder()
+        return self._rec
+
+    def take_timing(self) -> Recorder | None:
+        """The recorder of the batch just gathered; the next sample starts another."""
+        rec, self._rec = self._rec, None
+        return rec
 
     def set_plan(self, plan: ShardPlan) -> None:
         values = [plan.epoch, plan.dummies, *plan.skips]
@@ -215,7 +228,8 @@ class ResumableSource(torch.utils.data.IterableDataset):
             # its own iterator and resets in __iter__
             stream = iter(functools.partial(next, it, _Exhausted), _Exhausted)
             skip = skips[w] if w < len(skips) else 0
-            yield from (itertools.islice(stream, skip, None) if skip else stream)
+            items = itertools.islice(stream, skip, None) if skip else stream
+            yield from timed_items(items, self.recorder)  # NOTE [stage timing] in stages.py
         if self._counters or self.stateful:
             yield from (_End() for _ in range(self.batch_size))
 
@@ -253,7 +267,13 @@ class TaggedCollate:
         self.drop_last = drop_last
         self.source = source
 
-    def __call__(self, data: Any) -> tuple[int, int, dict[str, int] | None, Any, Any]:
+    def __call__(self, data: Any) -> tuple[int, int, dict[str, int] | None, Any, Any, Any]:
+        rec = self.source.take_timing()
+        with recording(rec), timed("collate"):
+            w, kind, errors, state, batch = self._tag(data)
+        return w, kind, errors, state, batch, rec.finish() if rec is not None else None
+
+    def _tag(self, data: Any) -> tuple[int, int, dict[str, int] | None, Any, Any]:
         w = current_worker_id()
         batched = self.batched and len(data) > 0
         first, last = (data[0], data[-1]) if batched else (data, data)
@@ -274,7 +294,7 @@ class TaggedCollate:
 def _fetched(raw: Iterator[Any], start: int, batched: bool) -> Iterator[Fetched]:
     # module-level: must not reference the Loader (the engine keeps it alive)
     b = start
-    for worker, kind, errors, state, batch in raw:
+    for worker, kind, errors, state, batch, timing in raw:
         if kind == _DUMMY:
             continue
         if kind in (_START, _END):  # a report: error counts and dataset state only
@@ -284,7 +304,7 @@ def _fetched(raw: Iterator[Any], start: int, batched: bool) -> Iterator[Fetched]
         if kind == _LAST:  # the batch ends the stream: reported first, received together
             yield Fetched(None, BatchMeta(END_NO, 0, [], int(worker), None, state))
         n = batch_len(batch) if batched else 1
-        yield Fetched(batch, BatchMeta(b, n, [], int(worker), errors, state))
+        yield Fetched(batch, BatchMeta(b, n, [], int(worker), errors, state, timing))
         b += 1
 
 

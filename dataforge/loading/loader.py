@@ -73,7 +73,7 @@ from dataforge.loading.state import (
     SEED,
     SHUFFLE,
 )
-from dataforge.loading.stats import Failure, LoaderStats
+from dataforge.loading.stats import Failure, LoaderStats, StageTimes
 from dataforge.loading.thread_engine import ThreadEngine
 
 logger = logging.getLogger("dataforge.loading")
@@ -93,6 +93,41 @@ def _default_collate(batched: bool) -> Callable[[Any], Any]:
     except ImportError:  # the dataforge collate is optional for the loader
         from torch.utils.data import default_collate  # type: ignore[assignment]
     return default_collate
+
+
+class _TimedTransfer(_Transfer):
+    """The device path, its host time counted as the consumer-side stages ``h2d`` (when
+    there is a device) and ``batch_transform`` (NOTE [stage statistics] in stats.py)."""
+
+    def __init__(self, stages: StageTimes, copies: bool, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stages = stages
+        self.copies = copies
+        self.transform_s = 0.0
+        self.transforms = [self._timed(fn) for fn in self.transforms]
+
+    def _timed(self, fn: Transform) -> Transform:
+        def run(batch: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(batch)
+            finally:
+                self.transform_s += time.perf_counter() - t0
+
+        return run
+
+    def start(self, batch: Any) -> tuple[Any, Any]:
+        if batch is None:
+            return super().start(batch)
+        self.transform_s = 0.0
+        t0 = time.perf_counter()
+        out = super().start(batch)
+        total = time.perf_counter() - t0
+        if self.transforms:
+            self.stages.add("batch_transform", self.transform_s)
+        if self.copies:
+            self.stages.add("h2d", total - self.transform_s)
+        return out
 
 
 class Loader(Generic[T]):
@@ -255,7 +290,8 @@ class Loader(Generic[T]):
         if self.device is None and not self._transforms:
             return source
         if self._transfer is None:
-            self._transfer = _Transfer(  # NOTE [consumer threads on CPU] in prefetch.py
+            self._transfer = _TimedTransfer(  # NOTE [consumer threads on CPU] in prefetch.py
+                self._stats.stages, self.device is not None,
                 self.device or torch.device("cpu"), self._transforms, self._keys, self.pin_memory,
                 cpu_threads=1 if self.num_workers > 0 else None,
             )
@@ -263,6 +299,9 @@ class Loader(Generic[T]):
 
     def _receive(self, meta: BatchMeta) -> None:
         self._progress.receive(meta)
+        if meta.timing is not None:  # NOTE [stage statistics] in stats.py
+            worker = "main" if self.num_workers == 0 else str(meta.worker)
+            self._stats.stages.add_batch(worker, meta.timing, meta.num_samples)
         if self._len_asked is not None and meta.batch_no >= self._len_asked:
             warnings.warn(  # the words of torch's warning, which users search for
                 f"Length of IterableDataset {self.dataset} was reported to be {self._len_asked} "

@@ -5,17 +5,31 @@ loader's ``__next__``. Wall time runs from ``iter()`` to the last ``__next__``
 return. ``wait_fraction = wait / wall`` is the share of the training loop lost
 to the input pipeline: near 0 means the model is the bottleneck, near 1 means
 the data is.
+
+NOTE [stage statistics]: ``stats()["stages"]`` sums, per stage, the seconds and the
+count of every batch the consumer received: the worker stages each batch brought
+along (NOTE [stage timing] in ``stages.py``), the consumer-side stages the loader
+timed itself (``batch_transform``, ``h2d``: their time on the host, which for a CUDA
+target is the time to issue the work on the side stream), and ``wait`` (the
+consumer's wait, NOTE [wait fraction]; one count per batch). ``stats()["workers"]``
+holds the worker stages per worker (``"main"`` when the loader has no workers,
+else ``"0"``, ``"1"``...) with its batches and samples; ``stats()["timeline"]`` the
+last ``TIMELINE`` batches, each ``{"worker", "start", "end", "stages"}``.
 """
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import torch
 
+from dataforge.loading.stages import BatchTiming
+
 T = TypeVar("T")
+TIMELINE = 10_000  # batches kept in stats()["timeline"]
 
 
 class Failure(NamedTuple):
@@ -45,13 +59,73 @@ def batch_len(batch: Any) -> int:
     return 1
 
 
-class LoaderStats:
-    """Counters behind ``Loader.stats()`` and ``DataWaitMeter.stats()``."""
+def _add(table: dict[str, list[float]], name: str, seconds: float, count: int) -> None:
+    entry = table.get(name)
+    if entry is None:
+        table[name] = [seconds, count]
+    else:
+        entry[0] += seconds
+        entry[1] += count
+
+
+def _table(table: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    return {k: {"seconds": v[0], "count": int(v[1])} for k, v in table.items()}
+
+
+class StageTimes:
+    """The stage statistics of a loader (NOTE [stage statistics])."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
+        self._stages: dict[str, list[float]] = {}
+        self._workers: dict[str, tuple[dict[str, list[float]], list[int]]] = {}
+        self._timeline: collections.deque[tuple[str, BatchTiming]] = collections.deque(maxlen=TIMELINE)
+
+    def add_batch(self, worker: str, timing: BatchTiming, samples: int) -> None:
+        """One received batch, loaded by ``worker`` in ``timing``."""
+        entry = self._workers.get(worker)
+        if entry is None:
+            entry = self._workers[worker] = ({}, [0, 0])
+        stages, counts = entry
+        for name, seconds in timing.seconds.items():
+            n = timing.counts.get(name, 1)
+            _add(self._stages, name, seconds, n)
+            _add(stages, name, seconds, n)
+        counts[0] += 1
+        counts[1] += samples
+        self._timeline.append((worker, timing))
+
+    def add(self, name: str, seconds: float, count: int = 1) -> None:
+        """A consumer-side stage (``batch_transform``, ``h2d``)."""
+        _add(self._stages, name, seconds, count)
+
+    def as_dict(self, wait_s: float, batches: int) -> dict[str, Any]:
+        stages = _table(self._stages)
+        stages["wait"] = {"seconds": wait_s, "count": batches}
+        return {
+            "stages": stages,
+            "workers": {
+                w: {"stages": _table(st), "batches": c[0], "samples": c[1]}
+                for w, (st, c) in self._workers.items()
+            },
+            "timeline": [
+                {"worker": w, "start": t.start, "end": t.end, "stages": dict(t.seconds)}
+                for w, t in self._timeline
+            ],
+        }
+
+
+class LoaderStats:
+    """Counters behind ``Loader.stats()`` and ``DataWaitMeter.stats()``."""
+
+    def __init__(self) -> None:
+        self.stages = StageTimes()
+        self.reset()
+
+    def reset(self) -> None:
+        self.stages.reset()
         self.batches = 0
         self.samples = 0
         self.wait_s = 0.0
@@ -100,6 +174,7 @@ class LoaderStats:
             "time_to_first_batch_s": self.time_to_first_batch_s,
             "num_failures": len(self.failures),
             "failures": [list(f) for f in self.failures],
+            **self.stages.as_dict(self.wait_s, self.batches),
         }
 
 
