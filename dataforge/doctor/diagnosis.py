@@ -1,7 +1,8 @@
 """The verdict: is the run data-bound, which stage bounds it, and the evidence.
 
 NOTE [bounding stage]: each stage is charged on the resource that runs it. Worker
-stages (fetch, read, decode, transform, collate) run on ``num_workers`` workers in
+stages (fetch, read, decode, transform, collate, pin, and any other name a dataset
+gives with ``dataforge.loading.stages.stage``) run on ``num_workers`` workers in
 parallel, so their cost per batch is their summed seconds / batches / workers; the
 consumer-side stages (h2d, batch_transform) run one batch at a time, so their cost
 per batch is their seconds / batches. The bounding stage is the one with the
@@ -19,8 +20,9 @@ from typing import Any
 
 from dataforge.doctor.run import RunResult
 
-WORKER_STAGES = ("fetch", "read", "decode", "transform", "collate")
+WORKER_STAGES = ("fetch", "read", "decode", "transform", "collate", "pin")  # pipeline order
 CONSUMER_STAGES = ("h2d", "batch_transform")
+WAIT = "wait"  # the consumer's wait, reported with the stages; not a stage of the pipeline
 DATA_BOUND = 0.10
 SATURATED = 0.80  # workers busy at least this share of the run: adding workers may help
 SLOW_WORKER = 1.5  # a worker this many times slower per batch than the median is named
@@ -67,6 +69,14 @@ def _count(stages: dict[str, Any], name: str) -> int:
     return int(entry.get("count", 0)) if isinstance(entry, dict) else 0
 
 
+def worker_stages(stages: dict[str, Any]) -> list[str]:
+    """The worker stages among ``stages``: the known ones in pipeline order, then the
+    names a dataset gave its own (NOTE [bounding stage])."""
+    known = [s for s in WORKER_STAGES if s in stages]
+    other = (s for s in stages if s not in WORKER_STAGES and s not in CONSUMER_STAGES and s != WAIT)
+    return known + sorted(other)
+
+
 def _workers(stats: dict[str, Any]) -> int:
     n = stats.get("num_workers")
     if isinstance(n, int) and n > 0:
@@ -80,7 +90,7 @@ def stage_costs(stats: dict[str, Any]) -> dict[str, float]:
     batches = max(1, int(stats.get("batches", 0)))
     n = _workers(stats)
     costs = {}
-    for name in WORKER_STAGES:
+    for name in worker_stages(stages):
         if _seconds(stages, name) > 0:
             costs[name] = _seconds(stages, name) / batches / n
     for name in CONSUMER_STAGES:
@@ -94,7 +104,8 @@ def _slow_workers(stats: dict[str, Any]) -> list[str]:
     for wid, w in (stats.get("workers") or {}).items():
         b = int(w.get("batches", 0))
         if b > 0:
-            busy = sum(_seconds(w.get("stages") or {}, s) for s in WORKER_STAGES)
+            st = w.get("stages") or {}
+            busy = sum(_seconds(st, s) for s in worker_stages(st))
             per_batch[str(wid)] = busy / b
     if len(per_batch) < 2:
         return []
@@ -123,20 +134,21 @@ def diagnose(run: RunResult) -> Diagnosis:
         )
         return Diagnosis(data_bound, "unknown" if data_bound else "step", None, evidence=evidence)
     stages = stats.get("stages") or {}
-    worker_total = sum(_seconds(stages, s) for s in WORKER_STAGES)
-    share = {s: _seconds(stages, s) / worker_total for s in WORKER_STAGES if worker_total > 0
+    names = worker_stages(stages)
+    worker_total = sum(_seconds(stages, s) for s in names)
+    share = {s: _seconds(stages, s) / worker_total for s in names if worker_total > 0
              and _seconds(stages, s) > 0}
     n = _workers(stats)
     wall = float(stats.get("wall_s") or 0.0)
     busy = worker_total / (n * wall) if wall > 0 else None
     top = max(costs, key=lambda s: costs[s])
     per_sample = _seconds(stages, top) / max(1, _count(stages, top))
-    where = f"{n} worker{'s' * (n != 1)}" if top in WORKER_STAGES else "the consumer side"
+    where = f"{n} worker{'s' * (n != 1)}" if top in names else "the consumer side"
     line = f"{top} costs {1000 * costs[top]:.1f} ms per batch on {where}"
     if top in share:
         line += f" ({100 * share[top]:.0f}% of the workers' time, {1000 * per_sample:.2f} ms per call)"
     evidence.append(line)
-    if busy is not None and top in WORKER_STAGES:
+    if busy is not None and top in names:
         who = ("the main process" if stats.get("num_workers") == 0
                else f"the {n} workers" if n > 1 else "the one worker")
         evidence.append(f"{who} {'were' if n != 1 else 'was'} busy {100 * min(busy, 1.0):.0f}% of the run")

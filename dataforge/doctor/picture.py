@@ -10,11 +10,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from dataforge.doctor.diagnosis import CONSUMER_STAGES, WORKER_STAGES
+from dataforge.doctor.diagnosis import WORKER_STAGES, worker_stages
 from dataforge.doctor.run import RunResult
 from dataforge.doctor.trace import lane_key
 
-_ORDER = (*WORKER_STAGES, *CONSUMER_STAGES)
 _BINS = 30
 
 
@@ -48,8 +47,9 @@ def draw(run: RunResult, path: str | Path, title: str = "") -> Path | None:
     except ImportError:
         return None
     workers: dict[str, Any] = run.stats.get("workers") or {}
-    names = [s for s in _ORDER if any(s in (w.get("stages") or {}) for w in workers.values())]
-    colors = {s: plt.get_cmap("tab10")(i) for i, s in enumerate(_ORDER)}
+    names = worker_stages({s: None for w in workers.values() for s in (w.get("stages") or {})})
+    order = [*WORKER_STAGES, *(s for s in names if s not in WORKER_STAGES)]
+    colors = {s: plt.get_cmap("tab20")(i % 20) for i, s in enumerate(order)}
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 1.6]})
     lanes = sorted(workers, key=lane_key)
     labels = [f"worker {w}" if w.isdigit() else "loader (main)" for w in lanes] + ["consumer"]

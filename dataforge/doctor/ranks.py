@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from dataforge.doctor.diagnosis import CONSUMER_STAGES, WORKER_STAGES, Diagnosis
+from dataforge.doctor.diagnosis import CONSUMER_STAGES, Diagnosis, worker_stages
 from dataforge.doctor.run import RunResult
 
 MARGIN = 0.10
@@ -27,7 +27,7 @@ def summary(run: RunResult, diag: Diagnosis, rank: int) -> dict[str, Any]:
     samples = max(1, int(run.stats.get("samples") or 0))
     per_sample = {
         name: 1000 * float(stages[name].get("seconds", 0.0)) / samples
-        for name in (*WORKER_STAGES, *CONSUMER_STAGES)
+        for name in (*worker_stages(stages), *CONSUMER_STAGES)
         if isinstance(stages.get(name), dict)
     }
     return {

@@ -3,10 +3,6 @@
 Every cost is a ``time.sleep`` (GIL-free and clear-cut on a busy 2-core machine), marked
 with the loader's stage names through ``dataforge.loading.stages.stage``. Each factory
 takes ``**overrides`` (NOTE [rebuild rule] in ``dataforge/doctor/trials.py``).
-
-Where the loader does not time stages (no ``dataforge.loading.stages``), the factories
-build a ``ContractLoader`` (``contract_loader.py``), a thread-pool test double that
-reports the same ``stats()`` keys; ``REAL`` says which one runs.
 """
 
 from __future__ import annotations
@@ -17,15 +13,7 @@ from typing import Any
 import torch
 
 import dataforge
-
-try:
-    from dataforge.loading.stages import stage
-
-    REAL = True
-except ImportError:  # the loader's stage timing is not there: the test double measures
-    from contract_loader import ContractLoader, stage
-
-    REAL = False
+from dataforge.loading.stages import stage
 
 N = 4096
 BATCH = 8
@@ -77,11 +65,6 @@ class DeviceTransform:
 
 
 def _loader(dataset: Any, num_workers: int, engine: str, **kw: Any) -> Any:
-    if not REAL:
-        if engine != "thread" or set(kw) - {"collate_fn", "batch_transforms"}:
-            raise ValueError(f"the ContractLoader runs threads only, with collate_fn and "
-                             f"batch_transforms; got engine={engine!r}, {sorted(kw)}")
-        return ContractLoader(dataset, BATCH, num_workers=num_workers, **kw)
     return dataforge.build_loader(dataset, batch_size=BATCH, num_workers=num_workers, engine=engine,
                                   **kw)
 

@@ -55,7 +55,6 @@ def test_a_step_bound_run_says_so_and_tries_fewer_workers() -> None:
     assert "the step is the bound" in str(report)
 
 
-@pytest.mark.skipif(not pl.REAL, reason="needs the loader's own stage timing (dataforge.loading.stages)")
 @pytest.mark.parametrize("engine", ["process"])
 def test_process_workers_report_stages_and_memory(engine: str) -> None:
     report = dataforge.doctor(lambda **kw: pl.slow_read(engine=engine, **kw), seconds=1.0,

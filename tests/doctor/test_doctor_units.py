@@ -52,6 +52,14 @@ def test_a_run_that_barely_waits_is_step_bound() -> None:
     assert any("keeps up" in e for e in d.evidence)
 
 
+def test_a_stage_the_dataset_named_is_a_worker_stage_and_wait_is_not() -> None:
+    # 2 workers: augment 16 s -> 80 ms per batch; the consumer's wait is no pipeline stage
+    d = diagnose(_run(0.6, _stats({"read": 4.0, "augment": 16.0, "pin": 1.0, "wait": 50.0})))
+    assert d.bound == "augment" and set(d.per_batch_ms) == {"read", "augment", "pin"}
+    assert any("augment costs 80.0 ms per batch on 2 workers" in e for e in d.evidence)
+    assert d.busy == pytest.approx(21.0 / 20.0)
+
+
 def test_no_stage_timings_says_so() -> None:
     d = diagnose(_run(0.5, {}))
     assert d.bound == "unknown" and any("n/a" in e for e in d.evidence)
