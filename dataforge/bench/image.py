@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -330,7 +331,7 @@ def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any],
     return {"stock": per_sample(stock), "dataforge": per_sample(df)}
 
 
-# --------------------------------------------------------------------------- run
+# --------------------------------------------------------------------------- the benchmark
 
 
 def _image_root(data: str | None, images: str, num_images: int | None, quick: bool) -> str:
@@ -349,6 +350,154 @@ def _image_root(data: str | None, images: str, num_images: int | None, quick: bo
         return str(photo_image_folder(int(n), progress=True))
     return str(demo_image_folder(int(num_images or (QUICK if quick else FULL)["num_images"]),
                                  progress=True))
+
+
+@dataclass(frozen=True)
+class _Config:
+    """The settings of one run, checked, with the defaults filled in (``config`` in the result)."""
+
+    root: str
+    items: list[tuple[str, int]]
+    images: str  # "demo", "photos" (generated) or "data" (the user's folder)
+    batch_size: int
+    image_size: int
+    workers: list[int]
+    seconds: float
+    warmup: float
+    repeats: int
+    device: torch.device
+    quick: bool
+
+    @property
+    def window(self) -> float:
+        """Seconds per limit and ceiling measurement (NOTE [limit window])."""
+        return min(1.0, self.seconds / 2) if self.quick else min(5.0, self.seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": self.root, "demo_data": self.images != "data", "images": self.images,
+            "num_samples": len(self.items),
+            "batch_size": self.batch_size, "image_size": self.image_size, "workers": self.workers,
+            "seconds": self.seconds, "warmup_s": self.warmup, "repeats": self.repeats,
+            "device": str(self.device), "quick": self.quick, "virtual_length": _tiled(len(self.items)),
+        }
+
+
+def _config(*, quick: bool, seconds: float | None, device: str, data: str | None,
+            workers: list[int] | None, batch_size: int | None, repeats: int, image_size: int,
+            num_images: int | None, warmup: float | None, images: str) -> _Config:
+    """:func:`run`'s arguments checked, defaults filled in, the image folder found or generated."""
+    cfg = QUICK if quick else FULL
+    dev = resolve_device(device)
+    secs = float(seconds if seconds is not None else cfg["seconds"])
+    batch = _check_sizes(int(batch_size or cfg["batch_size"]), image_size)
+    cores = usable_cores()
+    workers_list = check_workers(workers, [min(2, cores)] if quick else sorted({0, cores}))
+    root = _image_root(data, images, num_images, quick)
+    return _Config(
+        root=root, items=check_image_folder(root), images=images if data is None else "data",
+        batch_size=batch, image_size=image_size, workers=workers_list, seconds=secs,
+        warmup=float(warmup if warmup is not None else min(cfg["warmup"], secs)),
+        repeats=repeats, device=dev, quick=quick)
+
+
+def _check_sizes(batch_size: int, image_size: Any) -> int:
+    if batch_size < 1:
+        raise BenchError(f"--batch-size must be a positive int, got {batch_size!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+        raise BenchError(f"--image-size must be an int >= 8, got {image_size!r}")
+    return batch_size
+
+
+class _ImageBench:
+    """The image benchmark as one object: its config, its arms (:func:`make_arms`), and the
+    limit and the parallel ceiling, measured once per repeat between the arms (``measure``,
+    ``run_arms``' ``on_repeat``). ``result()`` runs it and returns the result.
+
+    NOTE [limit window]: the limit and the ceiling are each timed over windows as long as
+    an arm's (up to 5 CPU-s): with 1 s windows, a slow or fast second on a shared machine
+    moved the limit by 10% between runs (one full run put an arm at 106% of it).
+    """
+
+    def __init__(self, cfg: _Config, progress: Callable[[str], None] | None) -> None:
+        from dataforge.datasets.image_folder import ImageFolder
+        from dataforge.transforms.image import train_transforms
+
+        self.cfg, self.progress = cfg, progress
+        self.arms = make_arms(cfg.root, cfg.items, size=cfg.image_size, batch_size=cfg.batch_size,
+                              device=cfg.device)
+        self.stock_get = StockImageDataset(cfg.items, cfg.image_size).__getitem__
+        self.df_get = ImageFolder(cfg.root, transform=train_transforms(cfg.image_size)).__getitem__
+        self.limit_runs: list[dict[str, float]] = []
+        self.ceiling_runs: dict[int, list[float]] = {
+            k: [] for k in sorted({cores_in_use(w) for w in cfg.workers} - {1})}
+        self.ceiling_error: str | None = None
+
+    def result(self) -> dict[str, Any]:
+        """Run the arms interleaved with the limit and the ceiling; the result (no plot)."""
+        cfg = self.cfg
+        summaries = run_arms(self.arms, cfg.workers, seconds=cfg.seconds, repeats=cfg.repeats,
+                             warmup=cfg.warmup, progress=self.progress, on_repeat=self.measure)
+        arm_dicts = [s.to_dict() for s in summaries]
+        return {
+            "benchmark": "image",
+            "status": "ok",
+            "unit": "samples/s",
+            "env": env_info(str(cfg.device)),
+            "config": cfg.to_dict(),
+            **self.report(arm_dicts),
+            "arms": arm_dicts,
+        }
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            self.progress(text)
+
+    def measure(self, _: int) -> None:
+        cfg, cpu = self.cfg, self.cfg.device.type == "cpu"
+        self._say("limit: one process, one thread, no loader")
+        self.limit_runs.append(measure_limit(
+            self.stock_get, self.df_get, len(cfg.items), batch_size=cfg.batch_size,
+            device=cfg.device, repeats=1, min_seconds=cfg.window))
+        for k, runs in self.ceiling_runs.items():  # NOTE [parallel ceiling]
+            if self.ceiling_error:
+                return
+            self._say(f"parallel ceiling: the limit's work in {k} processes at once")
+            try:
+                runs.append(measure_ceiling(cfg.root, size=cfg.image_size, batch_size=cfg.batch_size,
+                                            cores=k, normalize=cpu, seconds=cfg.window))
+            except RuntimeError as exc:  # informational: reported, the benchmark goes on
+                self.ceiling_error = str(exc)
+
+    def report(self, arm_dicts: list[dict[str, Any]]) -> dict[str, Any]:
+        """The result's ``limit`` and ``ceiling`` entries; adds each arm's ratios to them."""
+        workers = self.cfg.workers
+        limit_s = {p: median([r[p] for r in self.limit_runs]) for p in self.limit_runs[0]}
+        by_workers = {str(w): {p: cores_in_use(w) / s for p, s in limit_s.items()} for w in workers}
+        report.add_ratios(arm_dicts, by_workers)
+        ceiling = {str(w): median(self.ceiling_runs[cores_in_use(w)]) for w in workers
+                   if self.ceiling_runs.get(cores_in_use(w)) and not self.ceiling_error}
+        report.add_ceiling_fractions(arm_dicts, ceiling, "dataforge")
+        return {"limit": {
+            "method": "CPU time, 1 process, 1 thread, no loader: batch after batch, read + decode + "
+                      "augment each sample, then its own collate (and normalize on CPU); per sample, "
+                      "times the cores in use (workers, or torch threads when workers=0, at most the "
+                      "usable cores); median over repeats, interleaved with the arms",
+            "cores_in_use": {str(w): cores_in_use(w) for w in workers},
+            "per_sample_ms": {p: s * 1e3 for p, s in limit_s.items()},
+            "by_workers": by_workers,
+        }, "ceiling": {
+            "method": "the dataforge limit's work (read + decode + augment, stack, normalize on CPU) in "
+                      "that many independent processes at once, 1 thread each, no loader; samples/s "
+                      "added up; median over repeats. Informational: no loader beats it on this machine",
+            "pipeline": "dataforge",
+            "by_workers": ceiling,
+            "fraction_of_limit": {w: v / by_workers[w]["dataforge"] for w, v in ceiling.items()},
+            "error": self.ceiling_error,
+        }}
+
+
+# --------------------------------------------------------------------------- run
 
 
 def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu",
@@ -371,123 +520,16 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
             ``"photos"`` (1-12 MP JPEGs, NOTE [photo set] in :mod:`dataforge.bench.data`).
         progress: called with a line of text before each measured run.
     """
-    cfg = QUICK if quick else FULL
-    dev = resolve_device(device)
-    seconds = float(seconds if seconds is not None else cfg["seconds"])
-    batch_size = _check_sizes(int(batch_size or cfg["batch_size"]), image_size)
-    cores = usable_cores()
-    workers_list = check_workers(workers, [min(2, cores)] if quick else sorted({0, cores}))
-    root = _image_root(data, images, num_images, quick)
-    items = check_image_folder(root)
-    warm = float(warmup if warmup is not None else min(cfg["warmup"], seconds))
-
-    arms = make_arms(root, items, size=image_size, batch_size=batch_size, device=dev)
-    limits = _Limits(root, items, size=image_size, batch_size=batch_size, device=dev,
-                     workers=workers_list, window=min(1.0, seconds / 2) if quick else min(5.0, seconds),
-                     progress=progress)
-    summaries = run_arms(arms, workers_list, seconds=seconds, repeats=repeats, warmup=warm,
-                         progress=progress, on_repeat=limits.measure)
-    arm_dicts = [s.to_dict() for s in summaries]
-    result: dict[str, Any] = {
-        "benchmark": "image",
-        "status": "ok",
-        "unit": "samples/s",
-        "env": env_info(str(dev)),
-        "config": {
-            "data": root, "demo_data": data is None, "images": images if data is None else "data",
-            "num_samples": len(items),
-            "batch_size": batch_size, "image_size": image_size, "workers": workers_list,
-            "seconds": seconds, "warmup_s": warm, "repeats": repeats, "device": str(dev),
-            "quick": quick, "virtual_length": _tiled(len(items)),
-        },
-        **limits.report(arm_dicts),
-        "arms": arm_dicts,
-    }
+    cfg = _config(quick=quick, seconds=seconds, device=device, data=data, workers=workers,
+                  batch_size=batch_size, repeats=repeats, image_size=image_size,
+                  num_images=num_images, warmup=warmup, images=images)
+    result = _ImageBench(cfg, progress).result()
     if out is not None:
         from dataforge.bench.plot import plot_throughput
 
         png = plot_throughput(result, os.path.join(out, "image.png"))
         result["plot"] = str(png) if png else None
     return result
-
-
-def _check_sizes(batch_size: int, image_size: Any) -> int:
-    if batch_size < 1:
-        raise BenchError(f"--batch-size must be a positive int, got {batch_size!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-        raise BenchError(f"--image-size must be an int >= 8, got {image_size!r}")
-    return batch_size
-
-
-class _Limits:
-    """The limit and the parallel ceiling, measured once per repeat between the arms.
-
-    NOTE [limit window]: each is timed over windows as long as an arm's (up to 5 CPU-s):
-    with 1 s windows, a slow or fast second on a shared machine moved the limit by 10%
-    between runs (one full run put an arm at 106% of it).
-    """
-
-    def __init__(self, root: str, items: list[tuple[str, int]], *, size: int, batch_size: int,
-                 device: torch.device, workers: list[int], window: float,
-                 progress: Callable[[str], None] | None) -> None:
-        from dataforge.datasets.image_folder import ImageFolder
-        from dataforge.transforms.image import train_transforms
-
-        self.root, self.n, self.size, self.batch_size = root, len(items), size, batch_size
-        self.device, self.workers, self.window, self.progress = device, workers, window, progress
-        self.stock_get = StockImageDataset(items, size).__getitem__
-        self.df_get = ImageFolder(root, transform=train_transforms(size)).__getitem__
-        self.limit_runs: list[dict[str, float]] = []
-        self.ceiling_runs: dict[int, list[float]] = {
-            k: [] for k in sorted({cores_in_use(w) for w in workers} - {1})}
-        self.ceiling_error: str | None = None
-
-    def _say(self, text: str) -> None:
-        if self.progress:
-            self.progress(text)
-
-    def measure(self, _: int) -> None:
-        self._say("limit: one process, one thread, no loader")
-        self.limit_runs.append(measure_limit(
-            self.stock_get, self.df_get, self.n, batch_size=self.batch_size, device=self.device,
-            repeats=1, min_seconds=self.window))
-        for k, runs in self.ceiling_runs.items():  # NOTE [parallel ceiling]
-            if self.ceiling_error:
-                return
-            self._say(f"parallel ceiling: the limit's work in {k} processes at once")
-            try:
-                runs.append(measure_ceiling(
-                    self.root, size=self.size, batch_size=self.batch_size, cores=k,
-                    normalize=self.device.type == "cpu", seconds=self.window))
-            except RuntimeError as exc:  # informational: reported, the benchmark goes on
-                self.ceiling_error = str(exc)
-
-    def report(self, arm_dicts: list[dict[str, Any]]) -> dict[str, Any]:
-        """The result's ``limit`` and ``ceiling`` entries; adds each arm's ratios to them."""
-        limit_s = {p: median([r[p] for r in self.limit_runs]) for p in self.limit_runs[0]}
-        by_workers = {str(w): {p: cores_in_use(w) / s for p, s in limit_s.items()}
-                      for w in self.workers}
-        report.add_ratios(arm_dicts, by_workers)
-        ceiling = {str(w): median(self.ceiling_runs[cores_in_use(w)]) for w in self.workers
-                   if self.ceiling_runs.get(cores_in_use(w)) and not self.ceiling_error}
-        report.add_ceiling_fractions(arm_dicts, ceiling, "dataforge")
-        return {"limit": {
-            "method": "CPU time, 1 process, 1 thread, no loader: batch after batch, read + decode + "
-                      "augment each sample, then its own collate (and normalize on CPU); per sample, "
-                      "times the cores in use (workers, or torch threads when workers=0, at most the "
-                      "usable cores); median over repeats, interleaved with the arms",
-            "cores_in_use": {str(w): cores_in_use(w) for w in self.workers},
-            "per_sample_ms": {p: s * 1e3 for p, s in limit_s.items()},
-            "by_workers": by_workers,
-        }, "ceiling": {
-            "method": "the dataforge limit's work (read + decode + augment, stack, normalize on CPU) in "
-                      "that many independent processes at once, 1 thread each, no loader; samples/s "
-                      "added up; median over repeats. Informational: no loader beats it on this machine",
-            "pipeline": "dataforge",
-            "by_workers": ceiling,
-            "fraction_of_limit": {w: v / by_workers[w]["dataforge"] for w, v in ceiling.items()},
-            "error": self.ceiling_error,
-        }}
 
 
 def format_table(result: dict[str, Any]) -> str:
