@@ -64,15 +64,15 @@ def median(xs: list[float]) -> float:
     return float(statistics.median(xs)) if xs else float("nan")
 
 
-def rotated(names: Sequence[str], r: int) -> list[str]:
-    """``names`` rotated left by ``r``: the arm order of repeat ``r``.
+def rotated(arms: Sequence[T], r: int) -> list[T]:
+    """``arms`` (their names, or the arms) rotated left by ``r``: the arm order of repeat ``r``.
 
     NOTE [interleaving] in :mod:`dataforge.bench.runner`: repeats are the outer loop,
     arms the inner one, the order rotated each repeat, so that a slow drift of the
     machine spreads over all arms instead of hitting one.
     """
-    k = r % len(names) if names else 0
-    return [*names[k:], *names[:k]]
+    k = r % len(arms) if arms else 0
+    return [*arms[k:], *arms[:k]]
 
 
 def interleaved(

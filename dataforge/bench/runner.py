@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dataforge.bench.common import BenchError, median, rss_mb, usable_cores
+from dataforge.bench.common import BenchError, median, rotated, rss_mb, usable_cores
 
 Counters = dict[str, float]
 
@@ -358,8 +358,7 @@ def run_arms(
         if on_repeat is not None:
             on_repeat(r)
         for w in workers_list:
-            shift = r % max(len(live), 1)
-            for arm in live[shift:] + live[:shift]:
+            for arm in rotated(live, r):  # NOTE [interleaving]
                 s = summaries[(arm.name, w)]
                 if s.error:
                     continue
