@@ -13,32 +13,35 @@ grouping plus one work copy of it (4 bytes per label each below 2^31 labels)
 plus O(chunk).
 
 Every random draw comes from a generator keyed by what it decides: compositions
-from one sequential stream per epoch, chunk shuffles by chunk id, a pass by
-(class, pass), a segment of a pass by (class, pass, segment). Resuming at
-position ``k`` therefore replays only the compositions of the chunks before ``k``
-(one small draw per chunk) and regenerates the one pass segment each class is in:
-no index before ``k`` is generated.
+from one sequential stream per epoch, chunk shuffles by chunk id, a pass (and what
+each chunk takes of it) by (class, pass). Resuming at position ``k`` therefore
+replays only the compositions of the chunks before ``k`` (one small draw per chunk)
+and, for a class in the middle of a large pass, that pass's per-chunk block counts
+(one small draw per chunk it spans): no index before ``k`` is generated.
 
-Passes of a large class are generated without a whole-class shuffle (a cache miss
-per item): the members are cut into blocks that are permuted in cache, and the
-pass is a sequence of segments, segment ``s`` taking from each block the count a
-sequential multivariate hypergeometric draw gives (the block-by-segment table of a
-uniform permutation), then shuffled; so the pass is an exactly uniform order.
+A large class's pass is generated without a whole-class shuffle (a cache miss per
+item): the members are cut into blocks that are each permuted in cache, and each
+chunk takes its share ``k`` of the pass as a sequential multivariate hypergeometric
+draw over the members each block has left (the next ones of each block's order):
+a uniform ``k``-subset of what the pass has left. The chunk shuffle then orders it,
+so the pass is an exactly uniform order with one permutation per member besides
+the chunk's (NOTE [chunk takes a subset]).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 
 from dataforge._rng import mix_seed
 from dataforge.samplers.functional import block_permute, multivariate_hypergeometric, subset_mask
 
-_COMPOSITION, _CHUNK, _PASS, _SEGMENT, _GROUP = 1, 2, 3, 4, 5  # generator tags
+_COMPOSITION, _CHUNK, _PASS, _GROUP = 1, 2, 3, 5  # generator tags
 _PIECE = 1 << 20  # members copied per step
-_MAX_BLOCKS = 1024  # blocks per large class: the block-by-segment table has at most 2^20 cells
+_MAX_BLOCKS = 1024  # blocks per large class: each chunk's draw over them is O(blocks)
 
 
 def keyed_rng(*parts: int) -> np.random.Generator:
@@ -47,7 +50,7 @@ def keyed_rng(*parts: int) -> np.random.Generator:
 
 
 class ClassStream:
-    """One class's members in passes, addressable by position (see NOTE [streamed quota epoch]).
+    """One class's members in passes (see NOTE [streamed quota epoch]).
 
     Args:
         members: the class's dataset indices (read only).
@@ -58,10 +61,14 @@ class ClassStream:
             generates enough passes at once to cover it.
         block: largest class generated as whole passes; also the smallest block.
 
+    A small class's stream is addressable by position (pieces of whole passes). A
+    large class's pass is handed out as subsets (NOTE [chunk takes a subset]): what a
+    ``fill`` takes depends on the sizes of the fills before it in the pass, so
+    ``seek`` says when the caller must replay them with ``skip``.
+
     A large class's last pass, when the quota cuts it short to ``r`` members, is a
     uniform ``r``-subset (NOTE [subset by marking]: a byte and under one cheap draw
-    per member) put in uniform order the same way, so no permutation of all the
-    members is made.
+    per member) handed out the same way, so no permutation of all the members is made.
     """
 
     def __init__(
@@ -82,55 +89,27 @@ class ClassStream:
             self.block = self.group * n
         else:
             self.block = max(block, 1 << (math.ceil(n / _MAX_BLOCKS) - 1).bit_length())
-            self.num_blocks = -(-n // self.block)
-            self.sizes = self._block_sizes(n)
             self.last_pass = (quota - 1) // n
-            self.last_sizes = self._block_sizes(quota - self.last_pass * n)
+            self.last_len = quota - self.last_pass * n
         self._pass = -1
-        self._cursors = np.empty((0, 0), np.int64)
-        self._table = np.empty((0, 0), np.int64)
+        self._rng: np.random.Generator | None = None
+        self._next = np.empty(0, np.int64)  # per block: work index of its next member
+        self._left = np.empty(0, np.int64)  # per block: members the pass has not handed out
+        self._pass_left = 0
         self._piece_id, self._buf = -1, np.empty(0, members.dtype)
         self._lo = self._hi = 0  # stream positions the current piece covers
         self.pos = 0
 
-    def _block_sizes(self, length: int) -> np.ndarray:
-        sizes = np.full(-(-length // self.block), self.block, np.int64)
-        sizes[-1] = length - self.block * (len(sizes) - 1)
-        return sizes
-
-    def _pass_sizes(self, p: int) -> np.ndarray:
-        return self.last_sizes if p == self.last_pass else self.sizes
-
-    def _locate(self, pos: int) -> tuple[int, int, int]:
-        """(piece id, offset in it, piece length) of stream position ``pos``."""
-        if self.small:
-            b, off = divmod(pos, self.block)
-            return b, off, self.block
-        p, o = divmod(pos, self.n)
-        s = o // self.block
-        return p * self.num_blocks + s, o - s * self.block, int(self._pass_sizes(p)[s])
-
     def _make_piece(self, b: int) -> np.ndarray:
-        if self.small:
-            rng = keyed_rng(*self.key, _GROUP, b)
-            if self.group == 1:
-                return self.members[rng.permutation(self.n)]
-            rows = np.broadcast_to(self.members, (self.group, self.n)).copy()
-            return rng.permuted(rows, axis=1, out=rows).reshape(-1)
-        p, s = divmod(b, self.num_blocks)
-        if p != self._pass:
-            self._start_pass(p)
-        counts = self._table[s]
-        starts = np.arange(len(counts), dtype=np.int64) * self.block + self._cursors[s]
-        firsts = np.cumsum(counts) - counts
-        idx = np.repeat(starts - firsts, counts)
-        idx += np.arange(len(idx), dtype=np.int64)
-        return self.work[idx[keyed_rng(*self.key, _SEGMENT, p, s).permutation(len(idx))]]
+        rng = keyed_rng(*self.key, _GROUP, b)
+        if self.group == 1:
+            return self.members[rng.permutation(self.n)]
+        rows = np.broadcast_to(self.members, (self.group, self.n)).copy()
+        return rng.permuted(rows, axis=1, out=rows).reshape(-1)
 
     def _start_pass(self, p: int) -> None:
         rng = keyed_rng(*self.key, _PASS, p)
-        sizes = self._pass_sizes(p)
-        length = int(sizes.sum())
+        length = self.last_len if p == self.last_pass else self.n
         src = self.members
         if length < self.n:  # a pass cut short: a uniform subset of the members first
             mask = subset_mask(self.n, length, rng)
@@ -142,34 +121,76 @@ class ClassStream:
             del mask
             src = self.work[:length]
         block_permute(src, self.work[:length], self.block, rng)
-        remaining = sizes.copy()
-        table = np.empty((len(sizes), len(sizes)), np.int64)
-        for s, size in enumerate(sizes.tolist()):  # segment s has the size of block s
-            table[s] = multivariate_hypergeometric(rng, remaining, size)
-            remaining -= table[s]
-        self._table = table
-        self._cursors = np.cumsum(table, axis=0) - table
-        self._pass = p
+        self._next = np.arange(0, length, self.block, dtype=np.int64)
+        self._left = np.minimum(length - self._next, self.block)
+        self._rng, self._pass, self._pass_left = rng, p, length
+
+    def _take(self, k: int, out: np.ndarray | None) -> None:
+        """Hand out ``k`` members of the current pass (into ``out`` unless replaying).
+
+        NOTE [chunk takes a subset]: the counts per block are a multivariate
+        hypergeometric draw over the members each block has left, and each block's
+        left members are in uniform order, so the ``k`` taken are a uniform subset of
+        what the pass has left; their order does not matter (the chunk is shuffled).
+        """
+        if k == self._pass_left:
+            counts = self._left.copy()
+        else:
+            counts = multivariate_hypergeometric(cast(np.random.Generator, self._rng), self._left, k)
+        if out is not None:
+            firsts = np.cumsum(counts) - counts
+            idx = np.repeat(self._next - firsts, counts)
+            idx += np.arange(k, dtype=np.int64)
+            np.take(self.work, idx, out=out)
+        self._next += counts
+        self._left -= counts
+        self._pass_left -= k
+
+    def seek(self, pos: int) -> int | None:
+        """Position the stream at ``pos`` (what earlier chunks placed); returns where the
+        current pass began when the fills from there to ``pos`` must be replayed with
+        :meth:`skip`, else ``None``."""
+        self.pos = pos
+        if self.small:
+            return None
+        p, o = divmod(pos, self.n)
+        if o == 0:  # at a pass boundary: the next fill starts pass p
+            self._pass, self._pass_left = p - 1, 0
+            return None
+        self._start_pass(p)
+        return p * self.n
+
+    def skip(self, k: int) -> None:
+        """Replay a fill of ``k`` members of the current pass (after :meth:`seek`)."""
+        self._take(k, None)
 
     def fill(self, out: np.ndarray) -> None:
         """Write the next ``len(out)`` items of the stream into ``out``."""
         pos, k = self.pos, len(out)
+        self.pos = pos + k
+        if not self.small:
+            a = 0
+            while a < k:
+                if self._pass_left == 0:
+                    self._start_pass(self._pass + 1)
+                t = min(k - a, self._pass_left)
+                self._take(t, out[a : a + t])
+                a += t
+            return
         lo = self._lo
         if lo <= pos and pos + k <= self._hi:  # the usual case: one slice of the current piece
             out[:] = self._buf[pos - lo : pos - lo + k]
-            self.pos = pos + k
             return
         a = 0
         while a < k:
-            b, off, length = self._locate(self.pos)
+            b, off = divmod(pos + a, self.block)
             if self._piece_id != b:
                 self._piece_id, self._buf = b, self._make_piece(b)
-                self._lo = self.pos - off
-                self._hi = self._lo + length
-            take = min(k - a, length - off)
+                self._lo = b * self.block
+                self._hi = self._lo + self.block
+            take = min(k - a, self.block - off)
             out[a : a + take] = self._buf[off : off + take]
             a += take
-            self.pos += take
 
 
 class QuotaEpoch:
@@ -221,14 +242,11 @@ class QuotaEpoch:
         ]
 
     def chunks(self, start: int = 0) -> Iterator[np.ndarray]:
-        """The order from position ``start`` on; skipped chunks cost one small draw each."""
-        comp_rng = keyed_rng(*self.key, _COMPOSITION)
-        remaining = self.quotas.copy()
+        """The order from position ``start`` on; skipped chunks cost one small draw each
+        (and one per class in the middle of a large pass)."""
         first = start // self.chunk
-        for _ in range(first):  # replay compositions only
-            remaining -= multivariate_hypergeometric(comp_rng, remaining, min(self.chunk, int(remaining.sum())))
-        for stream, done in zip(self.streams, (self.quotas - remaining).tolist()):
-            stream.pos = done
+        comp_rng = self._replay(first)
+        remaining = self.quotas - np.asarray([s.pos for s in self.streams], np.int64)
         streams = self.streams
         for j in range(first, -(-self.total // self.chunk)):
             m = min(self.chunk, self.total - j * self.chunk)
@@ -242,3 +260,33 @@ class QuotaEpoch:
                 a += k
             out = content[keyed_rng(*self.key, _CHUNK, j).permutation(m)]
             yield out[start - j * self.chunk :] if j == first else out
+
+    def _compositions(self, rng: np.random.Generator, count: int) -> Iterator[np.ndarray]:
+        """The class compositions of the first ``count`` chunks, drawn from ``rng`` (a
+        fresh composition generator); after them its next draw is chunk ``count``'s."""
+        remaining = self.quotas.copy()
+        for j in range(count):
+            comp = multivariate_hypergeometric(rng, remaining, min(self.chunk, self.total - j * self.chunk))
+            remaining -= comp
+            yield comp
+
+    def _replay(self, first: int) -> np.random.Generator:
+        """Position every stream at chunk ``first``; returns the composition generator
+        ready for chunk ``first``. A class in the middle of a large pass replays that
+        pass's fills (their sizes come from the compositions), so a second replay runs."""
+        done = np.zeros(len(self.streams), np.int64)
+        rng = keyed_rng(*self.key, _COMPOSITION)
+        for comp in self._compositions(rng, first):
+            done += comp
+        pass_starts = [s.seek(d) for s, d in zip(self.streams, done.tolist())]
+        mid = np.asarray([i for i, p in enumerate(pass_starts) if p is not None], np.int64)
+        if len(mid):
+            since = np.asarray([pass_starts[i] for i in mid.tolist()], np.int64)
+            pos = np.zeros(len(mid), np.int64)
+            for comp in self._compositions(keyed_rng(*self.key, _COMPOSITION), first):
+                hi = pos + comp[mid]
+                lo = np.maximum(pos, since)
+                for i in np.flatnonzero(hi > lo).tolist():
+                    self.streams[int(mid[i])].skip(int(hi[i] - lo[i]))
+                pos = hi
+        return rng
