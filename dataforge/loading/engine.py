@@ -39,5 +39,7 @@ class Engine(Protocol):
 
     def diagnose(self, exc: BaseException) -> str | None:
         """What ``exc``, raised while waiting for a batch, says of the workers: a worker
-        death or a timeout in words, or ``None`` for an ordinary error."""
+        death or a timeout in words (a first line, then any details, such as a hung
+        worker's stack: NOTE [hang watchdog] in ``process_engine.py``), or ``None`` for an
+        ordinary error."""
         ...

@@ -37,6 +37,10 @@ class BatchKey:
     indices: list[Any]
     bulk: bool = False
 
+    def describe(self) -> str:
+        """The key in words, for error messages."""
+        return f"batch {self.batch_no} of epoch {self.epoch} (dataset indices {short(self.indices)})"
+
 
 class BatchMeta(NamedTuple):
     """What the loader learns with each batch.

@@ -68,11 +68,12 @@ class LoaderIterator(Iterator[Any]):
             self.close()  # NOTE: a failed pass is over; the next iter() starts afresh
             return
         self.close(kill=True)
+        what, _, details = what.partition("\n")  # NOTE: details (a stack) go last
         raise RuntimeError(
             f"dataforge.Loader: {what} while loading {self.hooks.where()} "
             f"({type(exc).__name__}: {str(exc).strip()}); the workers were stopped. "
             "Check the dataset's __getitem__ (crashes, memory, hangs) or run with num_workers=0 "
-            "to debug"
+            "to debug" + (f"\n{details}" if details else "")
         ) from exc
 
     def close(self, *, kill: bool = False) -> None:

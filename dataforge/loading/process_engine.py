@@ -7,23 +7,95 @@ the rest of the workers at once so that nothing hangs and nothing is left
 behind. :class:`ProcessEngine` runs it over batch keys (``batch_size=None``;
 collation happens in the worker, so one batch crosses the process boundary as a
 few large tensors); ``iterable_engine.py`` runs it over an iterable dataset.
+
+NOTE [hang watchdog]: with ``timeout`` set, a batch that does not arrive in time
+ends the pass with an error that shows where the worker is stuck. Each worker
+process registers ``faulthandler`` on ``STACK_SIGNAL`` (SIGUSR2) with a file of its
+own in a temporary folder of the loader (:class:`StackDumps`, before the user's
+``worker_init_fn``). On a timeout the main process finds the worker that owes the
+awaited batch (torch's task table) and the batch key it was sent (:class:`KeyFeed`
+remembers the keys of the pass in order), signals that worker and reads its
+stack, most recent call first, before the workers are killed. ``faulthandler``
+dumps from a C signal handler, so a worker stuck in C code or a blocking call is
+shown too. Where the signal does not exist (Windows) the error has no stack.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import faulthandler
 import multiprocessing
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
-from typing import Any
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 
 import torch.utils.data
 
 from dataforge._rng import make_generator, mix_seed
 from dataforge.loading.fetch import BatchFetcher, BatchKey, Fetched, identity
+from dataforge.loading.policies import short
 from dataforge.loading.seeding import WorkerSeeding
+
+KEYS_KEPT = 4096  # keys of a pass remembered for the watchdog (far more than are in flight)
+
+
+STACK_SIGNAL: signal.Signals | None = getattr(signal, "SIGUSR2", None)
+STACK_WAIT_S = 1.5  # the longest wait for a stuck worker's stack dump
+_dump_file: TextIO | None = None  # this worker's dump file, kept open for faulthandler
+
+
+def _remove(folder: str, owner: int) -> None:
+    if os.getpid() == owner:  # never from a forked worker
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class StackDumps:
+    """A worker ``init_fn`` that first registers the worker's stack dump (NOTE [hang
+    watchdog]), then runs ``init_fn``; :meth:`stack` reads a worker's stack from the main
+    process. Picklable (spawned workers); the folder goes with the main process's copy."""
+
+    def __init__(self, init_fn: Callable[[int], Any]) -> None:
+        self.init_fn = init_fn
+        self.folder = tempfile.mkdtemp(prefix="dataforge-stacks-")
+        weakref.finalize(self, _remove, self.folder, os.getpid())
+
+    def __call__(self, worker_id: int) -> None:
+        global _dump_file
+        if STACK_SIGNAL is not None:
+            f = open(os.path.join(self.folder, f"{os.getpid()}.txt"), "w")  # noqa: SIM115 - kept open
+            faulthandler.register(STACK_SIGNAL, file=f, all_threads=True, chain=False)
+            _dump_file = f
+        self.init_fn(worker_id)
+
+    def stack(self, pid: int) -> str | None:
+        """The Python stack of worker ``pid``, most recent call first, or ``None``."""
+        path = os.path.join(self.folder, f"{pid}.txt")
+        if STACK_SIGNAL is None or not os.path.exists(path):
+            return None
+        start = os.path.getsize(path)
+        try:
+            os.kill(pid, STACK_SIGNAL)
+        except OSError:
+            return None
+        deadline = time.perf_counter() + STACK_WAIT_S
+        size = start
+        while time.perf_counter() < deadline:
+            time.sleep(0.05)
+            now = os.path.getsize(path)
+            if now > start and now == size:  # written, and no longer growing
+                break
+            size = now
+        with open(path) as f:
+            f.seek(start)
+            text = f.read().strip()
+        return text or None
 
 
 def dead_workers(raw: Any) -> str:
@@ -122,7 +194,8 @@ def dataloader_options(
             persistent_workers=persistent,
             multiprocessing_context=multiprocessing_context,
             timeout=timeout,  # waits on workers; the single-process path has nothing to wait on
-            worker_init_fn=seeding,
+            # NOTE [hang watchdog]
+            worker_init_fn=StackDumps(seeding) if timeout > 0 else seeding,
         )
     return kwargs
 
@@ -135,6 +208,8 @@ class StockEngine:
         self.dataloader = dataloader
         self.persistent = bool(dataloader.persistent_workers)
         self.timeout = timeout
+        init = dataloader.worker_init_fn
+        self.stacks = init if isinstance(init, StackDumps) else None
         self._raw: Any = None
 
     def _begin(self) -> Iterator[Any]:
@@ -160,9 +235,32 @@ class StockEngine:
         if raw is None or not worker_crashed(exc, raw):
             return None
         if "DataLoader timed out" in str(exc):
-            return f"timed out after timeout={self.timeout} s waiting for a worker"
+            return self._hung(raw)
         dead = dead_workers(raw)
         return f"worker process(es) died: {dead}" if dead else "a worker did not answer"
+
+
+    def describe_task(self, task: int) -> str:
+        """What task ``task`` of the pass (torch's send index) loads, in words."""
+        return "its part of the dataset's stream"
+
+    def _hung(self, raw: Any) -> str:
+        """NOTE [hang watchdog]: the worker that owes the awaited batch, what it was sent
+        and its stack (lines after the first)."""
+        head = f"timed out after timeout={self.timeout} s waiting for a worker"
+        task = getattr(raw, "_rcvd_idx", None)  # torch's iterator: the awaited task, its worker
+        info = getattr(raw, "_task_info", {}).get(task) if isinstance(task, int) else None
+        workers = getattr(raw, "_workers", None) or []
+        if not isinstance(task, int) or not info or info[0] >= len(workers):
+            return head
+        wid = info[0]
+        pid = workers[wid].pid
+        head = (f"timed out after timeout={self.timeout} s waiting for worker {wid} (pid {pid}) "
+                f"on {self.describe_task(task)}")
+        stack = self.stacks.stack(pid) if self.stacks is not None and pid is not None else None
+        if stack is None:
+            return head
+        return f"{head}\nworker {wid}'s Python stack (most recent call first):\n{stack}"
 
 
 class KeyFeed:
@@ -175,6 +273,25 @@ class KeyFeed:
     def __init__(self) -> None:
         self.keys: Iterator[BatchKey] = iter(())
         self.length = 0
+        self.sent: collections.deque[BatchKey] = collections.deque(maxlen=KEYS_KEPT)
+        self.count = 0  # keys handed out this pass
+
+    def start(self, keys: Iterator[BatchKey]) -> None:
+        """A new pass over ``keys``."""
+        self.sent.clear()
+        self.count = 0
+        self.keys = self._remember(keys)
+
+    def _remember(self, keys: Iterator[BatchKey]) -> Iterator[BatchKey]:
+        for key in keys:
+            self.sent.append(key)
+            self.count += 1
+            yield key
+
+    def key(self, task: int) -> BatchKey | None:
+        """The key handed out ``task``-th this pass, if still kept (NOTE [hang watchdog])."""
+        back = self.count - task
+        return self.sent[-back] if 0 < back <= len(self.sent) else None
 
     def __iter__(self) -> Iterator[BatchKey]:
         return self.keys
@@ -200,5 +317,9 @@ class ProcessEngine(StockEngine):
         super().__init__(dataloader, timeout=options["timeout"])
 
     def start(self, work: Iterator[BatchKey]) -> Iterator[Fetched]:
-        self._feed.keys = work
+        self._feed.start(work)
         return self._begin()
+
+    def describe_task(self, task: int) -> str:
+        key = self._feed.key(task)
+        return f"dataset indices {short(key.indices)}" if key is not None else f"task {task} of the pass"

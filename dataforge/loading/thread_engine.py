@@ -14,7 +14,9 @@ seed the global RNGs hold a lock, so transforms that draw from them run one at a
 time, while those that take ``generator=`` run in parallel (NOTE [global RNGs
 under threads] in :mod:`dataforge._rng`). Threads are started for each pass (cheap) and stopped at its
 end. A hung fetch cannot be killed: with ``timeout`` the consumer gets an error and
-the daemon thread is abandoned.
+the daemon thread is abandoned, and the error shows the batch and the stack of
+the thread loading it (NOTE [hang watchdog] in ``process_engine.py`` is the same
+for worker processes).
 
 NOTE [one intra-op thread per worker]: as a stock DataLoader does in its worker
 processes, each fetch thread runs torch ops single-threaded
@@ -42,8 +44,10 @@ import atexit
 import collections
 import contextlib
 import queue
+import sys
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -164,16 +168,31 @@ class ThreadBatchIterator(Iterator[Any]):
             hung = getattr(fut, "df_thread", None)
             if hung is not None:
                 _ABANDONED.add(hung)  # NOTE [threads at exit]
+            message = self._hung(key, hung)
             self.close()
-            raise RuntimeError(
-                f"dataforge thread engine: loading {key!r} timed out after {self._timeout} s "
-                "(a hung __getitem__ or a slow source); raise timeout= or fix the dataset"
-            ) from None
+            raise RuntimeError(message) from None
         except BaseException:
             self.close()
             raise
         self._submit_more()
         return result
+
+    def _hung(self, key: Any, thread: threading.Thread | None) -> str:
+        """The timeout's message: the batch, and the stack of the thread loading it (of
+        every fetch thread when none has taken it: a hung ``worker_init_fn``); NOTE
+        [thread engine]."""
+        what = key.describe() if isinstance(key, BatchKey) else repr(key)
+        lines = [
+            f"dataforge thread engine: loading {what} timed out after {self._timeout} s "
+            "(a hung __getitem__ or a slow source); raise timeout= or fix the dataset"
+        ]
+        frames = sys._current_frames()
+        for t in [thread] if thread is not None else self._threads:
+            frame = frames.get(t.ident) if t.ident is not None else None
+            if frame is not None:
+                lines.append(f"worker thread {t.name}'s Python stack (most recent call last):")
+                lines.append("".join(traceback.format_stack(frame)).rstrip())
+        return "\n".join(lines)
 
     def close(self) -> None:
         """Cancel pending batches and stop the threads (a hung thread is abandoned)."""
