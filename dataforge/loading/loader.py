@@ -487,7 +487,10 @@ def build_loader(
         generator: a ``torch.Generator`` instead of ``seed``: the seed is drawn from it once,
             when the loader is built (exclusive with ``seed``).
         drop_last: drop the last incomplete batch (needs a ``batch_size``).
-        timeout: seconds to wait for one batch from the workers (0: forever).
+        timeout: seconds to wait for one batch from the workers (0: forever). A batch late
+            past it ends the pass with an error that names the stuck worker, the dataset
+            indices it was loading and its Python stack (NOTE [hang watchdog] in
+            ``process_engine.py``).
         on_error: ``"raise"``, ``"skip"`` or ``"substitute"`` (NOTE [error policies] in ``policies.py``).
         engine: ``"auto"`` (NOTE [auto engine] in ``auto.py``: threads for an ``ImageFolder``
             with dataforge / torchvision image transforms, else processes),
