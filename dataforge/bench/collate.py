@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from dataforge.bench.common import BenchError, env_info, median, rotated
+from dataforge.bench.runner import timed_window
 
 __all__ = ["make_batch", "run", "format_table"]
 
@@ -79,21 +79,19 @@ def hf_collator() -> tuple[Collate | None, str | None]:
 
 
 def _rate(fn: Collate, batch: list[dict[str, Any]], min_seconds: float) -> tuple[float, float]:
-    """``(batches/s, CPU ms/batch)`` of ``fn(batch)`` over a window of at least ``min_seconds``.
+    """``(batches/s, CPU ms/batch)`` of ``fn(batch)`` over a window of at least ``min_seconds``
+    (:func:`~dataforge.bench.runner.timed_window`).
 
     NOTE [cpu time]: wall-clock batches/s is the result; the process CPU time per
     batch is recorded beside it because, on a machine shared with other jobs, it
     is far less disturbed by them than the wall clock.
     """
-    n = 0
-    c0 = time.process_time()
-    t0 = time.perf_counter()
-    while True:
+    def once() -> int:
         fn(batch)
-        n += 1
-        dt = time.perf_counter() - t0
-        if dt >= min_seconds:
-            return n / dt, (time.process_time() - c0) * 1e3 / n
+        return 1
+
+    w = timed_window(once, min_seconds)
+    return w.done / w.wall_s, w.cpu_s * 1e3 / w.done
 
 
 def run(

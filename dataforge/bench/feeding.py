@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -38,6 +39,7 @@ import torch
 import torch.utils.data
 
 from dataforge.bench.common import BenchError, env_info, interleaved, median
+from dataforge.bench.runner import timed_window
 from dataforge.loading.prefetch import DevicePrefetcher
 
 __all__ = ["format_table", "run"]
@@ -79,19 +81,6 @@ class _Batches(torch.utils.data.Dataset):
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _window(one_pass: Callable[[], int], seconds: float, device: torch.device) -> dict[str, float]:
-    """Repeat ``one_pass`` (returns batches done) for at least ``seconds``; rate of the window."""
-    n = 0
-    _sync(device)
-    t0 = time.perf_counter()
-    while True:
-        n += one_pass()
-        _sync(device)
-        wall = time.perf_counter() - t0
-        if wall >= seconds:
-            return {"batches": n, "wall_s": wall}
 
 
 class _Step:
@@ -218,6 +207,8 @@ class _Feed:
         g = torch.Generator().manual_seed(0)
         shape = (cfg["batch_size"], 3, cfg["size"], cfg["size"])
         self.device, self.workers = device, workers
+        # called after each timed call: a window ends once the queued copies are done
+        self.sync = functools.partial(torch.cuda.synchronize, device) if cuda else None
         self.host = [torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
                      for _ in range(cfg["num_batches"])]
         self.pinned = [b.pin_memory() for b in self.host] if cuda else self.host
@@ -262,8 +253,8 @@ def _measure_copy(feed: _Feed, cfg: dict[str, Any], say: Callable[[str], None]) 
 
     def gb_per_s(fn: Callable[[], int]) -> Callable[[], float]:
         def window() -> float:
-            w = _window(fn, cfg["seconds"], dev)
-            return w["batches"] * feed.batch_bytes / w["wall_s"] / 1e9
+            w = timed_window(fn, cfg["seconds"], feed.sync)
+            return w.done * feed.batch_bytes / w.wall_s / 1e9
         return window
 
     runs = interleaved({k: gb_per_s(fn) for k, fn in copy_arms.items()}, cfg["repeats"],
@@ -296,8 +287,8 @@ def _measure_overlap(feed: _Feed, step: _Step, cfg: dict[str, Any]) -> dict[str,
 
     def per_batch_s(fn: Callable[[], int]) -> Callable[[], float]:
         def window() -> float:
-            w = _window(fn, cfg["seconds"], dev)
-            return w["wall_s"] / w["batches"]
+            w = timed_window(fn, cfg["seconds"], feed.sync)
+            return w.wall_s / w.done
         return window
 
     runs = interleaved({k: per_batch_s(fn) for k, fn in overlap_arms.items()}, cfg["repeats"])

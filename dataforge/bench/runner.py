@@ -405,6 +405,41 @@ def cpu_seconds_per_call(fn: Callable[[], Any], *, repeats: int = 1, min_seconds
         torch.set_num_threads(old)
 
 
+@dataclass(frozen=True)
+class Window:
+    """One timed window of calls: ``done`` (what the calls returned, added up), the wall
+    seconds and this process's CPU seconds over it."""
+
+    done: float
+    wall_s: float
+    cpu_s: float
+
+
+def timed_window(call: Callable[[], float], seconds: float,
+                 sync: Callable[[], None] | None = None) -> Window:
+    """Call ``call`` (it returns how much it did: batches, samples) until ``seconds`` of wall
+    time have passed, at least once; ``sync()`` before the window and after each call.
+
+    NOTE [timed window]: the timed-call benchmarks (collate, feeding, transforms) time
+    their arms with this one window: no warm-up inside it (the caller warms up), the
+    wall clock read after each call and its ``sync`` (a CUDA synchronize, so that queued
+    work is counted), the window ending with the first call past ``seconds``. The CPU
+    time (``process_time``: all threads of this process) is read beside the wall clock,
+    since a machine shared with other jobs disturbs it far less.
+    """
+    if sync is not None:
+        sync()
+    done: float = 0  # stays an int when the calls return ints (counts in the JSON)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    while True:
+        done += call()
+        if sync is not None:
+            sync()
+        wall = time.perf_counter() - t0
+        if wall >= seconds:
+            return Window(done, wall, time.process_time() - cpu0)
+
+
 def check_workers(workers: Sequence[int] | None, default: Sequence[int]) -> list[int]:
     """The workers counts to sweep: ``workers`` (checked, duplicates dropped) or ``default``."""
     if workers is None:

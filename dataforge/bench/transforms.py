@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from dataforge.bench.common import BenchError, env_info, interleaved, median
+from dataforge.bench.runner import timed_window
 
 __all__ = ["format_table", "run"]
 
@@ -68,23 +69,19 @@ def _sync(device: torch.device) -> None:
 def _time_window(
     step: Callable[[Sequence[Any]], int], batches: Sequence[Sequence[Any]], seconds: float, seed: int
 ) -> dict[str, float]:
-    """Run ``step`` over ``batches`` (cycling) for at least ``seconds`` (and one batch)."""
+    """Run ``step`` over ``batches`` (cycling) for at least ``seconds`` (and one batch)
+    (:func:`~dataforge.bench.runner.timed_window`)."""
     torch.manual_seed(seed)
-    n = 0
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    for batch in itertools.cycle(batches):
-        n += step(batch)
-        if time.perf_counter() - t0 >= seconds:
-            break
-    wall = time.perf_counter() - t0
-    cpu = max(time.process_time() - cpu0, 1e-9)
+    cycle = itertools.cycle(batches)
+    w = timed_window(lambda: step(next(cycle)), seconds)
+    cpu = max(w.cpu_s, 1e-9)
     return {
-        "samples": n,
-        "wall_s": wall,
+        "samples": w.done,
+        "wall_s": w.wall_s,
         "cpu_s": cpu,
-        "samples_per_s": n / wall,
-        "samples_per_cpu_s": n / cpu,
-        "cpu_util": cpu / wall,
+        "samples_per_s": w.done / w.wall_s,
+        "samples_per_cpu_s": w.done / cpu,
+        "cpu_util": cpu / w.wall_s,
     }
 
 

@@ -17,6 +17,7 @@ from dataforge.bench.runner import (
     memory_mb,
     resolve_device,
     run_arms,
+    timed_window,
 )
 
 
@@ -73,6 +74,23 @@ def test_run_arms_on_repeat_hook():
     assert seen == [0, 1]
     with pytest.raises(BenchError, match="repeats"):
         run_arms([_list_arm()], [0], seconds=0.01, repeats=0)
+
+
+def test_timed_window_adds_up_what_the_calls_did_and_syncs_around_each():
+    log: list[str] = []
+
+    def call() -> int:
+        log.append("call")
+        time.sleep(0.004)
+        return 3
+
+    w = timed_window(call, 0.02, sync=lambda: log.append("sync"))
+    calls = log.count("call")
+    assert calls >= 2 and w.done == 3 * calls and isinstance(w.done, int)
+    assert log == ["sync"] + ["call", "sync"] * calls  # a sync before the window, after each call
+    assert w.wall_s >= 0.02 and 0 <= w.cpu_s < w.wall_s  # sleeping takes no CPU
+    once = timed_window(lambda: 1, 0.0)  # at least one call, even with nothing to fill
+    assert once.done == 1 and once.wall_s >= 0
 
 
 def test_cpu_delta_accounts_for_live_and_reaped_children():
