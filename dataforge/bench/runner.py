@@ -20,6 +20,10 @@ same way and reports medians:
   of a few samples per run (after warm-up, every ``max(1, seconds / 4)`` s in a
   background thread, at the end of the window); RSS where PSS is unavailable.
 
+Benchmarks that time a call rather than a loader (collate, feeding, transforms)
+time each arm with :func:`timed_window` (NOTE [timed window]) and interleave them
+with :func:`~dataforge.bench.common.interleaved`.
+
 NOTE [interleaving]: repeats are the outer loop and arms the inner one, with the
 arm order rotated each repeat, so that a slow drift of the machine (another
 job, thermal throttling, page cache) spreads over all arms instead of hitting

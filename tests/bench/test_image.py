@@ -51,6 +51,19 @@ def test_image_sets_and_their_errors(tiny_images, monkeypatch):
     assert seen == [image.QUICK_PHOTOS, 5]
 
 
+def test_config_fills_the_defaults_and_is_the_results_config(tiny_images):
+    cfg = image._config(quick=True, seconds=None, device="cpu", data=str(tiny_images), workers=None,
+                        batch_size=None, repeats=2, image_size=32, num_images=None, warmup=None,
+                        images="demo")
+    assert (cfg.batch_size, cfg.seconds, cfg.warmup) == (32, 1.0, 0.3)
+    assert cfg.window == 0.5  # NOTE [limit window]: quick runs time the limit over half a window
+    assert cfg.to_dict() == {
+        "data": str(tiny_images), "demo_data": False, "images": "data", "num_samples": 12,
+        "batch_size": 32, "image_size": 32, "workers": cfg.workers, "seconds": 1.0,
+        "warmup_s": 0.3, "repeats": 2, "device": "cpu", "quick": True,
+        "virtual_length": image._tiled(12)}
+
+
 def test_gpu_decode_arm_is_absent_on_the_cpu_with_a_note(arms):
     gpu = next(a for a in arms if a.name == "dataforge-gpu-decode")
     assert gpu.absent and "--device cuda" in gpu.absent
