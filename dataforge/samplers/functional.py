@@ -20,7 +20,7 @@ import numpy as np
 
 CHUNK = 1 << 20  # elements per vectorised step: bounds temporaries to a few MB
 _RADIX_KEYS = 1 << 16  # groupings with at most this many keys use numpy's radix argsort
-_HG_LIMIT = 10**9  # numpy's hypergeometric needs both populations below this
+HG_LIMIT = 10**9  # numpy's hypergeometric draws need populations below this
 
 
 def index_dtype(n: int) -> type[np.signedinteger]:
@@ -336,7 +336,7 @@ def hypergeometric(rng: np.random.Generator, good: int, bad: int, nsample: int) 
         >>> 0 <= hypergeometric(rng, 3 * 10**9, 2 * 10**9, 1000) <= 1000
         True
     """
-    if good < _HG_LIMIT and bad < _HG_LIMIT:
+    if good < HG_LIMIT and bad < HG_LIMIT:
         return int(rng.hypergeometric(good, bad, nsample)) if nsample else 0
     total = good + bad
     lo, hi = max(0, nsample - bad), min(nsample, good)
@@ -380,7 +380,7 @@ def multivariate_hypergeometric(
             continue
         if m == total:
             out[lo:hi] = colors[lo:hi]
-        elif total < _HG_LIMIT:
+        elif total < HG_LIMIT:
             out[lo:hi] = rng.multivariate_hypergeometric(colors[lo:hi], m, method="marginals")
         elif hi - lo == 1:
             out[lo] = m

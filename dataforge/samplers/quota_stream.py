@@ -37,7 +37,12 @@ from typing import cast
 import numpy as np
 
 from dataforge._rng import mix_seed
-from dataforge.samplers.functional import block_permute, multivariate_hypergeometric, subset_mask
+from dataforge.samplers.functional import (
+    HG_LIMIT,
+    block_permute,
+    multivariate_hypergeometric,
+    subset_mask,
+)
 
 _COMPOSITION, _CHUNK, _PASS, _GROUP = 1, 2, 3, 5  # generator tags
 _PIECE = 1 << 20  # members copied per step
@@ -133,10 +138,13 @@ class ClassStream:
         left members are in uniform order, so the ``k`` taken are a uniform subset of
         what the pass has left; their order does not matter (the chunk is shuffled).
         """
+        rng = cast(np.random.Generator, self._rng)
         if k == self._pass_left:
             counts = self._left.copy()
+        elif self._pass_left < HG_LIMIT:  # numpy's draw directly: a fill's fixed cost is most of it
+            counts = rng.multivariate_hypergeometric(self._left, k, method="marginals")
         else:
-            counts = multivariate_hypergeometric(cast(np.random.Generator, self._rng), self._left, k)
+            counts = multivariate_hypergeometric(rng, self._left, k)
         if out is not None:
             firsts = np.cumsum(counts) - counts
             idx = np.repeat(self._next - firsts, counts)
