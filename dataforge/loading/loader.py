@@ -394,8 +394,10 @@ class Loader(Generic[T]):
         return self._progress.errors() if isinstance(self._progress, IterProgress) else {}
 
     def stats(self) -> dict[str, Any]:
-        """Samples/s, batches/s, wait fraction, time to first batch, failures (since creation
-        or ``reset_stats()``); for an iterable dataset also ``dataset_errors`` (:attr:`errors`)."""
+        """Samples/s, batches/s, wait fraction, time to first batch, failures, and the time
+        per stage (``stages``), per worker (``workers``) and per batch (``timeline``: NOTE
+        [stage statistics] in ``stats.py``), since creation or ``reset_stats()``; for an
+        iterable dataset also ``dataset_errors`` (:attr:`errors`)."""
         out = self._stats.as_dict()
         out.update(num_workers=self.num_workers, engine=self.engine, engine_reason=self.engine_reason,
                    device=str(self.device) if self.device is not None else None)
