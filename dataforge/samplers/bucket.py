@@ -22,6 +22,7 @@ from dataforge.samplers.quota_stream import keyed_rng
 POOL_BATCHES = 100  # a pool holds about this many batches (as lhotse / fairseq do)
 AUTO_RATIO = 1.1  # automatic buckets span at most this factor of lengths (unless merged)
 AUTO_MIN_BATCHES = 10  # ... and hold at least this many batches' worth of samples
+_LOOKUP_LENGTHS = 1 << 20  # longest length whose bucket id comes from a table (<= 2 MiB)
 
 
 def as_lengths(lengths: Any, name: str = "lengths") -> np.ndarray:
@@ -176,6 +177,11 @@ class BucketBatchSampler(EpochSampler[list[int]]):
             self.bucket_boundaries = self._check_boundaries(bucket_boundaries)
         if self.bucket_boundaries is not None and len(self.bucket_boundaries) == 0:
             self.bucket_boundaries = None
+        self._lookup: np.ndarray | None = None  # bucket id by length, see _bucket_ids
+        longest = int(self.lengths.max())
+        if self.bucket_boundaries is not None and longest <= _LOOKUP_LENGTHS:
+            ids = np.searchsorted(self.bucket_boundaries, np.arange(longest + 1), side="right")
+            self._lookup = ids.astype(np.uint16 if len(self.bucket_boundaries) < 1 << 16 else np.int64)
         self._plan: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._wplan: tuple[int, int, list[int], np.ndarray, np.ndarray] | None = None
         self._wstream: tuple[int, int, Iterator[np.ndarray], list[np.ndarray]] | None = None
@@ -195,6 +201,15 @@ class BucketBatchSampler(EpochSampler[list[int]]):
             raise ValueError(f"bucket_boundaries must be strictly increasing, got {boundaries!r}")
         return b.astype(np.int64)
 
+    def _bucket_ids(self, lengths: np.ndarray) -> np.ndarray | None:
+        """The bucket of each length (``None`` without buckets); a lookup table when the
+        longest length is at most ``_LOOKUP_LENGTHS`` (a gather in cache, not a search)."""
+        if self.bucket_boundaries is None:
+            return None
+        if self._lookup is not None:
+            return self._lookup[lengths]
+        return np.searchsorted(self.bucket_boundaries, lengths, side="right")
+
     def _epoch_plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(flat, starts, batch_order)`` of the current epoch: batch ``j`` is
         ``flat[starts[j]:starts[j + 1]]``; cached per epoch."""
@@ -209,9 +224,7 @@ class BucketBatchSampler(EpochSampler[list[int]]):
         else:
             idx = np.arange(n, dtype=index_dtype(n))
         lengths = self.lengths[idx]
-        buckets = None
-        if self.bucket_boundaries is not None:
-            buckets = np.searchsorted(self.bucket_boundaries, lengths, side="right")
+        buckets = self._bucket_ids(lengths)
         order, pool_starts = pool_sort(lengths, self.pool_size, buckets)
         flat = idx[order]
         starts = pack_batches(lengths[order], pool_starts, self.batch_size, self.max_tokens)
@@ -288,9 +301,7 @@ class BucketBatchSampler(EpochSampler[list[int]]):
         self._wstream = (self.epoch, k + 1, chunks, [idx[size:]] if len(idx) > size else [])
         idx = idx[:size]
         lengths = self.lengths[idx]
-        buckets = None
-        if self.bucket_boundaries is not None:
-            buckets = np.searchsorted(self.bucket_boundaries, lengths, side="right")
+        buckets = self._bucket_ids(lengths)
         rng = keyed_rng(self.seed, self.epoch, k)
         order, starts, batch_order = plan_window(lengths, self.pool_size, batch_size, buckets, rng)
         self._wplan = (self.epoch, k, idx[order].tolist(), starts, batch_order)

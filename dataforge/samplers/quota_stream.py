@@ -46,6 +46,7 @@ from dataforge.samplers.functional import (
 
 _COMPOSITION, _CHUNK, _PASS, _GROUP = 1, 2, 3, 5  # generator tags
 _PIECE = 1 << 20  # members copied per step
+_SPARSE = 20  # a pass of at most 1 / _SPARSE of the members is drawn as a sample (NOTE [sparse subset])
 _MAX_BLOCKS = 1024  # blocks per large class: each chunk's draw over them is O(blocks)
 
 
@@ -116,7 +117,14 @@ class ClassStream:
         rng = keyed_rng(*self.key, _PASS, p)
         length = self.last_len if p == self.last_pass else self.n
         src = self.members
-        if length < self.n:  # a pass cut short: a uniform subset of the members first
+        if length * _SPARSE <= self.n:  # a pass cut far short: a few members, drawn directly
+            # NOTE [sparse subset]: numpy draws an unordered sample this small (at most a
+            # 20th) by Floyd's algorithm: O(length) time and memory, not O(members)
+            pick = rng.choice(self.n, length, replace=False, shuffle=False)
+            np.take(self.members, pick, out=self.work[:length])
+            del pick
+            src = self.work[:length]
+        elif length < self.n:  # a pass cut short: a uniform subset of the members first
             mask = subset_mask(self.n, length, rng)
             a = 0
             for s in range(0, self.n, _PIECE):

@@ -159,17 +159,18 @@ def test_multivariate_hypergeometric_any_total():
     assert F.multivariate_hypergeometric(rng, np.array([3, 4]), 7).tolist() == [3, 4]
 
 
-def test_a_pass_cut_short_is_a_uniform_subset(small_chunks):
-    # class 0 (100 members, blocks of 16) with a quota of 30: one pass cut to 30 members
-    s = ClassBalancedSampler(LABELS, strategy={0: 1.0}, num_samples=30, seed=6)
+@pytest.mark.parametrize("quota", [30, 5])  # by marking; a sample (NOTE [sparse subset])
+def test_a_pass_cut_short_is_a_uniform_subset(small_chunks, quota):
+    # class 0 (100 members, blocks of 16) with a quota below 100: one pass cut short
+    s = ClassBalancedSampler(LABELS, strategy={0: 1.0}, num_samples=quota, seed=6)
     hits = np.zeros(100, np.int64)
     first = np.zeros(100, np.int64)
     for e in range(300):
         order = epoch(s, e)
-        assert len(set(order.tolist())) == 30  # without replacement
+        assert len(set(order.tolist())) == quota  # without replacement
         hits[order] += 1
         first[order[0]] += 1
-    assert chi2_independent(np.stack([hits.reshape(5, 20).sum(1), np.full(5, 1800)]))
+    assert chi2_independent(np.stack([hits.reshape(5, 20).sum(1), np.full(5, 60 * quota)]))
     assert chi2_independent(np.stack([first.reshape(5, 20).sum(1), np.full(5, 60)]))
 
 
