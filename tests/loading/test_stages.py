@@ -150,3 +150,14 @@ def test_data_wait_meter_reports_the_wait_stage_only() -> None:
     list(meter)
     s = meter.stats()
     assert s["stages"]["wait"]["count"] == 3 and s["workers"] == {} and s["timeline"] == []
+
+
+@pytest.mark.gpu
+def test_cuda_device_path_reports_pin_and_h2d() -> None:
+    with dataforge.build_loader(Timed(), batch_size=BATCH, num_workers=2, engine="thread",
+                                device="cuda", batch_transforms=lambda b: b * 2) as loader:
+        out = [b for b in loader]
+        st = loader.stats()["stages"]
+    assert all(b.is_cuda for b in out)
+    nb = N // BATCH
+    assert st["pin"]["count"] == st["h2d"]["count"] == st["batch_transform"]["count"] == nb, st
