@@ -249,7 +249,7 @@ def _size(text: str) -> int:
 
 
 def _add_shards(sub: Any) -> None:
-    s = sub.add_parser("shards", help="write datasets as tar (webdataset) or JSONL shards",
+    s = sub.add_parser("shards", help="write datasets as tar (webdataset), JSONL or Parquet shards",
                        description="Shard files: dataforge shards write SRC OUT.")
     cmds = s.add_subparsers(dest="shards_cmd", required=True, parser_class=_Parser, metavar="ACTION")
     w = cmds.add_parser(
@@ -258,11 +258,12 @@ def _add_shards(sub: Any) -> None:
                     "deterministically (the same bytes for any --workers) and atomically (no half-"
                     "written shard is ever listed; a rerun overwrites). An image folder "
                     "(SRC/<class>/<image>) gives samples {<image extension>: file bytes, cls: class "
-                    "id}; a CSV or JSONL file one sample per row ({json: row} in tar shards, the row "
-                    "itself in JSONL shards).")
+                    "id}; a CSV or JSONL file one sample per row ({json: row} in tar and Parquet shards, "
+                    "the row itself in JSONL shards).")
     w.add_argument("src", metavar="SRC", help="an image folder (SRC/<class>/<image>), a .csv or a .jsonl file")
     w.add_argument("out", metavar="OUT", help="the output folder, or an fsspec URL (s3://bucket/prefix)")
-    w.add_argument("--format", choices=("tar", "jsonl"), default="tar", help="shard format (default tar)")
+    w.add_argument("--format", choices=("tar", "jsonl", "parquet"), default="tar",
+                   help="shard format (default tar; parquet needs dataforge[parquet])")
     w.add_argument("--max-count", type=_positive(int), default=10_000, metavar="N",
                    help="samples per shard at most (default 10000)")
     w.add_argument("--max-bytes", type=_size, default=256 << 20, metavar="SIZE",

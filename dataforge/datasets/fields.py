@@ -33,6 +33,10 @@ libjpeg give the same bytes, so written shards are reproducible.
 JSONL shards hold JSON values: int, text and JSON kinds are stored as themselves,
 and the binary kinds (npy and images) as base64 text, which :func:`decode_fields`
 recognises by the kind; bytes of any other kind are refused by the JSONL writer.
+
+Parquet shards hold one column per field, typed by kind (:func:`parquet_column`):
+int kinds as int64, text kinds as UTF-8 strings, every other kind as binary holding
+the bytes a tar member would (JSON text, ``.npy``, encoded images, bytes as is).
 """
 
 from __future__ import annotations
@@ -58,7 +62,10 @@ from dataforge.transforms.decode import (
     decode_image,
 )
 
-__all__ = ["FieldDecodeError", "FieldDecoder", "decode_fields", "encode_field", "field_kind"]
+__all__ = [
+    "FieldDecodeError", "FieldDecoder", "decode_fields", "encode_field", "field_kind", "parquet_column",
+    "to_parquet_value",
+]
 
 INT_KINDS = frozenset({"cls", "cls2", "class", "count", "index", "inx", "id"})
 TEXT_KINDS = frozenset({"txt", "text", "transcript"})
@@ -204,6 +211,38 @@ def to_json_value(field: str, value: Any, *, key: Any = None, jpeg_quality: int 
     if isinstance(value, float) and not math.isfinite(value):
         raise FieldDecodeError(f"sample {key!r}, field {field!r}: {value} is not valid JSON", key=key, field=field)
     return value
+
+
+def parquet_column(field: str) -> str:
+    """The type of a field's parquet column: ``"int64"``, ``"string"`` or ``"binary"`` (NOTE [field rules])."""
+    kind = field_kind(field)
+    return "int64" if kind in INT_KINDS else "string" if kind in TEXT_KINDS else "binary"
+
+
+def to_parquet_value(field: str, value: Any, *, key: Any = None, jpeg_quality: int = 95) -> int | str | bytes:
+    """A field as a parquet shard stores it in its :func:`parquet_column`.
+
+    The value is first encoded as for a tar member (so bytes given for an int or text
+    field must hold an int or UTF-8 text), then int and text kinds are decoded back to
+    ``int`` / ``str``.
+
+    Raises:
+        FieldDecodeError: a value the field's kind cannot hold, or an int past int64.
+    """
+    data = encode_field(field, value, key=key, jpeg_quality=jpeg_quality)
+    column = parquet_column(field)
+    where = f"sample {key!r}, field {field!r}"
+    try:
+        if column == "int64":
+            i = _decode_int(data, where)
+            if not -(2**63) <= i < 2**63:
+                raise FieldDecodeError(f"{where}: {i} does not fit a parquet int64 column; write format='tar'")
+            return i
+        if column == "string":
+            return _decode_text(data, where)
+    except FieldDecodeError as e:
+        raise FieldDecodeError(str(e), key=key, field=field) from None
+    return data
 
 
 # ---- decoding -----------------------------------------------------------------------------

@@ -1,15 +1,19 @@
-"""``write_shards``: a dataset of sample dicts into tar (webdataset layout) or JSONL shards.
+"""``write_shards``: a dataset of sample dicts into tar (webdataset layout), JSONL or Parquet shards.
 
 Samples are dicts of fields encoded by their kind (NOTE [field rules] in
 ``fields.py``). A tar shard holds, for each sample, one member ``<key>.<field>`` per
 field, fields in sorted order, all with the sample's key (webdataset's layout: its
 ``WebDataset`` and dataforge's ``from_shards`` read them back sample for sample). A
-JSONL shard holds one object per sample: ``{"__key__": key, field: value, ...}``.
+JSONL shard holds one object per sample: ``{"__key__": key, field: value, ...}``. A
+Parquet shard holds one row per sample: a ``__key__`` column then one typed column per
+field, in sorted order; every sample of a shard has the fields of its first one (NOTE
+[parquet row groups] in ``parquet.py`` for how rows are grouped).
 
 NOTE [deterministic shards]: the dataset is cut into blocks of ``max_count``
 consecutive samples; a block becomes one shard, or several when ``max_bytes`` is
 reached first (a shard closes before the sample that would take it past
-``max_bytes``; a single larger sample is a shard of its own). Workers write whole
+``max_bytes``; a single larger sample is a shard of its own; a parquet shard counts
+its samples' encoded field bytes, before parquet's compression and footer). Workers write whole
 blocks, each a contiguous index range, and the shards are numbered in block order at
 the end, so the output (names and bytes) depends on the dataset, ``max_count`` and
 ``max_bytes`` only, never on ``num_workers``. Tar headers carry no time or owner
@@ -43,11 +47,11 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal, cast
 
-from dataforge.datasets.fields import encode_field, to_json_value
+from dataforge.datasets.fields import encode_field, parquet_column, to_json_value, to_parquet_value
 
 __all__ = ["WrittenShards", "read_index", "write_shards"]
 
-_FORMATS = ("tar", "jsonl")
+_FORMATS = ("tar", "jsonl", "parquet")
 INDEX_VERSION = 1
 _BLOCK = 512
 _END = b"\0" * (2 * _BLOCK)  # end-of-archive: two zero blocks
@@ -118,8 +122,7 @@ def _tar_member(name: str, data: bytes) -> bytes:
     return header + data + b"\0" * (-len(data) % _BLOCK)
 
 
-def encode_sample(sample: Any, index: int, format: str, jpeg_quality: int = 95) -> tuple[str, bytes]:
-    """``(key, bytes)`` of one sample as a tar shard (its members) or a JSONL shard (its line) holds it."""
+def _key_and_fields(sample: Any, index: int, format: str) -> tuple[str, list[str]]:
     if not isinstance(sample, Mapping):
         raise TypeError(
             f"sample {index} is a {type(sample).__name__}; write_shards takes dicts of fields such as "
@@ -130,9 +133,19 @@ def encode_sample(sample: Any, index: int, format: str, jpeg_quality: int = 95) 
         key = _check_key(key, index)
     elif not isinstance(key, str) or not key:
         raise ValueError(f"sample {index}: __key__ must be a non-empty str, got {key!r}")
-    fields = sorted(k for k in sample if not (isinstance(k, str) and k.startswith("_")))
-    if not fields:
+    names = [k for k in sample if not (isinstance(k, str) and k.startswith("_"))]
+    bad = [f for f in names if not isinstance(f, str)]
+    if bad:
+        raise ValueError(f"sample {index} (key {key!r}): field name {bad[0]!r} is not a str; name fields "
+                         "by what they hold, such as 'jpg' or 'cls'")
+    if not names:
         raise ValueError(f"sample {index} (key {key!r}) has no fields to write (names starting with '_' are metadata)")
+    return key, sorted(names)
+
+
+def encode_sample(sample: Any, index: int, format: str, jpeg_quality: int = 95) -> tuple[str, bytes]:
+    """``(key, bytes)`` of one sample as a tar shard (its members) or a JSONL shard (its line) holds it."""
+    key, fields = _key_and_fields(sample, index, format)
     if format == "jsonl":
         record = {"__key__": key}
         record.update({f: to_json_value(f, sample[f], key=key, jpeg_quality=jpeg_quality) for f in fields})
@@ -144,13 +157,43 @@ def encode_sample(sample: Any, index: int, format: str, jpeg_quality: int = 95) 
         return key, line.encode() + b"\n"
     out = []
     for f in fields:
-        if not isinstance(f, str) or not _FIELD.match(f) or f.endswith("."):
+        if not _FIELD.match(f) or f.endswith("."):
             raise ValueError(
                 f"sample {index} (key {key!r}): field name {f!r} cannot be a tar member extension; use "
                 "lowercase letters, digits and '_-+.' such as 'jpg', 'cls' or 'seg.png'"
             )
         out.append(_tar_member(f"{key}.{f}", encode_field(f, sample[f], key=key, jpeg_quality=jpeg_quality)))
     return key, b"".join(out)
+
+
+def encode_row(sample: Any, index: int, jpeg_quality: int = 95) -> tuple[str, dict[str, Any], int]:
+    """``(key, row, bytes)`` of one sample as a parquet shard holds it: the row maps ``__key__``
+    and each field to its column value (``fields.to_parquet_value``); ``bytes`` is their encoded size."""
+    key, fields = _key_and_fields(sample, index, "parquet")
+    row: dict[str, Any] = {"__key__": key}
+    size = len(key.encode())
+    for f in fields:
+        v = row[f] = to_parquet_value(f, sample[f], key=key, jpeg_quality=jpeg_quality)
+        size += 8 if isinstance(v, int) else len(v.encode()) if isinstance(v, str) else len(v)
+    return key, row, size
+
+
+class _BytesFile:
+    """A tar or JSONL shard being written: records are bytes; a tar ends with two zero blocks."""
+
+    def __init__(self, path: str, end: bytes) -> None:
+        self._f = open(path, "wb")  # noqa: SIM115 - closed by close() / abort()
+        self._end = end
+
+    def write(self, data: bytes, nbytes: int) -> None:
+        self._f.write(data)
+
+    def close(self) -> None:
+        self._f.write(self._end)
+        self._f.close()
+
+    def abort(self) -> None:
+        self._f.close()
 
 
 class _ShardSink:
@@ -164,34 +207,46 @@ class _ShardSink:
         self._last_key: str | None = None
         self._end = _END if plan.format == "tar" else b""
 
-    def add(self, key: str, data: bytes, index: int) -> None:
-        if self._f is not None and self._bytes + len(data) + len(self._end) > self.plan.max_bytes:
+    def _open(self, first: Any) -> Any:
+        p = self.plan
+        name = f".{p.prefix}.tmp-{p.token}-{self.block:06d}-{len(self.done):04d}.{p.format}"
+        self._path = os.path.join(p.staging, name)
+        if p.format != "parquet":
+            return _BytesFile(self._path, self._end)
+        from dataforge.datasets.parquet import ParquetShardFile
+
+        return ParquetShardFile(self._path, {f: parquet_column(f) for f in first if f != "__key__"})
+
+    def add(self, key: str, data: Any, nbytes: int, index: int) -> None:
+        if self._f is not None and self._bytes + nbytes + len(self._end) > self.plan.max_bytes:
             self.close()
         if self._f is None:
-            p = self.plan
-            name = f".{p.prefix}.tmp-{p.token}-{self.block:06d}-{len(self.done):04d}.{p.format}"
-            self._path = os.path.join(p.staging, name)
-            self._f = open(self._path, "wb")  # noqa: SIM115 - closed by close() / abort()
+            self._f = self._open(data)
             self._count = self._bytes = 0
             self._last_key = None
         if key == self._last_key and self.plan.format == "tar":
             raise ValueError(f"sample {index} has the same __key__ {key!r} as the sample before it; a reader "
                              "would merge them into one sample: give every sample its own key")
-        self._f.write(data)
+        if self.plan.format == "parquet" and data.keys() != self._f.columns.keys():
+            raise ValueError(
+                f"sample {index} (key {key!r}) has fields {sorted(set(data) - {'__key__'})}, the first sample of "
+                f"its shard {sorted(set(self._f.columns) - {'__key__'})}: a parquet shard has one column per "
+                "field; give every sample the same fields, or write format='tar'"
+            )
+        self._f.write(data, nbytes)
         self._count += 1
-        self._bytes += len(data)
+        self._bytes += nbytes
         self._last_key = key
 
     def close(self) -> None:
         if self._f is not None:
-            self._f.write(self._end)
             self._f.close()
             self._f = None
-            self.done.append((self._path, self._count, self._bytes + len(self._end)))
+            self.done.append((self._path, self._count, os.path.getsize(self._path)))
 
     def abort(self) -> None:
         if self._f is not None:
-            self._f.close()
+            self._f.abort()
             self._f = None
 
 
@@ -200,8 +255,12 @@ def _write_block(plan: _Plan, block: int, samples: Iterable[tuple[int, Any]],
     sink = _ShardSink(plan, block)
     try:
         for index, sample in samples:
-            key, data = encode_sample(sample, index, plan.format, plan.jpeg_quality)
-            sink.add(key, data, index)
+            if plan.format == "parquet":
+                key, row, nbytes = encode_row(sample, index, plan.jpeg_quality)
+                sink.add(key, row, nbytes, index)
+            else:
+                key, data = encode_sample(sample, index, plan.format, plan.jpeg_quality)
+                sink.add(key, data, len(data), index)
             if tick is not None:
                 tick(1)
         sink.close()
@@ -262,7 +321,7 @@ def write_shards(
     dataset: Any,
     out: str | os.PathLike[str],
     *,
-    format: Literal["tar", "jsonl"] = "tar",
+    format: Literal["tar", "jsonl", "parquet"] = "tar",
     max_count: int = 10_000,
     max_bytes: int = 256 << 20,
     num_workers: int = 0,
@@ -283,8 +342,9 @@ def write_shards(
             ``{"__key__": "000017", "jpg": uint8 tensor, "cls": 3}``; ``__key__`` defaults
             to the index, zero padded. Any iterable of dicts works with ``num_workers=0``.
         out: a folder, or an fsspec URL (``s3://bucket/prefix``; needs ``dataforge[remote]``).
-        format: ``"tar"`` (webdataset layout) or ``"jsonl"`` (JSON values; binary fields
-            as base64, see ``fields.py``; lines over 2 MiB need ``max_line_bytes=`` to read).
+        format: ``"tar"`` (webdataset layout), ``"jsonl"`` (JSON values; binary fields
+            as base64, see ``fields.py``; lines over 2 MiB need ``max_line_bytes=`` to read)
+            or ``"parquet"`` (typed columns, see ``fields.py``; needs ``dataforge[parquet]``).
         max_count: the most samples in a shard; shards start at multiples of it.
         max_bytes: the most bytes in a shard, unless a single sample is larger.
         num_workers: processes writing blocks in parallel (0: in this process).
@@ -309,6 +369,10 @@ def write_shards(
     """
     if format not in _FORMATS:
         raise ValueError(f"format must be one of {_FORMATS}, got {format!r}")
+    if format == "parquet":
+        from dataforge.datasets.parquet import require_pyarrow
+
+        require_pyarrow("write_shards(format='parquet')")
     _check_int("max_count", max_count, 1)
     _check_int("max_bytes", max_bytes, 1)
     _check_int("num_workers", num_workers, 0)
@@ -408,7 +472,7 @@ def _publish(blocks: list[tuple[str, int, int]], plan: _Plan, url: str, local_ou
     """NOTE [atomic publish]: drop the old index, rename the shards, drop stale ones, write the index."""
     names = [_shard_name(plan.prefix, n, plan.format) for n in range(len(blocks))]
     index_name = f"{plan.prefix}.index.json"
-    stale = re.compile(rf"^{re.escape(plan.prefix)}-(\d{{6,}})\.(tar|jsonl)$")
+    stale = re.compile(rf"^{re.escape(plan.prefix)}-(\d{{6,}})\.({'|'.join(_FORMATS)})$")
     last = len(blocks) - 1
     pattern = names[0] if last == 0 else f"{plan.prefix}-{{000000..{last:06d}}}.{plan.format}"
     doc = {

@@ -15,7 +15,7 @@ import torch
 import dataforge
 from dataforge.datasets.fields import FieldDecoder, decode_fields
 from dataforge.datasets.shards import from_shards
-from dataforge.datasets.writer import encode_sample, read_index, write_shards
+from dataforge.datasets.writer import encode_row, encode_sample, read_index, write_shards
 from dataforge.transforms.decode import decode_image
 
 
@@ -54,7 +54,18 @@ def check_exact(back: list[dict], samples: list[dict], raw: list[dict]) -> None:
         assert b["npy"].dtype == s["npy"].dtype and np.array_equal(b["npy"], s["npy"])
 
 
-@pytest.mark.parametrize("format", ["tar", "jsonl"])
+def has_pyarrow() -> bool:
+    try:
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+FORMATS = ["tar", "jsonl", pytest.param("parquet", marks=pytest.mark.skipif(not has_pyarrow(), reason="no pyarrow"))]
+
+
+@pytest.mark.parametrize("format", FORMATS)
 def test_round_trip_exact(tmp_path, samples, format):
     w = write_shards(dataforge.from_sequence(samples), tmp_path, format=format, max_count=10)
     assert w.samples_per_shard == [10, 10, 3] and w.total_samples == len(samples)
@@ -122,9 +133,13 @@ def test_max_bytes_cuts_shards(tmp_path, samples):
     assert w.samples_per_shard == [1, 1]  # a sample over max_bytes is a shard of its own
 
 
-@pytest.mark.parametrize("format", ["tar", "jsonl"])
+def encoded_size(sample: dict, format: str) -> int:
+    return encode_row(sample, 0)[2] if format == "parquet" else len(encode_sample(sample, 0, format)[1])
+
+
+@pytest.mark.parametrize("format", FORMATS)
 def test_deterministic_whatever_the_workers(tmp_path, samples, format):
-    one = len(encode_sample(samples[0], 0, format)[1])
+    one = encoded_size(samples[0], format)
     kw = {"format": format, "max_count": 5, "max_bytes": 3 * one}
     write_shards(dataforge.from_sequence(samples), tmp_path / "a", **kw)
     write_shards(dataforge.from_sequence(samples), tmp_path / "b", **kw)
@@ -263,3 +278,75 @@ def test_progress_bar_counts_every_sample(tmp_path, samples, capsys, num_workers
     write_shards(dataforge.from_sequence(samples), tmp_path, max_count=4, num_workers=num_workers, progress=True)
     err = capsys.readouterr().err
     assert "write tar shards" in err and f"{len(samples)}/{len(samples)}" in err
+
+
+pq_only = pytest.mark.skipif(not has_pyarrow(), reason="no pyarrow")
+
+
+@pq_only
+def test_parquet_columns_are_typed_and_read_map_style(tmp_path, samples):
+    import pyarrow.parquet as pq
+
+    w = write_shards(dataforge.from_sequence(samples), tmp_path, format="parquet", max_count=10, num_workers=2)
+    assert w.pattern.endswith("shard-{000000..000002}.parquet") and w.samples_per_shard == [10, 10, 3]
+    schema = pq.read_schema(w.urls[0])
+    assert schema.names == ["__key__", "cls", "jpg", "json", "mask.png", "npy", "png", "txt"]
+    assert [str(schema.field(n).type) for n in ("__key__", "cls", "txt", "json", "png", "npy")] == [
+        "string", "int64", "string", "binary", "binary", "binary"]
+    table = pq.read_table(w.urls[1])  # other tools read plain columns
+    assert table.column("cls").to_pylist() == [s["cls"] for s in samples[10:20]]
+    # map-style: a table of the numeric columns, by the parquet reader
+    nums = [{"cls": s["cls"], "count": i, "id": 2 * i} for i, s in enumerate(samples)]
+    wt = write_shards(nums, tmp_path / "t", format="parquet", max_count=100)
+    table_ds = dataforge.TableDataset.from_parquet(wt.urls[0], target="cls", features=["count", "id"])
+    assert len(table_ds) == len(samples) and table_ds.labels.tolist() == [s["cls"] for s in samples]
+    assert table_ds[5][0].tolist() == [5.0, 10.0]
+
+
+@pq_only
+def test_parquet_streaming_split_over_workers_and_ranks(tmp_path, samples):
+    w = write_shards(dataforge.from_sequence(samples), tmp_path, format="parquet", max_count=4)
+    keys = []
+    for rank in range(2):
+        ds = from_shards(w.pattern, num_replicas=2, rank=rank).decode()
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+        keys += [(s["__key__"], s["cls"]) for s in loader]
+    assert sorted(keys) == [(f"{i:09d}", i % 4) for i in range(len(samples))]
+    assert from_shards(w.pattern, equalize="pad").samples_per_shard == w.samples_per_shard
+
+
+@pq_only
+def test_parquet_row_groups_are_bounded(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from dataforge.datasets import parquet
+
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 3)
+    w = write_shards([{"cls": i, "bin": b"x" * i} for i in range(10)], tmp_path, format="parquet")
+    assert pq.ParquetFile(w.urls[0]).num_row_groups == 4
+    assert [s["bin"] for s in from_shards(w.pattern)] == [b"x" * i for i in range(10)]
+
+
+@pq_only
+@pytest.mark.parametrize(("rows", "match"), [
+    ([{"cls": 1}, {"cls": 2, "txt": "b"}], r"sample 1 \(key '000000001'\) has fields \['cls', 'txt'\], the first"),
+    ([{"cls": 2**63}], "does not fit a parquet int64 column"),
+    ([{"cls": b"three"}], "field 'cls': expected an integer class id"),
+    ([{"txt": b"\xff"}], "field 'txt': not UTF-8"),
+    ([{"json": {1, 2}}], "field 'json': not JSON-serialisable"),
+    ([{3: b"x"}], "field name 3 is not a str"),
+])
+def test_parquet_bad_samples_are_named(tmp_path, rows, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        write_shards(rows, tmp_path, format="parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(ImportError, match=r"write_shards\(format='parquet'\) needs pyarrow: .*dataforge\[parquet\]"):
+        write_shards([{"cls": 1}], tmp_path, format="parquet")
+    assert list(tmp_path.iterdir()) == []
