@@ -40,10 +40,13 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Literal
 
+from dataforge.datasets.cache import ShardCache
 from dataforge.datasets.fields import FieldDecoder, decode_fields
 from dataforge.datasets.iterable import IterDataset, ShardedSource
 from dataforge.datasets.readers import ReadOptions, reader_for
 from dataforge.datasets.records import MAX_LINE_BYTES, check_max_line_bytes
+from dataforge.datasets.remote import RetryPolicy, is_transient, open_remote
+from dataforge.datasets.sharding import ConsumerPlan
 from dataforge.datasets.tar_stream import MAX_MEMBER_BYTES, ShardError
 from dataforge.datasets.writer import read_index
 
@@ -115,7 +118,10 @@ def expand_braces(pattern: str) -> list[str]:
     return [head + alt + t for alt in alts for t in tails]
 
 
-def expand_urls(urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+def expand_urls(
+    urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    storage_options: dict[str, Any] | None = None,
+) -> list[str]:
     """Expand braces, then globs (local, or remote through fsspec); check local files exist.
 
     Raises:
@@ -133,7 +139,7 @@ def expand_urls(urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]])
             remote = _is_remote(url)
             if any(c in url for c in "*?["):
                 if remote:
-                    fs, _, paths = _fsspec().get_fs_token_paths(url)
+                    fs, _, paths = _fsspec().get_fs_token_paths(url, storage_options=storage_options)
                     hits = sorted(fs.unstrip_protocol(p) for p in paths)  # same list on all ranks
                 else:
                     hits = sorted(globlib.glob(_local(url)))
@@ -193,12 +199,11 @@ def counts_from_index(urls: list[str]) -> list[int] | None:
     return out
 
 
-def open_url(url: str) -> IO[bytes]:
+def open_url(url: str, storage_options: dict[str, Any] | None = None) -> IO[bytes]:
     """Open a shard for binary streaming reads: ``open`` for local paths, fsspec otherwise."""
     if not _is_remote(url):
         return open(_local(url), "rb")
-    kw = {"block_size": 0} if url.startswith(("http://", "https://")) else {}  # stream, no range reads
-    return _fsspec().open(url, "rb", **kw).open()
+    return open_remote(url, storage_options)
 
 
 class ShardDataset(ShardedSource[dict[str, Any]]):
@@ -213,11 +218,17 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
         *,
         max_member_bytes: int = MAX_MEMBER_BYTES,
         max_line_bytes: int = MAX_LINE_BYTES,
+        storage_options: dict[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
+        cache: ShardCache | None = None,
         **kw: Any,
     ) -> None:
         self.format, self.on_error = format, on_error
         self.max_member_bytes, self.max_line_bytes = max_member_bytes, max_line_bytes
+        self.storage_options, self.retry, self.cache = storage_options, retry or RetryPolicy(), cache
         self.errors = {"skipped_shards": 0, "skipped_lines": 0}
+        if any(_is_remote(u) for u in urls):
+            self.errors["retried_reads"] = 0  # NOTE [shard retries] in remote.py
         self._counting = False
         super().__init__(urls, self._read, count_shard=self._count_samples, **kw)
 
@@ -240,17 +251,70 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
     def _open(self, shard: Any, keep: Callable[[], bool] | None) -> Iterator[Any]:
         return self._read(shard, keep)
 
+    def _stream(self, p: ConsumerPlan) -> Iterator[Any]:
+        if self.cache is None or not self.cache.ahead:
+            return super()._stream(p)
+        return self._ahead(p, [str(self.shards[s]) for s in p.shards])
+
+    def _ahead(self, p: ConsumerPlan, urls: list[str]) -> Iterator[Any]:
+        """Download-ahead (NOTE [shard cache] in ``cache.py``): this consumer's next shards
+        are fetched while the one opened now is read."""
+        self._upcoming = [u for u in urls if _is_remote(u)]
+        yield from super()._stream(p)
+
+    def _count_retry(self, error: BaseException) -> None:
+        if not self._counting:
+            self.errors["retried_reads"] += 1
+
+    def _open_shard_file(self, url: str) -> IO[bytes]:
+        """The shard's bytes: its cached copy when a cache is set (downloads retried there),
+        else a stream (retried by ``_read``)."""
+        if self.cache is None or not _is_remote(url):
+            return open_url(url, self.storage_options)
+        upcoming = getattr(self, "_upcoming", [])
+        if url in upcoming:
+            del upcoming[: upcoming.index(url) + 1]
+            self.cache.fetch_ahead(upcoming)
+        return self.cache.open(url, self._count_retry)  # type: ignore[return-value]
+
     def _read(self, url: str, keep: Callable[[], bool] | None = None) -> Iterator[Any]:
         report: dict[str, Any] = {"skipped_shards": 0, "skipped_lines": 0}
+        done = attempt = 0  # records yielded; retries of this shard (NOTE [shard retries])
+        answers: list[bool] = []  # keep()'s answers for this shard, replayed on a retry
+        calls = 0
+
+        def replay() -> bool:
+            nonlocal calls
+            calls += 1
+            if calls > len(answers):
+                answers.append(bool(keep()))  # type: ignore[misc]
+            return answers[calls - 1]
+
         try:
-            opts = ReadOptions(
-                keep=keep, bodies=not self._counting, max_member_bytes=self.max_member_bytes,
-                max_line_bytes=self.max_line_bytes,
-                on_bad_line=lambda e: self._on_bad(e, "skipped_lines", report),
-            )
-            with open_url(url) as f:
-                yield from reader_for(url, self.format).read(f, url, opts)
-        except (ShardError, OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupt .gz
+            while True:
+                calls = 0
+                opts = ReadOptions(
+                    keep=None if keep is None else replay, bodies=not self._counting, max_member_bytes=self.max_member_bytes,
+                    max_line_bytes=self.max_line_bytes,
+                    on_bad_line=lambda e: self._on_bad(e, "skipped_lines", report),
+                )
+                try:
+                    with self._open_shard_file(url) as f:
+                        for i, record in enumerate(reader_for(url, self.format).read(f, url, opts)):
+                            if i >= done:
+                                done += 1
+                                yield record
+                    return
+                except Exception as e:
+                    local = not _is_remote(url) or self.cache is not None  # a cache retried its download
+                    if attempt >= self.retry.retries or local or not is_transient(e):
+                        raise
+                    self._count_retry(e)
+                    self.retry.wait(attempt)
+                    attempt += 1
+        except Exception as e:
+            if not isinstance(e, (ShardError, OSError, EOFError, zlib.error)) and not is_transient(e):
+                raise  # zlib.error: a corrupt .gz; transient: a remote read that spent its retries
             if self.on_error == "raise" or keep is None or keep():  # NOTE [error counts]
                 if not isinstance(e, ShardError):
                     e = ShardError(f"cannot read shard {url!r}: {type(e).__name__}: {e}", url=url)
@@ -267,7 +331,7 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
             counter = reader_for(url, self.format).count
             if counter is not None:
                 try:
-                    with open_url(url) as f:
+                    with self._open_shard_file(url) as f:
                         _COUNT_CACHE[key] = counter(f, url)
                     return _COUNT_CACHE[key]
                 except (ShardError, OSError):
@@ -309,6 +373,12 @@ def from_shards(
     samples_per_shard: int | Sequence[int] | None = None,
     max_member_bytes: int = MAX_MEMBER_BYTES,
     max_line_bytes: int = MAX_LINE_BYTES,
+    storage_options: dict[str, Any] | None = None,
+    retries: int = 3,
+    retry_backoff: float = 0.5,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_limit_bytes: int | None = None,
+    cache_ahead: int = 2,
 ) -> ShardDataset:
     """An IterDataset over tar or JSONL shards, split over DataLoader workers and ranks.
 
@@ -341,6 +411,20 @@ def from_shards(
             ``tar_stream.py``); a larger one is a :class:`ShardError`.
         max_line_bytes: the longest JSONL line read; a longer one is a bad line (the
             other limits of a line are in ``dataforge.datasets.records``).
+        storage_options: options of the fsspec filesystem of remote URLs (for s3fs:
+            ``{"key": ..., "secret": ..., "client_kwargs": {"endpoint_url": ...}}``).
+        retries: retries of a remote shard read that fails with a transient error (a
+            dropped connection, a timeout), ``retry_backoff * 2**attempt`` seconds apart;
+            counted in ``errors["retried_reads"]``; then ``on_error`` applies (NOTE
+            [shard retries] in ``dataforge/datasets/remote.py``).
+        retry_backoff: the first wait between retries, in seconds.
+        cache_dir: a local folder to keep remote shards in: each is downloaded once per
+            machine (workers and ranks share it) and read from disk, the next
+            ``cache_ahead`` shards of each consumer are downloaded while one is read
+            (NOTE [shard cache] in ``dataforge/datasets/cache.py``). ``None``: stream.
+        cache_limit_bytes: the size the cache is kept under by evicting the least
+            recently used shards not open; ``None``: no limit.
+        cache_ahead: shards downloaded ahead per consumer (0: none).
 
     Example:
         >>> ds = from_shards("data/train-{000..003}.tar", equalize="pad")  # doctest: +SKIP
@@ -362,7 +446,15 @@ def from_shards(
         raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
     if isinstance(max_member_bytes, bool) or not isinstance(max_member_bytes, int) or max_member_bytes <= 0:
         raise ValueError(f"max_member_bytes must be a positive int (bytes), got {max_member_bytes!r}")
-    expanded = expand_urls(urls)
+    retry = RetryPolicy(retries, retry_backoff)
+    cache = None
+    if cache_dir is not None:
+        cache = ShardCache(
+            cache_dir, cache_limit_bytes, ahead=cache_ahead, storage_options=storage_options, retry=retry,
+        )
+    elif cache_limit_bytes is not None:
+        raise ValueError("cache_limit_bytes needs cache_dir= (the folder the cached shards go to)")
+    expanded = expand_urls(urls, storage_options)
     fmt = _format_of(expanded, format)
     if samples_per_shard is None and equalize is not None:
         samples_per_shard = counts_from_index(expanded)
@@ -370,4 +462,5 @@ def from_shards(
         expanded, fmt, on_error, shuffle_shards=shuffle_shards, seed=seed, split=split,
         equalize=equalize, num_replicas=num_replicas, rank=rank, samples_per_shard=samples_per_shard,
         max_member_bytes=max_member_bytes, max_line_bytes=check_max_line_bytes(max_line_bytes),
+        storage_options=storage_options, retry=retry, cache=cache,
     )

@@ -1,0 +1,236 @@
+"""A bounded local cache of remote shards, shared by the workers and ranks of a machine.
+
+NOTE [shard cache]: ``from_shards(..., cache_dir=d, cache_limit_bytes=n)`` reads each
+remote shard from a local copy in ``d``:
+
+- One download per shard per machine. The copy of ``url`` is
+  ``d/<sha1(url)[:16]>-<basename>``, guarded by ``fcntl.flock`` on ``<copy>.lock``. The
+  first process to take the lock exclusively downloads to a temporary name in ``d``
+  and publishes with ``os.replace`` (a copy is complete or absent, never half
+  written); the others wait on the lock and then read the copy. Workers and ranks on
+  one machine must share ``d`` (a local disk; flock on network file systems varies).
+- A reader holds the lock SHARED while the shard is open, and a use touches the copy
+  (mtime = last use).
+- Eviction: after a download, while the copies in ``d`` total more than
+  ``cache_limit_bytes``, the least recently used copy (oldest mtime) whose lock can be
+  taken exclusively without waiting is deleted. A copy being read or downloaded is
+  never evicted, so the total can pass the limit by the shards open at once (one per
+  consumer, plus the download-ahead ones); a single shard larger than the limit is
+  still read. Lock files (empty) are left in place: deleting one could let two
+  processes lock different files for the same copy.
+- Download-ahead: while a consumer reads its shard k, a background thread of that
+  consumer downloads its next ``cache_ahead`` shards (default 2) into the cache, so the
+  next open is a local read. Ahead copies are not locked while they wait to be read,
+  so a cache smaller than the shards in flight can evict one and it is downloaded again.
+- The cache is transparent to resume: the state is per-shard positions, and a shard
+  reads the same from its copy as from the server.
+
+Downloads are retried per NOTE [shard retries] in ``remote.py``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, Any
+
+from dataforge.datasets.remote import RetryPolicy, open_remote
+
+__all__ = ["ShardCache"]
+
+_CHUNK = 1 << 20
+
+
+class _Locked:
+    """A cached copy opened for reading, with its shared lock held until ``close``."""
+
+    def __init__(self, f: IO[bytes], lock_fd: int) -> None:
+        self._f, self._lock_fd = f, lock_fd
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(n)
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        finally:
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = -1
+
+    def __enter__(self) -> _Locked:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ShardCache:
+    """The cache of NOTE [shard cache]; picklable (threads start lazily in each process).
+
+    Args:
+        cache_dir: the folder of the copies (created).
+        limit_bytes: the total size of copies kept; ``None`` for no limit.
+        ahead: shards downloaded ahead of the one being read (0: none).
+        storage_options: for :func:`~dataforge.datasets.remote.open_remote`.
+        retry: the retry policy of downloads.
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike[str],
+        limit_bytes: int | None = None,
+        *,
+        ahead: int = 2,
+        storage_options: Mapping[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if limit_bytes is not None and (isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes <= 0):
+            raise ValueError(f"cache_limit_bytes must be a positive int (bytes) or None, got {limit_bytes!r}")
+        if isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 0:
+            raise ValueError(f"cache_ahead must be an int >= 0 (shards downloaded ahead), got {ahead!r}")
+        self.dir = os.fspath(cache_dir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.limit_bytes, self.ahead = limit_bytes, ahead
+        self.storage_options = dict(storage_options or {})
+        self.retry = retry or RetryPolicy()
+        self.downloads = 0  # in this process
+        self.retried = 0  # download retries in this process
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: dict[str, Future[Any]] = {}
+        self._mutex: threading.Lock | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_pool=None, _pending={}, _mutex=None)
+        return state
+
+    def path(self, url: str) -> str:
+        """Where the copy of ``url`` lives."""
+        digest = hashlib.sha1(url.encode()).hexdigest()[:16]
+        return os.path.join(self.dir, f"{digest}-{os.path.basename(url.rstrip('/')) or 'shard'}")
+
+    # -- reading ------------------------------------------------------------
+    def open(self, url: str, on_retry: Callable[[BaseException], None] | None = None) -> _Locked:
+        """The local copy of ``url`` (downloaded when missing), open, its lock held shared."""
+        self._wait_ahead(url)
+        path = self.path(url)
+        fd = self._lock(path, fcntl.LOCK_EX)
+        try:
+            if not os.path.exists(path):
+                self._download(url, path, on_retry)
+            os.utime(path)
+            fcntl.flock(fd, fcntl.LOCK_SH)  # readers share; eviction needs it exclusive
+            f = open(path, "rb")  # noqa: SIM115 (closed by _Locked.close with its lock)
+        except BaseException:
+            os.close(fd)
+            raise
+        return _Locked(f, fd)
+
+    def fetch_ahead(self, urls: Sequence[str]) -> None:
+        """Start downloading ``urls`` (missing ones) in this process's background thread."""
+        if not self.ahead or not urls:
+            return
+        if self._mutex is None:
+            self._mutex = threading.Lock()
+        with self._mutex:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="dataforge-shard-ahead")
+            for url in urls[: self.ahead]:
+                if url not in self._pending and not os.path.exists(self.path(url)):
+                    self._pending[url] = self._pool.submit(self._fetch_quietly, url)
+
+    def _fetch_quietly(self, url: str) -> None:
+        path = self.path(url)
+        fd = self._lock(path, fcntl.LOCK_EX)
+        try:
+            if not os.path.exists(path):
+                self._download(url, path, None)
+        except Exception:
+            pass  # the reader's own open downloads again and applies retries and on_error
+        finally:
+            os.close(fd)
+
+    def _wait_ahead(self, url: str) -> None:
+        if self._mutex is None:
+            return
+        with self._mutex:
+            fut = self._pending.pop(url, None)
+        if fut is not None:
+            fut.result()
+
+    # -- internals -------------------------------------------------------------
+    def _lock(self, path: str, how: int) -> int:
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, how)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _download(self, url: str, path: str, on_retry: Callable[[BaseException], None] | None) -> None:
+        tmp = f"{path}.tmp{os.getpid()}.{threading.get_ident()}"
+
+        def once() -> None:
+            try:
+                with open_remote(url, self.storage_options) as src, open(tmp, "wb") as dst:
+                    while chunk := src.read(_CHUNK):
+                        dst.write(chunk)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+
+        def retried(e: BaseException) -> None:
+            self.retried += 1
+            if on_retry is not None:
+                on_retry(e)
+
+        self.retry.call(once, retried)
+        self.downloads += 1
+        self._evict(keep=path)
+
+    def _copies(self) -> list[tuple[float, int, str]]:
+        out = []
+        for name in os.listdir(self.dir):
+            if name.endswith(".lock") or ".tmp" in name:
+                continue
+            full = os.path.join(self.dir, name)
+            try:
+                st = os.stat(full)
+            except FileNotFoundError:
+                continue  # evicted meanwhile
+            out.append((st.st_mtime, st.st_size, full))
+        return sorted(out)
+
+    def _evict(self, keep: str) -> None:
+        if self.limit_bytes is None:
+            return
+        copies = self._copies()
+        total = sum(size for _, size, _ in copies)
+        for _, size, full in copies:
+            if total <= self.limit_bytes:
+                return
+            if full == keep:
+                continue
+            fd = os.open(full + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # open or downloading: never evicted
+            try:
+                os.unlink(full)
+                total -= size
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(fd)
