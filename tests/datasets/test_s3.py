@@ -72,6 +72,7 @@ def _all_keys() -> list[str]:
     return [f"{i:04d}" for i in range(N_SAMPLES)]
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_write_list_and_read_s3_shards_with_two_workers(s3, written) -> None:
     glob = from_shards("s3://shards/train/*.tar", storage_options=s3.storage_options)
     assert glob.shards == written.urls  # listed through s3fs
@@ -82,6 +83,7 @@ def test_write_list_and_read_s3_shards_with_two_workers(s3, written) -> None:
     assert sorted(_keys(loader)) == _all_keys()
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_two_ranks_by_two_workers_read_every_sample_once(s3, written) -> None:
     seen: list[str] = []
     for rank in range(2):
