@@ -62,6 +62,23 @@ def as_lengths(lengths: Any, name: str = "lengths") -> np.ndarray:
     return arr
 
 
+def _as_lists(flat: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[list[int]]:
+    """Batches ``flat[lo[i]:hi[i]]`` as lists of ints.
+
+    NOTE [ints in batch order]: one ``tolist`` of the batches gathered in the order
+    they are yielded makes the Python ints in consumption order, so slicing and later
+    freeing them stays in cache; per-batch ``tolist`` calls, or slices of a list made
+    in layout order and taken in shuffled batch order, miss the cache on every int.
+    """
+    sizes = hi - lo
+    ends = np.cumsum(sizes)
+    begins = ends - sizes
+    idx = np.repeat(lo - begins, sizes)
+    idx += np.arange(len(idx), dtype=np.int64)
+    values = flat[idx].tolist()
+    return [values[a:b] for a, b in zip(begins.tolist(), ends.tolist())]
+
+
 class BucketBatchSampler(EpochSampler[list[int]]):
     """A batch sampler yielding lists of indices of similar length.
 
@@ -183,7 +200,7 @@ class BucketBatchSampler(EpochSampler[list[int]]):
             ids = np.searchsorted(self.bucket_boundaries, np.arange(longest + 1), side="right")
             self._lookup = ids.astype(np.uint16 if len(self.bucket_boundaries) < 1 << 16 else np.int64)
         self._plan: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._wplan: tuple[int, int, list[int], np.ndarray, np.ndarray] | None = None
+        self._wplan: tuple[int, int, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._wstream: tuple[int, int, Iterator[np.ndarray], list[np.ndarray]] | None = None
 
     @staticmethod
@@ -271,18 +288,15 @@ class BucketBatchSampler(EpochSampler[list[int]]):
             per = self._window_batches()
             out: list[list[int]] = []
             for k in np.unique(chunk // per).tolist():
-                items, bounds, batch_order = self._window_plan(k)
+                flat, bounds, batch_order = self._window_plan(k)
                 ids = batch_order[chunk[chunk // per == k] - k * per]
-                out += [items[a:b] for a, b in zip(bounds[ids].tolist(), bounds[ids + 1].tolist())]
+                out += _as_lists(flat, bounds[ids], bounds[ids + 1])
             return out
         flat, starts, _ = self._epoch_plan()
-        return [
-            flat[a:b].tolist() for a, b in zip(starts[chunk].tolist(), starts[chunk + 1].tolist())
-        ]
+        return _as_lists(flat, starts[chunk], starts[chunk + 1])
 
-    def _window_plan(self, k: int) -> tuple[list[int], np.ndarray, np.ndarray]:
-        """Window ``k`` of the current epoch: ``(indices in batch layout, starts, batch order)``;
-        the indices as one list, so a batch is a list slice (no per-batch ``tolist``)."""
+    def _window_plan(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Window ``k`` of the current epoch: ``(indices in batch layout, starts, batch order)``."""
         if self._wplan is not None and self._wplan[:2] == (self.epoch, k):
             return self._wplan[2:]
         balancer, batch_size = cast(ClassBalancedSampler, self._balancer), cast(int, self.batch_size)
@@ -304,7 +318,7 @@ class BucketBatchSampler(EpochSampler[list[int]]):
         buckets = self._bucket_ids(lengths)
         rng = keyed_rng(self.seed, self.epoch, k)
         order, starts, batch_order = plan_window(lengths, self.pool_size, batch_size, buckets, rng)
-        self._wplan = (self.epoch, k, idx[order].tolist(), starts, batch_order)
+        self._wplan = (self.epoch, k, idx[order], starts, batch_order)
         return self._wplan[2:]
 
     def _state_fields(self) -> dict[str, Any]:
