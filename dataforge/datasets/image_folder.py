@@ -50,6 +50,20 @@ def _scan(root: str, folder: str, extensions: tuple[str, ...]) -> list[str]:
     return found
 
 
+_stage: Callable[[str], Any] | None = None
+
+
+def _import_stage() -> Callable[[str], Any]:
+    """``dataforge.loading.stages.stage``: the stages the loader's ``stats()`` and the
+    doctor report (NOTE [stage timing]); imported on first use, as the loading package
+    imports this one."""
+    global _stage
+    from dataforge.loading.stages import stage
+
+    _stage = stage
+    return stage
+
+
 class ImageFolder(MapDataset[dict[str, Any]]):
     """Images in ``root/<class_name>/...``, one class per sub-folder.
 
@@ -165,14 +179,18 @@ class ImageFolder(MapDataset[dict[str, Any]]):
         return self._labels
 
     def _get(self, index: int) -> dict[str, Any]:
+        stage = _stage or _import_stage()
         path = self._paths[index]
         image: Any
-        if self._pass_path:  # the transform decodes (only what it keeps)
-            image = self.transform(path)  # type: ignore[misc]
+        if self._pass_path:  # the transform decodes (only what it keeps): one stage
+            with stage("transform"):
+                image = self.transform(path)  # type: ignore[misc]
         else:
-            image = decode_image(path) if self.decode else read_file(path)
+            with stage("decode" if self.decode else "read"):
+                image = decode_image(path) if self.decode else read_file(path)
             if self.transform is not None:
-                image = self.transform(image)
+                with stage("transform"):
+                    image = self.transform(image)
         return {"image": image, "label": int(self._labels[index]), "path": path}
 
     def __repr__(self) -> str:
