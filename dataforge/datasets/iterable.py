@@ -22,12 +22,31 @@ a copy of the dataset when they start, so under a stock ``DataLoader`` with
 ``persistent_workers=True`` they keep the epoch they started with (shard order and
 shuffle would then repeat). ``dataforge.build_loader`` sets the epoch in every
 worker at the start of each pass, persistent workers included.
+
+NOTE [elastic shards]: a pass that resumes under another world (other ranks, workers
+or engine) replays the OLD consumers. Every pipeline is deterministic given (seed,
+epoch, rank, worker) (NOTE [resume by replay]), so old consumer ``(rank, worker)`` of
+a world of ``num_replicas x num_workers`` is re-created exactly by iterating the
+pipeline under that identity (:func:`replay_as`, which :meth:`IterDataset._replicas`,
+``_consumer_seed`` and :class:`ShardedSource` obey), whatever ops, shuffle buffers,
+shard orders and ``equalize`` it holds. A *unit* is one old consumer's stream minus
+the ``skip`` items it had delivered; the new consumer ``c`` of ``C`` takes items
+``c, c + C, ...`` of the units' concatenation (:func:`elastic_items`), so every item
+not yet delivered is delivered exactly once, and new consumers' counts differ by at
+most one. A unit's stream may itself be an elastic consumer's (``base``: a second
+change of world within the epoch), so the units nest. The cost is replay: every new
+consumer reads every unit, consumed part included (no decode is skipped: the items
+are the pipeline's outputs), for the rest of the resumed epoch only; the next epoch
+is split as a run started under the new world splits it. ``equalize`` is not applied
+again to the remainder: pad repeats of the old consumers are delivered as they were
+planned, and ranks may differ by one sample per worker slot in the resumed epoch.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any, Generic, Literal, TypeVar
 
@@ -41,6 +60,9 @@ from dataforge.datasets.sharding import EQUALIZE, SPLITS, ConsumerPlan, plan_con
 T = TypeVar("T")
 U = TypeVar("U")
 S = TypeVar("S")
+
+# NOTE [elastic shards]: (num_replicas, rank, worker, num_workers) a pipeline replays as
+_as_consumer = threading.local()
 
 def _check_int(name: str, value: Any, minimum: int, fix: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -125,6 +147,9 @@ class IterDataset(torch.utils.data.IterableDataset, Generic[T]):
 
     def _replicas(self) -> tuple[int, int]:
         """``(num_replicas, rank)`` of this consumer; ops ask their first source."""
+        ident = getattr(_as_consumer, "ident", None)
+        if ident is not None:  # NOTE [elastic shards]
+            return ident[0], ident[1]
         srcs = self._sources()
         if srcs:
             return srcs[0]._replicas()
@@ -133,7 +158,7 @@ class IterDataset(torch.utils.data.IterableDataset, Generic[T]):
     def _consumer_seed(self, seed: int) -> int:
         """A seed for (seed, epoch, rank, worker): reproducible, distinct per consumer."""
         _, rank = self._replicas()
-        worker, _ = worker_info()
+        worker, _ = _worker()
         return mix_seed(seed, self._epoch, rank, worker)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -210,6 +235,73 @@ class IterDataset(torch.utils.data.IterableDataset, Generic[T]):
     def repeat(self, times: int | None = None) -> IterDataset[T]:
         """Iterate the source ``times`` times (``None``: forever)."""
         return _Repeat(self, times)
+
+
+def _worker() -> tuple[int, int]:
+    """``(worker, num_workers)`` of the consumer the pipeline runs as (NOTE [elastic shards])."""
+    ident = getattr(_as_consumer, "ident", None)
+    return (ident[2], ident[3]) if ident is not None else worker_info()
+
+
+def replay_as(dataset: Iterable[T], ident: tuple[int, int, int, int]) -> Iterator[T]:
+    """``dataset``'s items as consumer ``ident = (num_replicas, rank, worker, num_workers)``
+    yields them (NOTE [elastic shards]); the identity holds in this thread during each
+    step only, so several replays interleave."""
+    it: Iterator[T] | None = None
+    end = object()
+    while True:
+        before = getattr(_as_consumer, "ident", None)
+        _as_consumer.ident = ident
+        try:
+            if it is None:
+                it = iter(dataset)
+            x = next(it, end)
+        finally:
+            _as_consumer.ident = before
+        if x is end:
+            return
+        yield x  # type: ignore[misc]
+
+
+# the fields of a unit (NOTE [elastic shards]): the old consumer, the items it delivered,
+# and the units it read itself (None: its natural stream)
+UNIT_KEYS = ("num_replicas", "rank", "num_workers", "worker", "skip", "base")
+
+
+def _unit_stream(dataset: Iterable[T], unit: dict[str, Any]) -> Iterator[T]:
+    world, rank, workers, worker = (unit[k] for k in UNIT_KEYS[:4])
+    if unit["base"] is None:
+        stream = replay_as(dataset, (world, rank, worker, workers))
+    else:
+        stream = elastic_items(dataset, unit["base"], rank * workers + worker, world * workers)
+    return itertools.islice(stream, unit["skip"], None)
+
+
+def elastic_items(dataset: Iterable[T], units: list[dict[str, Any]], consumer: int, num_consumers: int) -> Iterator[T]:
+    """Items ``consumer, consumer + num_consumers, ...`` of the ``units``' remainders in
+    order (NOTE [elastic shards]); every unit is a dict with :data:`UNIT_KEYS`."""
+    stream = itertools.chain.from_iterable(_unit_stream(dataset, u) for u in units)
+    return itertools.islice(stream, consumer, None, num_consumers)
+
+
+def check_units(units: Any, what: str) -> list[dict[str, Any]]:
+    """``units`` if it is a well-formed list of units (NOTE [elastic shards]), else a
+    ``ValueError`` naming ``what``."""
+    ok = isinstance(units, list) and all(
+        isinstance(u, dict) and set(u) == set(UNIT_KEYS)
+        and all(isinstance(u[k], int) and not isinstance(u[k], bool) and u[k] >= 0 for k in UNIT_KEYS[:5])
+        and u["num_replicas"] >= 1 and u["num_workers"] >= 1
+        and u["rank"] < u["num_replicas"] and u["worker"] < u["num_workers"]
+        and (u["base"] is None or check_units(u["base"], what) is not None)
+        for u in units
+    )
+    if not ok:
+        raise ValueError(
+            f"{what} must be a list of dicts with keys {list(UNIT_KEYS)} (ints, rank < num_replicas, "
+            f"worker < num_workers, base None or such a list), got {units!r}; pass a dict from "
+            "Loader.state_dict()"
+        )
+    return units
 
 
 def _open_iterable(source: Any) -> Iterable[Any]:
@@ -421,7 +513,7 @@ class ShardedSource(IterDataset[T]):
 
     def _iter(self) -> Iterator[T]:
         num_replicas, rank = self._replicas()
-        worker, num_workers = worker_info()
+        worker, num_workers = _worker()
         return self.consumer_iter(rank, num_replicas, worker, num_workers)
 
     def consumer_iter(self, rank: int, num_replicas: int, worker: int, num_workers: int) -> Iterator[T]:

@@ -60,7 +60,7 @@ import torch
 import torch.utils.data
 
 from dataforge._dist import current_worker_id
-from dataforge.datasets.iterable import IterDataset
+from dataforge.datasets.iterable import IterDataset, elastic_items
 from dataforge.loading.fetch import BatchMeta, Fetched
 from dataforge.loading.process_engine import StockEngine, dataloader_options
 from dataforge.loading.seeding import WorkerSeeding
@@ -149,6 +149,9 @@ class ShardPlan:
         states: per worker, the dataset state its copy loads first (``None``: none), or
             ``None`` for no worker (NOTE [dataset state]).
         ended: per worker, whether its stream had ended (it does not iterate again).
+        elastic: ``(units, rank, num_replicas)``: each worker's stream is its share of
+            the units an earlier world left (NOTE [elastic shards] in
+            ``datasets/iterable.py``); ``None``: the dataset's own stream.
     """
 
     epoch: int
@@ -157,6 +160,7 @@ class ShardPlan:
     start: int
     states: list[Any] | None = None
     ended: list[bool] | None = None
+    elastic: tuple[list[dict[str, Any]], int, int] | None = None
 
 
 class ResumableSource(torch.utils.data.IterableDataset):
@@ -168,8 +172,12 @@ class ResumableSource(torch.utils.data.IterableDataset):
         self.dataset = dataset
         self.batch_size = batch_size
         self.seeding = seeding
-        # [epoch, dummies, skip of worker 0, skip of worker 1, ...]
-        self.plan = torch.zeros(2 + max(1, num_workers), dtype=torch.int64).share_memory_()
+        # [epoch, dummies, elastic (0/1), skip of worker 0, skip of worker 1, ...]
+        self.plan = torch.zeros(3 + max(1, num_workers), dtype=torch.int64).share_memory_()
+        self.num_workers = max(1, num_workers)
+        # the pass's ShardPlan.elastic, set before the workers start (IterableEngine.start);
+        # a worker reads it only while the shared plan says the pass is elastic
+        self.elastic: tuple[list[dict[str, Any]], int, int] | None = None
         self.stateful = own_state(dataset)
         # (state, ended) per worker, loaded by each copy before its stream; it reaches the
         # copies with them (set before the workers start, see IterableEngine.start)
@@ -190,10 +198,10 @@ class ResumableSource(torch.utils.data.IterableDataset):
         return rec
 
     def set_plan(self, plan: ShardPlan) -> None:
-        values = [plan.epoch, plan.dummies, *plan.skips]
+        values = [plan.epoch, plan.dummies, int(plan.elastic is not None), *plan.skips]
         self.plan[: len(values)] = torch.tensor(values, dtype=torch.int64)
 
-    def _open(self, w: int, epoch: int) -> Iterator[Any] | None:
+    def _open(self, w: int, epoch: int, elastic: bool) -> Iterator[Any] | None:
         """This worker's stream of ``epoch`` (``None``: it had ended), its copy of the dataset
         first loading its pending state, once (NOTE [dataset state] in ``state.py``)."""
         pending, self.pending = self.pending, None
@@ -211,14 +219,18 @@ class ResumableSource(torch.utils.data.IterableDataset):
         self.seeding.enter_epoch(epoch)
         if ended:
             return None
+        if elastic and self.elastic is not None:  # NOTE [elastic shards] in datasets/iterable.py
+            units, rank, world = self.elastic
+            n = self.num_workers
+            return elastic_items(self.dataset, units, rank * n + w, world * n)
         return iter(self.dataset) if it is None else it
 
     def __iter__(self) -> Iterator[Any]:
         w = current_worker_id()
-        epoch, dummies, *skips = self.plan.tolist()
+        epoch, dummies, elastic, *skips = self.plan.tolist()
         self._counters = error_sources(self.dataset)
         self._base = [dict(c.errors) for c in self._counters]
-        it = self._open(w, epoch)  # before the start report: it reports the stream
+        it = self._open(w, epoch, bool(elastic))  # before the start report: it reports the stream
         if self.stateful:
             yield from (_Start() for _ in range(self.batch_size))
         if w < dummies:
@@ -328,6 +340,10 @@ class IterableEngine(StockEngine):
 
     def start(self, work: ShardPlan) -> Iterator[Fetched]:
         self.source.set_plan(work)
+        if work.elastic is not None:
+            # the units reach the workers' copies as they start (NOTE [elastic shards])
+            self.close()
+            self.source.elastic = work.elastic
         if work.states is None:
             return _fetched(self._begin(), work.start, self.batched)
         # NOTE: the states reach the workers' copies as they start, so a resumed pass

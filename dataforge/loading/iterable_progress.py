@@ -9,6 +9,7 @@ import copy
 import math
 from typing import Any
 
+from dataforge.datasets.iterable import UNIT_KEYS, IterDataset, check_units
 from dataforge.loading.fetch import BatchMeta
 from dataforge.loading.iterable_engine import (
     END_NO,
@@ -21,6 +22,8 @@ from dataforge.loading.iterable_engine import (
 from dataforge.loading.state import (
     DATASET_ERRORS,
     DATASET_STATE,
+    ELASTIC_BASE,
+    EPOCH,
     ITERABLE_KEYS,
     NEXT_WORKER,
     NUM_REPLICAS,
@@ -34,6 +37,8 @@ from dataforge.loading.state import (
 )
 
 _Resume = tuple[list[int], int, list[Any] | None, list[bool] | None]
+# ShardPlan.elastic: (units, rank, num_replicas), NOTE [elastic shards] in datasets/iterable.py
+_Elastic = tuple[list[dict[str, Any]], int, int]
 
 
 class IterProgress:
@@ -64,6 +69,8 @@ class IterProgress:
         self.dataset_states: list[Any] = [None] * self.nw
         self.ended = [False] * self.nw
         self._in_pass = False
+        self.elastic: _Elastic | None = None  # this pass's
+        self._resume_elastic: _Elastic | None = None
 
     @property
     def yielded(self) -> int:
@@ -85,7 +92,8 @@ class IterProgress:
         counts, nxt, states, ended = (
             self._resume if self._resume is not None else ([0] * self.nw, 0, None, None)
         )
-        self._resume = None
+        self.elastic = self._resume_elastic if self._resume is not None else None
+        self._resume, self._resume_elastic = None, None
         self._in_pass = True
         self.counts, self.next_worker = list(counts), nxt
         if states is not None:
@@ -95,8 +103,10 @@ class IterProgress:
         skips = [0 if states is not None and states[w] is not None else c * bs for w, c in enumerate(counts)]
         load = states is not None and (any(x is not None for x in states) or any(self.ended))
         if not load:
-            return ShardPlan(epoch, skips, nxt, sum(counts))
-        return ShardPlan(epoch, skips, nxt, sum(counts), list(self.dataset_states), list(self.ended))
+            return ShardPlan(epoch, skips, nxt, sum(counts), elastic=self.elastic)
+        return ShardPlan(
+            epoch, skips, nxt, sum(counts), list(self.dataset_states), list(self.ended), self.elastic
+        )
 
     def receive(self, meta: BatchMeta) -> None:
         if meta.errors is not None:
@@ -126,7 +136,7 @@ class IterProgress:
         self._in_pass = False
         self.counts = [0] * self.nw
         self.next_worker = 0
-        self._resume = None
+        self._resume, self._resume_elastic, self.elastic = None, None, None
 
     def position(self) -> _Resume:
         if self._resume is not None:
@@ -154,48 +164,136 @@ class IterProgress:
             "done": dict(self.errors_done), "workers": [dict(c) for c in self.worker_errors],
         }
         state[WORKERS_ENDED] = list(ended or [False] * self.nw)
+        elastic = self._resume_elastic if self._resume is not None else self.elastic
+        state[ELASTIC_BASE] = copy.deepcopy(elastic[0]) if elastic is not None else None
         return state
 
     def load(self, state: Any, fields: dict[str, Any]) -> int:
-        """Resume from a loader ``state`` (checked against ``fields``); return its epoch."""
-        state = upgrade_state(state, fields[NUM_REPLICAS], lambda k: None)
-        epoch, k, _, replicas = validate_state(state, fields, self.num_batches(), keys=ITERABLE_KEYS)
-        if replicas != fields[NUM_REPLICAS]:
+        """Resume from a loader ``state`` (checked against ``fields``); return its epoch.
+
+        ``state`` is one rank's dict, or the list of the dicts every rank of the saving
+        world took at the same step. One dict resumes its own rank under the saved world
+        size and ``num_workers``, or any world when it was saved by a world of one rank;
+        the list resumes under any world size, ``num_workers`` and engine (NOTE [elastic
+        shards] in ``datasets/iterable.py``)."""
+        many = isinstance(state, list)
+        states = [self._check_one(s, fields) for s in (state if many else [state])]
+        if not states:
+            raise ValueError("loader state is an empty list; pass Loader.state_dict() of every rank")
+        world = states[0][NUM_REPLICAS]
+        if many:
+            self._check_all(states, world)
+        own = [s for s in states if s[RANK] == fields[RANK]]
+        if (
+            world == fields[NUM_REPLICAS] and states[0][NUM_WORKERS] == self.num_workers
+            and (many or own)
+        ):
+            return self._load_own(own[0], fields)
+        if many or world == 1:
+            return self._load_elastic(states, fields)
+        if world == fields[NUM_REPLICAS] and states[0][NUM_WORKERS] == self.num_workers:
             raise ValueError(
-                f"loader state does not fit this loader: it was saved under world size {replicas} "
-                f"and the world size is {fields[NUM_REPLICAS]} now; an iterable dataset's loader "
-                "resumes only under the saved world size (it counts each worker's stream); "
-                "resume with the saved world size or start the epoch without the state"
-            )
-        if state.get(RANK, fields[RANK]) != fields[RANK]:
-            raise ValueError(
-                f"loader state does not fit this loader: it was saved by rank {state[RANK]!r} and "
+                f"loader state does not fit this loader: it was saved by rank {states[0][RANK]!r} and "
                 f"this is rank {fields[RANK]}; an iterable dataset's loader state holds its own "
-                f"rank's streams, so load on rank {fields[RANK]} the state that rank saved"
+                f"rank's streams, so load on rank {fields[RANK]} the state that rank saved, or "
+                "pass the list of every rank's state"
             )
-        if state[NUM_WORKERS] != self.num_workers:
-            raise ValueError(
-                f"loader state does not fit this loader: num_workers was {state[NUM_WORKERS]!r} "
-                f"when saved but is {self.num_workers!r} now (an iterable dataset is sharded by "
-                "worker); build the loader with the saved num_workers or start without the state"
-            )
+        raise ValueError(
+            f"loader state does not fit this loader: it was saved under world size {world} with "
+            f"num_workers={states[0][NUM_WORKERS]} and the world size is {fields[NUM_REPLICAS]} "
+            f"with num_workers={self.num_workers} now; one rank's state holds only that rank's "
+            f"streams, so pass the list of all {world} ranks' states (gathered when saving, e.g. "
+            "states = [None] * world; torch.distributed.all_gather_object(states, "
+            "loader.state_dict())), or resume with the saved world size and num_workers"
+        )
+
+    def _check_one(self, state: Any, fields: dict[str, Any]) -> dict[str, Any]:
+        """``state`` in the current version, its fields checked on their own."""
+        state = upgrade_state(state, fields[NUM_REPLICAS], lambda k: None)
+        _, k, _, replicas = validate_state(state, fields, self.num_batches(), keys=ITERABLE_KEYS)
+        workers = state[NUM_WORKERS]
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"loader state field 'num_workers' must be a non-negative int, got {workers!r}")
+        nw = max(1, workers)
         counts, nxt = state[WORKER_BATCHES], state[NEXT_WORKER]
         if (
-            not isinstance(counts, list) or len(counts) != self.nw or sum(counts) != k
+            not isinstance(counts, list) or len(counts) != nw or sum(counts) != k
             or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts)
         ):
             raise ValueError(
-                f"loader state field 'worker_batches' must be {self.nw} non-negative ints summing "
+                f"loader state field 'worker_batches' must be {nw} non-negative ints summing "
                 f"to batches_yielded={k}, got {counts!r}; pass a dict from Loader.state_dict()"
             )
-        if isinstance(nxt, bool) or not isinstance(nxt, int) or not 0 <= nxt < self.nw:
+        if isinstance(nxt, bool) or not isinstance(nxt, int) or not 0 <= nxt < nw:
+            raise ValueError(f"loader state field 'next_worker' must be an int in [0, {nw}), got {nxt!r}")
+        # a state without the field (older ones) is taken as this rank's
+        rank = state.get(RANK, fields[RANK] if fields[RANK] < replicas else None)
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < replicas:
             raise ValueError(
-                f"loader state field 'next_worker' must be an int in [0, {self.nw}), got {nxt!r}"
+                f"loader state field 'rank' must be an int in [0, {replicas}), got {rank!r}; pass a "
+                "dict from Loader.state_dict()"
             )
+        if state.get(ELASTIC_BASE) is not None:
+            check_units(state[ELASTIC_BASE], f"loader state field {ELASTIC_BASE!r}")
+        return {**state, RANK: rank}
+
+    @staticmethod
+    def _check_all(states: list[dict[str, Any]], world: int) -> None:
+        """The list holds one state of every rank of one world, taken at one step."""
+        ranks = sorted(s[RANK] for s in states)
+        if ranks != list(range(world)) or any(s[NUM_REPLICAS] != world for s in states):
+            raise ValueError(
+                f"loader states must be one per rank of the saving world (ranks 0..{world - 1} "
+                f"of world size {world}), got ranks {ranks} of world sizes "
+                f"{sorted({s[NUM_REPLICAS] for s in states})}; pass every rank's Loader.state_dict()"
+            )
+        for field in (EPOCH, NUM_WORKERS, ELASTIC_BASE):
+            values = [s.get(field) for s in states]
+            if any(v != values[0] for v in values):
+                raise ValueError(
+                    f"loader states of the ranks differ in field {field!r} ({values!r}); pass the "
+                    "states every rank took at the same step of the same run"
+                )
+
+    def _load_own(self, state: dict[str, Any], fields: dict[str, Any]) -> int:
+        """Resume this rank's own streams under the saved world (NOTE [iterable resume])."""
         self._load_errors(state.get(DATASET_ERRORS, {"done": {}, "workers": [{}] * self.nw}))
         states, ended = self._load_dataset_state(state.get(DATASET_STATE), state.get(WORKERS_ENDED))
-        self._resume = (list(counts), nxt, states, ended)
-        return epoch
+        self._resume = (list(state[WORKER_BATCHES]), state[NEXT_WORKER], states, ended)
+        base = state.get(ELASTIC_BASE)
+        self._resume_elastic = (base, fields[RANK], fields[NUM_REPLICAS]) if base is not None else None
+        return int(state[EPOCH])
+
+    def _load_elastic(self, states: list[dict[str, Any]], fields: dict[str, Any]) -> int:
+        """Resume what every old consumer left, split over this world (NOTE [elastic shards])."""
+        if not isinstance(self.dataset, IterDataset) or self.stateful:
+            raise ValueError(
+                f"a loader over {type(self.dataset).__name__} resumes only under the saved world size "
+                "and num_workers: resuming under another world replays the old ranks' and workers' "
+                "streams, which only a dataforge IterDataset (from_shards, from_iterable and their "
+                "ops) can do; resume with the saved world or start the epoch without the state"
+            )
+        if any(s.get(DATASET_STATE) is not None for s in states):
+            raise ValueError(
+                "loader state field 'dataset_state' is set, but this loader's dataset is resumed by "
+                "replay; pass a dict from Loader.state_dict() of a loader over the same dataset"
+            )
+        bs = self.batch_size or 1
+        units = [
+            dict(zip(UNIT_KEYS, (
+                s[NUM_REPLICAS], s[RANK], max(1, s[NUM_WORKERS]), w, c * bs, s.get(ELASTIC_BASE),
+            )))
+            for s in sorted(states, key=lambda s: s[RANK])
+            for w, c in enumerate(s[WORKER_BATCHES])
+        ]
+        # error totals: the saving rank of the same number's earlier passes (the replayed
+        # streams count their errors again from the start of the epoch)
+        same = [s for s in states if s[RANK] == fields[RANK]]
+        done = same[0].get(DATASET_ERRORS, {}).get("done", {}) if same else {}
+        self._load_errors({"done": done if int_dict(done) else {}, "workers": [{}] * self.nw})
+        self._resume = ([0] * self.nw, 0, None, None)
+        self._resume_elastic = (units, fields[RANK], fields[NUM_REPLICAS])
+        return int(states[0][EPOCH])
 
     def _load_dataset_state(self, states: Any, ended: Any) -> tuple[list[Any] | None, list[bool] | None]:
         if states is None:

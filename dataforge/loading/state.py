@@ -82,6 +82,7 @@ NUM_REPLICAS = "num_replicas"
 DATASET_STATE = "dataset_state"
 WORKERS_ENDED = "workers_ended"
 RANK = "rank"
+ELASTIC_BASE = "elastic_base"  # NOTE [elastic shards] in datasets/iterable.py
 
 # fields that must match the loader the state is loaded into
 CHECKED_FIELDS = (DATASET_LEN, SEED, BATCH_SIZE, DROP_LAST, SHUFFLE)
@@ -90,10 +91,11 @@ ITERABLE_FIELDS = (NUM_WORKERS, WORKER_BATCHES, NEXT_WORKER, DATASET_ERRORS)
 MAP_KEYS = frozenset(
     (VERSION, EPOCH, BATCHES_YIELDED, NUM_REPLICAS, SAMPLER_STATE, DATASET_STATE, *CHECKED_FIELDS)
 )
-ITERABLE_KEYS = MAP_KEYS | frozenset((*ITERABLE_FIELDS, WORKERS_ENDED, RANK))
+ITERABLE_KEYS = MAP_KEYS | frozenset((*ITERABLE_FIELDS, WORKERS_ENDED, RANK, ELASTIC_BASE))
 # fields a state may lack: older states, and states of loaders without them
 _OPTIONAL = frozenset(
-    (SAMPLER_STATE, VERSION, DATASET_ERRORS, NUM_REPLICAS, DATASET_STATE, WORKERS_ENDED, RANK)
+    (SAMPLER_STATE, VERSION, DATASET_ERRORS, NUM_REPLICAS, DATASET_STATE, WORKERS_ENDED, RANK,
+     ELASTIC_BASE)
 )
 # how to make each checked field match: only fixes that exist
 _FIXES = {

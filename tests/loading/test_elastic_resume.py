@@ -231,8 +231,9 @@ def test_a_state_of_another_version_is_refused() -> None:
         bad()
 
 
-def test_an_iterable_loader_state_loads_only_on_its_rank_and_world_size(monkeypatch) -> None:
-    # its progress is the rank's own worker streams (NOTE [loader state]), not global
+def test_one_iterable_loader_state_loads_only_on_its_rank_and_world_size(monkeypatch) -> None:
+    # its progress is the rank's own worker streams (NOTE [loader state]), not global: another
+    # world takes the list of every rank's state (test_elastic_shards.py)
     def on(world: int, rank: int) -> Any:
         monkeypatch.setattr(loader_mod, "resolve_replicas", lambda: (world, rank))
         return dataforge.build_loader(dataforge.IterDataset.from_iterable(range(8)), 2, num_workers=0)
@@ -243,7 +244,7 @@ def test_an_iterable_loader_state_loads_only_on_its_rank_and_world_size(monkeypa
     assert state["rank"] == 0
     with pytest.raises(ValueError, match="saved by rank 0 and this is rank 1"):
         on(2, 1).load_state_dict(state)
-    with pytest.raises(ValueError, match="saved under world size 2 and the world size is 1 now"):
+    with pytest.raises(ValueError, match="saved under world size 2 with num_workers=0 and the world size is 1"):
         on(1, 0).load_state_dict(state)
     same = on(2, 0)
     same.load_state_dict(state)

@@ -97,7 +97,7 @@ def test_a_state_of_the_other_kind_of_loader_is_refused_naming_its_fields() -> N
     stream = dataforge.IterDataset.from_iterable(list(range(4)))
     iterable = dataforge.build_loader(stream, batch_size=2, num_workers=0)
     mapped = dataforge.build_loader(list(range(4)), batch_size=2, num_workers=0)
-    with pytest.raises(ValueError, match=r"\['dataset_errors', 'next_worker', 'num_workers'"):
+    with pytest.raises(ValueError, match=r"\['dataset_errors', 'elastic_base', 'next_worker', 'num_workers'"):
         mapped.load_state_dict(iterable.state_dict())
     with pytest.raises(ValueError, match=r"missing field\(s\) \['next_worker', 'num_workers'"):
         iterable.load_state_dict(mapped.state_dict())

@@ -1,0 +1,127 @@
+"""Elastic resume of a loader over ``from_shards``: the states every rank took at one step
+load under another world size, number of workers or engine, and the epoch completes with
+every sample exactly once (NOTE [elastic shards] in datasets/iterable.py).
+
+Ranks are simulated in one process as in ``test_elastic_resume.py``: each rank's loader
+sees the world size and rank it would get from ``torch.distributed`` and its dataset is
+built with them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dataforge
+import dataforge.loading.loader as loader_mod
+
+BS = 3
+SIZES = [5, 9, 4, 11, 7, 6, 8]  # samples per shard: uneven, 50 in all
+
+
+@pytest.fixture
+def shards(tmp_path: Path) -> list[str]:
+    paths, i = [], 0
+    for s, size in enumerate(SIZES):
+        path = tmp_path / f"part-{s:02d}.jsonl"
+        path.write_text("".join(json.dumps({"id": i + j}) + "\n" for j in range(size)))
+        i += size
+        paths.append(str(path))
+    return paths
+
+
+def _ranks(monkeypatch: pytest.MonkeyPatch, shards: list[str], world: int, *, workers: int = 0,
+           buffer: int = 0, shuffle_shards: bool = False, split: str = "auto") -> list[Any]:
+    loaders = []
+    for r in range(world):
+        monkeypatch.setattr(loader_mod, "resolve_replicas", lambda r=r: (world, r))
+        ds: Any = dataforge.from_shards(shards, shuffle_shards=shuffle_shards, seed=4, split=split,
+                                        num_replicas=world, rank=r)
+        if buffer:
+            ds = ds.shuffle(buffer, seed=2)
+        loaders.append(dataforge.build_loader(ds.map(lambda x: x["id"]), BS, num_workers=workers))
+    return loaders
+
+
+def _epoch(loaders: list[Any], stop: int | None = None) -> tuple[list[list[int]], list[Any]]:
+    """Each rank's sample ids (at most ``stop`` batches) and each rank's state after them."""
+    ids, states = [], []
+    for loader in loaders:
+        got: list[int] = []
+        for i, b in enumerate(loader):
+            got.extend(b.tolist())
+            if stop is not None and i + 1 == stop:
+                break
+        ids.append(got)
+        states.append(json.loads(json.dumps(loader.state_dict())))
+    return ids, states
+
+
+def _resume(loaders: list[Any], states: list[Any]) -> tuple[list[list[int]], list[Any]]:
+    for loader in loaders:
+        loader.load_state_dict(states)
+    out = _epoch(loaders)
+    return out
+
+
+EVERY = Counter(range(sum(SIZES)))
+
+
+@pytest.mark.parametrize("shuffle", [False, True], ids=["in-order", "shuffled"])
+@pytest.mark.parametrize(("w1", "w2"), [(1, 2), (2, 1), (2, 3), (3, 2)])
+def test_shards_resume_under_another_world_size(monkeypatch, shards, shuffle: bool, w1: int, w2: int) -> None:
+    opts: dict[str, Any] = {"shuffle_shards": shuffle, "buffer": 6 if shuffle else 0}
+    for stop in (1, 3):
+        head, states = _epoch(_ranks(monkeypatch, shards, w1, **opts), stop)
+        resumed = _ranks(monkeypatch, shards, w2, **opts)
+        tail, ends = _resume(resumed, states)
+        got = Counter(i for r in head + tail for i in r)
+        assert got == EVERY, f"stop {stop}: lost {EVERY - got}, repeated {got - EVERY}"
+        assert max(map(len, tail)) - min(map(len, tail)) <= 1  # NOTE [elastic shards]
+        assert all(e["epoch"] == 1 and e["elastic_base"] is None for e in ends)
+        fresh = _ranks(monkeypatch, shards, w2, **opts)
+        for loader in fresh:
+            loader.set_epoch(1)
+        assert _epoch(resumed)[0] == _epoch(fresh)[0]  # the next epoch: a run started at w2
+
+
+@pytest.mark.parametrize(("n1", "n2"), [(0, 2), (2, 0), (2, 1)])
+def test_shards_resume_under_other_workers(monkeypatch, shards, n1: int, n2: int) -> None:
+    head, states = _epoch(_ranks(monkeypatch, shards, 2, workers=n1, buffer=5), 2)
+    resumed = _ranks(monkeypatch, shards, 2, workers=n2, buffer=5)
+    tail, _ = _resume(resumed, states)
+    for loader in resumed:
+        loader.close()
+    assert Counter(i for r in head + tail for i in r) == EVERY
+
+
+def test_a_second_change_of_world_within_the_epoch(monkeypatch, shards) -> None:
+    # the resumed pass's own state nests the units it was splitting (NOTE [elastic shards])
+    head, states = _epoch(_ranks(monkeypatch, shards, 2, buffer=4, split="sample"), 2)
+    middle = _ranks(monkeypatch, shards, 3, buffer=4, split="sample")
+    for loader in middle:
+        loader.load_state_dict(states)
+    mid, states2 = _epoch(middle, 2)
+    assert all(s["elastic_base"] is not None for s in states2)
+    same = _ranks(monkeypatch, shards, 3, buffer=4, split="sample")[1]
+    same.load_state_dict(states2[1])  # its own rank's state, same world: no list needed
+    assert same.state_dict() == states2[1]
+    tail, _ = _resume(_ranks(monkeypatch, shards, 1, buffer=4, split="sample"), states2)
+    assert Counter(i for r in head + mid + tail for i in r) == EVERY
+
+
+def test_one_rank_state_under_another_world_is_refused_naming_the_fix(monkeypatch, shards) -> None:
+    _, states = _epoch(_ranks(monkeypatch, shards, 2), 1)
+    (other,) = _ranks(monkeypatch, shards, 1)
+    with pytest.raises(ValueError, match="pass the list of all 2 ranks' states"):
+        other.load_state_dict(states[0])
+    with pytest.raises(ValueError, match=r"one per rank of the saving world \(ranks 0..1"):
+        other.load_state_dict([states[0], states[0]])
+    _, one = _epoch(_ranks(monkeypatch, shards, 1), 2)
+    two = _ranks(monkeypatch, shards, 2)
+    tail, _ = _resume(two, one[0])  # a world of one rank: its one state is all the progress
+    assert len(tail[0]) + len(tail[1]) == sum(SIZES) - 2 * BS
