@@ -37,9 +37,13 @@ most one. A unit's stream may itself be an elastic consumer's (``base``: a secon
 change of world within the epoch), so the units nest. The cost is replay: every new
 consumer reads every unit, consumed part included (no decode is skipped: the items
 are the pipeline's outputs), for the rest of the resumed epoch only; the next epoch
-is split as a run started under the new world splits it. ``equalize`` is not applied
-again to the remainder: pad repeats of the old consumers are delivered as they were
-planned, and ranks may differ by one sample per worker slot in the resumed epoch.
+is split as a run started under the new world splits it. With ``equalize`` (of the
+pipeline's sharded sources) the remainder is equalized again, over the new consumers:
+``"pad"`` repeats one item on the consumers one short, ``"drop"`` leaves out the last
+incomplete round (at most ``C - 1`` items), so every new rank and worker slot gets the
+same count and DDP ranks the same number of batches; without it counts differ by at
+most one item per consumer. Pad repeats the old consumers had planned are delivered
+as planned (NOTE [equalize per worker slot]).
 """
 
 from __future__ import annotations
@@ -277,11 +281,54 @@ def _unit_stream(dataset: Iterable[T], unit: dict[str, Any]) -> Iterator[T]:
     return itertools.islice(stream, unit["skip"], None)
 
 
+def _equalize_of(dataset: Any) -> str | None:
+    """The ``equalize`` of the pipeline's sharded sources: ``"pad"`` if any pads, else
+    ``"drop"`` if any drops, else ``None`` (NOTE [elastic shards])."""
+    found: set[str] = set()
+    todo = [dataset]
+    while todo:
+        ds = todo.pop()
+        if isinstance(ds, ShardedSource) and ds.equalize is not None:
+            found.add(ds.equalize)
+        if isinstance(ds, IterDataset):
+            todo.extend(ds.sources())
+    return "pad" if "pad" in found else "drop" if "drop" in found else None
+
+
+def _round_robin(stream: Iterator[T], consumer: int, num_consumers: int, equalize: str | None) -> Iterator[T]:
+    """Items ``consumer, consumer + num_consumers, ...`` of ``stream``; with ``equalize``
+    every consumer gets the same count: ``"pad"`` repeats its first item (the stream's
+    when it has none) once after the last round's end, ``"drop"`` yields an item only
+    once its round is complete."""
+    if equalize is None:
+        yield from itertools.islice(stream, consumer, None, num_consumers)
+        return
+    n, last, mine = 0, num_consumers - 1, 0
+    first: tuple[T] | None = None  # its first item, else the stream's
+    pending: tuple[T] | None = None
+    for i, x in enumerate(stream):
+        n = i + 1
+        if i == 0 or i == consumer:
+            first = (x,)
+        if i % num_consumers == consumer:
+            if equalize == "pad":
+                mine += 1
+                yield x
+            else:
+                pending = (x,)
+        if pending is not None and i % num_consumers == last:  # "drop": its round is complete
+            yield pending[0]
+            pending = None
+    if equalize == "pad" and first is not None and mine < -(-n // num_consumers):
+        yield first[0]
+
+
 def elastic_items(dataset: Iterable[T], units: list[dict[str, Any]], consumer: int, num_consumers: int) -> Iterator[T]:
     """Items ``consumer, consumer + num_consumers, ...`` of the ``units``' remainders in
-    order (NOTE [elastic shards]); every unit is a dict with :data:`UNIT_KEYS`."""
+    order, equal counts per consumer when the pipeline equalizes (NOTE [elastic shards]);
+    every unit is a dict with :data:`UNIT_KEYS`."""
     stream = itertools.chain.from_iterable(_unit_stream(dataset, u) for u in units)
-    return itertools.islice(stream, consumer, None, num_consumers)
+    return _round_robin(stream, consumer, num_consumers, _equalize_of(dataset))
 
 
 def check_units(units: Any, what: str) -> list[dict[str, Any]]:

@@ -35,12 +35,13 @@ def shards(tmp_path: Path) -> list[str]:
 
 
 def _ranks(monkeypatch: pytest.MonkeyPatch, shards: list[str], world: int, *, workers: int = 0,
-           buffer: int = 0, shuffle_shards: bool = False, split: str = "auto") -> list[Any]:
+           buffer: int = 0, shuffle_shards: bool = False, split: str = "auto",
+           equalize: str | None = None) -> list[Any]:
     loaders = []
     for r in range(world):
         monkeypatch.setattr(loader_mod, "resolve_replicas", lambda r=r: (world, r))
         ds: Any = dataforge.from_shards(shards, shuffle_shards=shuffle_shards, seed=4, split=split,
-                                        num_replicas=world, rank=r)
+                                        num_replicas=world, rank=r, equalize=equalize)
         if buffer:
             ds = ds.shuffle(buffer, seed=2)
         loaders.append(dataforge.build_loader(ds.map(lambda x: x["id"]), BS, num_workers=workers))
@@ -125,3 +126,24 @@ def test_one_rank_state_under_another_world_is_refused_naming_the_fix(monkeypatc
     two = _ranks(monkeypatch, shards, 2)
     tail, _ = _resume(two, one[0])  # a world of one rank: its one state is all the progress
     assert len(tail[0]) + len(tail[1]) == sum(SIZES) - 2 * BS
+
+
+@pytest.mark.parametrize("equalize", ["pad", "drop"])
+@pytest.mark.parametrize(("w1", "w2", "n2"), [(2, 3, 0), (3, 2, 2)])
+def test_an_equalized_epoch_resumes_with_equal_batches_per_rank(monkeypatch, shards, equalize, w1, w2, n2) -> None:
+    # the remainder is equalized over the new consumers (NOTE [elastic shards]): DDP ranks
+    # run the same number of steps
+    head, states = _epoch(_ranks(monkeypatch, shards, w1, buffer=4, equalize=equalize), 2)
+    resumed = _ranks(monkeypatch, shards, w2, workers=n2, buffer=4, equalize=equalize)
+    for loader in resumed:
+        loader.load_state_dict(states)
+    batches = [[b.tolist() for b in loader] for loader in resumed]
+    for loader in resumed:
+        loader.close()
+    assert len({len(b) for b in batches}) == 1, [len(b) for b in batches]
+    assert len({sum(map(len, b)) for b in batches}) == 1
+    got = Counter(i for r in head for i in r) + Counter(i for b in batches for x in b for i in x)
+    if equalize == "pad":  # nothing lost
+        assert set(got) == set(EVERY)
+    else:  # nothing repeated
+        assert set(got.values()) == {1}
