@@ -39,21 +39,26 @@ def read_parquet(f: IO[bytes], url: str, opts: Any) -> Iterator[dict[str, Any]]:
     """Yield the rows of a parquet stream, one row group in memory at a time.
 
     Row groups whose rows ``opts.keep`` all reject are still read (keep is asked once per
-    row, in order); a counting pass (``bodies=False``) reads no data pages.
+    row, in order); a counting pass (``bodies=False``) reads no data pages. Sets
+    ``opts.columns`` (the schema's names) and ``opts.line`` (the 1-based row number).
     """
     pf = _file(f, url)
+    opts.columns = list(pf.schema_arrow.names)
     if not opts.bodies:
         for _ in range(pf.metadata.num_rows):
             yield {}
         return
     keep = opts.keep
+    n = 0
     for g in range(pf.num_row_groups):
         try:
             rows = pf.read_row_group(g).to_pylist()
         except Exception as e:  # a corrupt page: ArrowInvalid, OSError, ...
             raise ShardError(f"cannot read row group {g} of parquet shard {url!r}: {type(e).__name__}: {e}", url=url) from e
         for row in rows:
+            n += 1
             if keep is None or keep():
+                opts.line = n
                 yield row
 
 

@@ -9,21 +9,30 @@ path wins. Add a format with one call::
 
 Built in: ``tar`` (webdataset layout), ``jsonl``, ``csv`` (rows as ``{column: str}``) and ``parquet`` (pyarrow, the
 ``parquet`` extra, imported only when a parquet shard is read).
+
+The same readers serve the map-style sources (``TableDataset.from_file``,
+``TextDataset.from_file`` and their ``from_csv`` / ``from_jsonl`` / ``from_parquet``)
+through :class:`FileRecords`, so a registered format is readable there too.
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from dataforge.datasets.records import RecordError, iter_lines, parse_json_line
-from dataforge.datasets.tar_stream import ShardError, iter_samples
+from dataforge.datasets.records import (
+    MAX_LINE_BYTES,
+    RecordError,
+    check_max_line_bytes,
+    csv_rows,
+    iter_lines,
+    parse_json_line,
+)
+from dataforge.datasets.tar_stream import MAX_MEMBER_BYTES, ShardError, iter_samples
 
-__all__ = ["ReadOptions", "Reader", "reader_for", "readers", "register_reader"]
+__all__ = ["FileRecords", "ReadOptions", "Reader", "reader_for", "readers", "register_reader"]
 
 
 @dataclass
@@ -35,9 +44,15 @@ class ReadOptions:
             a record it rejects belongs to another consumer and need not be decoded.
         bodies: ``False`` in a counting pass (record bodies may be left unread).
         max_member_bytes: the largest tar member read.
-        max_line_bytes: the longest JSONL line read.
+        max_line_bytes: the longest JSONL or CSV line read.
         on_bad_line: called with a :class:`ShardError` for one bad record that the
             reader can skip; it raises to stop the shard.
+        delimiter: the field separator of CSV.
+        line: set by the reader before it yields a record: the record's 1-based line
+            (JSONL; CSV: the row's last line) or row (Parquet); 0 for formats without
+            one (tar). Error messages of the map-style sources name it.
+        columns: set by readers of formats with a header or a schema (CSV, Parquet)
+            once it is read, before the first record; ``None`` otherwise.
     """
 
     keep: Callable[[], bool] | None
@@ -45,6 +60,9 @@ class ReadOptions:
     max_member_bytes: int
     max_line_bytes: int
     on_bad_line: Callable[[ShardError], None]
+    delimiter: str = ","
+    line: int = 0
+    columns: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -141,30 +159,35 @@ def _read_jsonl(f: IO[bytes], url: str, opts: ReadOptions) -> Iterator[dict[str,
         except RecordError as e:
             opts.on_bad_line(ShardError(str(e), url=url, line=lineno))
             continue
+        opts.line = lineno
         yield obj
 
 
 def _read_csv(f: IO[bytes], url: str, opts: ReadOptions) -> Iterator[dict[str, Any]]:
     """Rows of a CSV with a header line as ``{column: str}``; a row with a different number
-    of fields than the header is a bad line (skipped or raised by ``opts.on_bad_line``)."""
+    of fields than the header is a bad line (skipped or raised by ``opts.on_bad_line``).
+    Bad UTF-8, a line over ``max_line_bytes`` or a field over ``csv.field_size_limit()``
+    stops the shard: a :class:`ShardError` whose cause is the ``RecordError`` naming the line."""
     if url.split("?", 1)[0].lower().endswith(".gz"):
         f = gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[assignment]
-    rows = csv.reader(io.TextIOWrapper(f, encoding="utf-8", newline=""))
     try:
-        header = next(rows, None)
-        if header is None:
+        rows = csv_rows(f, url, opts.delimiter, opts.max_line_bytes)
+        first = next(rows, None)
+        if first is None:
             return
-        for row in rows:
-            lineno = rows.line_num
-            if not row or (opts.keep is not None and not opts.keep()):
+        header = first[1]
+        opts.columns = list(header)
+        for lineno, row in rows:
+            if opts.keep is not None and not opts.keep():
                 continue
             if len(row) != len(header):
                 opts.on_bad_line(ShardError(
-                    f"{url}: line {lineno}: {len(row)} fields, the header has {len(header)}", url=url, line=lineno))
+                    f"{url}: line {lineno} has {len(row)} fields, the header has {len(header)}", url=url, line=lineno))
                 continue
+            opts.line = lineno
             yield dict(zip(header, row))
-    except (csv.Error, UnicodeDecodeError) as e:
-        raise ShardError(f"{url}: line {rows.line_num}: not valid UTF-8 CSV: {e}", url=url, line=rows.line_num) from e
+    except RecordError as e:
+        raise ShardError(str(e), url=url, line=e.line) from e
 
 
 register_reader(Reader("tar", (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz"), _read_tar))
@@ -174,3 +197,54 @@ register_reader(Reader("csv", (".csv", ".csv.gz"), _read_csv))
 from dataforge.datasets import parquet as _parquet  # noqa: E402  (pyarrow itself is imported lazily)
 
 register_reader(Reader("parquet", (".parquet",), _parquet.read_parquet, _parquet.count_parquet))
+
+
+class FileRecords:
+    """The records of one local file through its registered reader, for map-style sources.
+
+    Iterating gives ``(line, record)`` pairs (NOTE [file records]); ``columns`` is the
+    header or schema once read (CSV, Parquet), else ``None``.
+
+    NOTE [file records]: a map-style source reads a whole file and stops at its first
+    bad record, so a bad line is a :class:`~dataforge.datasets.records.RecordError`
+    (a ``ValueError``) naming the file and the line, never skipped; every record must
+    be a JSON object / dict; ``line`` is the reader's ``ReadOptions.line``.
+
+    Args:
+        path: the file.
+        format: a registered reader name, or ``None`` to pick it by extension.
+        max_line_bytes: the longest line read (JSONL, CSV).
+        delimiter: the CSV field separator.
+    """
+
+    def __init__(self, path: str | Any, format: str | None = None, *, max_line_bytes: int = MAX_LINE_BYTES,
+                 delimiter: str = ",") -> None:
+        self.path = str(path)
+        self.reader = reader_for(self.path, format)
+        self.options = ReadOptions(keep=None, bodies=True, max_member_bytes=MAX_MEMBER_BYTES,
+                                   max_line_bytes=check_max_line_bytes(max_line_bytes),
+                                   on_bad_line=self._bad, delimiter=delimiter)
+
+    @property
+    def columns(self) -> list[str] | None:
+        return self.options.columns
+
+    def _bad(self, error: ShardError) -> None:
+        raise RecordError(str(error), path=self.path, line=error.line)
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        where = self.path
+        with open(where, "rb") as f:
+            try:
+                for record in self.reader.read(f, where, self.options):
+                    line = self.options.line
+                    if not isinstance(record, dict):
+                        raise RecordError(
+                            f"{where!r}: line {line} holds a {type(record).__name__}, expected a JSON object",
+                            path=where, line=line,
+                        )
+                    yield line, record
+            except ShardError as e:
+                if isinstance(e.__cause__, RecordError):
+                    raise e.__cause__ from None
+                raise

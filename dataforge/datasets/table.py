@@ -1,6 +1,8 @@
-"""``TableDataset``: numeric rows from a CSV or JSONL file, with an optional target.
+"""``TableDataset``: numeric rows from a CSV, JSONL or Parquet file, with an optional target.
 
-Parsed with the ``csv`` / ``json`` modules and numpy (no pandas). Features are one
+Files are read through the reader registry (``dataforge.datasets.readers``:
+:class:`~dataforge.datasets.readers.FileRecords`), so any registered format works with
+:meth:`TableDataset.from_file`; values become numbers with numpy (no pandas). Features are one
 ``(N, F)`` tensor; a classification target becomes int64 ``.labels`` (string
 targets mapped to sorted class ids in ``.classes``); a non-integer numeric target
 is kept as a float regression target (``.targets``, no ``.labels``).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,16 +26,8 @@ import torch
 
 from dataforge.datasets.labels import as_labels
 from dataforge.datasets.map_style import MapDataset
-from dataforge.datasets.readers import ReadOptions, reader_for
-from dataforge.datasets.records import (
-    MAX_LINE_BYTES,
-    RecordError,
-    check_max_line_bytes,
-    csv_rows,
-    iter_lines,
-    parse_json_line,
-    short,
-)
+from dataforge.datasets.readers import FileRecords
+from dataforge.datasets.records import MAX_LINE_BYTES, RecordError, short
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -218,6 +213,57 @@ class TableDataset(MapDataset[Any]):
 
     # ---- readers ---------------------------------------------------------
     @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        target: str | None = None,
+        features: Sequence[str] | None = None,
+        train: bool = True,
+        dtype: torch.dtype = torch.float32,
+        *,
+        format: str | None = None,
+        fill_missing: float | None = None,
+        delimiter: str = ",",
+        max_line_bytes: int = MAX_LINE_BYTES,
+    ) -> TableDataset:
+        """Read a file of any registered format (``dataforge.datasets.readers``); the
+        columns are the header or schema (CSV, Parquet), else the keys of the first record.
+
+        Args:
+            path: the file.
+            target: the label column (required when ``train=True``; with
+                ``train=False`` it is dropped if present, and may be absent).
+            features: numeric columns to use, in order (default: all but ``target``).
+            train: keep the target (items ``(x, y)``) or not (items ``x``).
+            dtype: torch dtype of the features.
+            format: a registered reader name (``"csv"``, ``"jsonl"``, ``"parquet"``, ...),
+                or ``None`` to pick it by the file's extension.
+            fill_missing: value for empty cells (default: an empty cell is an error).
+            delimiter: the CSV field separator.
+            max_line_bytes: the longest line read (``dataforge.datasets.records``).
+
+        Raises:
+            RecordError: a row that cannot be read, naming the file and the line (the
+                row number for Parquet).
+        """
+        p = check_file(path)
+        where = str(p)
+        records = FileRecords(p, format, max_line_bytes=max_line_bytes, delimiter=delimiter)
+        rows = iter(records)
+        first = next(rows, None)
+        columns = records.columns if records.columns is not None else None if first is None else list(first[1])
+        if first is None:
+            name = records.reader.name
+            if columns is None:
+                raise ValueError(f"{where!r} is empty: expected a header row naming the columns" if name == "csv"
+                                 else f"{where!r} has no records" + (": expected one JSON object per line"
+                                                                     if name == "jsonl" else ""))
+            if name != "csv":
+                raise ValueError(f"{where!r} has no rows")
+        return cls._from_rows(where, cast(list[str], columns), chain([first] if first else [], rows),
+                              target, features, train, dtype, fill_missing)
+
+    @classmethod
     def from_csv(
         cls,
         path: str | os.PathLike[str],
@@ -230,29 +276,9 @@ class TableDataset(MapDataset[Any]):
         delimiter: str = ",",
         max_line_bytes: int = MAX_LINE_BYTES,
     ) -> TableDataset:
-        """Read a CSV file with a header row.
-
-        Args:
-            path: the file.
-            target: the label column (required when ``train=True``; with
-                ``train=False`` it is dropped if present, and may be absent).
-            features: numeric columns to use, in order (default: all but ``target``).
-            train: keep the target (items ``(x, y)``) or not (items ``x``).
-            dtype: torch dtype of the features.
-            fill_missing: value for empty cells (default: an empty cell is an error).
-            delimiter: the field separator.
-            max_line_bytes: the longest line read (``dataforge.datasets.records``).
-
-        Raises:
-            RecordError: a row that cannot be read, naming the file and the line.
-        """
-        p = check_file(path)
-        with p.open("rb") as f:
-            rows = csv_rows(f, str(p), delimiter, check_max_line_bytes(max_line_bytes))
-            header = next(rows, (0, None))[1]
-            if not header:
-                raise ValueError(f"{str(p)!r} is empty: expected a header row naming the columns")
-            return cls._from_rows(str(p), header, rows, target, features, train, dtype, fill_missing)
+        """Read a CSV file with a header row (``.gz`` too); arguments as :meth:`from_file`."""
+        return cls.from_file(path, target, features, train, dtype, format="csv", fill_missing=fill_missing,
+                             delimiter=delimiter, max_line_bytes=max_line_bytes)
 
     @classmethod
     def from_jsonl(
@@ -266,15 +292,12 @@ class TableDataset(MapDataset[Any]):
         fill_missing: float | None = None,
         max_line_bytes: int = MAX_LINE_BYTES,
     ) -> TableDataset:
-        """Read a JSONL file, one JSON object a line; arguments as :meth:`from_csv`.
+        """Read a JSONL file, one JSON object a line; arguments as :meth:`from_file`.
 
         The columns are the keys of the first object.
         """
-        p = check_file(path)
-        records = list(read_jsonl(p, max_line_bytes))
-        if not records:
-            raise ValueError(f"{str(p)!r} has no records: expected one JSON object per line")
-        return cls._from_rows(str(p), list(records[0][1]), iter(records), target, features, train, dtype, fill_missing)
+        return cls.from_file(path, target, features, train, dtype, format="jsonl", fill_missing=fill_missing,
+                             max_line_bytes=max_line_bytes)
 
     @classmethod
     def from_parquet(
@@ -287,25 +310,18 @@ class TableDataset(MapDataset[Any]):
         *,
         fill_missing: float | None = None,
     ) -> TableDataset:
-        """Read a Parquet file (needs the ``parquet`` extra); arguments as :meth:`from_csv`.
+        """Read a Parquet file (needs the ``parquet`` extra); arguments as :meth:`from_file`.
 
-        Rows are read through the ``parquet`` reader of ``dataforge.datasets.readers``;
-        errors name the row by its 1-based number in the file.
+        Errors name the row by its 1-based number in the file.
         """
-        p = check_file(path)
-        opts = ReadOptions(keep=None, bodies=True, max_member_bytes=0, max_line_bytes=0, on_bad_line=_raise)
-        with open(p, "rb") as f:
-            records = list(enumerate(reader_for(str(p), "parquet").read(f, str(p), opts), 1))
-        if not records:
-            raise ValueError(f"{str(p)!r} has no rows")
-        return cls._from_rows(str(p), list(records[0][1]), iter(records), target, features, train, dtype, fill_missing)
+        return cls.from_file(path, target, features, train, dtype, format="parquet", fill_missing=fill_missing)
 
     @classmethod
     def _from_rows(
         cls,
         where: str,
         columns: list[str],
-        rows: Iterable[tuple[int, Any]],
+        rows: Iterable[tuple[int, dict[str, Any]]],
         target: str | None,
         features: Sequence[str] | None,
         train: bool,
@@ -330,25 +346,16 @@ class TableDataset(MapDataset[Any]):
         if not features:
             raise ValueError(f"features is empty: {where} has no column besides target {target!r}")
         keep: list[str] = list(features) + ([target] if train and target is not None else [])
-        col_index = {c: i for i, c in enumerate(columns)}
         lines: list[int] = []
         cells: list[list[Any]] = []
         for line, row in rows:
-            if isinstance(row, dict):
-                missing = [c for c in keep if c not in row]
-                if missing:
-                    raise RecordError(
-                        f"{where}: unknown key {missing[0]!r} at line {line}; keys present: {list(row)[:20]}",
-                        path=where, line=line,
-                    )
-                cells.append([row[c] for c in keep])
-            else:
-                if len(row) != len(columns):
-                    raise RecordError(
-                        f"{where}: line {line} has {len(row)} fields, the header has {len(columns)}",
-                        path=where, line=line,
-                    )
-                cells.append([row[col_index[c]] for c in keep])
+            missing = [c for c in keep if c not in row]
+            if missing:
+                raise RecordError(
+                    f"{where}: unknown key {missing[0]!r} at line {line}; keys present: {list(row)[:20]}",
+                    path=where, line=line,
+                )
+            cells.append([row[c] for c in keep])
             lines.append(line)
         if not cells:
             raise ValueError(f"{where} has a header but no data rows")
@@ -363,10 +370,6 @@ class TableDataset(MapDataset[Any]):
         return f"TableDataset(len={len(self)}, features={self.feature_names}, target={self.target!r})"
 
 
-def _raise(error: Exception) -> None:
-    raise error
-
-
 def read_jsonl(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each non-blank line.
 
@@ -374,15 +377,4 @@ def read_jsonl(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tup
         RecordError: naming the file and the line, for a line that is not a JSON
             object within the limits of ``dataforge.datasets.records``.
     """
-    where, max_line_bytes = str(path), check_max_line_bytes(max_line_bytes)
-    with path.open("rb") as f:
-        for line_no, raw in enumerate(iter_lines(f, max_line_bytes), start=1):
-            if not raw.strip():
-                continue
-            obj = parse_json_line(raw, where, line_no, max_line_bytes=max_line_bytes)
-            if not isinstance(obj, dict):
-                raise RecordError(
-                    f"{where!r}: line {line_no} holds a {type(obj).__name__}, expected a JSON object",
-                    path=where, line=line_no,
-                )
-            yield line_no, obj
+    return iter(FileRecords(path, "jsonl", max_line_bytes=max_line_bytes))

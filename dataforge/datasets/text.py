@@ -1,4 +1,8 @@
-"""``TextDataset``: labelled (or unlabelled) texts from a JSONL or CSV file.
+"""``TextDataset``: labelled (or unlabelled) texts from a JSONL, CSV or Parquet file.
+
+Files are read through the reader registry (``dataforge.datasets.readers``:
+:class:`~dataforge.datasets.readers.FileRecords`), so any registered format works with
+:meth:`TextDataset.from_file`.
 
 Texts live in a :class:`~dataforge.datasets.storage.StringStorage` (one byte
 buffer plus offsets), so a corpus of millions of documents does not grow in
@@ -8,16 +12,17 @@ forked DataLoader workers. String labels are mapped to sorted class ids.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from dataforge.datasets.labels import as_labels
 from dataforge.datasets.map_style import MapDataset
-from dataforge.datasets.records import MAX_LINE_BYTES, RecordError, check_max_line_bytes, csv_rows
+from dataforge.datasets.readers import FileRecords
+from dataforge.datasets.records import MAX_LINE_BYTES, RecordError
 from dataforge.datasets.storage import StringStorage
-from dataforge.datasets.table import check_file, encode_targets, read_jsonl
+from dataforge.datasets.table import check_file, encode_targets
 
 
 class TextDataset(MapDataset[dict[str, Any]]):
@@ -80,6 +85,28 @@ class TextDataset(MapDataset[dict[str, Any]]):
 
     # ---- readers ---------------------------------------------------------
     @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        text_key: str = "text",
+        label_key: str | None = "label",
+        *,
+        format: str | None = None,
+        delimiter: str = ",",
+        max_line_bytes: int = MAX_LINE_BYTES,
+    ) -> TextDataset:
+        """Read a file of any registered format (``dataforge.datasets.readers``), picked by
+        ``format`` or the file's extension; ``label_key=None`` for unlabelled text.
+
+        A record that cannot be read (``max_line_bytes`` and the other limits of
+        ``dataforge.datasets.records``) is a ``RecordError`` naming the file and the line;
+        a key missing from a header or schema (CSV, Parquet) is named before any row is used.
+        """
+        p = check_file(path)
+        records = FileRecords(p, format, max_line_bytes=max_line_bytes, delimiter=delimiter)
+        return cls._from_records(str(p), _header_checked(records, text_key, label_key), text_key, label_key)
+
+    @classmethod
     def from_jsonl(
         cls,
         path: str | os.PathLike[str],
@@ -88,13 +115,8 @@ class TextDataset(MapDataset[dict[str, Any]]):
         *,
         max_line_bytes: int = MAX_LINE_BYTES,
     ) -> TextDataset:
-        """Read one JSON object per line; ``label_key=None`` for unlabelled text.
-
-        A line that cannot be read (``max_line_bytes`` and the other limits of
-        ``dataforge.datasets.records``) is a ``RecordError`` naming the file and the line.
-        """
-        p = check_file(path)
-        return cls._from_records(str(p), read_jsonl(p, max_line_bytes), text_key, label_key)
+        """Read one JSON object per line; arguments as :meth:`from_file`."""
+        return cls.from_file(path, text_key, label_key, format="jsonl", max_line_bytes=max_line_bytes)
 
     @classmethod
     def from_csv(
@@ -106,24 +128,13 @@ class TextDataset(MapDataset[dict[str, Any]]):
         delimiter: str = ",",
         max_line_bytes: int = MAX_LINE_BYTES,
     ) -> TextDataset:
-        """Read a CSV file with a header row; ``label_key=None`` for unlabelled text.
+        """Read a CSV file with a header row (``.gz`` too); arguments as :meth:`from_file`.
 
-        Errors as :meth:`from_jsonl`; a field is bounded by ``csv.field_size_limit()``.
+        A row with more or fewer fields than the header is an error naming its line; a
+        field is bounded by ``csv.field_size_limit()``.
         """
-        p = check_file(path)
-        with p.open("rb") as f:
-            rows = csv_rows(f, str(p), delimiter, check_max_line_bytes(max_line_bytes))
-            header = next(rows, (0, None))[1]
-            if not header:
-                raise ValueError(f"{str(p)!r} is empty: expected a header row naming the columns")
-            for key in (text_key, label_key):
-                if key is not None and key not in header:
-                    raise ValueError(
-                        f"{str(p)!r}: unknown key {key!r} at line 1 (the header); keys present: {header}"
-                    )
-            # as csv.DictReader: a short row's missing fields are None
-            records = ((line, dict(zip(header, row + [None] * (len(header) - len(row))))) for line, row in rows)
-            return cls._from_records(str(p), records, text_key, label_key)
+        return cls.from_file(path, text_key, label_key, format="csv", delimiter=delimiter,
+                             max_line_bytes=max_line_bytes)
 
     @classmethod
     def _from_records(
@@ -173,3 +184,21 @@ class TextDataset(MapDataset[dict[str, Any]]):
     def __repr__(self) -> str:
         classes = len(self.classes) if self.classes is not None else None
         return f"TextDataset(len={len(self)}, labelled={self._labels is not None}, classes={classes})"
+
+
+def _header_checked(records: FileRecords, text_key: str, label_key: str | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``records``, after checking that a header or schema (when the format has one) holds
+    the keys; an empty CSV (no header) is an error."""
+    rows = iter(records)
+    first = next(rows, None)
+    header = records.columns
+    where = records.path
+    if header is None and first is None and records.reader.name == "csv":
+        raise ValueError(f"{where!r} is empty: expected a header row naming the columns")
+    if header is not None:
+        for key in (text_key, label_key):
+            if isinstance(key, str) and key not in header:
+                raise ValueError(f"{where!r}: unknown key {key!r} at line 1 (the header); keys present: {header}")
+    if first is not None:
+        yield first
+        yield from rows

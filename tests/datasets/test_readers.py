@@ -106,9 +106,38 @@ def test_csv_shards_stream_rows_and_skip_ragged_lines(tmp_path) -> None:
     (tmp_path / "a.csv").write_text("id,name\n1,x\n2,y\n")
     with gz.open(tmp_path / "b.csv.gz", "wt") as f:
         f.write("id,name\n3,z\n4,w,extra\n5,v\n")
-    with pytest.raises(ShardError, match="line 3: 3 fields"):
+    with pytest.raises(ShardError, match="line 3 has 3 fields, the header has 2"):
         list(from_shards([str(tmp_path / "a.csv"), str(tmp_path / "b.csv.gz")]))
     ds = from_shards([str(tmp_path / "a.csv"), str(tmp_path / "b.csv.gz")], on_error="skip")
     with pytest.warns(RuntimeWarning, match="1 bad line"):
         assert sorted(r["id"] for r in ds) == ["1", "2", "3", "5"]
     assert from_shards(str(tmp_path / "*.csv*"), equalize="pad", on_error="skip").samples_per_shard == [2, 2]
+
+
+def test_csv_shard_with_bad_utf8_names_the_line(tmp_path) -> None:
+    (tmp_path / "a.csv").write_bytes(b"id,name\n1,x\n2,\xff\n")
+    with pytest.raises(ShardError, match=r"line 3 of .*a.csv' is not UTF-8"):
+        list(from_shards(str(tmp_path / "a.csv")))
+
+
+def test_a_registered_format_reaches_the_table_and_text_sources(tmp_path) -> None:
+    """One registration makes a format readable by TableDataset and TextDataset too."""
+    import dataforge
+
+    def read_kv(f, url, opts):  # "x=1;y=2;label=a" per line
+        for n, line in enumerate(f.read().decode().splitlines(), 1):
+            if opts.keep is None or opts.keep():
+                opts.line = n
+                yield dict(part.split("=") for part in line.split(";"))
+
+    register_reader(Reader("kv-test", (".kv",), read_kv), replace=True)
+    p = tmp_path / "t.kv"
+    p.write_text("x=1;y=2;label=b\nx=3;y=4;label=a\n")
+    table = dataforge.TableDataset.from_file(p, target="label")
+    assert table.features.tolist() == [[1.0, 2.0], [3.0, 4.0]] and table.classes == ["a", "b"]
+    assert table.labels.tolist() == [1, 0]
+    text = dataforge.TextDataset.from_file(p, text_key="x", label_key="label")
+    assert [text[i] for i in range(2)] == [{"text": "1", "label": 1}, {"text": "3", "label": 0}]
+    p.write_text("x=1;y=2;label=b\nx=3;label=a\n")
+    with pytest.raises(ValueError, match=r"unknown key 'y' at line 2; keys present: \['x', 'label'\]"):
+        dataforge.TableDataset.from_file(p, target="label", features=["x", "y"])

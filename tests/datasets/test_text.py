@@ -134,3 +134,23 @@ def test_tokenize_delegates(tmp_path: Path) -> None:
     assert type(got) is type(expected) and len(got) == len(expected) == 3
     for i in range(3):
         assert repr(got[i]) == repr(expected[i])
+
+
+def test_from_file_reads_csv_gz_and_parquet_through_the_registry(tmp_path: Path) -> None:
+    import gzip
+
+    with gzip.open(tmp_path / "t.csv.gz", "wt") as f:
+        f.write("text,label\ngood,pos\nbad,neg\n")
+    ds = dataforge.TextDataset.from_file(tmp_path / "t.csv.gz")
+    assert [ds[i] for i in range(2)] == [{"text": "good", "label": 1}, {"text": "bad", "label": 0}]
+    (tmp_path / "r.csv").write_text("text,label\ngood,pos\nbad\n")
+    with pytest.raises(ValueError, match="line 3 has 1 fields, the header has 2"):
+        dataforge.TextDataset.from_csv(tmp_path / "r.csv")
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"body": ["x", "y", "z"], "y": [2, 0, 1]}), tmp_path / "t.parquet")
+    ds = dataforge.TextDataset.from_file(tmp_path / "t.parquet", text_key="body", label_key="y")
+    assert [ds[i]["text"] for i in range(3)] == ["x", "y", "z"] and ds.labels.tolist() == [2, 0, 1]
+    with pytest.raises(ValueError, match=r"unknown key 'label' at line 1 \(the header\); keys present: \['body', 'y'\]"):
+        dataforge.TextDataset.from_file(tmp_path / "t.parquet", text_key="body")
