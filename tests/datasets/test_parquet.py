@@ -73,6 +73,13 @@ def test_table_dataset_over_parquet(tmp_path) -> None:
     (tmp_path / "bad.parquet").write_bytes(b"nope")
     with pytest.raises(ShardError, match="bad.parquet"):
         TableDataset.from_parquet(tmp_path / "bad.parquet", target="label")
+    assert TableDataset.from_file(tmp_path / "t.parquet", target="label").features.shape == (5, 2)
+    pq.write_table(pa.table({"x": ["1", "2", "oops"], "label": [0, 1, 0]}), tmp_path / "s.parquet", row_group_size=2)
+    with pytest.raises(ValueError, match="feature column 'x' has a non-numeric value 'oops' at line 3"):
+        TableDataset.from_parquet(tmp_path / "s.parquet", target="label")
+    pq.write_table(pa.table({"x": pa.array([], pa.float64()), "label": pa.array([], pa.int64())}), tmp_path / "e.parquet")
+    with pytest.raises(ValueError, match="e.parquet' has no rows"):
+        TableDataset.from_parquet(tmp_path / "e.parquet", target="label")
 
 
 def test_without_pyarrow_the_error_names_the_extra(tmp_path, monkeypatch) -> None:

@@ -166,3 +166,21 @@ def test_csv_line_ends_and_bom_as_open_newline_empty(tmp_path: Path, ends: bytes
     p.write_bytes(ends.join([b"a,y", b"1,0", b"2,\xff", b""]))
     with pytest.raises(ValueError, match=r"line 3 of .*e.csv' is not UTF-8 \(byte b'\\xff' at column 3\)"):
         dataforge.TableDataset.from_csv(p, target="y")
+
+
+def test_from_file_picks_the_reader_by_extension(tmp_path: Path) -> None:
+    import gzip
+
+    with gzip.open(tmp_path / "t.csv.gz", "wt") as f:
+        f.write("a,b,y\n1,2,0\n3,4,1\n")
+    (tmp_path / "t.jsonl").write_text('{"a": 1, "b": 2, "y": 0}\n\n{"a": 3, "b": 4, "y": 1}\n')
+    for name in ("t.csv.gz", "t.jsonl"):
+        ds = dataforge.TableDataset.from_file(tmp_path / name, target="y")
+        assert ds.features.tolist() == [[1.0, 2.0], [3.0, 4.0]] and ds.labels.tolist() == [0, 1]
+    (tmp_path / "t.jsonl").write_text('{"a": 1, "y": 0}\n\n{"a": "x", "y": 1}\n')
+    with pytest.raises(ValueError, match="feature column 'a' has a non-numeric value 'x' at line 3"):
+        dataforge.TableDataset.from_file(tmp_path / "t.jsonl", target="y")
+    (tmp_path / "t.dat").write_text("a,y\n1,0\n")
+    with pytest.raises(ValueError, match="cannot tell the format of .*t.dat.*register_reader"):
+        dataforge.TableDataset.from_file(tmp_path / "t.dat", target="y")
+    assert dataforge.TableDataset.from_file(tmp_path / "t.dat", target="y", format="csv").labels.tolist() == [0]
