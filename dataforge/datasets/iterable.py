@@ -35,8 +35,9 @@ the ``skip`` items it had delivered; the new consumer ``c`` of ``C`` takes items
 not yet delivered is delivered exactly once, and new consumers' counts differ by at
 most one. A unit's stream may itself be an elastic consumer's (``base``: a second
 change of world within the epoch), so the units nest. The cost is replay: every new
-consumer reads every unit, consumed part included (no decode is skipped: the items
-are the pipeline's outputs), for the rest of the resumed epoch only; the next epoch
+consumer reads every unit, consumed part included, for the rest of the resumed epoch
+only (the pipeline's trailing ``map`` ops, decoding mostly, run on the consumer's own
+items only, so they run once per item); the next epoch
 is split as a run started under the new world splits it. With ``equalize`` (of the
 pipeline's sharded sources) the remainder is equalized again, over the new consumers:
 ``"pad"`` repeats one item on the consumers one short, ``"drop"`` leaves out the last
@@ -327,8 +328,18 @@ def elastic_items(dataset: Iterable[T], units: list[dict[str, Any]], consumer: i
     """Items ``consumer, consumer + num_consumers, ...`` of the ``units``' remainders in
     order, equal counts per consumer when the pipeline equalizes (NOTE [elastic shards]);
     every unit is a dict with :data:`UNIT_KEYS`."""
+    equalize = _equalize_of(dataset)
+    # trailing maps (decoding, mostly) run on this consumer's items only: a map keeps
+    # the count and order of its source's items
+    fns: list[Callable[[Any], Any]] = []
+    while isinstance(dataset, _Map):
+        fns.append(dataset._fn)
+        dataset = dataset._source
     stream = itertools.chain.from_iterable(_unit_stream(dataset, u) for u in units)
-    return _round_robin(stream, consumer, num_consumers, _equalize_of(dataset))
+    mine: Iterator[Any] = _round_robin(stream, consumer, num_consumers, equalize)
+    for fn in reversed(fns):
+        mine = map(fn, mine)
+    return mine
 
 
 def check_units(units: Any, what: str) -> list[dict[str, Any]]:

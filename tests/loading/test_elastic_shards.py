@@ -147,3 +147,20 @@ def test_an_equalized_epoch_resumes_with_equal_batches_per_rank(monkeypatch, sha
         assert set(got) == set(EVERY)
     else:  # nothing repeated
         assert set(got.values()) == {1}
+
+
+def test_the_trailing_map_runs_once_per_resumed_item(monkeypatch, shards) -> None:
+    # the replay reads every old stream in every new consumer, but decoding (the trailing
+    # maps) runs on each consumer's own items only (NOTE [elastic shards])
+    _, states = _epoch(_ranks(monkeypatch, shards, 2, buffer=4), 2)
+    calls: list[int] = []
+    resumed = []
+    for r in range(3):
+        monkeypatch.setattr(loader_mod, "resolve_replicas", lambda r=r: (3, r))
+        ds = dataforge.from_shards(shards, seed=4, num_replicas=3, rank=r).shuffle(4, seed=2)
+        loader = dataforge.build_loader(ds.map(lambda x: calls.append(x["id"]) or x["id"]), BS, num_workers=0)
+        loader.load_state_dict(states)
+        resumed.append(loader)
+    tail = [[i for b in loader for i in b.tolist()] for loader in resumed]
+    assert sorted(calls) == sorted(i for r in tail for i in r)
+    assert len(calls) == sum(SIZES) - 2 * 2 * BS
