@@ -52,9 +52,10 @@ USES: dict[str, tuple[str, ...]] = {
     "feeding": ("device", "workers", "batch_size", "seconds", "repeats"),
     "transforms": ("data", "device", "batch_size", "seconds", "repeats", "image_size",
                    "num_images", "num_docs"),
+    "shards": ("workers", "batch_size", "num_images", "num_docs"),
 }
 USES["all"] = tuple(dict.fromkeys(o for name in ALL for o in USES[name]))
-_SINGLE_WORKERS = ("feeding",)  # takes one DataLoader workers count, not a sweep
+_SINGLE_WORKERS = ("feeding", "shards")  # takes one DataLoader workers count, not a sweep
 _HIDDEN = ("num_images", "num_docs", "warmup", "num_labels")  # sizes for tests and smoke runs
 
 ABOUT: dict[str, str] = {
@@ -69,6 +70,9 @@ ABOUT: dict[str, str] = {
     "feeding": "host-to-device copies of synthetic uint8 batches: DevicePrefetcher vs "
                ".to(device) vs the raw pinned copy (a GPU benchmark; on a CPU it says so)",
     "transforms": "per-sample image and text pipelines on one core",
+    "shards": "demo images and text as shards on a loopback S3 server: conversion time and "
+              "epoch 1 / epoch 2 samples/s for dataforge, webdataset, litdata and MosaicML streaming "
+              "(each optional; needs dataforge[dev])",
     "all": f"{', '.join(ALL)} in turn, each writing its own files",
 }
 
@@ -131,6 +135,8 @@ def _option_help(opt: str, what: str) -> str:
             "all": "a folder goes to image, a JSONL file to text",
         }[what] + "; default: demo data generated once into $DATAFORGE_CACHE (~/.cache/dataforge/demo)"
     if opt == "workers":
+        if what == "shards":
+            return "DataLoader workers of every library's reader (default 2)"
         if what in _SINGLE_WORKERS:
             return "DataLoader workers (default 2 on CUDA, 0 on CPU)"
         return ("comma list of worker counts to sweep, e.g. 0,2,4 (default 0,<cores>; with "
@@ -145,6 +151,7 @@ def _option_help(opt: str, what: str) -> str:
         "feeding": ("64; --quick 32", "seconds per arm and repeat (default 1; --quick 0.2)",
                     "5; --quick 3"),
         "transforms": ("64", "seconds per image run (default 3; --quick 0.5)", "5; --quick 3"),
+        "shards": ("64", "", ""),
     }
     if what == "all":
         users = ", ".join(n for n in ALL if opt in USES[n])
