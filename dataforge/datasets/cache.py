@@ -30,6 +30,7 @@ Downloads are retried per NOTE [shard retries] in ``remote.py``.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -122,17 +123,38 @@ class ShardCache:
         """The local copy of ``url`` (downloaded when missing), open, its lock held shared."""
         self._wait_ahead(url)
         path = self.path(url)
-        fd = self._lock(path, fcntl.LOCK_EX)
+        fd = self._acquire(url, path, on_retry)
         try:
-            if not os.path.exists(path):
-                self._download(url, path, on_retry)
-            os.utime(path)
-            fcntl.flock(fd, fcntl.LOCK_SH)  # readers share; eviction needs it exclusive
             f = open(path, "rb")  # noqa: SIM115 (closed by _Locked.close with its lock)
         except BaseException:
             os.close(fd)
             raise
         return _Locked(f, fd)
+
+    def _acquire(self, url: str, path: str, on_retry: Callable[[BaseException], None] | None) -> int:
+        """The lock fd of ``path``, held shared, once the copy exists (downloaded here if
+        missing); touches the copy.
+
+        The lock is taken shared first and exclusive only to download a missing copy: a
+        suspended reader of this process (an iterator not finished, a replayed stream)
+        holds it shared, and an exclusive request of the same process would wait on it
+        forever. A missing copy has no shared holder (eviction spares held copies), so
+        the exclusive request only waits for other downloaders. flock converts a lock by
+        releasing it first, so the copy is checked again once shared is held.
+        """
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            while True:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                if os.path.exists(path):
+                    os.utime(path)
+                    return fd
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if not os.path.exists(path):
+                    self._download(url, path, on_retry)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def fetch_ahead(self, urls: Sequence[str]) -> None:
         """Start downloading ``urls`` (missing ones) in this process's background thread."""
@@ -148,15 +170,9 @@ class ShardCache:
                     self._pending[url] = self._pool.submit(self._fetch_quietly, url)
 
     def _fetch_quietly(self, url: str) -> None:
-        path = self.path(url)
-        fd = self._lock(path, fcntl.LOCK_EX)
-        try:
-            if not os.path.exists(path):
-                self._download(url, path, None)
-        except Exception:
-            pass  # the reader's own open downloads again and applies retries and on_error
-        finally:
-            os.close(fd)
+        # a failure is left to the reader: its own open downloads again, with retries and on_error
+        with contextlib.suppress(Exception):
+            os.close(self._acquire(url, self.path(url), None))
 
     def _wait_ahead(self, url: str) -> None:
         if self._mutex is None:
@@ -167,15 +183,6 @@ class ShardCache:
             fut.result()
 
     # -- internals -------------------------------------------------------------
-    def _lock(self, path: str, how: int) -> int:
-        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, how)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
     def _download(self, url: str, path: str, on_retry: Callable[[BaseException], None] | None) -> None:
         tmp = f"{path}.tmp{os.getpid()}.{threading.get_ident()}"
 

@@ -226,6 +226,7 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
         self.format, self.on_error = format, on_error
         self.max_member_bytes, self.max_line_bytes = max_member_bytes, max_line_bytes
         self.storage_options, self.retry, self.cache = storage_options, retry or RetryPolicy(), cache
+        self._next_of: dict[str, list[str]] = {}  # download-ahead: a shard -> the consumer's next ones
         self.errors = {"skipped_shards": 0, "skipped_lines": 0}
         if any(_is_remote(u) for u in urls):
             self.errors["retried_reads"] = 0  # NOTE [shard retries] in remote.py
@@ -258,8 +259,12 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
 
     def _ahead(self, p: ConsumerPlan, urls: list[str]) -> Iterator[Any]:
         """Download-ahead (NOTE [shard cache] in ``cache.py``): this consumer's next shards
-        are fetched while the one opened now is read."""
-        self._upcoming = [u for u in urls if _is_remote(u)]
+        are fetched while the one opened now is read. The next shards are kept per shard,
+        so streams interleaved in one process (replays) each fetch their own."""
+        assert self.cache is not None
+        remote = [u for u in urls if _is_remote(u)]
+        for i, u in enumerate(remote):
+            self._next_of[u] = remote[i + 1 : i + 1 + self.cache.ahead]
         yield from super()._stream(p)
 
     def _count_retry(self, error: BaseException) -> None:
@@ -271,10 +276,7 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
         else a stream (retried by ``_read``)."""
         if self.cache is None or not _is_remote(url):
             return open_url(url, self.storage_options)
-        upcoming = getattr(self, "_upcoming", [])
-        if url in upcoming:
-            del upcoming[: upcoming.index(url) + 1]
-            self.cache.fetch_ahead(upcoming)
+        self.cache.fetch_ahead(self._next_of.get(url, []))
         return self.cache.open(url, self._count_retry)  # type: ignore[return-value]
 
     def _read(self, url: str, keep: Callable[[], bool] | None = None) -> Iterator[Any]:
