@@ -167,3 +167,16 @@ def test_two_open_readers_of_one_shard_in_one_process(s3, written, tmp_path) -> 
     assert next(first)["__key__"] == "0000"
     assert _keys(second) == _all_keys()[:PER_SHARD]
     assert len(_keys(first)) == PER_SHARD - 1
+
+
+def test_equalize_counts_remote_shards_through_the_cache(s3, written, tmp_path) -> None:
+    before = _gets(s3, written.urls)
+    got = []
+    for rank in range(3):
+        ds = from_shards(written.pattern, storage_options=s3.storage_options, cache_dir=tmp_path,
+                         equalize="pad", num_replicas=3, rank=rank, cache_ahead=0)
+        got.append(_keys(ds))
+    assert len({len(g) for g in got}) == 1  # equal per rank
+    assert set(_all_keys()) <= {k for g in got for k in g}
+    # counting read every shard once into the cache; the reads were hits
+    assert [a - b for a, b in zip(_gets(s3, written.urls), before)] == [1, 1, 1, 1]
