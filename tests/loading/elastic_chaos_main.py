@@ -11,8 +11,10 @@ copies are one dict), finishes the epoch, runs the next one, and runs that next
 epoch once more in a fresh loader. Each rank writes what it consumed, batch by
 batch, to ``<out>/<phase>_<case>_rank<r>.json``. A ``"shards"`` case reads tar shards
 through ``from_shards``: its loader's state is per rank (each rank counts its own
-workers' streams), so rank ``r`` loads old rank ``r``'s copy, and under another world
-size the resume phase records the loader's refusal instead.
+workers' streams), so the save phase also gathers every rank's state
+(``all_gather_object``); under the saved world size and workers rank ``r`` loads old
+rank ``r``'s own state, under another one every rank loads the gathered list (NOTE
+[elastic shards] in datasets/iterable.py).
 """
 
 from __future__ import annotations
@@ -100,20 +102,18 @@ def _save(case: dict[str, Any], rank: int, out: Path) -> dict[str, Any]:
     head = _batches(loader, case["stop"])
     state = loader.state_dict()
     loader.close()
-    return {"reference": reference, "head": head, "state": state}
+    states: list[Any] = [None] * dist.get_world_size()
+    if case["kind"] == "shards":
+        dist.all_gather_object(states, state)
+    return {"reference": reference, "head": head, "state": state, "states": states}
 
 
 def _resume(case: dict[str, Any], rank: int, out: Path) -> dict[str, Any]:
     old_world = case["world"][0]
     saved = json.loads((out / f"save_{case['name']}_rank{rank % old_world}.json").read_text())
     loader = make_loader(case, case["workers"][1], case["engine"][1])
-    if case["kind"] == "shards" and old_world != dist.get_world_size():
-        try:
-            loader.load_state_dict(saved["state"])
-        except ValueError as exc:
-            return {"refused": str(exc)}
-        return {"refused": None}
-    loader.load_state_dict(saved["state"])
+    same = old_world == dist.get_world_size() and case["workers"][0] == case["workers"][1]
+    loader.load_state_dict(saved["state"] if case["kind"] != "shards" or same else saved["states"])
     tail = _batches(loader)
     end_state = loader.state_dict()
     following = _batches(loader)

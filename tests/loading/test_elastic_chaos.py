@@ -84,18 +84,28 @@ def _ids(batches: list[list[int]]) -> list[int]:
 
 def _check_shards(case: dict[str, Any], old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
     """Tar shards: a rank's state resumes its own workers' streams exactly under the saved
-    world size; another world size is refused, naming it (NOTE [iterable resume])."""
+    world size (NOTE [iterable resume]); under another world or workers the gathered states
+    deliver every sample of the old epoch's plan, its equalize pads included, plus the new
+    consumers' pads (NOTE [elastic shards] in datasets/iterable.py)."""
     w1, w2 = case["world"]
     where = f"case {case} (seed {SEED})"
-    if w1 != w2:
-        assert all("saved under world size" in (r["refused"] or "") for r in new), where
+    planned = Counter(i for r in old for i in _ids(r["reference"]))
+    assert set(planned) == {s * 1000 + j for s, n in enumerate(SHARDS) for j in range(n)}, where
+    assert all(r["next"] == r["fresh_next"] for r in new), f"{where}: next epoch differs"
+    if w1 != w2 or case["workers"][0] != case["workers"][1]:
+        consumed = Counter(i for r in old for i in _ids(r["head"])) + Counter(
+            i for r in new for i in _ids(r["tail"])
+        )
+        # equalize="pad": the remainder is padded again over the new consumers, at most one
+        # repeat each, so that every new rank runs the same number of steps
+        assert not planned - consumed, f"{where}: lost {planned - consumed}"
+        pads = consumed - planned
+        assert sum(pads.values()) < w2 * max(1, case["workers"][1]), f"{where}: repeated {pads}"
+        assert len({len(r["tail"]) for r in new}) == 1, f"{where}: new ranks got unequal batch counts"
         return
     for r_old, r_new in zip(old, new):
         assert r_old["head"] + r_new["tail"] == r_old["reference"], f"{where}: rank {r_old['world']}"
-        assert r_new["next"] == r_new["fresh_next"], f"{where}: next epoch differs"
     assert len({len(r["reference"]) for r in old}) == 1, f"{where}: ranks got unequal batch counts"
-    every = Counter(i for r in old for i in _ids(r["reference"]))
-    assert set(every) == {s * 1000 + j for s, n in enumerate(SHARDS) for j in range(n)}, where
 
 
 def _check(case: dict[str, Any], old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
@@ -135,6 +145,7 @@ _TRANSITIONS = {
         ("weighted", (2, 2), ("thread", "process"), N),
         ("shuffle", (0, 0), ("thread", "process"), ODD),
         ("bucket", (0, 2), ("thread", "process"), ODD),
+        ("shards", (0, 2), ("process", "process"), N),
     ],
     "2to1": [
         ("shuffle", (2, 0), ("process", "process"), N),
@@ -142,8 +153,9 @@ _TRANSITIONS = {
         ("weighted", (2, 2), ("process", "thread"), N),
         ("shards", (2, 2), ("process", "process"), N),
     ],
-    "2to2": [  # tar shards resume under the saved world size and workers only
+    "2to2": [
         ("shards", (2, 2), ("process", "process"), N),
+        ("shards", (2, 0), ("process", "process"), N),
         ("shuffle", (2, 0), ("process", "thread"), ODD),
     ],
     "2to3": [
@@ -152,6 +164,7 @@ _TRANSITIONS = {
         ("balanced", (2, 2), ("process", "process"), N),
         ("weighted", (0, 2), ("process", "process"), N),
         ("balanced", (0, 0), ("process", "thread"), ODD),
+        ("shards", (2, 2), ("process", "process"), N),
     ],
 }
 
