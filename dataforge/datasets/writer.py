@@ -22,7 +22,9 @@ the end, so the output (names and bytes) depends on the dataset, ``max_count`` a
 NOTE [atomic publish]: shards are first written under hidden temporary names
 (``.<prefix>.tmp-...``, matched by no ``*.tar`` glob nor brace pattern). Only when
 every block is written are they renamed (``os.replace``; on fsspec URLs, uploaded to
-a temporary name then moved) to ``<prefix>-NNNNNN.<format>``, shards of an earlier
+a temporary name then moved, or, on object stores, whose PUT is atomic (an object
+appears whole or not at all), uploaded concurrently under the final names) to
+``<prefix>-NNNNNN.<format>``, shards of an earlier
 run past the new count are deleted, and the index ``<prefix>.index.json`` (samples
 and bytes per shard, totals) is written LAST. A failed run deletes its temporary
 files and leaves an earlier complete run untouched; a run interrupted while
@@ -463,6 +465,16 @@ def _write_all(dataset: Any, plan: _Plan, total: int | None, num_workers: int,
         return [s for f in futures for s in f.result()]
 
 
+# object stores whose uploads are atomic (NOTE [atomic publish]): no temporary name and move
+# (a server-side copy of every byte) is needed there
+_ATOMIC_PUT = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    p = fs.protocol
+    return (p,) if isinstance(p, str) else tuple(p)
+
+
 def _shard_name(prefix: str, n: int, format: str) -> str:
     return f"{prefix}-{n:06d}.{format}"
 
@@ -505,10 +517,13 @@ def _publish(blocks: list[tuple[str, int, int]], plan: _Plan, url: str, local_ou
         index_path = f"{base}/{index_name}"
         if fs.exists(f"{root}/{index_name}"):
             fs.rm(f"{root}/{index_name}")
-        for name, (tmp, _, _) in zip(names, blocks):
-            part = f"{root}/.{plan.prefix}.tmp-{plan.token}-{name}"
-            fs.put_file(tmp, part)
-            fs.mv(part, f"{root}/{name}")
+        if _ATOMIC_PUT & set(_protocols(fs)):
+            fs.put([tmp for tmp, _, _ in blocks], [f"{root}/{name}" for name in names])
+        else:
+            for name, (tmp, _, _) in zip(names, blocks):
+                part = f"{root}/.{plan.prefix}.tmp-{plan.token}-{name}"
+                fs.put_file(tmp, part)
+                fs.mv(part, f"{root}/{name}")
         for path in fs.ls(root, detail=False):
             m = stale.match(path.rstrip("/").rsplit("/", 1)[-1])
             if m and (m.group(2) != plan.format or int(m.group(1)) > last):

@@ -350,3 +350,20 @@ def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"write_shards\(format='parquet'\) needs pyarrow: .*dataforge\[parquet\]"):
         write_shards([{"cls": 1}], tmp_path, format="parquet")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_s3_upload_under_final_names_and_rerun(samples):
+    pytest.importorskip("moto")
+    pytest.importorskip("s3fs")
+    from dataforge.bench.loopback_s3 import LoopbackS3
+
+    with LoopbackS3() as s3:
+        s3.make_bucket("writer-test")
+        opts = s3.storage_options
+        write_shards(dataforge.from_sequence(samples), "s3://writer-test/out", max_count=5, storage_options=opts)
+        w = write_shards(dataforge.from_sequence(samples[:7]), "s3://writer-test/out", max_count=5, storage_options=opts)
+        listed = sorted(p.rsplit("/", 1)[1] for p in s3.filesystem().ls("writer-test/out", detail=False))
+        assert listed == ["shard-000000.tar", "shard-000001.tar", "shard.index.json"]  # no temporary, no stale
+        assert read_index(w.index, storage_options=opts)["total_samples"] == 7
+        back = list(from_shards(w.pattern, storage_options=opts).map(decode_fields))
+        assert [b["cls"] for b in back] == [s["cls"] for s in samples[:7]]
