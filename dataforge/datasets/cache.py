@@ -10,7 +10,9 @@ remote shard from a local copy in ``d``:
   written); the others wait on the lock and then read the copy. Workers and ranks on
   one machine must share ``d`` (a local disk; flock on network file systems varies).
 - A reader holds the lock SHARED while the shard is open, and a use touches the copy
-  (mtime = last use).
+  (mtime = last use). The lock is taken shared first and exclusive only to download a
+  missing copy, so readers of one process (an unfinished iterator, a replayed stream)
+  never wait on each other.
 - Eviction: after a download, while the copies in ``d`` total more than
   ``cache_limit_bytes``, the least recently used copy (oldest mtime) whose lock can be
   taken exclusively without waiting is deleted. A copy being read or downloaded is
@@ -20,7 +22,8 @@ remote shard from a local copy in ``d``:
   processes lock different files for the same copy.
 - Download-ahead: while a consumer reads its shard k, a background thread of that
   consumer downloads its next ``cache_ahead`` shards (default 2) into the cache, so the
-  next open is a local read. Ahead copies are not locked while they wait to be read,
+  next open is a local read (each process, forked workers included, runs its own
+  thread). Ahead copies are not locked while they wait to be read,
   so a cache smaller than the shards in flight can evict one and it is downloaded again.
 - The cache is transparent to resume: the state is per-shard positions, and a shard
   reads the same from its copy as from the server.
@@ -107,11 +110,21 @@ class ShardCache:
         self._pool: ThreadPoolExecutor | None = None
         self._pending: dict[str, Future[Any]] = {}
         self._mutex: threading.Lock | None = None
+        self._pid = -1  # the process _pool and _mutex belong to
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_pool=None, _pending={}, _mutex=None)
+        state.update(_pool=None, _pending={}, _mutex=None, _pid=-1)
         return state
+
+    def _this_process(self) -> threading.Lock:
+        """The mutex of this process's download-ahead thread. A forked DataLoader worker
+        inherits the parent's pool without its thread (a future submitted there would
+        never run), so a new process starts its own."""
+        if self._pid != os.getpid() or self._mutex is None:
+            self._pool, self._pending, self._mutex = None, {}, threading.Lock()
+            self._pid = os.getpid()
+        return self._mutex
 
     def path(self, url: str) -> str:
         """Where the copy of ``url`` lives."""
@@ -160,9 +173,7 @@ class ShardCache:
         """Start downloading ``urls`` (missing ones) in this process's background thread."""
         if not self.ahead or not urls:
             return
-        if self._mutex is None:
-            self._mutex = threading.Lock()
-        with self._mutex:
+        with self._this_process():
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="dataforge-shard-ahead")
             for url in urls[: self.ahead]:
@@ -175,9 +186,7 @@ class ShardCache:
             os.close(self._acquire(url, self.path(url), None))
 
     def _wait_ahead(self, url: str) -> None:
-        if self._mutex is None:
-            return
-        with self._mutex:
+        with self._this_process():
             fut = self._pending.pop(url, None)
         if fut is not None:
             fut.result()

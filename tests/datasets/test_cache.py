@@ -180,3 +180,18 @@ def test_equalize_counts_remote_shards_through_the_cache(s3, written, tmp_path) 
     assert set(_all_keys()) <= {k for g in got for k in g}
     # counting read every shard once into the cache; the reads were hits
     assert [a - b for a, b in zip(_gets(s3, written.urls), before)] == [1, 1, 1, 1]
+
+
+@pytest.mark.slow  # DataLoader worker processes
+def test_workers_forked_after_a_parent_read_share_one_download_per_shard(s3, written, tmp_path) -> None:
+    import torch
+
+    # split by sample: every worker reads every shard, the cache downloads each once
+    ds = from_shards(written.pattern, storage_options=s3.storage_options, cache_dir=tmp_path, split="sample")
+    before = _gets(s3, written.urls)
+    assert next(iter(ds))["__key__"] == "0000"  # the parent's ahead thread exists before the fork
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, timeout=60)
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        assert sorted(s["__key__"] for s in loader) == _all_keys()
+    assert [a - b for a, b in zip(_gets(s3, written.urls), before)] == [1, 1, 1, 1]
