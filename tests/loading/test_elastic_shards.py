@@ -164,3 +164,26 @@ def test_the_trailing_map_runs_once_per_resumed_item(monkeypatch, shards) -> Non
     tail = [[i for b in loader for i in b.tolist()] for loader in resumed]
     assert sorted(calls) == sorted(i for r in tail for i in r)
     assert len(calls) == sum(SIZES) - 2 * 2 * BS
+
+
+def test_persistent_workers_resume_under_another_world_and_continue(monkeypatch, shards) -> None:
+    # the resumed pass restarts the workers with the units; the next pass is the plain epoch
+    def world(w: int) -> list[Any]:
+        out = []
+        for r in range(w):
+            monkeypatch.setattr(loader_mod, "resolve_replicas", lambda r=r: (w, r))
+            ds = dataforge.from_shards(shards, shuffle_shards=True, seed=3, num_replicas=w, rank=r)
+            loader = dataforge.build_loader(ds.shuffle(4, seed=1).map(lambda x: x["id"]), BS,
+                                            num_workers=2, persistent_workers=True)
+            out.append(loader)
+        return out
+
+    head, states = _epoch(world(2), 2)
+    (resumed,) = world(1)
+    tail, _ = _resume([resumed], states)
+    assert Counter(head[0] + head[1] + tail[0]) == EVERY
+    (fresh,) = world(1)
+    fresh.set_epoch(1)
+    assert [b.tolist() for b in resumed] == [b.tolist() for b in fresh]
+    resumed.close()
+    fresh.close()
