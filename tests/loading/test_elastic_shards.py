@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 import dataforge
 import dataforge.loading.loader as loader_mod
@@ -187,3 +188,21 @@ def test_persistent_workers_resume_under_another_world_and_continue(monkeypatch,
     assert [b.tolist() for b in resumed] == [b.tolist() for b in fresh]
     resumed.close()
     fresh.close()
+
+
+class _Plain(torch.utils.data.IterableDataset):
+    def __iter__(self) -> Any:
+        return iter(range(12))
+
+
+def test_a_dataset_that_cannot_replay_resumes_only_under_the_saved_world() -> None:
+    # replay needs a dataforge pipeline's deterministic consumer streams (NOTE [elastic shards])
+    loader = dataforge.build_loader(_Plain(), BS, num_workers=0)
+    next(iter(loader))
+    state = loader.state_dict()
+    other = dataforge.build_loader(_Plain(), BS, num_workers=2)
+    with pytest.raises(ValueError, match="resumes only under the saved world size and num_workers"):
+        other.load_state_dict(state)
+    same = dataforge.build_loader(_Plain(), BS, num_workers=0)
+    same.load_state_dict(state)
+    assert [b.tolist() for b in same] == [[3, 4, 5], [6, 7, 8], [9, 10, 11]]
