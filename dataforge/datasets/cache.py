@@ -169,8 +169,9 @@ class ShardCache:
             os.close(fd)
             raise
 
-    def fetch_ahead(self, urls: Sequence[str]) -> None:
-        """Start downloading ``urls`` (missing ones) in this process's background thread."""
+    def fetch_ahead(self, urls: Sequence[str], on_retry: Callable[[BaseException], None] | None = None) -> None:
+        """Start downloading ``urls`` (missing ones) in this process's background thread;
+        ``on_retry`` is called (in that thread) on each retried download."""
         if not self.ahead or not urls:
             return
         with self._this_process():
@@ -178,12 +179,12 @@ class ShardCache:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="dataforge-shard-ahead")
             for url in urls[: self.ahead]:
                 if url not in self._pending and not os.path.exists(self.path(url)):
-                    self._pending[url] = self._pool.submit(self._fetch_quietly, url)
+                    self._pending[url] = self._pool.submit(self._fetch_quietly, url, on_retry)
 
-    def _fetch_quietly(self, url: str) -> None:
+    def _fetch_quietly(self, url: str, on_retry: Callable[[BaseException], None] | None) -> None:
         # a failure is left to the reader: its own open downloads again, with retries and on_error
         with contextlib.suppress(Exception):
-            os.close(self._acquire(url, self.path(url), None))
+            os.close(self._acquire(url, self.path(url), on_retry))
 
     def _wait_ahead(self, url: str) -> None:
         with self._this_process():

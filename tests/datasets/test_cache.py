@@ -195,3 +195,16 @@ def test_workers_forked_after_a_parent_read_share_one_download_per_shard(s3, wri
         ds.set_epoch(epoch)
         assert sorted(s["__key__"] for s in loader) == _all_keys()
     assert [a - b for a, b in zip(_gets(s3, written.urls), before)] == [1, 1, 1, 1]
+
+
+def test_download_ahead_retries_are_counted(s3, written, tmp_path) -> None:
+    urls = written.urls[:2]
+    ds = from_shards(urls, storage_options=s3.storage_options, cache_dir=tmp_path, cache_ahead=1,
+                     retries=2, retry_backoff=0.01)
+    ds.cache.open(urls[0]).close()  # shard 0 cached: the next GETs are shard 1's, ahead
+    s3.fail_next(6, after_bytes=2000)
+    try:
+        assert _keys(ds) == _all_keys()[: 2 * PER_SHARD]
+    finally:
+        s3.fail_next(0)
+    assert ds.errors["retried_reads"] == 1 and ds.cache.retried == 1
