@@ -37,7 +37,7 @@ from typing import cast
 import numpy as np
 
 from dataforge._rng import mix_seed
-from dataforge.samplers.functional import (
+from dataforge.samplers.draws import (
     HG_LIMIT,
     block_permute,
     multivariate_hypergeometric,

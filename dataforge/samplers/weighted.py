@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from dataforge.samplers.base import EpochSampler, check_int
-from dataforge.samplers.functional import alias_draw, alias_table, gumbel_top_k, index_dtype
+from dataforge.samplers.draws import alias_draw, alias_table, gumbel_top_k
+from dataforge.samplers.functional import index_dtype
 from dataforge.samplers.quota_stream import keyed_rng
 
 

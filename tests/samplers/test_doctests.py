@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["base", "functional", "class_balanced", "weighted", "bucket", "distributed"]
+MODULES = ["base", "functional", "draws", "class_balanced", "weighted", "bucket", "distributed"]
 
 
 @pytest.mark.parametrize("name", MODULES)

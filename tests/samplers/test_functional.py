@@ -1,4 +1,4 @@
-"""Pure math of dataforge.samplers.functional."""
+"""Pure math of dataforge.samplers.functional and dataforge.samplers.draws."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dataforge.samplers import draws as D
 from dataforge.samplers import functional as F
 
 
@@ -66,19 +67,19 @@ def test_alias_table_gives_each_index_its_weight(weights, chunk):
     elif weights == "power":
         weights = rng.random(1000) ** 4
     w = np.asarray(weights, dtype=np.float64)
-    thresholds, aliases = F.alias_table(w, chunk=chunk)
+    thresholds, aliases = D.alias_table(w, chunk=chunk)
     assert thresholds.dtype == np.uint32 and len(aliases) == len(w)
     target = w / w.sum()
     np.testing.assert_allclose(slot_probabilities(thresholds, aliases), target, rtol=0, atol=1e-9 * target.max())
-    out = F.alias_draw(thresholds, aliases, 20_000, rng, np.int64)
+    out = D.alias_draw(thresholds, aliases, 20_000, rng, np.int64)
     assert not np.isin(out, np.flatnonzero(w == 0)).any()
 
 
 def test_gumbel_top_k_distinct_and_weighted():
     w = np.array([1.0, 0.0, 8.0, 1.0])
-    first = [int(F.gumbel_top_k(w, 3, np.random.default_rng(s))[0]) for s in range(2000)]
+    first = [int(D.gumbel_top_k(w, 3, np.random.default_rng(s))[0]) for s in range(2000)]
     assert 1 not in first and first.count(2) / 2000 == pytest.approx(0.8, abs=0.03)
-    out = F.gumbel_top_k(w, 3, np.random.default_rng(0))
+    out = D.gumbel_top_k(w, 3, np.random.default_rng(0))
     assert sorted(out.tolist()) == [0, 2, 3]
 
 

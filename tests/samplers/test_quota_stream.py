@@ -9,7 +9,7 @@ import pytest
 from helpers import run_test_save_load_state
 
 from dataforge.samplers import ClassBalancedSampler
-from dataforge.samplers import functional as F
+from dataforge.samplers import draws as D
 from dataforge.samplers.quota_stream import QuotaEpoch
 
 # a large class (100 members: the block path when block < 100), mid and tiny classes
@@ -143,20 +143,20 @@ def test_concurrent_iterators_agree(small_chunks):
 def test_hypergeometric_beyond_numpy_limit_matches_moments():
     rng = np.random.default_rng(0)
     good, bad, m = 3 * 10**9, 2 * 10**9, 4000
-    x = np.array([F.hypergeometric(rng, good, bad, m) for _ in range(4000)])
+    x = np.array([D.hypergeometric(rng, good, bad, m) for _ in range(4000)])
     p = good / (good + bad)
     assert abs(x.mean() - m * p) < 4 * np.sqrt(m * p * (1 - p) / 4000)
     assert 0.9 < x.var() / (m * p * (1 - p)) < 1.1
-    assert F.hypergeometric(rng, 10**9, 3, 5) >= 2  # at most 3 bad items exist
+    assert D.hypergeometric(rng, 10**9, 3, 5) >= 2  # at most 3 bad items exist
 
 
 def test_multivariate_hypergeometric_any_total():
     rng = np.random.default_rng(1)
     colors = np.array([6 * 10**8, 9 * 10**8, 7, 0, 8 * 10**8])
     for m in (0, 1, 1000, 1 << 18):
-        out = F.multivariate_hypergeometric(rng, colors, m)
+        out = D.multivariate_hypergeometric(rng, colors, m)
         assert out.sum() == m and (out <= colors).all() and (out >= 0).all()
-    assert F.multivariate_hypergeometric(rng, np.array([3, 4]), 7).tolist() == [3, 4]
+    assert D.multivariate_hypergeometric(rng, np.array([3, 4]), 7).tolist() == [3, 4]
 
 
 @pytest.mark.parametrize("quota", [30, 5])  # by marking; a sample (NOTE [sparse subset])
