@@ -52,7 +52,7 @@ USES: dict[str, tuple[str, ...]] = {
     "feeding": ("device", "workers", "batch_size", "seconds", "repeats"),
     "transforms": ("data", "device", "batch_size", "seconds", "repeats", "image_size",
                    "num_images", "num_docs"),
-    "shards": ("workers", "batch_size", "num_images", "num_docs"),
+    "shards": ("workers", "batch_size", "repeats", "num_images", "num_docs"),
 }
 USES["all"] = tuple(dict.fromkeys(o for name in ALL for o in USES[name]))
 _SINGLE_WORKERS = ("feeding", "shards")  # takes one DataLoader workers count, not a sweep
@@ -151,7 +151,7 @@ def _option_help(opt: str, what: str) -> str:
         "feeding": ("64; --quick 32", "seconds per arm and repeat (default 1; --quick 0.2)",
                     "5; --quick 3"),
         "transforms": ("64", "seconds per image run (default 3; --quick 0.5)", "5; --quick 3"),
-        "shards": ("64", "", ""),
+        "shards": ("64", "", "3; --quick 1"),
     }
     if what == "all":
         users = ", ".join(n for n in ALL if opt in USES[n])

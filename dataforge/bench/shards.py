@@ -6,7 +6,10 @@ are converted to the library's shards on a
 :class:`~dataforge.bench.loopback_s3.LoopbackS3` bucket (conversion time: encode,
 write and upload), then read back through a ``DataLoader`` (``workers`` processes)
 for two epochs, each with a fresh dataset over the same local cache folder:
-samples/s of each epoch, worker start-up included. Samples are read as the library
+samples/s of each epoch, worker start-up included. This is repeated ``repeats``
+times, libraries in a rotated order each repeat (NOTE [interleaving] in
+``runner.py``), each repeat into new objects and an empty cache; the median of each
+figure is reported with every repeat's value. Samples are read as the library
 yields them, fields undecoded (image bytes, text), so the figures are those of the
 shard and storage layer, not of JPEG decoding. Each epoch must yield exactly the
 written sample count, or the arm fails with that reason.
@@ -42,7 +45,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from dataforge.bench.common import BenchError, env_info
+from dataforge.bench.common import BenchError, env_info, median, rotated
 
 __all__ = ["LIBRARIES", "format_table", "run"]
 
@@ -198,6 +201,30 @@ def absent_reason(library: str) -> str | None:
     return None
 
 
+def _remove(s3: Any, url: str) -> None:
+    """Delete a repeat's objects: the server keeps every byte in this process's memory."""
+    fs = s3.filesystem()
+    if fs.exists(url):
+        fs.rm(url, recursive=True)
+
+
+_FIGURES = ("write_s", "epoch1_samples_per_s", "epoch2_samples_per_s")
+
+
+def _row(library: str, data: str, samples: int, runs: list[dict[str, Any]], error: str | None) -> dict[str, Any]:
+    """One library and data set: the medians over its repeats and every repeat's figures."""
+    row: dict[str, Any] = {"library": library, "data": data, "samples": samples}
+    reason = absent_reason(library)
+    if reason is not None:
+        return {**row, "status": "absent", "reason": reason}
+    if error is not None:
+        return {**row, "status": "failed", "reason": error}
+    row.update(status="ok", **{k: median([x[k] for x in runs]) for k in _FIGURES},
+               runs={k: [x[k] for x in runs] for k in _FIGURES})
+    row.update({k: runs[-1][k] for k in ("shards", "bytes", "note")})
+    return row
+
+
 def run(
     *,
     quick: bool = False,
@@ -209,6 +236,7 @@ def run(
     batch_size: int | None = None,
     num_images: int | None = None,
     num_docs: int | None = None,
+    repeats: int | None = None,
     progress: Callable[[str], None] | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
@@ -220,6 +248,7 @@ def run(
             writes in parallel (default 2).
         batch_size: samples per DataLoader batch (default 64).
         num_images, num_docs: data sizes.
+        repeats: conversions and epoch pairs per library and data set (default 3; --quick 1).
         seconds, data, out: accepted for the common contract, unused (the work is two
             epochs of the demo sets); ``device`` is recorded only.
     """
@@ -233,35 +262,40 @@ def run(
     cfg: dict[str, Any] = {
         "quick": quick, "workers": 2 if workers is None else workers, "batch_size": batch_size or 64,
         "num_images": num_images or (64 if quick else 2000), "num_docs": num_docs or (1000 if quick else 2000),
-        "shards_per_set": _SHARDS_PER_SET, "server": "moto's S3 server on 127.0.0.1, a thread of this process",
+        "repeats": repeats or (1 if quick else 3), "shards_per_set": _SHARDS_PER_SET,
+        "server": "moto's S3 server on 127.0.0.1, a thread of this process",
         "fields": {"images": "jpg bytes + cls", "text": "txt + cls"},
     }
     say = progress or (lambda line: None)
     sets = {"images": _image_samples(cfg["num_images"]), "text": _text_samples(cfg["num_docs"])}
-    rows: list[dict[str, Any]] = []
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    failed: dict[tuple[str, str], str] = {}
     tmp = Path(tempfile.mkdtemp(prefix="dataforge-bench-shards-"))
     try:
         with LoopbackS3() as s3:
             bucket = s3.make_bucket("bench")
-            for library in LIBRARIES:
-                reason = absent_reason(library)
-                for name, samples in sets.items():
-                    row: dict[str, Any] = {"library": library, "data": name, "samples": len(samples)}
-                    arm = _ARMS[library][1]
-                    if reason is not None or arm is None:
-                        rows.append({**row, "status": "absent", "reason": reason})
-                        continue
-                    say(f"{library}: {name} ({len(samples)} samples)")
-                    where = tmp / f"{library}-{name}"
-                    where.mkdir()
-                    try:
-                        rows.append({**row, "status": "ok", **arm(samples, s3, f"{bucket}/{library}-{name}", cfg, where)})
-                    except Exception as e:  # one library failing does not hide the others
-                        rows.append({**row, "status": "failed",
-                                     "reason": f"{type(e).__name__}: {e}".splitlines()[0][:300]})
-                    shutil.rmtree(where, ignore_errors=True)
+            present = [lib for lib in LIBRARIES if absent_reason(lib) is None]
+            for r in range(cfg["repeats"]):
+                for library in rotated(present, r):
+                    for name, samples in sets.items():
+                        if (library, name) in failed:
+                            continue
+                        say(f"repeat {r + 1}/{cfg['repeats']}: {library}, {name} ({len(samples)} samples)")
+                        where = tmp / f"{library}-{name}-{r}"
+                        where.mkdir()
+                        arm = _ARMS[library][1]
+                        assert arm is not None
+                        url = f"{bucket}/{library}-{name}-{r}"
+                        try:
+                            runs.setdefault((library, name), []).append(arm(samples, s3, url, cfg, where))
+                        except Exception as e:  # one library failing does not hide the others
+                            failed[(library, name)] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+                        shutil.rmtree(where, ignore_errors=True)
+                        _remove(s3, url)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    rows = [_row(lib, name, len(samples), runs.get((lib, name), []), failed.get((lib, name)))
+            for lib in LIBRARIES for name, samples in sets.items()]
     return {"benchmark": "shards", "env": env_info(device), "config": cfg, "rows": rows,
             "units": {"write_s": "conversion seconds (encode, write, upload)",
                       "epoch*_samples_per_s": "undecoded samples per second through a DataLoader"}}
@@ -272,7 +306,7 @@ def format_table(result: dict[str, Any]) -> str:
     cfg, env = result["config"], result["env"]
     lines = [
         f"shards benchmark: demo sets through {cfg['server']}; {cfg['workers']} workers, batch "
-        f"{cfg['batch_size']}; {env['cpu']} x{env['cores']}",
+        f"{cfg['batch_size']}; median of {cfg['repeats']} repeat(s); {env['cpu']} x{env['cores']}",
         f"{'library':<20} {'data':<7} {'samples':>7} {'write s':>8} {'epoch 1/s':>10} {'epoch 2/s':>10}",
     ]
     for r in result["rows"]:

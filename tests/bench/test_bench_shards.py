@@ -27,7 +27,7 @@ def test_tiny_run_writes_valid_json_and_absent_arms_carry_reasons(tmp_path, monk
     assert main(argv) == 0
     doc = json.loads((out / "shards.json").read_text())
     result = doc["benchmarks"]["shards"]
-    assert result["status"] == "ok" and result["config"]["workers"] == 0
+    assert result["status"] == "ok" and result["config"]["workers"] == 0 and result["config"]["repeats"] == 1
     rows = {(r["library"], r["data"]): r for r in result["rows"]}
     assert set(rows) == {(lib, d) for lib in bench_shards.LIBRARIES for d in ("images", "text")}
     for (lib, data), r in rows.items():
@@ -36,6 +36,7 @@ def test_tiny_run_writes_valid_json_and_absent_arms_carry_reasons(tmp_path, monk
             assert r["status"] == "ok", r
             assert r["write_s"] > 0 and r["epoch1_samples_per_s"] > 0 and r["epoch2_samples_per_s"] > 0
             assert r["shards"] >= 1 and r["bytes"] > 0 and r["note"]
+            assert r["runs"]["epoch2_samples_per_s"] == [r["epoch2_samples_per_s"]]  # one repeat with --quick
         else:
             assert r["status"] == "absent"
     assert rows[("litdata", "text")]["reason"] == "left out of this test"
