@@ -8,7 +8,8 @@ remote shard from a local copy in ``d``:
   first process to take the lock exclusively downloads to a temporary name in ``d``
   and publishes with ``os.replace`` (a copy is complete or absent, never half
   written); the others wait on the lock and then read the copy. Workers and ranks on
-  one machine must share ``d`` (a local disk; flock on network file systems varies).
+  one machine must share ``d`` (a local disk; flock on network file systems varies),
+  and other files in ``d`` are left alone (neither counted nor evicted).
 - A reader holds the lock SHARED while the shard is open, and a use touches the copy
   (mtime = last use). The lock is taken shared first and exclusive only to download a
   missing copy, so readers of one process (an unfinished iterator, a replayed stream)
@@ -37,6 +38,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,6 +49,8 @@ from dataforge.datasets.remote import RetryPolicy, open_remote
 __all__ = ["ShardCache"]
 
 _CHUNK = 1 << 20
+_COPY = re.compile(r"^[0-9a-f]{16}-.*(?<!\.lock)$")  # see path(); not a lock file
+_TMP = re.compile(r"\.tmp\d+\.\d+$")  # a download in progress: f"{copy}.tmp{pid}.{thread}"
 
 
 class _Locked:
@@ -218,7 +222,7 @@ class ShardCache:
     def _copies(self) -> list[tuple[float, int, str]]:
         out = []
         for name in os.listdir(self.dir):
-            if name.endswith(".lock") or ".tmp" in name:
+            if not _COPY.match(name) or _TMP.search(name):
                 continue
             full = os.path.join(self.dir, name)
             try:

@@ -107,6 +107,7 @@ def test_eviction_keeps_the_total_under_the_limit_and_spares_open_shards(s3, wri
     def copies() -> set[str]:
         return {u for u in urls if os.path.exists(cache.path(u))}
 
+    (tmp_path / "notes.txt").write_bytes(b"n" * 3 * size)  # not the cache's: neither counted nor evicted
     with cache.open(urls[0]):
         pass
     held = cache.open(urls[1])  # open: its lock is held shared
@@ -122,6 +123,7 @@ def test_eviction_keeps_the_total_under_the_limit_and_spares_open_shards(s3, wri
         pass
     assert copies() == {urls[0], urls[3]}
     assert sum(os.path.getsize(cache.path(u)) for u in copies()) <= cache.limit_bytes
+    assert (tmp_path / "notes.txt").stat().st_size == 3 * size
 
 
 def test_a_shard_larger_than_the_limit_is_still_read(s3, written, tmp_path) -> None:
