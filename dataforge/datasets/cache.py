@@ -35,7 +35,6 @@ Downloads are retried per NOTE [shard retries] in ``remote.py``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
@@ -45,6 +44,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 from dataforge.datasets.remote import RetryPolicy, open_remote
+
+fcntl: Any
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): the package imports, ShardCache says why it cannot run
+    fcntl = None
 
 __all__ = ["ShardCache"]
 
@@ -104,6 +109,9 @@ class ShardCache:
             raise ValueError(f"cache_limit_bytes must be a positive int (bytes) or None, got {limit_bytes!r}")
         if isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 0:
             raise ValueError(f"cache_ahead must be an int >= 0 (shards downloaded ahead), got {ahead!r}")
+        if fcntl is None:
+            raise OSError("cache_dir needs POSIX file locks (fcntl: Linux, macOS); stream the shards "
+                          "instead (cache_dir=None)")
         self.dir = os.fspath(cache_dir)
         os.makedirs(self.dir, exist_ok=True)
         self.limit_bytes, self.ahead = limit_bytes, ahead

@@ -210,3 +210,11 @@ def test_download_ahead_retries_are_counted(s3, written, tmp_path) -> None:
     finally:
         s3.fail_next(0)
     assert ds.errors["retried_reads"] == 1 and ds.cache.retried == 1
+
+
+def test_without_posix_locks_the_cache_says_so(monkeypatch, tmp_path) -> None:
+    import dataforge.datasets.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "fcntl", None)
+    with pytest.raises(OSError, match="cache_dir needs POSIX file locks"):
+        ShardCache(tmp_path)

@@ -125,3 +125,10 @@ def test_dropped_connection_is_retried_then_on_error(s3, written) -> None:
     finally:
         s3.fail_next(0)
     assert got == [] and ds.errors == {"skipped_shards": 1, "skipped_lines": 0, "retried_reads": 0}
+
+
+def test_retry_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="retries must be an int >= 0"):
+        from_shards("s3://b/x.tar", retries=-1)
+    with pytest.raises(ValueError, match="retry_backoff must be seconds >= 0"):
+        from_shards("s3://b/x.tar", retry_backoff=-0.5)
