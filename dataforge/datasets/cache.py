@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, Any
+from typing import Any
 
 from dataforge.datasets.remote import RetryPolicy, open_remote
 
@@ -58,31 +59,22 @@ _COPY = re.compile(r"^[0-9a-f]{16}-.*(?<!\.lock)$")  # see path(); not a lock fi
 _TMP = re.compile(r"\.tmp\d+\.\d+$")  # a download in progress: f"{copy}.tmp{pid}.{thread}"
 
 
-class _Locked:
-    """A cached copy opened for reading, with its shared lock held until ``close``."""
+class _Locked(io.BufferedReader):
+    """A cached copy opened for reading, with its shared lock held until ``close``. A
+    real ``BufferedReader``, so readers take their local-file paths (seeking past
+    members not kept, text wrappers)."""
 
-    def __init__(self, f: IO[bytes], lock_fd: int) -> None:
-        self._f, self._lock_fd = f, lock_fd
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._f, name)
-
-    def read(self, n: int = -1) -> bytes:
-        return self._f.read(n)
+    def __init__(self, path: str, lock_fd: int) -> None:
+        super().__init__(io.FileIO(path, "rb"))
+        self._lock_fd = lock_fd
 
     def close(self) -> None:
         try:
-            self._f.close()
+            super().close()
         finally:
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)  # releases the flock
                 self._lock_fd = -1
-
-    def __enter__(self) -> _Locked:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class ShardCache:
@@ -150,11 +142,10 @@ class ShardCache:
         path = self.path(url)
         fd = self._acquire(url, path, on_retry)
         try:
-            f = open(path, "rb")  # noqa: SIM115 (closed by _Locked.close with its lock)
+            return _Locked(path, fd)
         except BaseException:
             os.close(fd)
             raise
-        return _Locked(f, fd)
 
     def _acquire(self, url: str, path: str, on_retry: Callable[[BaseException], None] | None) -> int:
         """The lock fd of ``path``, held shared, once the copy exists (downloaded here if

@@ -277,7 +277,7 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
         if self.cache is None or not _is_remote(url):
             return open_url(url, self.storage_options)
         self.cache.fetch_ahead(self._next_of.get(url, []), self._count_retry)
-        return self.cache.open(url, self._count_retry)  # type: ignore[return-value]
+        return self.cache.open(url, self._count_retry)
 
     def _read(self, url: str, keep: Callable[[], bool] | None = None) -> Iterator[Any]:
         report: dict[str, Any] = {"skipped_shards": 0, "skipped_lines": 0}

@@ -218,3 +218,14 @@ def test_without_posix_locks_the_cache_says_so(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(cache_module, "fcntl", None)
     with pytest.raises(OSError, match="cache_dir needs POSIX file locks"):
         ShardCache(tmp_path)
+
+
+def test_jsonl_shards_and_sample_split_read_from_the_cache(s3, written, tmp_path) -> None:
+    rows = [{"__key__": f"{i:04d}", "x": i} for i in range(12)]
+    out = write_shards(rows, "s3://cached/rows", max_count=4, format="jsonl", storage_options=s3.storage_options)
+    ds = from_shards(out.pattern, storage_options=s3.storage_options, cache_dir=tmp_path)
+    assert [r["x"] for r in ds] == list(range(12))
+    # split by sample: each consumer reads every cached copy and keeps every 2nd item
+    tars = from_shards(written.pattern, storage_options=s3.storage_options, cache_dir=tmp_path, split="sample")
+    halves = [_keys(tars.consumer_iter(0, 1, w, 2)) for w in range(2)]
+    assert sorted(halves[0] + halves[1]) == _all_keys() and len(halves[0]) == N_SAMPLES // 2
