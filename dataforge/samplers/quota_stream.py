@@ -113,6 +113,12 @@ class ClassStream:
         rows = np.broadcast_to(self.members, (self.group, self.n)).copy()
         return rng.permuted(rows, axis=1, out=rows).reshape(-1)
 
+    def write_pass(self, p: int) -> None:
+        """A one-pass-per-piece small class's pass ``p`` into its work region, where
+        :class:`QuotaEpoch` reads it in place (NOTE [small classes in place])."""
+        perm = keyed_rng(*self.key, _GROUP, p).permutation(self.n)
+        np.take(self.members, perm, out=self.work)
+
     def _start_pass(self, p: int) -> None:
         rng = keyed_rng(*self.key, _PASS, p)
         length = self.last_len if p == self.last_pass else self.n
@@ -256,6 +262,20 @@ class QuotaEpoch:
             )
             for c, q in zip(self.classes.tolist(), self.quotas.tolist())
         ]
+        # NOTE [small classes in place]: a chunk costs a Python step per class it draws
+        # from, which dominates with thousands of classes. A small class whose piece is
+        # one pass (``group == 1``) keeps its current pass in its own region of
+        # ``work`` instead, so every such class's share of a chunk is one vectorised
+        # gather; the stream is the same (pass ``p`` is piece ``p``).
+        self.work = work
+        self._vec = np.asarray(
+            [i for i, st in enumerate(self.streams) if st.small and st.group == 1], np.int64
+        )
+        self._vec_off = offsets[self.classes[self._vec]].astype(np.int64)
+        self._vec_n = np.asarray([self.streams[i].n for i in self._vec.tolist()], np.int64)
+        self._rest = np.setdiff1d(np.arange(len(self.streams)), self._vec)
+        self._vec_pos = np.zeros(len(self._vec), np.int64)
+        self._vec_pass = np.full(len(self._vec), -1, np.int64)
 
     def chunks(self, start: int = 0) -> Iterator[np.ndarray]:
         """The order from position ``start`` on; skipped chunks cost one small draw each
@@ -269,13 +289,48 @@ class QuotaEpoch:
             comp = multivariate_hypergeometric(comp_rng, remaining, m)
             remaining -= comp
             content = np.empty(m, self.dtype)
-            a = 0
-            nz = np.flatnonzero(comp)
-            for i, k in zip(nz.tolist(), comp[nz].tolist()):
+            a = self._fill_in_place(comp[self._vec], content)
+            rest = self._rest[comp[self._rest] > 0]
+            for i, k in zip(rest.tolist(), comp[rest].tolist()):
                 streams[i].fill(content[a : a + k])
                 a += k
             out = content[keyed_rng(*self.key, _CHUNK, j).permutation(m)]
             yield out[start - j * self.chunk :] if j == first else out
+
+    def _fill_in_place(self, counts: np.ndarray, content: np.ndarray) -> int:
+        """Write the in-place classes' shares ``counts`` (NOTE [small classes in place])
+        to the start of ``content``; returns how many items were written."""
+        act = np.flatnonzero(counts)
+        if len(act) == 0:
+            return 0
+        k, pos, n = counts[act], self._vec_pos[act], self._vec_n[act]
+        p = pos // n
+        within = pos - p * n
+        for t in np.flatnonzero(p != self._vec_pass[act]).tolist():  # a pass not yet written
+            self._write_pass(int(act[t]), int(p[t]))
+        simple = k <= n - within
+        ks = k[simple]
+        ends = np.cumsum(ks)
+        idx = np.repeat(self._vec_off[act[simple]] + within[simple] - (ends - ks), ks)
+        idx += np.arange(len(idx), dtype=np.int64)
+        a = len(idx)
+        np.take(self.work, idx, out=content[:a])
+        for t in np.flatnonzero(~simple).tolist():  # shares that run into the next pass(es)
+            v, left, at = int(act[t]), int(k[t]), int(pos[t])
+            size, off = int(n[t]), int(self._vec_off[act[t]])
+            while left:
+                q, w = divmod(at, size)
+                if self._vec_pass[v] != q:
+                    self._write_pass(v, q)
+                take = min(left, size - w)
+                content[a : a + take] = self.work[off + w : off + w + take]
+                a, at, left = a + take, at + take, left - take
+        self._vec_pos[act] += k
+        return a
+
+    def _write_pass(self, v: int, p: int) -> None:
+        self.streams[int(self._vec[v])].write_pass(p)
+        self._vec_pass[v] = p
 
     def _compositions(self, rng: np.random.Generator, count: int) -> Iterator[np.ndarray]:
         """The class compositions of the first ``count`` chunks, drawn from ``rng`` (a
@@ -295,6 +350,8 @@ class QuotaEpoch:
         for comp in self._compositions(rng, first):
             done += comp
         pass_starts = [s.seek(d) for s, d in zip(self.streams, done.tolist())]
+        self._vec_pos = done[self._vec]
+        self._vec_pass = np.full(len(self._vec), -1, np.int64)
         mid = np.asarray([i for i, p in enumerate(pass_starts) if p is not None], np.int64)
         if len(mid):
             since = np.asarray([pass_starts[i] for i in mid.tolist()], np.int64)

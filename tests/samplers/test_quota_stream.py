@@ -133,6 +133,29 @@ def test_every_start_gives_the_rest_of_the_epoch():
         assert np.concatenate(rest or [np.empty(0, np.int64)]).tolist() == full[start:].tolist()
 
 
+def test_many_small_classes_read_in_place():
+    # 40 classes of 3..12 members, a chunk far below their passes: each class's share is
+    # read from its work region (NOTE [small classes in place]), some across passes
+    rng = np.random.default_rng(0)
+    sizes, quotas = rng.integers(3, 13, 40), rng.integers(1, 30, 40)
+    grouped, offsets = np.arange(int(sizes.sum())), np.concatenate(([0], np.cumsum(sizes)))
+    labels = np.repeat(np.arange(40), sizes)
+
+    def make():
+        return QuotaEpoch(grouped, offsets, quotas, (5, 2), np.empty(len(grouped), np.int64),
+                          chunk=32, block=16)
+
+    full = np.concatenate(list(make().chunks(0)))
+    assert np.bincount(labels[full], minlength=40).tolist() == quotas.tolist()
+    seen = np.bincount(full, minlength=len(grouped))
+    for c in range(40):  # whole passes, then a subset: each member f or f + 1 times
+        f = quotas[c] // sizes[c]
+        assert set(seen[offsets[c] : offsets[c + 1]].tolist()) <= {f, f + 1}
+    for start in range(0, len(full) + 1, 7):
+        rest = list(make().chunks(start))
+        assert np.concatenate(rest or [np.empty(0, np.int64)]).tolist() == full[start:].tolist()
+
+
 def test_concurrent_iterators_agree(small_chunks):
     s = ClassBalancedSampler(LABELS, seed=9)
     a, b = iter(s), iter(s)
