@@ -138,7 +138,9 @@ class ShardCache:
     # -- reading ------------------------------------------------------------
     def open(self, url: str, on_retry: Callable[[BaseException], None] | None = None) -> _Locked:
         """The local copy of ``url`` (downloaded when missing), open, its lock held shared."""
-        self._wait_ahead(url)
+        for e in self._wait_ahead(url):  # retries of its download ahead, reported in this thread
+            if on_retry is not None:
+                on_retry(e)
         path = self.path(url)
         fd = self._acquire(url, path, on_retry)
         try:
@@ -172,9 +174,9 @@ class ShardCache:
             os.close(fd)
             raise
 
-    def fetch_ahead(self, urls: Sequence[str], on_retry: Callable[[BaseException], None] | None = None) -> None:
+    def fetch_ahead(self, urls: Sequence[str]) -> None:
         """Start downloading ``urls`` (missing ones) in this process's background thread;
-        ``on_retry`` is called (in that thread) on each retried download."""
+        the retries of one are passed to ``on_retry`` of the :meth:`open` that reads it."""
         if not self.ahead or not urls:
             return
         with self._this_process():
@@ -182,18 +184,20 @@ class ShardCache:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="dataforge-shard-ahead")
             for url in urls[: self.ahead]:
                 if url not in self._pending and not os.path.exists(self.path(url)):
-                    self._pending[url] = self._pool.submit(self._fetch_quietly, url, on_retry)
+                    self._pending[url] = self._pool.submit(self._fetch_quietly, url)
 
-    def _fetch_quietly(self, url: str, on_retry: Callable[[BaseException], None] | None) -> None:
-        # a failure is left to the reader: its own open downloads again, with retries and on_error
+    def _fetch_quietly(self, url: str) -> list[BaseException]:
+        """The download's retried errors; a failure is left to the reader (its own open
+        downloads again, with retries and on_error)."""
+        retried: list[BaseException] = []
         with contextlib.suppress(Exception):
-            os.close(self._acquire(url, self.path(url), on_retry))
+            os.close(self._acquire(url, self.path(url), retried.append))
+        return retried
 
-    def _wait_ahead(self, url: str) -> None:
+    def _wait_ahead(self, url: str) -> list[BaseException]:
         with self._this_process():
             fut = self._pending.pop(url, None)
-        if fut is not None:
-            fut.result()
+        return [] if fut is None else fut.result()  # type: ignore[no-any-return]
 
     # -- internals -------------------------------------------------------------
     def _download(self, url: str, path: str, on_retry: Callable[[BaseException], None] | None) -> None:
@@ -210,12 +214,14 @@ class ShardCache:
                     os.unlink(tmp)
 
         def retried(e: BaseException) -> None:
-            self.retried += 1
+            with self._this_process():  # counters shared with the download-ahead thread
+                self.retried += 1
             if on_retry is not None:
                 on_retry(e)
 
         self.retry.call(once, retried)
-        self.downloads += 1
+        with self._this_process():
+            self.downloads += 1
         self._evict(keep=path)
 
     def _copies(self) -> list[tuple[float, int, str]]:

@@ -7,7 +7,8 @@ or forbidden object, ``TimeoutError``, or any exception of the client libraries
 ``ShardError``) is retried ``retries`` times, waiting ``backoff * 2**attempt``
 seconds (capped at 30 s) before attempt ``attempt`` (0-based). A retry of a shard
 already partly read reopens it and skips the records already yielded, so no sample is
-repeated or lost. Each retry is counted in ``errors["retried_reads"]``. When the
+repeated or lost. Each retry is counted in ``errors["retried_reads"]`` (the retries of
+a shard cache's download ahead when that shard is opened, in the reading thread). When the
 retries are spent, or the error is not transient (a missing object, a corrupt
 member), ``on_error`` applies. The client's own retries (s3fs retries a GET 5 times)
 come first, inside each attempt.

@@ -276,7 +276,7 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
         else a stream (retried by ``_read``)."""
         if self.cache is None or not _is_remote(url):
             return open_url(url, self.storage_options)
-        self.cache.fetch_ahead(self._next_of.get(url, []), self._count_retry)
+        self.cache.fetch_ahead(self._next_of.get(url, []))
         return self.cache.open(url, self._count_retry)
 
     def _read(self, url: str, keep: Callable[[], bool] | None = None) -> Iterator[Any]:
