@@ -1,10 +1,11 @@
 """Opening remote shards: fsspec with ``storage_options``, transient errors, retries.
 
-NOTE [shard retries]: a remote read that fails with a transient error (a dropped
-connection, a timeout, a 5xx the client gave up on: ``OSError`` other than a missing
-or forbidden object, ``TimeoutError``, or any exception of the client libraries
-``aiohttp``/``botocore``/``requests``/``urllib3``, also when it is the cause of a
-``ShardError``) is retried ``retries`` times, waiting ``backoff * 2**attempt``
+NOTE [shard retries]: a remote read that fails with a transient error (in the error or
+its cause chain: a ``ConnectionError``, a ``TimeoutError``, an ``OSError`` with a
+network errno such as ``ECONNRESET``, or any exception of the client libraries
+``aiohttp``/``botocore``/``requests``/``urllib3``/fsspec backends, e.g. a dropped
+connection or a 5xx the client gave up on; never a missing or forbidden object) is
+retried ``retries`` times, waiting ``backoff * 2**attempt``
 seconds (capped at 30 s) before attempt ``attempt`` (0-based). A retry of a shard
 already partly read reopens it and skips the records already yielded, so no sample is
 repeated or lost. Each retry is counted in ``errors["retried_reads"]`` (the retries of
