@@ -132,3 +132,33 @@ def test_retry_arguments_are_checked() -> None:
         from_shards("s3://b/x.tar", retries=-1)
     with pytest.raises(ValueError, match="retry_backoff must be seconds >= 0"):
         from_shards("s3://b/x.tar", retry_backoff=-0.5)
+
+
+def test_what_is_transient() -> None:
+    import errno
+
+    from dataforge.datasets.remote import RetryPolicy, is_transient
+
+    assert is_transient(ConnectionResetError()) and is_transient(TimeoutError())
+    assert is_transient(OSError(errno.ECONNRESET, "reset"))
+    assert not is_transient(FileNotFoundError("s3://b/x.tar")) and not is_transient(PermissionError())
+    assert not is_transient(ValueError("bad member")) and not is_transient(OSError("no errno"))
+    try:
+        try:
+            raise ConnectionResetError("cut")
+        except ConnectionResetError as cause:
+            raise ShardError("cannot read", url="s3://b/x.tar") from cause
+    except ShardError as e:
+        assert is_transient(e)  # through its cause
+    calls, retried = [], []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionResetError("cut")
+        return "ok"
+
+    assert RetryPolicy(2, 0).call(flaky, retried.append) == "ok" and len(retried) == 2
+    calls.clear()
+    with pytest.raises(ConnectionResetError):
+        RetryPolicy(1, 0).call(flaky, retried.append)
