@@ -26,8 +26,8 @@ when its package is missing, never skipped silently nor replaced by other code:
   ``pipe:aws s3 cp`` needs the aws command line).
 - ``litdata``: ``optimize`` straight to ``s3://``, read by ``StreamingDataset`` with a
   ``cache_dir``; its S3 transport (obstore) is allowed plain http for the loopback endpoint.
-- ``mosaicml-streaming``: no arm is written yet (the package was not installed where this
-  benchmark was built); reported absent with that reason.
+- ``mosaicml-streaming``: ``MDSWriter`` to a local folder and ``s3://`` (it uploads each
+  shard as it closes), read by ``StreamingDataset(remote=..., local=...)``.
 """
 
 from __future__ import annotations
@@ -183,11 +183,41 @@ def _litdata(samples: list[Sample], s3: Any, url: str, cfg: dict[str, Any], tmp:
                     "epoch 2 reads its chunk cache"}
 
 
+def _mosaic(samples: list[Sample], s3: Any, url: str, cfg: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    import os
+
+    import streaming
+
+    os.environ["S3_ENDPOINT_URL"] = s3.endpoint_url  # its boto3 uploader and downloader read it
+    os.environ.update(s3.env)
+    kinds = {"__key__": "str", "jpg": "bytes", "txt": "str", "cls": "int"}
+    columns = {k: kinds[k] for k in samples[0]}
+    payload = sum(len(v) for s in samples for v in s.values() if isinstance(v, (bytes, str)))
+    t0 = time.perf_counter()
+    with streaming.MDSWriter(out=(str(tmp / "out"), url), columns=columns, compression=None,
+                             size_limit=max(1 << 16, payload // _SHARDS_PER_SET + 1), progress_bar=False) as w:
+        for s in samples:
+            w.write(s)
+    write_s = time.perf_counter() - t0
+
+    def make() -> Any:
+        streaming.base.util.clean_stale_shared_memory()  # the previous epoch's dataset
+        ds = streaming.StreamingDataset(remote=url, local=str(tmp / "cache"), shuffle=False, batch_size=cfg["batch_size"])
+        return _loader(ds, cfg)
+
+    e1, e2 = _epochs(make, len(samples), f"mosaicml-streaming {url}")
+    shards = [o for o in s3.filesystem().ls(url.removeprefix("s3://"), detail=True) if o["name"].endswith(".mds")]
+    return {"write_s": write_s, "epoch1_samples_per_s": e1, "epoch2_samples_per_s": e2,
+            "shards": len(shards), "bytes": sum(int(o["size"]) for o in shards),
+            "note": "MDSWriter(out=(local, s3://...)) uploading as shards close; StreamingDataset(remote=, "
+                    "local=): epoch 2 reads its local copy"}
+
+
 _ARMS: dict[str, tuple[str, Callable[..., dict[str, Any]] | None]] = {
     "dataforge": ("dataforge", _dataforge),
     "webdataset": ("webdataset", _webdataset),
     "litdata": ("litdata", _litdata),
-    "mosaicml-streaming": ("streaming", None),
+    "mosaicml-streaming": ("streaming", _mosaic),
 }
 
 
