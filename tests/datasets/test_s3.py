@@ -162,3 +162,36 @@ def test_what_is_transient() -> None:
     calls.clear()
     with pytest.raises(ConnectionResetError):
         RetryPolicy(1, 0).call(flaky, retried.append)
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(240)
+def test_torchrun_two_ranks_two_workers_share_one_cache(s3, written, tmp_path) -> None:
+    """A real 2-process torchrun (gloo), 2 DataLoader workers each, one cache_dir: every
+    sample read once per split, every shard downloaded once for the machine."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from collections import Counter
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    before = [s3.requests[u.removeprefix("s3://")] for u in written.urls]
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+        "--master_addr=127.0.0.1", f"--master_port={port}",
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "torchrun_s3_main.py"),
+        written.pattern, s3.endpoint_url, str(tmp_path / "cache"), str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for split in ("by_shard", "by_sample"):
+        seen = Counter(ranks[0][split]) + Counter(ranks[1][split])
+        assert seen == Counter(_all_keys()), split
+    after = [s3.requests[u.removeprefix("s3://")] for u in written.urls]
+    assert [a - b for a, b in zip(after, before)] == [1, 1, 1, 1]
