@@ -202,3 +202,19 @@ def test_chunks_grow_with_the_number_of_classes(monkeypatch):
     s = ClassBalancedSampler(np.arange(50) % 10, strategy="oversample", num_samples=2000, seed=0)
     sizes = [len(c) for c in s.epoch_chunks()]
     assert sizes[0] == 640 and sum(sizes) == 2000  # 64 positions per class, 10 classes
+
+
+def test_scratch_rng_is_keyed_and_per_thread():
+    import threading
+
+    from dataforge.samplers.quota_stream import scratch_rng
+
+    a = scratch_rng(1, 2, 3).integers(0, 2**62, 4).tolist()
+    assert scratch_rng(1, 2, 4).integers(0, 2**62, 4).tolist() != a
+    assert scratch_rng(1, 2, 3).integers(0, 2**62, 4).tolist() == a
+    other: list[int] = []
+    t = threading.Thread(target=lambda: other.extend(scratch_rng(1, 2, 3).integers(0, 2**62, 4).tolist()))
+    g = scratch_rng(1, 2, 3)  # held across the other thread's use of its own generator
+    t.start()
+    t.join()
+    assert other == a and g.integers(0, 2**62, 4).tolist() == a
