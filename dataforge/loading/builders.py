@@ -192,10 +192,15 @@ def build_text_loaders(
     from dataforge.samplers.bucket import BucketBatchSampler
 
     def make(path: Any) -> Any:
+        from dataforge.datasets.readers import reader_for
         from dataforge.datasets.text import TextDataset
 
-        reader = TextDataset.from_csv if str(path).lower().endswith(".csv") else TextDataset.from_jsonl
-        return reader(path, text_key=text_key, label_key=label_key)
+        try:  # any registered format by its extension (CSV, JSONL, Parquet, ...)
+            reader_for(str(path))
+            fmt = None
+        except ValueError:  # an extension no reader claims: JSON lines
+            fmt = "jsonl"
+        return TextDataset.from_file(path, text_key=text_key, label_key=label_key, format=fmt)
 
     train_txt, val_txt = _parts(path_or_dataset, val_fraction, seed, make)
     train = tokenize_dataset(train_txt, tokenizer, text_key=text_key, label_key=label_key, max_length=max_length)

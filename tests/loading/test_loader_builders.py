@@ -67,3 +67,25 @@ def test_text_loaders(tmp_path) -> None:
     assert all(b["input_ids"].shape[1] % 8 == 0 for b in batches)
     assert all(b["attention_mask"].shape == b["input_ids"].shape for b in batches)
     assert sum(len(b["label"]) for b in val) == len(val.dataset)
+
+
+@pytest.mark.parametrize("name", ["c.parquet", "c.txt"])
+def test_text_loaders_read_any_registered_format_and_jsonl_otherwise(tmp_path, name: str) -> None:
+    """The file goes through the reader registry by extension (Parquet here); an
+    extension no reader claims is read as JSON lines."""
+    pytest.importorskip("tokenizers")
+    from dataforge.transforms.text import train_tokenizer
+
+    rows = [{"text": f"alpha beta {'gamma ' * (i % 5)}".strip(), "label": i % 2} for i in range(40)]
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        pa = pytest.importorskip("pyarrow")
+        pq = pytest.importorskip("pyarrow.parquet")
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        path.write_text("\n".join(json.dumps(r) for r in rows))
+    tok = train_tokenizer([r["text"] for r in rows], vocab_size=30)
+    train, val = dataforge.build_text_loaders(str(path), tok, max_tokens=64, batch_size=4, device="cpu")
+    assert len(train.dataset) + len(val.dataset) == 40
+    labels = sorted(int(x) for b in [*train, *val] for x in b["label"])
+    assert labels == sorted(r["label"] for r in rows)
