@@ -39,6 +39,7 @@ from training import fit, prepare_run  # noqa: E402
 
 import dataforge  # noqa: E402
 from dataforge.datasets.packed import tokenize_dataset  # noqa: E402
+from dataforge.datasets.readers import reader_for, readers  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -55,9 +56,13 @@ def demo_corpus(demo: dict[str, Any], rank: int) -> Path:
 def read_corpus(path: Path, a: dict[str, Any]) -> Any:
     if not path.is_file():
         raise RecipeError(f"data path does not exist or is not a file: {str(path)!r}")
-    reader = dataforge.TextDataset.from_csv if path.suffix.lower() == ".csv" else dataforge.TextDataset.from_jsonl
     try:
-        return reader(path, text_key=a["text_key"], label_key=a["label_key"])
+        reader_for(str(path))
+    except ValueError:
+        raise RecipeError(f"data: no reader claims the extension of {str(path)!r}; name the file with one "
+                          f"of {sorted(e for r in readers().values() for e in r.extensions)}") from None
+    try:  # any format of the reader registry, by the file's extension (CSV, JSONL, Parquet...)
+        return dataforge.TextDataset.from_file(path, text_key=a["text_key"], label_key=a["label_key"])
     except (FileNotFoundError, ValueError) as exc:
         raise RecipeError(f"data: {exc}") from None
 
