@@ -218,8 +218,9 @@ class ClassBalancedSampler(EpochSampler[int]):
         if work is None:
             work = np.empty_like(self._grouped)
         try:
-            # NOTE [chunk per class]: a chunk costs a Python step per class it draws
-            # from, so chunks hold at least _chunk_per_class positions per class
+            # NOTE [chunk per class]: a chunk costs a numpy step per class it draws
+            # from (a Python step for those not read in place, NOTE [small classes in
+            # place]), so chunks hold at least _chunk_per_class positions per class
             chunk = max(self._epoch_chunk, self._chunk_per_class * int(np.count_nonzero(quotas)))
             epoch_order = QuotaEpoch(
                 self._grouped, self._offsets, quotas, (self.seed, e), work,
