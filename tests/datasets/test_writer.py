@@ -367,3 +367,28 @@ def test_s3_upload_under_final_names_and_rerun(samples):
         assert read_index(w.index, storage_options=opts)["total_samples"] == 7
         back = list(from_shards(w.pattern, storage_options=opts).map(decode_fields))
         assert [b["cls"] for b in back] == [s["cls"] for s in samples[:7]]
+
+
+def tarfile_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = size, 0, 0o444, 0, 0, "", ""
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+NAMES = ["a.cls", "dir/000000017.seg.png", "k" * 96 + ".jpg", "x" * 100, "x" * 101, "é/ü.txt"]
+
+
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 3 * 2**20, 2**33 - 1])
+def test_direct_ustar_headers_are_tarfiles(size):
+    from dataforge.datasets.writer import _ustar_header
+
+    for name in NAMES[:4]:  # short ASCII names: the direct header
+        assert _ustar_header(name.encode(), size) == tarfile_header(name, size)
+
+
+def test_tar_members_long_and_non_ascii_names_through_tarfile():
+    from dataforge.datasets.writer import _tar_member
+
+    for name in NAMES:
+        for data in (b"", b"abc", b"z" * 513):
+            assert _tar_member(name, data) == tarfile_header(name, len(data)) + data + b"\0" * (-len(data) % 512)
