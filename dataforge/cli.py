@@ -265,9 +265,9 @@ def _add_shards(sub: Any) -> None:
                     "deterministically (the same bytes for any --workers) and atomically (no half-"
                     "written shard is ever listed; a rerun overwrites). An image folder "
                     "(SRC/<class>/<image>) gives samples {<image extension>: file bytes, cls: class "
-                    "id}; a CSV or JSONL file one sample per row ({json: row} in tar and Parquet shards, "
+                    "id}; a table file (CSV, TSV, JSONL, Parquet) one sample per row ({json: row} in tar and Parquet shards, "
                     "the row itself in JSONL shards).")
-    w.add_argument("src", metavar="SRC", help="an image folder (SRC/<class>/<image>), a .csv or a .jsonl file")
+    w.add_argument("src", metavar="SRC", help="an image folder (SRC/<class>/<image>), or a table: .csv, .tsv, .jsonl, .parquet (any registered reader)")
     w.add_argument("out", metavar="OUT", help="the output folder, or an fsspec URL (s3://bucket/prefix)")
     w.add_argument("--format", choices=("tar", "jsonl", "parquet"), default="tar",
                    help="shard format (default tar; parquet needs dataforge[parquet])")
@@ -292,29 +292,25 @@ class _FolderSample:
 def _source(src: Path, format: str) -> tuple[Any, dict[str, Any]]:
     """The samples of ``SRC`` and the metadata stored in the index."""
     import dataforge
-    from dataforge.datasets.records import csv_rows
-    from dataforge.datasets.table import read_jsonl
+    from dataforge.datasets.readers import FileRecords, readers
 
     if src.is_dir():
         folder = dataforge.ImageFolder(src, decode=False)
         return folder.map(_FolderSample()), {"source": str(src), "classes": folder.classes}
     if not src.is_file():
-        raise FileNotFoundError(f"SRC {str(src)!r} does not exist; expected an image folder or a .csv/.jsonl file")
-    suffix = src.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        rows = [row for _, row in read_jsonl(src)]
-    elif suffix in (".csv", ".tsv"):
-        with src.open("rb") as f:
-            lines = list(csv_rows(f, str(src), "\t" if suffix == ".tsv" else ","))
-        if not lines:
-            raise ValueError(f"{str(src)!r} is empty: expected a header row naming the columns")
-        header = lines[0][1]
-        for line, row in lines[1:]:
-            if len(row) != len(header):
-                raise ValueError(f"{str(src)!r}: line {line} has {len(row)} fields, the header has {len(header)}")
-        rows = [dict(zip(header, row)) for _, row in lines[1:]]
-    else:
-        raise ValueError(f"SRC {str(src)!r} is neither a folder nor a .csv/.tsv/.jsonl file")
+        raise FileNotFoundError(f"SRC {str(src)!r} does not exist; expected an image folder or a table file")
+    tsv = src.suffix.lower() == ".tsv"  # a CSV with tabs
+    try:  # any format of the reader registry, by the file's extension
+        records = FileRecords(src, "csv" if tsv else None, delimiter="\t" if tsv else ",")
+    except ValueError:
+        known = sorted({e for r in readers().values() for e in r.extensions if r.name != "tar"} | {".tsv"})
+        raise ValueError(f"SRC {str(src)!r} is neither a folder nor a file of a known format {known}") from None
+    if records.reader.name == "tar":
+        raise ValueError(f"SRC {str(src)!r} is a tar shard: to write shards again, pass "
+                         "dataforge.from_shards(...) to dataforge.write_shards in Python")
+    rows = [row for _, row in records]
+    if not rows:
+        raise ValueError(f"{str(src)!r} has no records (a CSV needs a header row naming the columns)")
     samples = [row if format == "jsonl" else {"json": row} for row in rows]
     return dataforge.from_sequence(samples), {"source": str(src)}
 

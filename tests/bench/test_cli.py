@@ -279,11 +279,37 @@ def test_shards_write_bad_options(capsys, tmp_path, tiny_images, argv, match):
 
 def test_shards_write_bad_sources(capsys, tmp_path):
     assert "does not exist" in _err(capsys, ["shards", "write", str(tmp_path / "nope"), str(tmp_path / "o")])
-    (tmp_path / "x.parquet").write_bytes(b"PAR1")
-    assert "neither a folder nor" in _err(capsys, ["shards", "write", str(tmp_path / "x.parquet"), str(tmp_path)])
+    (tmp_path / "x.bin").write_bytes(b"PAR1")
+    assert "neither a folder nor" in _err(capsys, ["shards", "write", str(tmp_path / "x.bin"), str(tmp_path)])
     (tmp_path / "bad.csv").write_text("a,b\n1\n")
     assert "line 2 has 1 fields" in _err(capsys, ["shards", "write", str(tmp_path / "bad.csv"), str(tmp_path / "o")])
+    (tmp_path / "empty.csv").write_text("")
+    assert "has no records" in _err(capsys, ["shards", "write", str(tmp_path / "empty.csv"), str(tmp_path / "o")])
+    (tmp_path / "s.tar").write_bytes(b"")
+    assert "is a tar shard" in _err(capsys, ["shards", "write", str(tmp_path / "s.tar"), str(tmp_path / "o")])
     assert "required" in _err(capsys, ["shards"])
+
+
+@pytest.mark.parametrize("name", ["t.tsv", "t.parquet", "t.jsonl"])
+def test_shards_write_reads_tables_through_the_reader_registry(tmp_path, name):
+    """A table SRC of any registered format becomes shards whose records are its rows."""
+    import json
+
+    from dataforge.cli import main
+
+    rows = [{"text": f"doc {i}", "label": i % 2} for i in range(5)]
+    src = tmp_path / name
+    if name.endswith(".tsv"):
+        src.write_text("text\tlabel\n" + "".join(f"{r['text']}\t{r['label']}\n" for r in rows))
+    elif name.endswith(".parquet"):
+        pa = pytest.importorskip("pyarrow")
+        pytest.importorskip("pyarrow.parquet").write_table(pa.Table.from_pylist(rows), src)
+    else:
+        src.write_text("\n".join(json.dumps(r) for r in rows))
+    assert main(["shards", "write", str(src), str(tmp_path / "o"), "--format", "jsonl"]) == 0
+    got = [json.loads(line) for f in sorted((tmp_path / "o").glob("*.jsonl")) for line in f.read_text().splitlines()]
+    assert [g.pop("__key__") for g in got] == [f"{i:09d}" for i in range(5)]
+    assert got == ([{"text": r["text"], "label": str(r["label"])} for r in rows] if name.endswith(".tsv") else rows)
 
 
 def test_size_option():
