@@ -9,8 +9,10 @@ know the per-rank targets. Given ``samples_per_shard`` (one int or a list) is
 trusted; otherwise ``from_shards`` runs ONE counting pass in the constructor, in
 the main process before any worker starts: tar headers are walked without keeping
 member data (local uncompressed shards still read each header, a few ms per shard),
-JSONL lines are counted. Remote shards are downloaded once for that pass, so pass
-``samples_per_shard`` for large remote data sets. Counts are cached per process by
+JSONL lines are counted. Shards written by ``write_shards`` are not read at all: their
+counts come from the index beside them, local or remote (NOTE [index counts]); other
+remote shards are downloaded once for that pass, so pass ``samples_per_shard`` for
+large remote data sets. Counts are cached per process by
 (url, size, mtime). Whatever the counts, each consumer yields exactly its target
 (padding from its own stream if a shard turns out shorter), so ranks stay equal.
 
@@ -166,37 +168,49 @@ def _format_of(urls: list[str], format: str | None) -> str:
     return found.pop()
 
 
-def counts_from_index(urls: list[str]) -> list[int] | None:
-    """Sample counts of local shards from the index :func:`write_shards` left beside them.
+def counts_from_index(urls: list[str], storage_options: dict[str, Any] | None = None) -> list[int] | None:
+    """Sample counts of shards from the index :func:`write_shards` left beside them.
 
     NOTE [index counts]: a shard ``<dir>/<prefix>-NNNNNN.<ext>`` is looked up in
     ``<dir>/<prefix>.index.json``; the counts are used only when every shard is listed there
     with its current size in bytes (a rewritten or edited shard falls back to counting).
-    Remote shards are counted by reading (no index look-up over the network).
+    Remote shards (fsspec URLs) are looked up the same way: one read of the index and one
+    listing of the folder per index, instead of a download of every shard; any failure of
+    those falls back to counting, which is always right.
     """
     docs: dict[str, dict[str, Any]] = {}
+    sizes: dict[str, int] = {}
     out = []
     for url in urls:
-        if _is_remote(url):
-            return None
-        path = _local(url)
-        m = _WRITTEN.match(os.path.basename(path))
+        remote = _is_remote(url)
+        path = url if remote else _local(url)
+        folder, name = path.rsplit("/", 1) if remote else os.path.split(path)
+        m = _WRITTEN.match(name)
         if m is None:
             return None
-        index = os.path.join(os.path.dirname(path), f"{m['prefix']}.index.json")
+        index = f"{folder}/{m['prefix']}.index.json" if remote else os.path.join(folder, f"{m['prefix']}.index.json")
         if index not in docs:
-            if not os.path.isfile(index):
-                return None
             try:
-                doc = read_index(index)
-            except ValueError:
-                return None  # not ours or stale: counting is the safe answer
+                doc = read_index(index, storage_options)
+                if remote:
+                    sizes.update(_remote_sizes(folder, storage_options))
+            except Exception:  # missing, not ours, stale or unreachable: counting is the safe answer
+                return None
             docs[index] = {s["name"]: s for s in doc["shards"]}
-        entry = docs[index].get(os.path.basename(path))
-        if entry is None or entry["bytes"] != os.path.getsize(path):
+        entry = docs[index].get(name)
+        size = sizes.get(f"{folder}/{name}") if remote else os.path.getsize(path)
+        if entry is None or entry["bytes"] != size:
             return None
         out.append(entry["samples"])
     return out
+
+
+def _remote_sizes(folder: str, storage_options: dict[str, Any] | None) -> dict[str, int]:
+    """``{url: size in bytes}`` of the files in a remote folder (one listing)."""
+    fs, _, (root,) = _fsspec().get_fs_token_paths(folder, storage_options=storage_options or {})
+    fs.invalidate_cache(root)  # a listing cached by an earlier call may predate a rewrite
+    return {f"{folder}/{e['name'].rsplit('/', 1)[-1]}": int(e["size"])
+            for e in fs.ls(root, detail=True) if e.get("type") == "file"}
 
 
 def open_url(url: str, storage_options: dict[str, Any] | None = None) -> IO[bytes]:
@@ -459,7 +473,7 @@ def from_shards(
     expanded = expand_urls(urls, storage_options)
     fmt = _format_of(expanded, format)
     if samples_per_shard is None and equalize is not None:
-        samples_per_shard = counts_from_index(expanded)
+        samples_per_shard = counts_from_index(expanded, storage_options)
     return ShardDataset(
         expanded, fmt, on_error, shuffle_shards=shuffle_shards, seed=seed, split=split,
         equalize=equalize, num_replicas=num_replicas, rank=rank, samples_per_shard=samples_per_shard,

@@ -195,3 +195,21 @@ def test_torchrun_two_ranks_two_workers_share_one_cache(s3, written, tmp_path) -
         assert seen == Counter(_all_keys()), split
     after = [s3.requests[u.removeprefix("s3://")] for u in written.urls]
     assert [a - b for a, b in zip(after, before)] == [1, 1, 1, 1]
+
+
+def test_equalize_takes_the_counts_from_the_remote_index_without_downloading_shards(s3, written) -> None:
+    from dataforge.datasets.shards import counts_from_index
+
+    before = [s3.requests[u.removeprefix("s3://")] for u in written.urls]
+    assert counts_from_index(written.urls, s3.storage_options) == [PER_SHARD] * 4  # NOTE [index counts]
+    ds = from_shards(written.pattern, storage_options=s3.storage_options, equalize="pad", num_replicas=3, rank=0)
+    assert [s3.requests[u.removeprefix("s3://")] for u in written.urls] == before  # no shard downloaded
+    assert len(_keys(ds)) == 2 * PER_SHARD  # rank 0 of 3 reads shards 0 and 3 (the others pad to 20)
+    # a shard the index does not describe (another size) falls back to counting
+    fs, key = s3.filesystem(), written.urls[0].removeprefix("s3://")
+    original = fs.cat_file(key)
+    fs.pipe_file(key, original + b"\0" * 512)
+    try:
+        assert counts_from_index(written.urls, s3.storage_options) is None
+    finally:
+        fs.pipe_file(key, original)
