@@ -47,26 +47,39 @@ def available() -> bool:
     return psutil is not None and _pss(psutil.Process(os.getpid())) is not None
 
 
-def sample(t: float) -> MemorySample | None:
+def _children(psutil: Any) -> list[Any]:
+    try:
+        return list(psutil.Process(os.getpid()).children(recursive=False))
+    except Exception:  # this process's table cannot be read here
+        return []
+
+
+def child_pids() -> frozenset[int]:
+    """Pids of this process's child processes now (empty without psutil)."""
+    psutil = _psutil()
+    return frozenset(c.pid for c in _children(psutil)) if psutil is not None else frozenset()
+
+
+def sample(t: float, *, exclude: frozenset[int] = frozenset()) -> MemorySample | None:
     """PSS of this process and of each of its child processes now; ``None`` without psutil.
 
     Worker processes are this process's children; a thread engine's workers live in
-    ``"main"``.
+    ``"main"``. ``exclude`` names children that are not the loader's workers: the
+    caller takes :func:`child_pids` before the loader starts, so that a server, a
+    resource tracker or another library's pool alive before it is not reported as
+    a worker.
     """
     psutil = _psutil()
     if psutil is None:
         return None
-    me = psutil.Process(os.getpid())
     out = MemorySample(t)
-    main = _pss(me)
+    main = _pss(psutil.Process(os.getpid()))
     if main is None:
         return None
     out.pss["main"] = main
-    try:
-        children = me.children(recursive=False)
-    except Exception:
-        children = []
-    for child in children:
+    for child in _children(psutil):
+        if child.pid in exclude:
+            continue
         value = _pss(child)
         if value is not None:
             out.pss[f"worker pid {child.pid}"] = value

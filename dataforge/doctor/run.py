@@ -96,7 +96,8 @@ def run_pipeline(
             it has them (a dataforge ``Loader``).
         seconds: steady-state duration, > 0.
         step: called with each batch.
-        memory_samples: PSS samples taken over the run (first batch, then evenly).
+        memory_samples: PSS samples taken over the run (first batch, then evenly);
+            child processes alive before ``iter(loader)`` are not counted as workers.
 
     Raises:
         ValueError: ``seconds`` is not positive, or the loader yields no batch.
@@ -109,6 +110,7 @@ def run_pipeline(
     mem: list[memory.MemorySample] = []
     samples = batches = 0
     wait = 0.0
+    others = memory.child_pids() if memory_samples > 0 else frozenset()
     t_iter = time.perf_counter()
     it = iter(loader)
     t_first: float | None = None
@@ -143,14 +145,14 @@ def run_pipeline(
             del batch
             elapsed = t2 - t_first
             if memory_samples > 0 and elapsed >= next_mem:
-                s = memory.sample(t2)
+                s = memory.sample(t2, exclude=others)
                 if s is not None:
                     mem.append(s)
                 next_mem += seconds / max(1, memory_samples - 1)
             if elapsed >= seconds:
                 break
         if memory_samples > 0 and (not mem or mem[-1].t != consumer[-1][2]):
-            s = memory.sample(time.perf_counter())
+            s = memory.sample(time.perf_counter(), exclude=others)
             if s is not None:
                 mem.append(s)
     finally:

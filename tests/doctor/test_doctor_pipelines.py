@@ -3,6 +3,8 @@ improves the measured throughput in its own trial run (issue #20, "Done when")."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import doctor_pipelines as pl
@@ -57,8 +59,14 @@ def test_a_step_bound_run_says_so_and_tries_fewer_workers() -> None:
 
 @pytest.mark.parametrize("engine", ["process"])
 def test_process_workers_report_stages_and_memory(engine: str) -> None:
-    report = dataforge.doctor(lambda **kw: pl.slow_read(engine=engine, **kw), seconds=1.0,
-                              step_ms=2.0, trials=False)
+    # A child process alive before the run (a server, another pool) is no worker.
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        report = dataforge.doctor(lambda **kw: pl.slow_read(engine=engine, **kw), seconds=1.0,
+                                  step_ms=2.0, trials=False)
+    finally:
+        bystander.kill()
+        bystander.wait()
     assert report.diagnosis.bound == "read", str(report)
     workers = report.run.stats["workers"]
     assert set(workers) == {"0", "1"}
