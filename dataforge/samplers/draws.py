@@ -109,44 +109,32 @@ def multivariate_hypergeometric(
     return out
 
 
-def subset_mask(n: int, r: int, rng: np.random.Generator, batch: int = CHUNK) -> np.ndarray:
-    """A boolean mask of ``n`` items with exactly ``r`` set: a uniform random ``r``-subset.
+def block_sample(
+    src: np.ndarray, counts: np.ndarray, block: int, dst: np.ndarray, rng: np.random.Generator
+) -> None:
+    """Each run of ``block`` items of ``src`` gives ``counts[b]`` of its items, a uniform
+    subset in uniformly random order, written to ``dst`` one run after the other.
 
-    NOTE [subset by marking]: i.i.d. uniform positions are marked, ``k - marked`` at a
-    time, until ``k`` are marked (``k = min(r, n - r)``; the complement when ``r > n / 2``).
-    The procedure treats every item alike (relabelling the items relabels the draws),
-    and it always stops at exactly ``k``, so the marked set is uniform over all
-    ``k``-subsets. Cost: about ``n * ln(n / (n - k)) <= 0.7 n`` cheap draws plus a byte
-    per item, against a permutation of all ``n`` items (several times slower).
+    A run whose count is its length is permuted whole. Every run is drawn in cache and
+    the cost is O(run) at most, whatever ``len(src)`` is: no mask or permutation of all
+    of ``src`` (NOTE [pass cut short] in ``quota_stream.py``).
 
     Example:
-        >>> m = subset_mask(10, 7, np.random.default_rng(0))
-        >>> int(m.sum()), m.dtype.name
-        (7, 'bool')
+        >>> dst = np.empty(5, np.int64)
+        >>> block_sample(np.arange(10), np.array([4, 1]), 5, dst, np.random.default_rng(0))
+        >>> bool(dst[:4].max() < 5), len(set(dst[:4].tolist())), bool(dst[4] >= 5)
+        (True, 4, True)
     """
-    if not 0 <= r <= n:
-        raise ValueError(f"r must be in 0..n={n}, got {r}")
-    complement = 2 * r > n
-    k = n - r if complement else r
-    mask = np.zeros(n, bool)
-    marked = 0
-    while marked < k:
-        todo = k - marked
-        while todo > 0:  # never more draws than marks still missing: the count never overshoots
-            step = min(todo, batch)
-            mask[rng.integers(0, n, step)] = True
-            todo -= step
-        marked = int(np.count_nonzero(mask))
-    if complement:
-        np.logical_not(mask, out=mask)
-    return mask
-
-
-def block_permute(src: np.ndarray, dst: np.ndarray, block: int, rng: np.random.Generator) -> None:
-    """``dst`` = ``src`` with each run of ``block`` items permuted uniformly (in cache)."""
-    for s in range(0, len(src), block):
-        part = src[s : s + block]
-        dst[s : s + len(part)] = part[rng.permutation(len(part))]
+    a = 0
+    for b, c in enumerate(counts.tolist()):
+        if c == 0:
+            continue
+        part = src[b * block : (b + 1) * block]
+        if c > len(part):
+            raise ValueError(f"counts[{b}]={c} exceeds run {b}'s {len(part)} items")
+        pick = rng.permutation(c) if c == len(part) else rng.choice(len(part), c, replace=False)
+        np.take(part, pick, out=dst[a : a + c])
+        a += c
 
 
 def alias_table(weights: np.ndarray, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:

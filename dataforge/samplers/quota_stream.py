@@ -38,16 +38,9 @@ from typing import cast
 import numpy as np
 
 from dataforge._rng import mix_seed
-from dataforge.samplers.draws import (
-    HG_LIMIT,
-    block_permute,
-    multivariate_hypergeometric,
-    subset_mask,
-)
+from dataforge.samplers.draws import HG_LIMIT, block_sample, multivariate_hypergeometric
 
 _COMPOSITION, _CHUNK, _PASS, _GROUP = 1, 2, 3, 5  # generator tags
-_PIECE = 1 << 20  # members copied per step
-_SPARSE = 20  # a pass of at most 1 / _SPARSE of the members is drawn as a sample (NOTE [sparse subset])
 _MAX_BLOCKS = 1024  # blocks per large class: each chunk's draw over them is O(blocks)
 
 
@@ -104,8 +97,8 @@ class ClassStream:
     ``seek`` says when the caller must replay them with ``skip``.
 
     A large class's last pass, when the quota cuts it short to ``r`` members, is a
-    uniform ``r``-subset (NOTE [subset by marking]: a byte and under one cheap draw
-    per member) handed out the same way, so no permutation of all the members is made.
+    uniform ``r``-subset drawn block by block (NOTE [pass cut short]) and handed out
+    the same way, so no permutation of all the members is made.
     """
 
     def __init__(
@@ -153,26 +146,18 @@ class ClassStream:
     def _start_pass(self, p: int) -> None:
         rng = keyed_rng(*self.key, _PASS, p)
         length = self.last_len if p == self.last_pass else self.n
-        src = self.members
-        if length * _SPARSE <= self.n:  # a pass cut far short: a few members, drawn directly
-            # NOTE [sparse subset]: numpy draws an unordered sample this small (at most a
-            # 20th) by Floyd's algorithm: O(length) time and memory, not O(members)
-            pick = rng.choice(self.n, length, replace=False, shuffle=False)
-            np.take(self.members, pick, out=self.work[:length])
-            del pick
-            src = self.work[:length]
-        elif length < self.n:  # a pass cut short: a uniform subset of the members first
-            mask = subset_mask(self.n, length, rng)
-            a = 0
-            for s in range(0, self.n, _PIECE):
-                pick = np.compress(mask[s : s + _PIECE], self.members[s : s + _PIECE])  # no mispredicts
-                self.work[a : a + len(pick)] = pick
-                a += len(pick)
-            del mask
-            src = self.work[:length]
-        block_permute(src, self.work[:length], self.block, rng)
-        self._next = np.arange(0, length, self.block, dtype=np.int64)
-        self._left = np.minimum(length - self._next, self.block)
+        firsts = np.arange(0, self.n, self.block, dtype=np.int64)
+        sizes = np.minimum(self.n - firsts, self.block)
+        if length < self.n:
+            # NOTE [pass cut short]: a uniform ``length``-subset of the members has
+            # multivariate hypergeometric counts per block and, given them, a uniform
+            # subset of each block; each block's subset is drawn in cache (O(block) at
+            # most), so the cost follows the blocks' draws, not a mask or permutation
+            # of all the members. The blocks' subsets are the pass's blocks.
+            sizes = multivariate_hypergeometric(rng, sizes, length)
+            firsts = np.cumsum(sizes) - sizes
+        block_sample(self.members, sizes, self.block, self.work, rng)
+        self._next, self._left = firsts, sizes.copy()
         self._rng, self._pass, self._pass_left = rng, p, length
 
     def _take(self, k: int, out: np.ndarray | None) -> None:

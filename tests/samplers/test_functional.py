@@ -144,3 +144,30 @@ def test_rechunk_joins_small_and_splits_large_pieces():
     chunks = list(F._rechunk(pieces, 64))
     assert [len(c) for c in chunks] == [64, 64, 64, 64, 4]
     assert np.concatenate(chunks).tolist() == list(range(260))
+
+
+def test_block_sample_takes_uniform_ordered_subsets_of_each_run():
+    src = np.arange(25) + 100
+    counts = np.array([3, 10, 2])
+    dst = np.empty(15, np.int64)
+    rng = np.random.default_rng(0)
+    hits, first = np.zeros(25, np.int64), np.zeros(25, np.int64)
+    for _ in range(3000):
+        D.block_sample(src, counts, 10, dst, rng)
+        runs = dst[:3] - 100, dst[3:13] - 100, dst[13:] - 100
+        assert [len(set(r.tolist())) for r in runs] == [3, 10, 2]
+        assert runs[0].max() < 10 and sorted(runs[1].tolist()) == list(range(10, 20)) and runs[2].min() >= 20
+        hits[dst - 100] += 1
+        first[runs[0][0]] += 1
+        first[runs[2][0]] += 1
+    # each member of a run is taken with probability count / length, each first equally often
+    for (lo, hi), c in zip([(0, 10), (20, 25)], [3, 2]):
+        p = c / (hi - lo)
+        assert np.abs(hits[lo:hi] - 3000 * p).max() < 5 * np.sqrt(3000 * p * (1 - p))
+        q = 1 / (hi - lo)
+        assert np.abs(first[lo:hi] - 3000 * q).max() < 5 * np.sqrt(3000 * q * (1 - q))
+    big = np.empty(1000, np.int64)  # runs above 10,000 items: numpy's partial shuffle path
+    D.block_sample(np.arange(40_000), np.array([600, 400]), 20_000, big, rng)
+    assert len(set(big.tolist())) == 1000 and big[:600].max() < 20_000 <= big[600:].min()
+    with pytest.raises(ValueError, match=r"counts\[1\]=6 exceeds run 1's 5 items"):
+        D.block_sample(np.arange(10), np.array([1, 6]), 5, dst, rng)

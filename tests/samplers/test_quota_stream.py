@@ -182,7 +182,7 @@ def test_multivariate_hypergeometric_any_total():
     assert D.multivariate_hypergeometric(rng, np.array([3, 4]), 7).tolist() == [3, 4]
 
 
-@pytest.mark.parametrize("quota", [30, 5])  # by marking; a sample (NOTE [sparse subset])
+@pytest.mark.parametrize("quota", [30, 5])  # blocks far from full and near empty (NOTE [pass cut short])
 def test_a_pass_cut_short_is_a_uniform_subset(small_chunks, quota):
     # class 0 (100 members, blocks of 16) with a quota below 100: one pass cut short
     s = ClassBalancedSampler(LABELS, strategy={0: 1.0}, num_samples=quota, seed=6)
