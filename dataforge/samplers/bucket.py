@@ -11,10 +11,10 @@ import torch
 from dataforge.samplers.base import EpochSampler, check_int
 from dataforge.samplers.class_balanced import ClassBalancedSampler
 from dataforge.samplers.functional import (
+    CHUNK,
     geometric_boundaries,
     index_dtype,
     pack_batches,
-    plan_window,
     pool_sort,
 )
 from dataforge.samplers.quota_stream import keyed_rng
@@ -77,6 +77,119 @@ def _as_lists(flat: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[list[int
     idx += np.arange(len(idx), dtype=np.int64)
     values = flat[idx].tolist()
     return [values[a:b] for a, b in zip(begins.tolist(), ends.tolist())]
+
+
+def _length_keys(
+    lengths: np.ndarray, boundaries: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """Per-sample sort keys of a streamed window plan (NOTE [length keys] below).
+
+    Returns ``(keys, key_bucket, bucket_first, bucket_span)``: ``keys[i]`` is the
+    rank of ``lengths[i]`` among the distinct lengths, longest first (uint16 when
+    they fit); ``key_bucket[key]`` the bucket of a key, numbered in key order
+    (``None`` with one bucket); bucket ``b`` holds keys ``bucket_first[b]`` to
+    ``bucket_first[b] + bucket_span[b] - 1``.
+    """
+    n = len(lengths)
+    longest = int(lengths.max())
+    if longest <= _LOOKUP_LENGTHS:
+        seen = np.zeros(longest + 1, bool)
+        for s in range(0, n, CHUNK):
+            seen[lengths[s : s + CHUNK]] = True
+        values = np.flatnonzero(seen)
+    else:
+        values = np.unique(lengths)
+    num = len(values)
+    dtype = np.uint16 if num <= 1 << 16 else np.uint32
+    keys = np.empty(n, dtype)
+    if longest <= _LOOKUP_LENGTHS:
+        table = np.zeros(longest + 1, dtype)
+        table[values] = np.arange(num - 1, -1, -1)
+        for s in range(0, n, CHUNK):
+            np.take(table, lengths[s : s + CHUNK], out=keys[s : s + CHUNK])
+    else:
+        for s in range(0, n, CHUNK):
+            keys[s : s + CHUNK] = num - 1 - np.searchsorted(values, lengths[s : s + CHUNK])
+    by_key = values[::-1]  # the length of each key
+    if boundaries is None:
+        return keys, None, np.zeros(1, np.int64), np.array([num], np.int64)
+    bucket = np.searchsorted(boundaries, by_key, side="right")
+    first = np.flatnonzero(np.concatenate(([True], bucket[1:] != bucket[:-1])))
+    span = np.diff(np.append(first, num))
+    if len(first) == 1:
+        return keys, None, first.astype(np.int64), span.astype(np.int64)
+    bucket_dtype = np.uint8 if len(first) <= 1 << 8 else np.uint16
+    key_bucket = np.repeat(np.arange(len(first)), span).astype(bucket_dtype)
+    return keys, key_bucket, first.astype(np.int64), span.astype(np.int64)
+
+
+def _window_order(
+    keys: np.ndarray,
+    key_bucket: np.ndarray | None,
+    bucket_first: np.ndarray,
+    bucket_span: np.ndarray,
+    pool_size: int,
+    batch_size: int,
+) -> np.ndarray:
+    """Layout of one streamed window: batch ``j`` is ``order[j * batch_size:][:batch_size]``.
+
+    The order is :func:`~dataforge.samplers.functional.pool_sort`'s (pools are runs
+    of ``pool_size`` items of a bucket in stream order, sorted longest first, ties in
+    stream order), buckets taken longest first; the partial batch each pool ends
+    with goes to a remainder at the end, sorted longest first. ``keys`` are the
+    window's :func:`_length_keys`.
+
+    NOTE [one sort per window]: a pool's items are consecutive once the window is
+    grouped by bucket (a one-byte radix sort), and a pool only holds its bucket's
+    keys, so pool and length fold into one key, ``offset of the pool + key - first
+    key of the bucket``, usually below 2^16: one 16-bit radix sort orders the whole
+    window (``pool_sort`` needs two radix sorts, a scatter of pool ids and gathers
+    of 8-byte lengths).
+    """
+    n = len(keys)
+    if key_bucket is None:
+        counts = np.array([n], np.int64)
+        by_bucket: np.ndarray | None = None
+        grouped = keys
+    else:
+        bucket = key_bucket[keys]
+        counts = np.bincount(bucket, minlength=len(bucket_first))
+        by_bucket = np.argsort(bucket, kind="stable")
+        del bucket
+        grouped = keys[by_bucket]
+    pools = -(-counts // pool_size)
+    pool_bucket = np.repeat(np.arange(len(counts)), pools)
+    pool_len = np.full(len(pool_bucket), pool_size, np.int64)
+    has = pools > 0
+    pool_len[(np.cumsum(pools) - 1)[has]] = counts[has] - (pools[has] - 1) * pool_size
+    span = bucket_span[pool_bucket]
+    offset = np.cumsum(span) - span
+    total = int(offset[-1] + span[-1]) if len(span) else 0
+    base = offset - bucket_first[pool_bucket]
+    if total <= 1 << 16:  # arithmetic mod 2^16 lands every key in [0, total)
+        key = np.repeat((base % (1 << 16)).astype(np.uint16), pool_len)
+        np.add(key, grouped, out=key, casting="unsafe")
+    else:
+        key = np.repeat(base, pool_len) + grouped
+    within = np.argsort(key, kind="stable")
+    del key, grouped
+    order = within if by_bucket is None else by_bucket[within]
+    del within, by_bucket
+    tail = pool_len % batch_size
+    if not tail.any():
+        return order
+    ends = np.cumsum(pool_len)
+    keep: list[np.ndarray] = []
+    rest: list[np.ndarray] = []
+    a = 0
+    for e, t in zip(ends[tail > 0].tolist(), tail[tail > 0].tolist()):
+        keep.append(order[a : e - t])
+        rest.append(order[e - t : e])
+        a = e
+    keep.append(order[a:])
+    remainder = np.concatenate(rest)
+    keep.append(remainder[np.argsort(keys[remainder], kind="stable")])
+    return np.concatenate(keep)
 
 
 class BucketBatchSampler(EpochSampler[list[int]]):
@@ -164,19 +277,6 @@ class BucketBatchSampler(EpochSampler[list[int]]):
                 f"balance='oversample') or neither; got labels={'set' if labels is not None else None}, "
                 f"balance={balance!r}"
             )
-        self._balancer: ClassBalancedSampler | None = None
-        if balance is not None:
-            try:
-                self._balancer = ClassBalancedSampler(
-                    labels, strategy=balance, seed=seed, num_replicas=1, rank=0
-                )
-            except ValueError as e:  # name the argument as the caller spelled it
-                raise ValueError(f"balance={balance!r} / labels: {e}") from e
-            if self._balancer.num_labels != len(self.lengths):
-                raise ValueError(
-                    f"labels has {self._balancer.num_labels} entries but lengths has "
-                    f"{len(self.lengths)}; pass one label per sample"
-                )
         per_batch = self.batch_size or len(self.lengths)
         if self.max_tokens is not None:
             per_batch = min(per_batch, max(1, self.max_tokens // int(np.mean(self.lengths))))
@@ -194,13 +294,34 @@ class BucketBatchSampler(EpochSampler[list[int]]):
             self.bucket_boundaries = self._check_boundaries(bucket_boundaries)
         if self.bucket_boundaries is not None and len(self.bucket_boundaries) == 0:
             self.bucket_boundaries = None
+        # the balancer comes after the boundaries: its grouping is not yet resident while
+        # geometric_boundaries holds a temporary of 8 bytes per sample
+        self._balancer: ClassBalancedSampler | None = None
+        if balance is not None:
+            try:
+                self._balancer = ClassBalancedSampler(
+                    labels, strategy=balance, seed=seed, num_replicas=1, rank=0
+                )
+            except ValueError as e:  # name the argument as the caller spelled it
+                raise ValueError(f"balance={balance!r} / labels: {e}") from e
+            if self._balancer.num_labels != len(self.lengths):
+                raise ValueError(
+                    f"labels has {self._balancer.num_labels} entries but lengths has "
+                    f"{len(self.lengths)}; pass one label per sample"
+                )
         self._lookup: np.ndarray | None = None  # bucket id by length, see _bucket_ids
-        longest = int(self.lengths.max())
-        if self.bucket_boundaries is not None and longest <= _LOOKUP_LENGTHS:
-            ids = np.searchsorted(self.bucket_boundaries, np.arange(longest + 1), side="right")
-            self._lookup = ids.astype(np.uint16 if len(self.bucket_boundaries) < 1 << 16 else np.int64)
+        self._keys: tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray] | None = None
+        if self._streamed():  # NOTE [length keys]
+            self._keys = _length_keys(self.lengths, self.bucket_boundaries)
+        else:
+            longest = int(self.lengths.max())
+            if self.bucket_boundaries is not None and longest <= _LOOKUP_LENGTHS:
+                ids = np.searchsorted(self.bucket_boundaries, np.arange(longest + 1), side="right")
+                self._lookup = ids.astype(
+                    np.uint16 if len(self.bucket_boundaries) < 1 << 16 else np.int64
+                )
         self._plan: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._wplan: tuple[int, int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._wplan: tuple[int, int, np.ndarray, np.ndarray] | None = None
         self._wstream: tuple[int, int, Iterator[np.ndarray], list[np.ndarray]] | None = None
 
     @staticmethod
@@ -256,7 +377,12 @@ class BucketBatchSampler(EpochSampler[list[int]]):
     # buckets, pools and batch order stay within a window and each window ends its
     # pools' partial batches in a pooled, length-sorted remainder, so it holds exactly
     # ceil(items / batch_size) batches and ``len()`` needs no plan. Memory: the
-    # balancer's plus O(window).
+    # balancer's, 2 bytes per sample (NOTE [length keys]) and O(window).
+    # NOTE [length keys]: a streamed window needs each item's bucket and length; both
+    # come from one per-sample key made at construction (the rank of its length,
+    # longest first: uint16 for up to 65,536 distinct lengths), so a window gathers 2
+    # bytes per item at random instead of an 8-byte length, and buckets and lengths
+    # are compared as keys (a bucket is a run of keys).
     _window = 1 << 20
 
     def _streamed(self) -> bool:
@@ -288,15 +414,32 @@ class BucketBatchSampler(EpochSampler[list[int]]):
             per = self._window_batches()
             out: list[list[int]] = []
             for k in np.unique(chunk // per).tolist():
-                flat, bounds, batch_order = self._window_plan(k)
-                ids = batch_order[chunk[chunk // per == k] - k * per]
-                out += _as_lists(flat, bounds[ids], bounds[ids + 1])
+                flat, batch_order = self._window_plan(k)
+                out += self._window_lists(flat, batch_order[chunk[chunk // per == k] - k * per])
             return out
         flat, starts, _ = self._epoch_plan()
         return _as_lists(flat, starts[chunk], starts[chunk + 1])
 
-    def _window_plan(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Window ``k`` of the current epoch: ``(indices in batch layout, starts, batch order)``."""
+    def _window_lists(self, flat: np.ndarray, rows: np.ndarray) -> list[list[int]]:
+        """Batches ``rows`` of a window laid out as ``flat`` (full batches, the window's
+        last may be short), as lists: one gather of whole rows and one ``tolist``
+        (NOTE [ints in batch order])."""
+        size = cast(int, self.batch_size)
+        full = len(flat) // size
+        if full * size == len(flat):
+            return cast(list[list[int]], flat.reshape(full, size)[rows].tolist())
+        short = rows == full
+        if full == 0:
+            return [flat.tolist() for _ in range(len(rows))]
+        out = cast(list[list[int]], flat[: full * size].reshape(full, size)[
+            np.where(short, 0, rows)].tolist())
+        for i in np.flatnonzero(short).tolist():
+            out[i] = flat[full * size :].tolist()
+        return out
+
+    def _window_plan(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Window ``k`` of the current epoch: ``(indices in batch layout, batch order)``;
+        batch ``j`` of the layout is ``flat[j * batch_size:][:batch_size]``."""
         if self._wplan is not None and self._wplan[:2] == (self.epoch, k):
             return self._wplan[2:]
         balancer, batch_size = cast(ClassBalancedSampler, self._balancer), cast(int, self.batch_size)
@@ -314,11 +457,11 @@ class BucketBatchSampler(EpochSampler[list[int]]):
         idx = np.concatenate(parts) if parts else np.empty(0, np.int64)
         self._wstream = (self.epoch, k + 1, chunks, [idx[size:]] if len(idx) > size else [])
         idx = idx[:size]
-        lengths = self.lengths[idx]
-        buckets = self._bucket_ids(lengths)
-        rng = keyed_rng(self.seed, self.epoch, k)
-        order, starts, batch_order = plan_window(lengths, self.pool_size, batch_size, buckets, rng)
-        self._wplan = (self.epoch, k, idx[order], starts, batch_order)
+        self._wplan = None  # the previous window's arrays go before this one's are made
+        keys, key_bucket, first, span = cast(tuple, self._keys)
+        order = _window_order(keys[idx], key_bucket, first, span, self.pool_size, batch_size)
+        batch_order = keyed_rng(self.seed, self.epoch, k).permutation(-(-len(idx) // batch_size))
+        self._wplan = (self.epoch, k, idx[order], batch_order)
         return self._wplan[2:]
 
     def _state_fields(self) -> dict[str, Any]:

@@ -9,7 +9,8 @@ import pytest
 from helpers import run_test_save_load_state
 
 from dataforge.samplers import BucketBatchSampler, ClassBalancedSampler
-from dataforge.samplers.functional import padding_efficiency
+from dataforge.samplers.bucket import _length_keys, _window_order
+from dataforge.samplers.functional import padding_efficiency, pool_sort
 
 RNG = np.random.default_rng(0)
 LOGNORMAL = np.maximum(1, RNG.lognormal(4.0, 0.8, 20_000).round()).astype(np.int64)
@@ -193,3 +194,59 @@ def test_streamed_balanced_keeps_padding_low():
     s = BucketBatchSampler(lengths, batch_size=32, labels=labels, balance="oversample", seed=0)
     batches = list(s)
     assert padding_efficiency(lengths, batches) >= 0.95
+
+
+def reference_window(lengths, bucket_ids, pool_size, batch_size):
+    """The streamed window's batches from pool_sort: full batches of each pool, then the
+    pools' partial batches pooled, sorted longest first and cut."""
+    order, pool_starts = pool_sort(lengths, pool_size, bucket_ids)
+    batches, rest = [], []
+    for a, b in zip(pool_starts[:-1].tolist(), pool_starts[1:].tolist()):
+        cut = a + (b - a) // batch_size * batch_size
+        batches += [tuple(order[s : s + batch_size].tolist()) for s in range(a, cut, batch_size)]
+        rest += order[cut:b].tolist()
+    rest = np.asarray(rest, np.int64)
+    rest = rest[np.argsort(-lengths[rest], kind="stable")]
+    return batches + [tuple(rest[s : s + batch_size].tolist()) for s in range(0, len(rest), batch_size)]
+
+
+@pytest.mark.parametrize(
+    ("n", "top", "bounds", "pool", "batch"),
+    [
+        (5000, 300, [20, 40, 80, 160], 64, 8),  # several pools per bucket, partial tails
+        (3000, 50, None, 30, 4),  # one bucket
+        (6000, 3000, None, 200, 8),  # 30 pools x ~2600 keys > 2^16: the wide sort
+        (100_000, 300_000, [100, 1000, 20_000], 50_000, 16),  # > 2^16 lengths: uint32 keys
+        (4000, 3000, list(range(5, 3000, 10)), 40, 4),  # > 256 buckets: 2-byte bucket ids
+        (100, 10, [5], 1000, 8),  # fewer items than a pool
+    ],
+)
+def test_window_order_equals_pool_sort(n, top, bounds, pool, batch):
+    rng = np.random.default_rng(n)
+    lengths = rng.integers(1, top, n)
+    boundaries = None if bounds is None else np.asarray(bounds)
+    keys, key_bucket, first, span = _length_keys(lengths, boundaries)
+    assert keys.dtype == (np.uint16 if len(np.unique(lengths)) <= 1 << 16 else np.uint32)
+    assert (np.argsort(keys, kind="stable") == np.argsort(-lengths, kind="stable")).all()
+    order = _window_order(keys, key_bucket, first, span, pool, batch)
+    assert sorted(order.tolist()) == list(range(n))
+    ours = [tuple(order[s : s + batch].tolist()) for s in range(0, n, batch)]
+    bucket_ids = None if boundaries is None else np.searchsorted(boundaries, lengths, side="right")
+    assert sorted(ours) == sorted(reference_window(lengths, bucket_ids, pool, batch))
+    assert all(len(b) == batch for b in ours[:-1])
+
+
+def test_length_keys_beyond_the_lookup_table():
+    lengths = np.array([5, 3_000_000, 5, 7, 2_000_000])
+    keys, key_bucket, first, span = _length_keys(lengths, np.array([6, 2_500_000]))
+    assert keys.tolist() == [3, 0, 3, 2, 1]
+    assert key_bucket.tolist() == [0, 1, 1, 2] and first.tolist() == [0, 1, 3]  # longest first
+    assert span.tolist() == [1, 2, 1]
+
+
+def test_window_lists_short_last_batch():
+    s = BucketBatchSampler(np.ones(10, np.int64), batch_size=4, labels=np.zeros(10, int), balance="oversample")
+    flat = np.arange(10, dtype=np.int32)
+    assert s._window_lists(flat, np.array([2, 0, 2, 1])) == [[8, 9], [0, 1, 2, 3], [8, 9], [4, 5, 6, 7]]
+    assert s._window_lists(flat[:3], np.array([0, 0])) == [[0, 1, 2], [0, 1, 2]]
+    assert s._window_lists(flat[:8], np.array([1, 0])) == [[4, 5, 6, 7], [0, 1, 2, 3]]
