@@ -133,18 +133,18 @@ def _window_order(
 ) -> np.ndarray:
     """Layout of one streamed window: batch ``j`` is ``order[j * batch_size:][:batch_size]``.
 
-    The order is :func:`~dataforge.samplers.functional.pool_sort`'s (pools are runs
-    of ``pool_size`` items of a bucket in stream order, sorted longest first, ties in
-    stream order), buckets taken longest first; the partial batch each pool ends
-    with goes to a remainder at the end, sorted longest first. ``keys`` are the
-    window's :func:`_length_keys`.
+    Within each bucket (taken longest first), the items in stream order are cut into
+    pools of ``pool_size`` (rounded up to whole batches) but for the last ``count %
+    batch_size``, which join a remainder at the end; each pool and the remainder
+    are sorted longest first, ties in stream order, so every batch but the last is
+    full. ``keys`` are the window's :func:`_length_keys`.
 
     NOTE [one sort per window]: a pool's items are consecutive once the window is
     grouped by bucket (a one-byte radix sort), and a pool only holds its bucket's
     keys, so pool and length fold into one key, ``offset of the pool + key - first
-    key of the bucket``, usually below 2^16: one 16-bit radix sort orders the whole
-    window (``pool_sort`` needs two radix sorts, a scatter of pool ids and gathers
-    of 8-byte lengths).
+    key of the bucket`` (the remainder: its offset + key), usually below 2^16: one
+    16-bit radix sort lays out the whole window (``pool_sort`` needs two radix
+    sorts, a scatter of pool ids and gathers of 8-byte lengths).
     """
     n = len(keys)
     if key_bucket is None:
@@ -157,39 +157,32 @@ def _window_order(
         by_bucket = np.argsort(bucket, kind="stable")
         del bucket
         grouped = keys[by_bucket]
-    pools = -(-counts // pool_size)
+    step = -(-pool_size // batch_size) * batch_size
+    full = counts - counts % batch_size  # the rest of each bucket joins the remainder
+    pools = -(-full // step)
     pool_bucket = np.repeat(np.arange(len(counts)), pools)
-    pool_len = np.full(len(pool_bucket), pool_size, np.int64)
+    pool_len = np.full(len(pool_bucket), step, np.int64)
     has = pools > 0
-    pool_len[(np.cumsum(pools) - 1)[has]] = counts[has] - (pools[has] - 1) * pool_size
+    pool_len[(np.cumsum(pools) - 1)[has]] = full[has] - (pools[has] - 1) * step
     span = bucket_span[pool_bucket]
     offset = np.cumsum(span) - span
-    total = int(offset[-1] + span[-1]) if len(span) else 0
-    base = offset - bucket_first[pool_bucket]
+    rest = int(span.sum())  # the remainder's keys come after every pool's
+    total = rest + int(bucket_span.sum())
+    # segments in grouped order: each bucket's pools, then its share of the remainder
+    seg = np.cumsum(pools) + np.arange(len(counts))  # where each bucket's share goes
+    seg_len = np.empty(len(pool_bucket) + len(counts), np.int64)
+    seg_base = np.empty(len(seg_len), np.int64)
+    at = np.arange(len(pool_bucket)) + pool_bucket
+    seg_len[at], seg_base[at] = pool_len, offset - bucket_first[pool_bucket]
+    seg_len[seg], seg_base[seg] = counts - full, rest
     if total <= 1 << 16:  # arithmetic mod 2^16 lands every key in [0, total)
-        key = np.repeat((base % (1 << 16)).astype(np.uint16), pool_len)
+        key = np.repeat((seg_base % (1 << 16)).astype(np.uint16), seg_len)
         np.add(key, grouped, out=key, casting="unsafe")
     else:
-        key = np.repeat(base, pool_len) + grouped
+        key = np.repeat(seg_base, seg_len) + grouped
     within = np.argsort(key, kind="stable")
     del key, grouped
-    order = within if by_bucket is None else by_bucket[within]
-    del within, by_bucket
-    tail = pool_len % batch_size
-    if not tail.any():
-        return order
-    ends = np.cumsum(pool_len)
-    keep: list[np.ndarray] = []
-    rest: list[np.ndarray] = []
-    a = 0
-    for e, t in zip(ends[tail > 0].tolist(), tail[tail > 0].tolist()):
-        keep.append(order[a : e - t])
-        rest.append(order[e - t : e])
-        a = e
-    keep.append(order[a:])
-    remainder = np.concatenate(rest)
-    keep.append(remainder[np.argsort(keys[remainder], kind="stable")])
-    return np.concatenate(keep)
+    return within if by_bucket is None else by_bucket[within]
 
 
 class BucketBatchSampler(EpochSampler[list[int]]):

@@ -197,15 +197,20 @@ def test_streamed_balanced_keeps_padding_low():
 
 
 def reference_window(lengths, bucket_ids, pool_size, batch_size):
-    """The streamed window's batches from pool_sort: full batches of each pool, then the
-    pools' partial batches pooled, sorted longest first and cut."""
-    order, pool_starts = pool_sort(lengths, pool_size, bucket_ids)
+    """The streamed window's batches from pool_sort: each bucket's items in stream order
+    but its last count % batch_size cut into pools (whole batches), sorted longest first;
+    those last items of every bucket pooled, sorted longest first, and cut."""
+    pool_size = -(-pool_size // batch_size) * batch_size
     batches, rest = [], []
-    for a, b in zip(pool_starts[:-1].tolist(), pool_starts[1:].tolist()):
-        cut = a + (b - a) // batch_size * batch_size
-        batches += [tuple(order[s : s + batch_size].tolist()) for s in range(a, cut, batch_size)]
-        rest += order[cut:b].tolist()
-    rest = np.asarray(rest, np.int64)
+    buckets = np.zeros(len(lengths), int) if bucket_ids is None else bucket_ids
+    for b in np.unique(buckets):
+        members = np.flatnonzero(buckets == b)
+        cut = len(members) // batch_size * batch_size
+        rest += members[cut:].tolist()
+        order, _ = pool_sort(lengths[members[:cut]], pool_size)
+        order = members[order]
+        batches += [tuple(order[s : s + batch_size].tolist()) for s in range(0, cut, batch_size)]
+    rest = np.asarray(sorted(rest), np.int64)
     rest = rest[np.argsort(-lengths[rest], kind="stable")]
     return batches + [tuple(rest[s : s + batch_size].tolist()) for s in range(0, len(rest), batch_size)]
 
