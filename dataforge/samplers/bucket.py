@@ -367,10 +367,10 @@ class BucketBatchSampler(EpochSampler[list[int]]):
     # NOTE [streamed balanced batches]: a balanced epoch can be many times the data
     # set, so with ``balance`` and no ``max_tokens`` it is planned window by window
     # (``_window`` items of the balanced stream each, a multiple of batch_size):
-    # buckets, pools and batch order stay within a window and each window ends its
-    # pools' partial batches in a pooled, length-sorted remainder, so it holds exactly
-    # ceil(items / batch_size) batches and ``len()`` needs no plan. Memory: the
-    # balancer's, 2 bytes per sample (NOTE [length keys]) and O(window).
+    # buckets, pools and batch order stay within a window, and what each bucket holds
+    # beyond whole batches ends the window in a pooled, length-sorted remainder, so
+    # it holds exactly ceil(items / batch_size) batches and ``len()`` needs no plan.
+    # Memory: the balancer's, 2 bytes per sample (NOTE [length keys]) and O(window).
     # NOTE [length keys]: a streamed window needs each item's bucket and length; both
     # come from one per-sample key made at construction (the rank of its length,
     # longest first: uint16 for up to 65,536 distinct lengths), so a window gathers 2
@@ -448,7 +448,7 @@ class BucketBatchSampler(EpochSampler[list[int]]):
             parts.append(arr)
             got += len(arr)
         idx = np.concatenate(parts) if parts else np.empty(0, np.int64)
-        self._wstream = (self.epoch, k + 1, chunks, [idx[size:]] if len(idx) > size else [])
+        self._wstream = (self.epoch, k + 1, chunks, [idx[size:].copy()] if len(idx) > size else [])
         idx = idx[:size]
         self._wplan = None  # the previous window's arrays go before this one's are made
         keys, key_bucket, first, span = cast(tuple, self._keys)
