@@ -163,15 +163,21 @@ def small_windows(monkeypatch):
     monkeypatch.setattr(ClassBalancedSampler, "_chunk_per_class", 1)
 
 
-def streamed(n=3000, **kw):
+def streamed(n=3000, bounds=(), pool_size=None, **kw):
     labels = np.arange(n) % 7 * (np.arange(n) % 5 == 0)  # class 0 dominant
-    return BucketBatchSampler(LOGNORMAL[:n], batch_size=4, labels=labels, balance="oversample",
-                              bucket_boundaries=[], **kw), labels
+    s = BucketBatchSampler(LOGNORMAL[:n], batch_size=4, labels=labels, balance="oversample",
+                           bucket_boundaries=list(bounds), **kw)
+    if pool_size is not None:  # small pools: windows of several pools and a remainder
+        s.pool_size = pool_size
+    return s, labels
 
 
-def test_streamed_balanced_batches_are_full_and_exact(small_windows):
-    s, labels = streamed(seed=1)
-    s.pool_size = 8  # pools of 2 batches: each window has several pools and a remainder
+BOUNDS = [(), (40, 60, 90)]
+
+
+@pytest.mark.parametrize("bounds", BOUNDS)
+def test_streamed_balanced_batches_are_full_and_exact(small_windows, bounds):
+    s, labels = streamed(seed=1, bounds=bounds, pool_size=8)
     for e in range(2):
         s.set_epoch(e)
         batches = list(s)
@@ -183,9 +189,13 @@ def test_streamed_balanced_batches_are_full_and_exact(small_windows):
         assert Counter(labels[flat].tolist()) == {c: q for c, q in quotas.items() if q}
 
 
-def test_streamed_balanced_resume_and_ranks(small_windows):
-    run_test_save_load_state(lambda: streamed(300, seed=2)[0], checkpoints=[0, 1, 15, 16, 17, 40], epochs=2)
-    run_test_save_load_state(lambda: streamed(300, seed=2, num_replicas=3, rank=1)[0], checkpoints=[0, 5, 6])
+@pytest.mark.parametrize("bounds", BOUNDS)
+def test_streamed_balanced_resume_and_ranks(small_windows, bounds):
+    def make(**kw):
+        return lambda: streamed(300, bounds=bounds, pool_size=8, seed=2, **kw)[0]
+
+    run_test_save_load_state(make(), checkpoints=[0, 1, 15, 16, 17, 40], epochs=2)
+    run_test_save_load_state(make(num_replicas=3, rank=1), checkpoints=[0, 5, 6])
 
 
 def test_streamed_balanced_keeps_padding_low():
