@@ -57,11 +57,19 @@ def loader_rank() -> int:
 
 
 def worker_info() -> tuple[int, int]:
-    """Return ``(worker_id, num_workers)`` of the current DataLoader worker, ``(0, 1)`` in the main process."""
+    """Return ``(worker_id, num_workers)`` of the current DataLoader worker process, or of
+    the iterable thread engine's worker thread (NOTE [iterable threads] in
+    ``loading/iterable_threads.py``); ``(0, 1)`` elsewhere."""
     info = torch.utils.data.get_worker_info()
     if info is None:
-        return 0, 1
+        return getattr(_thread_local, "iter_worker", (0, 1))
     return info.id, info.num_workers
+
+
+def set_iter_worker(worker_id: int, num_workers: int) -> None:
+    """Mark the calling thread as worker ``worker_id`` of ``num_workers`` that shard an
+    iterable dataset (NOTE [iterable threads])."""
+    _thread_local.iter_worker = (worker_id, num_workers)
 
 
 def in_worker() -> bool:

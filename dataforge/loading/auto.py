@@ -2,7 +2,9 @@
 
 NOTE [auto engine]: ``engine="auto"`` (the default) resolves, in order:
 
-1. an ``IterableDataset`` -> ``"process"``: threads would share one iterator.
+1. an ``IterableDataset`` -> ``"process"``: it may shard itself with torch's
+   ``get_worker_info()``, which a thread does not answer (``engine="thread"`` runs an
+   ``IterDataset`` pipeline in threads: NOTE [iterable threads] in ``iterable_threads.py``).
 2. no workers (``num_workers=0``) -> ``"process"``: both engines then load in the
    calling thread, so there is nothing to choose.
 3. an option only worker processes honour -> ``"process"``: ``multiprocessing_context``,
@@ -166,7 +168,8 @@ def auto_engine(dataset: Any, num_workers: int, *, persistent_workers: bool | No
         EngineChoice(engine='process', reason='auto: the dataset Tensor is not known to release the GIL')
     """
     if isinstance(dataset, torch.utils.data.IterableDataset):
-        return EngineChoice("process", "auto: an iterable dataset (threads would share one iterator)")
+        return EngineChoice("process", "auto: an iterable dataset (it may shard by get_worker_info(), "
+                            "which threads do not answer)")
     if num_workers == 0:
         return EngineChoice("process", "auto: num_workers=0 loads in the calling thread")
     for name, value in (("multiprocessing_context", multiprocessing_context),

@@ -6,10 +6,11 @@ the statistics, the device path and the state, and hands the engine the work of
 one pass: an iterator of :class:`~dataforge.loading.fetch.BatchKey` for a
 map-style dataset, a :class:`~dataforge.loading.iterable_engine.ShardPlan` for an
 iterable one. The engine yields :class:`~dataforge.loading.fetch.Fetched`
-batches in the order of the work, and is told when the pass ends. Three engines:
+batches in the order of the work, and is told when the pass ends. Four engines:
 ``ProcessEngine`` (worker processes, ``engine="process"``), ``ThreadEngine``
-(``engine="thread"``) and ``IterableEngine`` (worker processes over an
-``IterableDataset``).
+(``engine="thread"``), ``IterableEngine`` (worker processes over an
+``IterableDataset``) and ``IterableThreadEngine`` (worker threads over an
+``IterDataset``).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ NOTE [iterable loader]: there are no indices, so there is no batch plan: a stock
 itself over the workers (dataforge sources read ``get_worker_info()``). Hence
 no ``shuffle``/``sampler``/``batch_sampler`` (use ``ds.shuffle(buffer_size)``),
 no ``on_error`` policy other than ``"raise"`` (the policies need indices; see
-``from_shards(on_error=...)``), and no ``engine="thread"`` (threads would share
-one iterator, which cannot be sharded without a lock). Each pass's
+``from_shards(on_error=...)``); ``engine="thread"`` runs the same workers as threads
+over an ``IterDataset`` (NOTE [iterable threads] in ``iterable_threads.py``). Each pass's
 :class:`ShardPlan` (epoch, samples to skip per worker, dummy batches) is written
 into a small shared-memory tensor that every worker reads when its stream
 starts, so persistent workers continue from epoch to epoch and ``set_epoch``
@@ -303,7 +303,7 @@ class TaggedCollate:
         return w, _BATCH, errors, state, self.collate(data)
 
 
-def _fetched(raw: Iterator[Any], start: int, batched: bool) -> Iterator[Fetched]:
+def fetched_batches(raw: Iterator[Any], start: int, batched: bool) -> Iterator[Fetched]:
     # module-level: must not reference the Loader (the engine keeps it alive)
     b = start
     for worker, kind, errors, state, batch, timing in raw:
@@ -345,7 +345,7 @@ class IterableEngine(StockEngine):
             self.close()
             self.source.elastic = work.elastic
         if work.states is None:
-            return _fetched(self._begin(), work.start, self.batched)
+            return fetched_batches(self._begin(), work.start, self.batched)
         # NOTE: the states reach the workers' copies as they start, so a resumed pass
         # starts fresh workers; with none the main process's dataset loads them lazily
         self.close()
@@ -353,4 +353,4 @@ class IterableEngine(StockEngine):
         raw = self._begin()
         if self.dataloader.num_workers > 0:
             self.source.pending = None
-        return _fetched(raw, work.start, self.batched)
+        return fetched_batches(raw, work.start, self.batched)

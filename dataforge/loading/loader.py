@@ -46,6 +46,7 @@ from dataforge.loading.engine import Engine
 from dataforge.loading.fetch import BatchFetcher, BatchMeta
 from dataforge.loading.iterable_engine import IterableEngine
 from dataforge.loading.iterable_progress import IterProgress
+from dataforge.loading.iterable_threads import IterableThreadEngine
 from dataforge.loading.iterator import LoaderIterator, PassHooks
 from dataforge.loading.options import (
     check_iterable_options,
@@ -231,6 +232,12 @@ class Loader(Generic[T]):
             self._progress = IterProgress(
                 self.dataset, self.batch_size, self.drop_last, self.num_workers, self.persistent_workers
             )
+            if self.engine == "thread" and self.num_workers > 0:  # NOTE [iterable threads]
+                return IterableThreadEngine(
+                    self.dataset, batch_size=self.batch_size, drop_last=self.drop_last,
+                    collate_fn=self.collate_fn, num_workers=self.num_workers,
+                    prefetch_factor=self.prefetch_factor, timeout=self.timeout, seeding=self._seeding,
+                )
             return IterableEngine(
                 self.dataset, batch_size=self.batch_size, drop_last=self.drop_last,
                 collate_fn=self.collate_fn, num_workers=self.num_workers, pin_memory=self.pin_memory,
@@ -462,7 +469,8 @@ def build_loader(
     Args:
         dataset: a map-style dataset (``set_epoch`` and ``__getitems__`` used when present), or
             an ``IterableDataset``: resumable too, but no shuffle/sampler (``ds.shuffle(n)``),
-            ``on_error="raise"``, process engine only (NOTE [iterable loader], iterable_engine.py).
+            ``on_error="raise"`` (NOTE [iterable loader], iterable_engine.py); ``engine="thread"``
+            for an ``IterDataset`` pipeline only (NOTE [iterable threads]).
         batch_size: samples per batch; ``None`` (with no ``batch_sampler``) yields single
             samples, like ``DataLoader(batch_size=None)``.
         sampler: a sampler of indices (its ``set_epoch`` / ``state_dict`` are used); with

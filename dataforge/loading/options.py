@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.utils.data
 
+from dataforge.datasets.iterable import IterDataset
 from dataforge.loading.auto import auto_engine, auto_num_workers
 from dataforge.loading.policies import check_on_error
 
@@ -104,11 +105,12 @@ def check_iterable_options(
             f"iterable dataset {name} has not; keep on_error='raise' and let the source tolerate "
             "bad records, e.g. dataforge.from_shards(..., on_error='skip')"
         )
-    if engine == "thread":
+    if engine == "thread" and not isinstance(dataset, IterDataset):
         raise ValueError(
-            f"engine='thread' does not support the iterable dataset {name}: threads would share "
-            "one iterator, which cannot be sharded over workers without a lock; use "
-            "engine='process' (num_workers=0 loads in the calling thread)"
+            f"engine='thread' over an iterable dataset needs a dataforge pipeline (IterDataset: "
+            f"from_shards, IterDataset.from_iterable), which shards itself over worker threads; "
+            f"{name} can only shard over worker processes (torch's get_worker_info()), so use "
+            "engine='process', or wrap it: IterDataset.from_iterable(...)"
         )
 
 

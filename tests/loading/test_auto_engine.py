@@ -95,7 +95,7 @@ def test_iterable_datasets_and_explicit_engines(root: str) -> None:
 
     loader = dataforge.build_loader(Stream(), batch_size=2, num_workers=2)
     assert (loader.engine, loader.engine_reason) == (
-        "process", "auto: an iterable dataset (threads would share one iterator)")
+        "process", "auto: an iterable dataset (it may shard by get_worker_info(), which threads do not answer)")
     loader.close()
     ds = dataforge.ImageFolder(root, transform=train_transforms(32))
     forced = dataforge.build_loader(ds, batch_size=4, num_workers=2, engine="process")

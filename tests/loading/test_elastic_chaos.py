@@ -145,17 +145,17 @@ _TRANSITIONS = {
         ("weighted", (2, 2), ("thread", "process"), N),
         ("shuffle", (0, 0), ("thread", "process"), ODD),
         ("bucket", (0, 2), ("thread", "process"), ODD),
-        ("shards", (0, 2), ("process", "process"), N),
+        ("shards", (0, 2), ("process", "thread"), N),
     ],
     "2to1": [
         ("shuffle", (2, 0), ("process", "process"), N),
         ("balanced", (0, 2), ("process", "thread"), N),
         ("weighted", (2, 2), ("process", "thread"), N),
-        ("shards", (2, 2), ("process", "process"), N),
+        ("shards", (2, 2), ("thread", "process"), N),
     ],
     "2to2": [
-        ("shards", (2, 2), ("process", "process"), N),
-        ("shards", (2, 0), ("process", "process"), N),
+        ("shards", (2, 2), ("process", "thread"), N),
+        ("shards", (2, 0), ("thread", "process"), N),
         ("shuffle", (2, 0), ("process", "thread"), ODD),
     ],
     "2to3": [
@@ -164,7 +164,7 @@ _TRANSITIONS = {
         ("balanced", (2, 2), ("process", "process"), N),
         ("weighted", (0, 2), ("process", "process"), N),
         ("balanced", (0, 0), ("process", "thread"), ODD),
-        ("shards", (2, 2), ("process", "process"), N),
+        ("shards", (2, 2), ("thread", "thread"), N),
     ],
 }
 

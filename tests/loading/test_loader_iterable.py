@@ -149,7 +149,6 @@ def test_order_arguments_point_to_ds_shuffle(arg: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
-        ({"engine": "thread"}, r"engine='thread'.*lock.*engine='process'"),
         ({"on_error": "skip"}, r"on_error='skip'.*indices.*from_shards\(.*on_error="),
         ({"batch_size": None, "drop_last": True}, "drop_last=True needs a batch_size"),
         ({"batch_size": 0}, "batch_size"),
