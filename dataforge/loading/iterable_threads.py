@@ -22,7 +22,6 @@ time ends the pass with an error that names the worker and shows its stack.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
 import copy
@@ -32,7 +31,6 @@ import sys
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -48,12 +46,10 @@ from dataforge.loading.iterable_engine import (
 )
 from dataforge.loading.policies import with_context
 from dataforge.loading.seeding import WorkerSeeding
-from dataforge.loading.thread_engine import THREAD_PREFIX
+from dataforge.loading.thread_engine import THREAD_PREFIX, PassEngine, abandon, track
 
 _DONE = object()  # a worker's stream has ended
 _POLL_S = 0.1  # how often a blocked worker looks at its stop flag
-EXIT_JOIN_S = 10.0
-_LIVE: weakref.WeakSet[_ThreadWorkers] = weakref.WeakSet()
 
 
 class _Failure:
@@ -85,7 +81,7 @@ class _ThreadWorkers(Iterator[Any]):
                 name=f"{THREAD_PREFIX}iterable-{w}", daemon=True,
             )
             self._threads.append(t)
-        _LIVE.add(self)
+        track(self)  # NOTE [threads at exit] in thread_engine.py
         for t in self._threads:
             t.start()
 
@@ -155,6 +151,7 @@ class _ThreadWorkers(Iterator[Any]):
                 self.close()
                 raise RuntimeError(f"dataforge iterable thread engine: worker {w} ended without a result")
             if deadline is not None and time.monotonic() >= deadline:
+                abandon(self._threads[w])
                 message = self._hung(w)
                 self.close()
                 raise RuntimeError(message)
@@ -178,20 +175,14 @@ class _ThreadWorkers(Iterator[Any]):
         self._stop.set()
         torch.set_num_threads(self._torch_threads)
 
-    def join(self, deadline: float) -> None:
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
 
 
-class IterableThreadEngine:
+class IterableThreadEngine(PassEngine):
     """``engine="thread"`` over an ``IterDataset`` (NOTE [iterable threads]) behind the
     engine contract (``engine.py``); its work is a :class:`ShardPlan`."""
-
-    persistent = False
 
     def __init__(
         self, dataset: Any, *, batch_size: int | None, drop_last: bool, collate_fn: Callable[[Any], Any],
@@ -206,7 +197,6 @@ class IterableThreadEngine:
         self.timeout = timeout
         self.init_fn = seeding.user_fn
         self.source = ResumableSource(dataset, batch_size or 1, num_workers, seeding)
-        self._pass: _ThreadWorkers | None = None
 
     def start(self, work: ShardPlan) -> Iterator[Fetched]:
         self.stop()
@@ -218,27 +208,3 @@ class IterableThreadEngine:
             timeout=self.timeout, init_fn=self.init_fn,
         )
         return fetched_batches(self._pass, work.start, self.batched)
-
-    def stop(self, *, kill: bool = False) -> None:
-        running, self._pass = self._pass, None
-        if running is not None:
-            running.close()
-
-    def close(self, *, grace: float | None = None) -> None:
-        self.stop()
-
-    def diagnose(self, exc: BaseException) -> str | None:
-        return None  # a timeout is already a clear RuntimeError; threads cannot die alone
-
-
-@atexit.register
-def _stop_all_at_exit() -> None:
-    """Stop and join every pass's threads (NOTE [threads at exit] in thread_engine.py)."""
-    passes = list(_LIVE)
-    for p in passes:
-        with contextlib.suppress(Exception):
-            p.close()
-    deadline = time.monotonic() + EXIT_JOIN_S
-    for p in passes:
-        with contextlib.suppress(Exception):
-            p.join(deadline)

@@ -63,8 +63,19 @@ from dataforge.loading.policies import with_context
 _STOP = object()
 EXIT_JOIN_S = 10.0
 THREAD_PREFIX = "dataforge-fetch-"
-_LIVE: weakref.WeakSet[ThreadBatchIterator] = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Any] = weakref.WeakSet()  # passes with a close(): NOTE [threads at exit]
 _ABANDONED: weakref.WeakSet[threading.Thread] = weakref.WeakSet()  # hung past a timeout
+
+
+def track(running: Any) -> None:
+    """Have the exit hook close ``running`` (it has a ``close()``) and join its threads,
+    named with :data:`THREAD_PREFIX` (NOTE [threads at exit])."""
+    _LIVE.add(running)
+
+
+def abandon(thread: threading.Thread) -> None:
+    """A thread hung past a timeout: the exit hook does not wait for it."""
+    _ABANDONED.add(thread)
 
 
 def _worker(
@@ -134,7 +145,7 @@ class ThreadBatchIterator(Iterator[Any]):
             t.start()
             self._threads.append(t)
         if self._threads:
-            _LIVE.add(self)
+            track(self)
 
     def _submit_more(self) -> None:
         while not self._keys_done and len(self._pending) < self._window:
@@ -167,7 +178,7 @@ class ThreadBatchIterator(Iterator[Any]):
         except FutureTimeout:
             hung = getattr(fut, "df_thread", None)
             if hung is not None:
-                _ABANDONED.add(hung)  # NOTE [threads at exit]
+                abandon(hung)  # NOTE [threads at exit]
             message = self._hung(key, hung)
             self.close()
             raise RuntimeError(message) from None
@@ -213,10 +224,28 @@ class ThreadBatchIterator(Iterator[Any]):
             self.close()
 
 
-class ThreadEngine:
-    """``engine="thread"`` (NOTE [thread engine]) behind the engine contract (``engine.py``)."""
+class PassEngine:
+    """The engine contract's ending side for engines whose workers are threads started
+    for each pass (``ThreadEngine``, ``IterableThreadEngine``): the running pass has a
+    ``close()``."""
 
     persistent = False
+    _pass: Any = None
+
+    def stop(self, *, kill: bool = False) -> None:
+        running, self._pass = self._pass, None
+        if running is not None:
+            running.close()
+
+    def close(self, *, grace: float | None = None) -> None:
+        self.stop()
+
+    def diagnose(self, exc: BaseException) -> str | None:
+        return None  # a timeout is already a clear RuntimeError; threads cannot die alone
+
+
+class ThreadEngine(PassEngine):
+    """``engine="thread"`` (NOTE [thread engine]) behind the engine contract (``engine.py``)."""
 
     def __init__(
         self, fetcher: BatchFetcher, *, num_workers: int, prefetch_factor: int | None,
@@ -227,25 +256,14 @@ class ThreadEngine:
         self.prefetch_factor = prefetch_factor or 2
         self.timeout = timeout
         self.init_fn = init_fn
-        self._pool: ThreadBatchIterator | None = None
 
     def start(self, work: Iterator[BatchKey]) -> Iterator[Fetched]:
-        self._pool = ThreadBatchIterator(
+        running = ThreadBatchIterator(
             self.fetcher.__getitem__, work, self.num_workers, self.prefetch_factor,
             self.timeout, init_fn=self.init_fn,
         )
-        return self._pool
-
-    def stop(self, *, kill: bool = False) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
-
-    def close(self, *, grace: float | None = None) -> None:
-        self.stop()
-
-    def diagnose(self, exc: BaseException) -> str | None:
-        return None  # a timeout is already a clear RuntimeError; threads cannot die alone
+        self._pass = running
+        return running
 
 
 @atexit.register
