@@ -48,7 +48,7 @@ def _ranks(monkeypatch: pytest.MonkeyPatch, kind: str, world: int, **kw: Any) ->
     return loaders
 
 
-def _epoch(loaders: list[Any], stop: int | None = None) -> tuple[list[list[int]], list[dict[str, Any]]]:
+def rank_epochs(loaders: list[Any], stop: int | None = None) -> tuple[list[list[int]], list[dict[str, Any]]]:
     """Each rank's sample ids (at most ``stop`` batches) and each rank's state after them."""
     ids, states = [], []
     for loader in loaders:
@@ -67,20 +67,20 @@ def _epoch(loaders: list[Any], stop: int | None = None) -> tuple[list[list[int]]
 @pytest.mark.parametrize("kind", ["shuffle", "sequential", "weighted", "balanced"])
 @pytest.mark.parametrize(("w1", "w2", "stop"), [(1, 2, 5), (2, 1, 3), (2, 3, 3), (3, 2, 1)])
 def test_resume_under_another_world_size(monkeypatch, kind: str, w1: int, w2: int, stop: int) -> None:
-    full, _ = _epoch(_ranks(monkeypatch, kind, w1))
-    head, states = _epoch(_ranks(monkeypatch, kind, w1), stop)
+    full, _ = rank_epochs(_ranks(monkeypatch, kind, w1))
+    head, states = rank_epochs(_ranks(monkeypatch, kind, w1), stop)
     assert all(s == states[0] for s in states)  # global progress: one dict on every rank
     resumed = _ranks(monkeypatch, kind, w2)
     for loader in resumed:
         loader.load_state_dict(states[0])
-    tail, ends = _epoch(resumed)
+    tail, ends = rank_epochs(resumed)
     assert Counter(i for r in head + tail for i in r) == Counter(i for r in full for i in r)
     assert len({len(r) for r in tail}) == 1  # every new rank the same number of samples
     assert all(e["epoch"] == 1 and e["batches_yielded"] == 0 for e in ends)
     fresh = _ranks(monkeypatch, kind, w2)
     for loader in fresh:
         loader.set_epoch(1)
-    assert _epoch(resumed)[0] == _epoch(fresh)[0]  # the next epoch: a run started at w2
+    assert rank_epochs(resumed)[0] == rank_epochs(fresh)[0]  # the next epoch: a run started at w2
 
 
 @pytest.mark.parametrize("kind", ["shuffle", "weighted", "balanced"])
@@ -90,15 +90,15 @@ def test_an_epoch_that_does_not_divide_loses_nothing_and_repeats_only_padding(
 ) -> None:
     # NOTE [exactly once] in loading/state.py: the repeats are the resuming run's padding
     n = 61
-    order = _epoch(_ranks(monkeypatch, kind, 1, n=n))[0][0]  # the epoch's global order
+    order = rank_epochs(_ranks(monkeypatch, kind, 1, n=n))[0][0]  # the epoch's global order
     rng = random.Random(f"{kind}-{w1}-{w2}")
     batches = math.ceil(math.ceil(n / w1) / BS)  # per rank at w1
     for stop in rng.sample(range(1, batches), 2):
-        head, states = _epoch(_ranks(monkeypatch, kind, w1, n=n), stop)
+        head, states = rank_epochs(_ranks(monkeypatch, kind, w1, n=n), stop)
         resumed = _ranks(monkeypatch, kind, w2, n=n)
         for loader in resumed:
             loader.load_state_dict(states[0])
-        tail, _ = _epoch(resumed)
+        tail, _ = rank_epochs(resumed)
         got = Counter(i for r in head + tail for i in r)
         assert not Counter(order) - got, f"stop {stop}: lost {Counter(order) - got}"
         rest = n - states[0]["sampler_state"]["position"]
@@ -154,7 +154,7 @@ def test_a_bucket_batch_sampler_resumes_under_another_world_size(monkeypatch, w1
 
 def test_without_a_sampler_the_epoch_is_split_like_distributed_sampler(monkeypatch) -> None:
     for kind in ("shuffle", "sequential"):
-        ids, _ = _epoch(_ranks(monkeypatch, kind, 3))
+        ids, _ = rank_epochs(_ranks(monkeypatch, kind, 3))
         assert sorted(i for r in ids for i in r) == list(range(N))
     monkeypatch.setattr(loader_mod, "resolve_replicas", lambda: (2, 1))
     odd = dataforge.build_loader(list(range(5)), batch_size=None, num_workers=0)
@@ -164,12 +164,12 @@ def test_without_a_sampler_the_epoch_is_split_like_distributed_sampler(monkeypat
 
 @pytest.mark.parametrize(("workers", "engine"), [(2, "process"), (2, "thread")])
 def test_resume_under_other_workers_and_engine(monkeypatch, workers: int, engine: str) -> None:
-    full, _ = _epoch(_ranks(monkeypatch, "shuffle", 2))
-    head, states = _epoch(_ranks(monkeypatch, "shuffle", 2), 3)
+    full, _ = rank_epochs(_ranks(monkeypatch, "shuffle", 2))
+    head, states = rank_epochs(_ranks(monkeypatch, "shuffle", 2), 3)
     resumed = _ranks(monkeypatch, "shuffle", 2, workers=workers, engine=engine)
     for loader in resumed:
         loader.load_state_dict(states[0])
-    tail, _ = _epoch(resumed)
+    tail, _ = rank_epochs(resumed)
     for loader in resumed:
         loader.close()
     assert [h + t for h, t in zip(head, tail)] == full

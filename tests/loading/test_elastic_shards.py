@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from test_elastic_resume import rank_epochs
 
 import dataforge
 import dataforge.loading.loader as loader_mod
@@ -49,24 +50,10 @@ def _ranks(monkeypatch: pytest.MonkeyPatch, shards: list[str], world: int, *, wo
     return loaders
 
 
-def _epoch(loaders: list[Any], stop: int | None = None) -> tuple[list[list[int]], list[Any]]:
-    """Each rank's sample ids (at most ``stop`` batches) and each rank's state after them."""
-    ids, states = [], []
-    for loader in loaders:
-        got: list[int] = []
-        for i, b in enumerate(loader):
-            got.extend(b.tolist())
-            if stop is not None and i + 1 == stop:
-                break
-        ids.append(got)
-        states.append(json.loads(json.dumps(loader.state_dict())))
-    return ids, states
-
-
 def _resume(loaders: list[Any], states: list[Any]) -> tuple[list[list[int]], list[Any]]:
     for loader in loaders:
         loader.load_state_dict(states)
-    out = _epoch(loaders)
+    out = rank_epochs(loaders)
     return out
 
 
@@ -78,7 +65,7 @@ EVERY = Counter(range(sum(SIZES)))
 def test_shards_resume_under_another_world_size(monkeypatch, shards, shuffle: bool, w1: int, w2: int) -> None:
     opts: dict[str, Any] = {"shuffle_shards": shuffle, "buffer": 6 if shuffle else 0}
     for stop in (1, 3):
-        head, states = _epoch(_ranks(monkeypatch, shards, w1, **opts), stop)
+        head, states = rank_epochs(_ranks(monkeypatch, shards, w1, **opts), stop)
         resumed = _ranks(monkeypatch, shards, w2, **opts)
         tail, ends = _resume(resumed, states)
         got = Counter(i for r in head + tail for i in r)
@@ -88,12 +75,12 @@ def test_shards_resume_under_another_world_size(monkeypatch, shards, shuffle: bo
         fresh = _ranks(monkeypatch, shards, w2, **opts)
         for loader in fresh:
             loader.set_epoch(1)
-        assert _epoch(resumed)[0] == _epoch(fresh)[0]  # the next epoch: a run started at w2
+        assert rank_epochs(resumed)[0] == rank_epochs(fresh)[0]  # the next epoch: a run started at w2
 
 
 @pytest.mark.parametrize(("n1", "n2"), [(0, 2), (2, 0), (2, 1)])
 def test_shards_resume_under_other_workers(monkeypatch, shards, n1: int, n2: int) -> None:
-    head, states = _epoch(_ranks(monkeypatch, shards, 2, workers=n1, buffer=5), 2)
+    head, states = rank_epochs(_ranks(monkeypatch, shards, 2, workers=n1, buffer=5), 2)
     resumed = _ranks(monkeypatch, shards, 2, workers=n2, buffer=5)
     tail, _ = _resume(resumed, states)
     for loader in resumed:
@@ -103,11 +90,11 @@ def test_shards_resume_under_other_workers(monkeypatch, shards, n1: int, n2: int
 
 def test_a_second_change_of_world_within_the_epoch(monkeypatch, shards) -> None:
     # the resumed pass's own state nests the units it was splitting (NOTE [elastic shards])
-    head, states = _epoch(_ranks(monkeypatch, shards, 2, buffer=4, split="sample"), 2)
+    head, states = rank_epochs(_ranks(monkeypatch, shards, 2, buffer=4, split="sample"), 2)
     middle = _ranks(monkeypatch, shards, 3, buffer=4, split="sample")
     for loader in middle:
         loader.load_state_dict(states)
-    mid, states2 = _epoch(middle, 2)
+    mid, states2 = rank_epochs(middle, 2)
     assert all(s["elastic_base"] is not None for s in states2)
     same = _ranks(monkeypatch, shards, 3, buffer=4, split="sample")[1]
     same.load_state_dict(states2[1])  # its own rank's state, same world: no list needed
@@ -117,13 +104,13 @@ def test_a_second_change_of_world_within_the_epoch(monkeypatch, shards) -> None:
 
 
 def test_one_rank_state_under_another_world_is_refused_naming_the_fix(monkeypatch, shards) -> None:
-    _, states = _epoch(_ranks(monkeypatch, shards, 2), 1)
+    _, states = rank_epochs(_ranks(monkeypatch, shards, 2), 1)
     (other,) = _ranks(monkeypatch, shards, 1)
     with pytest.raises(ValueError, match="pass the list of all 2 ranks' states"):
         other.load_state_dict(states[0])
     with pytest.raises(ValueError, match=r"one per rank of the saving world \(ranks 0..1"):
         other.load_state_dict([states[0], states[0]])
-    _, one = _epoch(_ranks(monkeypatch, shards, 1), 2)
+    _, one = rank_epochs(_ranks(monkeypatch, shards, 1), 2)
     two = _ranks(monkeypatch, shards, 2)
     tail, _ = _resume(two, one[0])  # a world of one rank: its one state is all the progress
     assert len(tail[0]) + len(tail[1]) == sum(SIZES) - 2 * BS
@@ -134,7 +121,7 @@ def test_one_rank_state_under_another_world_is_refused_naming_the_fix(monkeypatc
 def test_an_equalized_epoch_resumes_with_equal_batches_per_rank(monkeypatch, shards, equalize, w1, w2, n2) -> None:
     # the remainder is equalized over the new consumers (NOTE [elastic shards]): DDP ranks
     # run the same number of steps
-    head, states = _epoch(_ranks(monkeypatch, shards, w1, buffer=4, equalize=equalize), 2)
+    head, states = rank_epochs(_ranks(monkeypatch, shards, w1, buffer=4, equalize=equalize), 2)
     resumed = _ranks(monkeypatch, shards, w2, workers=n2, buffer=4, equalize=equalize)
     for loader in resumed:
         loader.load_state_dict(states)
@@ -153,7 +140,7 @@ def test_an_equalized_epoch_resumes_with_equal_batches_per_rank(monkeypatch, sha
 def test_the_trailing_map_runs_once_per_resumed_item(monkeypatch, shards) -> None:
     # the replay reads every old stream in every new consumer, but decoding (the trailing
     # maps) runs on each consumer's own items only (NOTE [elastic shards])
-    _, states = _epoch(_ranks(monkeypatch, shards, 2, buffer=4), 2)
+    _, states = rank_epochs(_ranks(monkeypatch, shards, 2, buffer=4), 2)
     calls: list[int] = []
     resumed = []
     for r in range(3):
@@ -179,7 +166,7 @@ def test_persistent_workers_resume_under_another_world_and_continue(monkeypatch,
             out.append(loader)
         return out
 
-    head, states = _epoch(world(2), 2)
+    head, states = rank_epochs(world(2), 2)
     (resumed,) = world(1)
     tail, _ = _resume([resumed], states)
     assert Counter(head[0] + head[1] + tail[0]) == EVERY
