@@ -79,16 +79,12 @@ def _as_lists(flat: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[list[int
     return [values[a:b] for a, b in zip(begins.tolist(), ends.tolist())]
 
 
-def _length_keys(
-    lengths: np.ndarray, boundaries: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+def _length_keys(lengths: np.ndarray, boundaries: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample sort keys of a streamed window plan (NOTE [length keys] below).
 
-    Returns ``(keys, key_bucket, bucket_first, bucket_span)``: ``keys[i]`` is the
-    rank of ``lengths[i]`` among the distinct lengths, longest first (uint16 when
-    they fit); ``key_bucket[key]`` the bucket of a key, numbered in key order
-    (``None`` with one bucket); bucket ``b`` holds keys ``bucket_first[b]`` to
-    ``bucket_first[b] + bucket_span[b] - 1``.
+    Returns ``(keys, edges)``: ``keys[i]`` is the rank of ``lengths[i]`` among the
+    distinct lengths, longest first (uint16 when they fit), and the buckets are runs
+    of keys: bucket ``b`` (longest first) holds keys ``edges[b]`` to ``edges[b + 1] - 1``.
     """
     n = len(lengths)
     longest = int(lengths.max())
@@ -110,79 +106,46 @@ def _length_keys(
     else:
         for s in range(0, n, CHUNK):
             keys[s : s + CHUNK] = num - 1 - np.searchsorted(values, lengths[s : s + CHUNK])
-    by_key = values[::-1]  # the length of each key
     if boundaries is None:
-        return keys, None, np.zeros(1, np.int64), np.array([num], np.int64)
-    bucket = np.searchsorted(boundaries, by_key, side="right")
+        return keys, np.array([0, num], np.int64)
+    bucket = np.searchsorted(boundaries, values[::-1], side="right")  # of each key
     first = np.flatnonzero(np.concatenate(([True], bucket[1:] != bucket[:-1])))
-    span = np.diff(np.append(first, num))
-    if len(first) == 1:
-        return keys, None, first.astype(np.int64), span.astype(np.int64)
-    bucket_dtype = np.uint8 if len(first) <= 1 << 8 else np.uint16
-    key_bucket = np.repeat(np.arange(len(first)), span).astype(bucket_dtype)
-    return keys, key_bucket, first.astype(np.int64), span.astype(np.int64)
+    return keys, np.append(first, num).astype(np.int64)
 
 
-def _window_order(
-    keys: np.ndarray,
-    key_bucket: np.ndarray | None,
-    bucket_first: np.ndarray,
-    bucket_span: np.ndarray,
-    pool_size: int,
-    batch_size: int,
-) -> np.ndarray:
+def _window_order(keys: np.ndarray, edges: np.ndarray, batch_size: int) -> np.ndarray:
     """Layout of one streamed window: batch ``j`` is ``order[j * batch_size:][:batch_size]``.
 
-    Within each bucket (taken longest first), the items in stream order are cut into
-    pools of ``pool_size`` (rounded up to whole batches) but for the last ``count %
-    batch_size``, which join a remainder at the end; each pool and the remainder
-    are sorted longest first, ties in stream order, so every batch but the last is
-    full. ``keys`` are the window's :func:`_length_keys`.
+    ``keys`` are the window's :func:`_length_keys` in stream order and ``edges`` the
+    buckets' key runs. Each bucket's share of the window is one pool: sorted longest
+    first (ties in stream order) and cut into batches; what it holds beyond whole
+    batches (its shortest items) joins a remainder at the end, also longest first,
+    so every batch but the last is full.
 
-    NOTE [one sort per window]: a pool's items are consecutive once the window is
-    grouped by bucket (a one-byte radix sort), and a pool only holds its bucket's
-    keys, so pool and length fold into one key, ``offset of the pool + key - first
-    key of the bucket`` (the remainder: its offset + key), usually below 2^16: one
-    16-bit radix sort lays out the whole window (``pool_sort`` needs two radix
-    sorts, a scatter of pool ids and gathers of 8-byte lengths).
+    NOTE [one sort per window]: buckets are runs of keys, so one stable 16-bit radix
+    sort of the keys orders the window by (bucket, length, stream position) at once;
+    moving each bucket's partial batch to the end keeps the remainder sorted, as the
+    buckets' key runs follow each other. A window's share of a bucket is on average
+    4 pools of ``pool_size`` (the window is sized that way) rather than pools of
+    exactly ``pool_size``: per-pool sorts would need a radix sort by bucket first,
+    a gather of pool ids and a second sort (~25 ns per index more, against ~100 ns
+    per index for the whole epoch), for batches of the same character (a bucket's
+    items of one length in stream order).
     """
-    n = len(keys)
-    if key_bucket is None:
-        counts = np.array([n], np.int64)
-        by_bucket: np.ndarray | None = None
-        grouped = keys
-    else:
-        bucket = key_bucket[keys]
-        counts = np.bincount(bucket, minlength=len(bucket_first))
-        by_bucket = np.argsort(bucket, kind="stable")
-        del bucket
-        grouped = keys[by_bucket]
-    step = -(-pool_size // batch_size) * batch_size
-    full = counts - counts % batch_size  # the rest of each bucket joins the remainder
-    pools = -(-full // step)
-    pool_bucket = np.repeat(np.arange(len(counts)), pools)
-    pool_len = np.full(len(pool_bucket), step, np.int64)
-    has = pools > 0
-    pool_len[(np.cumsum(pools) - 1)[has]] = full[has] - (pools[has] - 1) * step
-    span = bucket_span[pool_bucket]
-    offset = np.cumsum(span) - span
-    rest = int(span.sum())  # the remainder's keys come after every pool's
-    total = rest + int(bucket_span.sum())
-    # segments in grouped order: each bucket's pools, then its share of the remainder
-    seg = np.cumsum(pools) + np.arange(len(counts))  # where each bucket's share goes
-    seg_len = np.empty(len(pool_bucket) + len(counts), np.int64)
-    seg_base = np.empty(len(seg_len), np.int64)
-    at = np.arange(len(pool_bucket)) + pool_bucket
-    seg_len[at], seg_base[at] = pool_len, offset - bucket_first[pool_bucket]
-    seg_len[seg], seg_base[seg] = counts - full, rest
-    if total <= 1 << 16:  # arithmetic mod 2^16 lands every key in [0, total)
-        key = np.repeat((seg_base % (1 << 16)).astype(np.uint16), seg_len)
-        np.add(key, grouped, out=key, casting="unsafe")
-    else:
-        key = np.repeat(seg_base, seg_len) + grouped
-    within = np.argsort(key, kind="stable")
-    del key, grouped
-    return within if by_bucket is None else by_bucket[within]
+    order = np.argsort(keys, kind="stable")
+    per_key = np.bincount(keys, minlength=int(edges[-1]))
+    ends = np.cumsum(per_key)[edges[1:] - 1]  # where each bucket ends in ``order``
+    tails = (ends - np.append(0, ends[:-1])) % batch_size
+    if not tails.any():
+        return order
+    keep: list[np.ndarray] = []
+    rest: list[np.ndarray] = []
+    a = 0
+    for e, t in zip(ends.tolist(), tails.tolist()):
+        keep.append(order[a : e - t])
+        rest.append(order[e - t : e])
+        a = e
+    return np.concatenate(keep + rest)
 
 
 class BucketBatchSampler(EpochSampler[list[int]]):
@@ -303,7 +266,7 @@ class BucketBatchSampler(EpochSampler[list[int]]):
                     f"{len(self.lengths)}; pass one label per sample"
                 )
         self._lookup: np.ndarray | None = None  # bucket id by length, see _bucket_ids
-        self._keys: tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray] | None = None
+        self._keys: tuple[np.ndarray, np.ndarray] | None = None
         if self._streamed():  # NOTE [length keys]
             self._keys = _length_keys(self.lengths, self.bucket_boundaries)
         else:
@@ -451,10 +414,10 @@ class BucketBatchSampler(EpochSampler[list[int]]):
         self._wstream = (self.epoch, k + 1, chunks, [idx[size:].copy()] if len(idx) > size else [])
         idx = idx[:size]
         self._wplan = None  # the previous window's arrays go before this one's are made
-        keys, key_bucket, first, span = cast(tuple, self._keys)
-        order = _window_order(keys[idx], key_bucket, first, span, self.pool_size, batch_size)
+        keys, edges = cast(tuple[np.ndarray, np.ndarray], self._keys)
+        order = _window_order(np.take(keys, idx), edges, batch_size)
         batch_order = keyed_rng(self.seed, self.epoch, k).permutation(-(-len(idx) // batch_size))
-        self._wplan = (self.epoch, k, idx[order], batch_order)
+        self._wplan = (self.epoch, k, np.take(idx, order), batch_order)
         return self._wplan[2:]
 
     def _state_fields(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from helpers import run_test_save_load_state
 
 from dataforge.samplers import BucketBatchSampler, ClassBalancedSampler
 from dataforge.samplers.bucket import _length_keys, _window_order
-from dataforge.samplers.functional import padding_efficiency, pool_sort
+from dataforge.samplers.functional import padding_efficiency
 
 RNG = np.random.default_rng(0)
 LOGNORMAL = np.maximum(1, RNG.lognormal(4.0, 0.8, 20_000).round()).astype(np.int64)
@@ -206,57 +206,53 @@ def test_streamed_balanced_keeps_padding_low():
     assert padding_efficiency(lengths, batches) >= 0.95
 
 
-def reference_window(lengths, bucket_ids, pool_size, batch_size):
-    """The streamed window's batches from pool_sort: each bucket's items in stream order
-    but its last count % batch_size cut into pools (whole batches), sorted longest first;
-    those last items of every bucket pooled, sorted longest first, and cut."""
-    pool_size = -(-pool_size // batch_size) * batch_size
+def reference_window(lengths, bucket_ids, batch_size):
+    """The streamed window's batches: each bucket's items sorted longest first (ties in
+    stream order) and cut into whole batches; the rest of every bucket (its shortest)
+    pooled, sorted longest first, and cut."""
     batches, rest = [], []
     buckets = np.zeros(len(lengths), int) if bucket_ids is None else bucket_ids
     for b in np.unique(buckets):
         members = np.flatnonzero(buckets == b)
+        members = members[np.argsort(-lengths[members], kind="stable")]
         cut = len(members) // batch_size * batch_size
         rest += members[cut:].tolist()
-        order, _ = pool_sort(lengths[members[:cut]], pool_size)
-        order = members[order]
-        batches += [tuple(order[s : s + batch_size].tolist()) for s in range(0, cut, batch_size)]
-    rest = np.asarray(sorted(rest), np.int64)
-    rest = rest[np.argsort(-lengths[rest], kind="stable")]
+        batches += [tuple(members[s : s + batch_size].tolist()) for s in range(0, cut, batch_size)]
+    rest = np.asarray(rest, np.int64)
+    rest = rest[np.lexsort((rest, -lengths[rest]))]
     return batches + [tuple(rest[s : s + batch_size].tolist()) for s in range(0, len(rest), batch_size)]
 
 
 @pytest.mark.parametrize(
-    ("n", "top", "bounds", "pool", "batch"),
+    ("n", "top", "bounds", "batch"),
     [
-        (5000, 300, [20, 40, 80, 160], 64, 8),  # several pools per bucket, partial tails
-        (3000, 50, None, 30, 4),  # one bucket
-        (6000, 3000, None, 200, 8),  # 30 pools x ~2600 keys > 2^16: the wide sort
-        (100_000, 300_000, [100, 1000, 20_000], 50_000, 16),  # > 2^16 lengths: uint32 keys
-        (4000, 3000, list(range(5, 3000, 10)), 40, 4),  # > 256 buckets: 2-byte bucket ids
-        (100, 10, [5], 1000, 8),  # fewer items than a pool
+        (5000, 300, [20, 40, 80, 160], 8),  # partial batches in every bucket
+        (3000, 50, None, 4),  # one bucket
+        (4000, 3000, list(range(5, 3000, 10)), 4),  # hundreds of buckets
+        (100_000, 300_000, [100, 1000, 20_000], 16),  # > 2^16 distinct lengths: uint32 keys
+        (5, 10, [5], 8),  # fewer items than a batch
     ],
 )
-def test_window_order_equals_pool_sort(n, top, bounds, pool, batch):
+def test_window_order_sorts_each_bucket_and_pools_the_rest(n, top, bounds, batch):
     rng = np.random.default_rng(n)
     lengths = rng.integers(1, top, n)
     boundaries = None if bounds is None else np.asarray(bounds)
-    keys, key_bucket, first, span = _length_keys(lengths, boundaries)
+    keys, edges = _length_keys(lengths, boundaries)
     assert keys.dtype == (np.uint16 if len(np.unique(lengths)) <= 1 << 16 else np.uint32)
     assert (np.argsort(keys, kind="stable") == np.argsort(-lengths, kind="stable")).all()
-    order = _window_order(keys, key_bucket, first, span, pool, batch)
+    order = _window_order(keys, edges, batch)
     assert sorted(order.tolist()) == list(range(n))
     ours = [tuple(order[s : s + batch].tolist()) for s in range(0, n, batch)]
     bucket_ids = None if boundaries is None else np.searchsorted(boundaries, lengths, side="right")
-    assert sorted(ours) == sorted(reference_window(lengths, bucket_ids, pool, batch))
+    assert sorted(ours) == sorted(reference_window(lengths, bucket_ids, batch))
     assert all(len(b) == batch for b in ours[:-1])
 
 
 def test_length_keys_beyond_the_lookup_table():
     lengths = np.array([5, 3_000_000, 5, 7, 2_000_000])
-    keys, key_bucket, first, span = _length_keys(lengths, np.array([6, 2_500_000]))
+    keys, edges = _length_keys(lengths, np.array([6, 2_500_000]))
     assert keys.tolist() == [3, 0, 3, 2, 1]
-    assert key_bucket.tolist() == [0, 1, 1, 2] and first.tolist() == [0, 1, 3]  # longest first
-    assert span.tolist() == [1, 2, 1]
+    assert edges.tolist() == [0, 1, 3, 4]  # buckets longest first: {3M}, {2M, 7}, {5}
 
 
 def test_window_lists_short_last_batch():
