@@ -229,3 +229,19 @@ def test_jsonl_shards_and_sample_split_read_from_the_cache(s3, written, tmp_path
     tars = from_shards(written.pattern, storage_options=s3.storage_options, cache_dir=tmp_path, split="sample")
     halves = [_keys(tars.consumer_iter(0, 1, w, 2)) for w in range(2)]
     assert sorted(halves[0] + halves[1]) == _all_keys() and len(halves[0]) == N_SAMPLES // 2
+
+
+@pytest.mark.parametrize("engine", ["thread", "process"])
+def test_loader_workers_share_the_cache_and_download_each_shard_once(s3, written, tmp_path, engine) -> None:
+    import dataforge
+
+    before = _gets(s3, written.urls)
+    ds = from_shards(written.pattern, storage_options=s3.storage_options, cache_dir=tmp_path)
+    next(iter(ds))  # the main process has used the cache (its lock and pool) before the workers copy it
+    loader = dataforge.build_loader(ds, 4, num_workers=2, engine=engine, collate_fn=_keys)
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        assert sorted(k for b in loader for k in b) == _all_keys()
+    loader.close()
+    # two epochs by two workers, and the main process's first read: one download a shard
+    assert [a - b for a, b in zip(_gets(s3, written.urls), before)] == [1, 1, 1, 1]
