@@ -57,6 +57,48 @@ class _Failure:
         self.exc = exc
 
 
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put ``item`` once there is room; ``False`` if the pass stopped first."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _work(
+    w: int, n: int, source: ResumableSource, collate: TaggedCollate, batch_size: int | None,
+    drop_last: bool, init_fn: Callable[[int], Any] | None, q: queue.Queue[Any], stop: threading.Event,
+) -> None:
+    """Worker thread ``w`` of ``n``: its stream's batches, then ``_DONE`` (NOTE [iterable threads])."""
+    set_thread_worker_id(w)
+    set_iter_worker(w, n)
+    torch.set_num_threads(1)  # NOTE [one intra-op thread per worker] in thread_engine.py
+    try:
+        if init_fn is not None:
+            try:
+                init_fn(w)
+            except Exception as exc:
+                raise with_context(exc, f"worker_init_fn of worker {w}") from None
+        it = iter(source)
+        while not stop.is_set():
+            if batch_size is None:
+                data: Any = next(it, _DONE)
+                if data is _DONE:
+                    break
+            else:
+                data = list(itertools.islice(it, batch_size))
+                if not data or (drop_last and len(data) < batch_size):
+                    break
+            if not _put(q, collate(data), stop):
+                return
+        _put(q, _DONE, stop)
+    except BaseException as exc:  # noqa: BLE001 - delivered to the consumer
+        _put(q, _Failure(exc), stop)
+
+
 class _ThreadWorkers(Iterator[Any]):
     """One pass: ``n`` threads, each a worker's stream of tagged batches, merged in the
     stock order (NOTE [iterable threads])."""
@@ -76,53 +118,17 @@ class _ThreadWorkers(Iterator[Any]):
             own = copy.copy(source)
             own.dataset = copy.deepcopy(source.dataset)
             tagged = TaggedCollate(collate, batch_size is not None, drop_last, own)
+            # NOTE: the thread holds the queue and the stop flag, not this object, so that a
+            # pass dropped without close() is collected and its __del__ stops the threads
             t = threading.Thread(
-                target=self._work, args=(w, num_workers, own, tagged, batch_size, drop_last, init_fn),
+                target=_work, args=(w, num_workers, own, tagged, batch_size, drop_last, init_fn,
+                                    self._queues[w], self._stop),
                 name=f"{THREAD_PREFIX}iterable-{w}", daemon=True,
             )
             self._threads.append(t)
         track(self)  # NOTE [threads at exit] in thread_engine.py
         for t in self._threads:
             t.start()
-
-    def _put(self, w: int, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queues[w].put(item, timeout=_POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _work(
-        self, w: int, n: int, source: ResumableSource, collate: TaggedCollate, batch_size: int | None,
-        drop_last: bool, init_fn: Callable[[int], Any] | None,
-    ) -> None:
-        set_thread_worker_id(w)
-        set_iter_worker(w, n)
-        torch.set_num_threads(1)  # NOTE [one intra-op thread per worker] in thread_engine.py
-        try:
-            if init_fn is not None:
-                try:
-                    init_fn(w)
-                except Exception as exc:
-                    raise with_context(exc, f"worker_init_fn of worker {w}") from None
-            it = iter(source)
-            while not self._stop.is_set():
-                if batch_size is None:
-                    item = next(it, _DONE)
-                    if item is _DONE:
-                        break
-                    data: Any = item
-                else:
-                    data = list(itertools.islice(it, batch_size))
-                    if not data or (drop_last and len(data) < batch_size):
-                        break
-                if not self._put(w, collate(data)):
-                    return
-            self._put(w, _DONE)
-        except BaseException as exc:  # noqa: BLE001 - delivered to the consumer
-            self._put(w, _Failure(exc))
 
     def __next__(self) -> Any:
         while self._order:

@@ -118,7 +118,24 @@ def test_worker_init_fn_runs_once_in_each_thread_and_threads_end_with_the_pass()
     assert sorted(w for w, _ in seen) == [0, 1] and all(n.startswith(THREAD_PREFIX) for _, n in seen)
     del it
     loader.close()
-    deadline = time.monotonic() + 5
+    _threads_end()
+
+
+def _threads_end(deadline_s: float = 5.0) -> None:
+    deadline = time.monotonic() + deadline_s
     while any(t.name.startswith(THREAD_PREFIX + "iterable") for t in threading.enumerate()):
         assert time.monotonic() < deadline, [t.name for t in threading.enumerate()]
         time.sleep(0.05)
+
+
+def test_a_loader_dropped_mid_pass_stops_its_threads() -> None:
+    import gc
+
+    def start() -> None:
+        loader = build("thread", ds=IterDataset.from_iterable(range(10_000)))
+        it = iter(loader)
+        next(it)
+
+    start()
+    gc.collect()
+    _threads_end()
