@@ -383,12 +383,12 @@ class BucketBatchSampler(EpochSampler[list[int]]):
         size = cast(int, self.batch_size)
         full = len(flat) // size
         if full * size == len(flat):
-            return cast(list[list[int]], flat.reshape(full, size)[rows].tolist())
+            return cast(list[list[int]], np.take(flat.reshape(full, size), rows, axis=0).tolist())
         short = rows == full
         if full == 0:
             return [flat.tolist() for _ in range(len(rows))]
-        out = cast(list[list[int]], flat[: full * size].reshape(full, size)[
-            np.where(short, 0, rows)].tolist())
+        layout = flat[: full * size].reshape(full, size)
+        out = cast(list[list[int]], np.take(layout, np.where(short, 0, rows), axis=0).tolist())
         for i in np.flatnonzero(short).tolist():
             out[i] = flat[full * size :].tolist()
         return out
