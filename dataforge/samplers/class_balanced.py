@@ -128,6 +128,9 @@ class ClassBalancedSampler(EpochSampler[int]):
     _epoch_chunk = 1 << 18  # positions per generated chunk of the global order
     _block = 1 << 16  # see QuotaEpoch: largest class drawn as whole passes
     _chunk_per_class = 64
+    # items made Python ints per step: 8,192 ints and their list stay in cache while
+    # they are iterated (about 25 ns per index against 35-39 at 65,536, isolated)
+    _chunk = 1 << 13
 
     def __init__(
         self,

@@ -310,8 +310,9 @@ class QuotaEpoch:
             for i, k in zip(rest.tolist(), comp[rest].tolist()):
                 streams[i].fill(content[a : a + k])
                 a += k
-            out = content[scratch_rng(*self.key, _CHUNK, j).permutation(m)]
-            yield out[start - j * self.chunk :] if j == first else out
+            # shuffled in place: no index array of the chunk and no gather through it
+            scratch_rng(*self.key, _CHUNK, j).shuffle(content)
+            yield content[start - j * self.chunk :] if j == first else content
 
     def _fill_in_place(self, counts: np.ndarray, content: np.ndarray) -> int:
         """Write the in-place classes' shares ``counts`` (NOTE [small classes in place])
