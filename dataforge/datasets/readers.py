@@ -17,7 +17,6 @@ through :class:`FileRecords`, so a registered format is readable there too.
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -30,7 +29,7 @@ from dataforge.datasets.records import (
     iter_lines,
     parse_json_line,
 )
-from dataforge.datasets.tar_stream import MAX_MEMBER_BYTES, ShardError, iter_samples
+from dataforge.datasets.tar_stream import MAX_MEMBER_BYTES, ShardError, decompressed, iter_samples
 
 __all__ = ["FileRecords", "ReadOptions", "Reader", "reader_for", "readers", "register_reader"]
 
@@ -149,7 +148,7 @@ def _read_tar(f: IO[bytes], url: str, opts: ReadOptions) -> Iterator[dict[str, A
 
 def _read_jsonl(f: IO[bytes], url: str, opts: ReadOptions) -> Iterator[dict[str, Any]]:
     if url.split("?", 1)[0].lower().endswith(".gz"):
-        f = gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[assignment]
+        f = decompressed(f, url)
     keep = opts.keep
     for lineno, raw in enumerate(iter_lines(f, opts.max_line_bytes), 1):
         if not raw.strip() or (keep is not None and not keep()):
@@ -169,7 +168,7 @@ def _read_csv(f: IO[bytes], url: str, opts: ReadOptions) -> Iterator[dict[str, A
     Bad UTF-8, a line over ``max_line_bytes`` or a field over ``csv.field_size_limit()``
     stops the shard: a :class:`ShardError` whose cause is the ``RecordError`` naming the line."""
     if url.split("?", 1)[0].lower().endswith(".gz"):
-        f = gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[assignment]
+        f = decompressed(f, url)
     try:
         rows = csv_rows(f, url, opts.delimiter, opts.max_line_bytes)
         first = next(rows, None)

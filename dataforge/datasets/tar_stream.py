@@ -134,21 +134,83 @@ class _Prepend:
         return True
 
 
-def decompressed(f: IO[bytes]) -> IO[bytes]:
-    """``f`` itself, or a decompressing stream when it starts with a gzip / bz2 / xz magic."""
+# NOTE [expansion bound]: streaming bounds the memory of a compressed shard, not its time: a
+# shard that expands 1000x costs CPU in proportion. Real JSONL/CSV compress 3-20x and JPEG tars
+# about 1x, while bombs expand 1000x and more, so a shard is refused once its decompressed output
+# passes EXPANSION_FLOOR (small, very compressible files are never refused) AND the ratio
+# decompressed/compressed passes MAX_EXPANSION.
+MAX_EXPANSION = 200.0
+EXPANSION_FLOOR = 64 << 20
+
+
+class _CountingReader:
+    """``f.read`` counting the (compressed) bytes consumed."""
+
+    def __init__(self, f: Any) -> None:
+        self._f, self.consumed = f, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.consumed += len(data)
+        return data
+
+
+class _ExpansionBound(io.RawIOBase):
+    """The decompressed bytes of ``inner``, raising :class:`ShardError` past the expansion bound."""
+
+    def __init__(self, inner: Any, raw: _CountingReader, url: str, max_expansion: float) -> None:
+        self._inner, self._raw, self._url, self._max = inner, raw, url, max_expansion
+        self.produced = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self._inner.readinto(b)
+        self.produced += n
+        if self.produced > EXPANSION_FLOOR:
+            ratio = self.produced / max(self._raw.consumed, 1)
+            if ratio > self._max:
+                raise ShardError(
+                    f"shard {self._url!r} looks like a decompression bomb: {self.produced} bytes "
+                    f"decompressed from {self._raw.consumed} compressed bytes (ratio {ratio:.0f} > "
+                    f"max_expansion={self._max:g}); pass a larger max_expansion, or "
+                    f"max_expansion=None to read it anyway",
+                    url=self._url,
+                )
+        return n
+
+
+def check_max_expansion(value: object) -> float | None:
+    """``value`` as the ``max_expansion`` bound: a positive number or None (no bound)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"max_expansion must be a positive number or None, got {value!r}")
+    return float(value)
+
+
+def decompressed(f: IO[bytes], url: str = "", max_expansion: float | None = MAX_EXPANSION) -> IO[bytes]:
+    """``f`` itself, or a decompressing stream when it starts with a gzip / bz2 / xz magic,
+    bounded by ``max_expansion`` (NOTE [expansion bound]; None: unbounded)."""
     head = _read_exact(f, 6)
     if _seekable(f):
         f.seek(-len(head), 1)
         raw: Any = f
     else:
         raw = _Prepend(head, f)
+    counted: Any = _CountingReader(raw)  # a readable file object to the decompressors
     if head.startswith(b"\x1f\x8b"):
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    if head.startswith(b"BZh"):
-        return bz2.BZ2File(raw, mode="rb")  # type: ignore[return-value]
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return lzma.LZMAFile(raw, mode="rb")  # type: ignore[return-value]
-    return raw
+        inner: Any = gzip.GzipFile(fileobj=counted, mode="rb")  # noqa: SIM115
+    elif head.startswith(b"BZh"):
+        inner = bz2.BZ2File(counted, mode="rb")  # noqa: SIM115
+    elif head.startswith(b"\xfd7zXZ\x00"):
+        inner = lzma.LZMAFile(counted, mode="rb")  # noqa: SIM115
+    else:
+        return raw  # type: ignore[no-any-return]
+    if max_expansion is None:
+        return inner  # type: ignore[no-any-return]
+    return io.BufferedReader(_ExpansionBound(inner, counted, url, max_expansion))
 
 
 def _end(f: IO[bytes]) -> int | None:
@@ -218,7 +280,7 @@ def iter_members(
     """
     state: dict[str, Any] = {"last": "<start of archive>", "member": None, "offset": None}
     try:
-        yield from _members(decompressed(f), url, read, state, max_member_bytes)
+        yield from _members(decompressed(f, url), url, read, state, max_member_bytes)
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:  # decompression / I/O
         raise ShardError(
             f"cannot read shard {url!r} after member {short(state['last'], 200)}: {type(e).__name__}: {e}",
