@@ -29,7 +29,14 @@ from dataforge.datasets.records import (
     iter_lines,
     parse_json_line,
 )
-from dataforge.datasets.tar_stream import MAX_MEMBER_BYTES, ShardError, decompressed, iter_samples
+from dataforge.datasets.tar_stream import (
+    MAX_EXPANSION,
+    MAX_MEMBER_BYTES,
+    ShardError,
+    check_max_expansion,
+    decompressed,
+    iter_samples,
+)
 
 __all__ = ["FileRecords", "ReadOptions", "Reader", "reader_for", "readers", "register_reader"]
 
@@ -52,6 +59,8 @@ class ReadOptions:
             one (tar). Error messages of the map-style sources name it.
         columns: set by readers of formats with a header or a schema (CSV, Parquet)
             once it is read, before the first record; ``None`` otherwise.
+        max_expansion: the bound on decompressed / compressed bytes of a gzip, bz2 or xz
+            stream (NOTE [expansion bound] in ``tar_stream.py``); ``None``: unbounded.
     """
 
     keep: Callable[[], bool] | None
@@ -62,6 +71,7 @@ class ReadOptions:
     delimiter: str = ","
     line: int = 0
     columns: list[str] | None = None
+    max_expansion: float | None = MAX_EXPANSION
 
 
 @dataclass(frozen=True)
@@ -143,12 +153,13 @@ def reader_for(url: str, format: str | None = None) -> Reader:
 
 
 def _read_tar(f: IO[bytes], url: str, opts: ReadOptions) -> Iterator[dict[str, Any]]:
-    return iter_samples(f, url, read=opts.bodies, keep=opts.keep, max_member_bytes=opts.max_member_bytes)
+    return iter_samples(f, url, read=opts.bodies, keep=opts.keep, max_member_bytes=opts.max_member_bytes,
+                        max_expansion=opts.max_expansion)
 
 
 def _read_jsonl(f: IO[bytes], url: str, opts: ReadOptions) -> Iterator[dict[str, Any]]:
     if url.split("?", 1)[0].lower().endswith(".gz"):
-        f = decompressed(f, url)
+        f = decompressed(f, url, opts.max_expansion)
     keep = opts.keep
     for lineno, raw in enumerate(iter_lines(f, opts.max_line_bytes), 1):
         if not raw.strip() or (keep is not None and not keep()):
@@ -168,7 +179,7 @@ def _read_csv(f: IO[bytes], url: str, opts: ReadOptions) -> Iterator[dict[str, A
     Bad UTF-8, a line over ``max_line_bytes`` or a field over ``csv.field_size_limit()``
     stops the shard: a :class:`ShardError` whose cause is the ``RecordError`` naming the line."""
     if url.split("?", 1)[0].lower().endswith(".gz"):
-        f = decompressed(f, url)
+        f = decompressed(f, url, opts.max_expansion)
     try:
         rows = csv_rows(f, url, opts.delimiter, opts.max_line_bytes)
         first = next(rows, None)
@@ -214,15 +225,18 @@ class FileRecords:
         format: a registered reader name, or ``None`` to pick it by extension.
         max_line_bytes: the longest line read (JSONL, CSV).
         delimiter: the CSV field separator.
+        max_expansion: the bound on the expansion of a compressed file (NOTE [expansion
+            bound] in ``tar_stream.py``); ``None``: unbounded.
     """
 
     def __init__(self, path: str | Any, format: str | None = None, *, max_line_bytes: int = MAX_LINE_BYTES,
-                 delimiter: str = ",") -> None:
+                 delimiter: str = ",", max_expansion: float | None = MAX_EXPANSION) -> None:
         self.path = str(path)
         self.reader = reader_for(self.path, format)
         self.options = ReadOptions(keep=None, bodies=True, max_member_bytes=MAX_MEMBER_BYTES,
                                    max_line_bytes=check_max_line_bytes(max_line_bytes),
-                                   on_bad_line=self._bad, delimiter=delimiter)
+                                   on_bad_line=self._bad, delimiter=delimiter,
+                                   max_expansion=check_max_expansion(max_expansion))
 
     @property
     def columns(self) -> list[str] | None:

@@ -49,7 +49,12 @@ from dataforge.datasets.readers import ReadOptions, reader_for
 from dataforge.datasets.records import MAX_LINE_BYTES, check_max_line_bytes
 from dataforge.datasets.remote import RetryPolicy, is_transient, open_remote
 from dataforge.datasets.sharding import ConsumerPlan
-from dataforge.datasets.tar_stream import MAX_MEMBER_BYTES, ShardError
+from dataforge.datasets.tar_stream import (
+    MAX_EXPANSION,
+    MAX_MEMBER_BYTES,
+    ShardError,
+    check_max_expansion,
+)
 from dataforge.datasets.writer import read_index
 
 __all__ = ["ShardError", "ShardDataset", "expand_braces", "expand_urls", "from_shards"]
@@ -232,6 +237,7 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
         *,
         max_member_bytes: int = MAX_MEMBER_BYTES,
         max_line_bytes: int = MAX_LINE_BYTES,
+        max_expansion: float | None = MAX_EXPANSION,
         storage_options: dict[str, Any] | None = None,
         retry: RetryPolicy | None = None,
         cache: ShardCache | None = None,
@@ -239,6 +245,7 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
     ) -> None:
         self.format, self.on_error = format, on_error
         self.max_member_bytes, self.max_line_bytes = max_member_bytes, max_line_bytes
+        self.max_expansion = max_expansion
         self.storage_options, self.retry, self.cache = storage_options, retry or RetryPolicy(), cache
         self._next_of: dict[str, list[str]] = {}  # download-ahead: a shard -> the consumer's next ones
         self.errors = {"skipped_shards": 0, "skipped_lines": 0}
@@ -312,7 +319,7 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
                 opts = ReadOptions(
                     keep=None if keep is None else replay, bodies=not self._counting, max_member_bytes=self.max_member_bytes,
                     max_line_bytes=self.max_line_bytes,
-                    on_bad_line=lambda e: self._on_bad(e, "skipped_lines", report),
+                    on_bad_line=lambda e: self._on_bad(e, "skipped_lines", report), max_expansion=self.max_expansion,
                 )
                 try:
                     with self._open_shard_file(url) as f:
@@ -339,7 +346,7 @@ class ShardDataset(ShardedSource[dict[str, Any]]):
             _warn_skipped(url, report)
 
     def _count_samples(self, url: str) -> int:
-        key: tuple[Any, ...] = (self.format, url, self.max_member_bytes, self.max_line_bytes)  # limits cut shards
+        key: tuple[Any, ...] = (self.format, url, self.max_member_bytes, self.max_line_bytes, self.max_expansion)  # limits cut shards
         if not _is_remote(url):
             st = os.stat(_local(url))
             key += (st.st_size, st.st_mtime_ns)
@@ -389,6 +396,7 @@ def from_shards(
     samples_per_shard: int | Sequence[int] | None = None,
     max_member_bytes: int = MAX_MEMBER_BYTES,
     max_line_bytes: int = MAX_LINE_BYTES,
+    max_expansion: float | None = MAX_EXPANSION,
     storage_options: dict[str, Any] | None = None,
     retries: int = 3,
     retry_backoff: float = 0.5,
@@ -427,6 +435,10 @@ def from_shards(
             ``tar_stream.py``); a larger one is a :class:`ShardError`.
         max_line_bytes: the longest JSONL line read; a longer one is a bad line (the
             other limits of a line are in ``dataforge.datasets.records``).
+        max_expansion: the largest ratio of decompressed to compressed bytes of a gzip,
+            bz2 or xz shard once past 16 MiB of output (NOTE [expansion bound] in
+            ``tar_stream.py``): beyond it the shard is a :class:`ShardError`, handled by
+            ``on_error``. ``None``: no bound.
         storage_options: options of the fsspec filesystem of remote URLs (for s3fs:
             ``{"key": ..., "secret": ..., "client_kwargs": {"endpoint_url": ...}}``).
         retries: retries of a remote shard read that fails with a transient error (a
@@ -478,5 +490,5 @@ def from_shards(
         expanded, fmt, on_error, shuffle_shards=shuffle_shards, seed=seed, split=split,
         equalize=equalize, num_replicas=num_replicas, rank=rank, samples_per_shard=samples_per_shard,
         max_member_bytes=max_member_bytes, max_line_bytes=check_max_line_bytes(max_line_bytes),
-        storage_options=storage_options, retry=retry, cache=cache,
+        max_expansion=check_max_expansion(max_expansion), storage_options=storage_options, retry=retry, cache=cache,
     )

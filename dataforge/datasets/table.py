@@ -28,6 +28,7 @@ from dataforge.datasets.labels import as_labels
 from dataforge.datasets.map_style import MapDataset
 from dataforge.datasets.readers import FileRecords
 from dataforge.datasets.records import MAX_LINE_BYTES, RecordError, short
+from dataforge.datasets.tar_stream import MAX_EXPANSION
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -225,6 +226,7 @@ class TableDataset(MapDataset[Any]):
         fill_missing: float | None = None,
         delimiter: str = ",",
         max_line_bytes: int = MAX_LINE_BYTES,
+        max_expansion: float | None = MAX_EXPANSION,
     ) -> TableDataset:
         """Read a file of any registered format (``dataforge.datasets.readers``); the
         columns are the header or schema (CSV, Parquet), else the keys of the first record.
@@ -241,6 +243,8 @@ class TableDataset(MapDataset[Any]):
             fill_missing: value for empty cells (default: an empty cell is an error).
             delimiter: the CSV field separator.
             max_line_bytes: the longest line read (``dataforge.datasets.records``).
+            max_expansion: the bound on how much a ``.gz`` file may expand (NOTE
+                [expansion bound] in ``tar_stream.py``); ``None``: unbounded.
 
         Raises:
             RecordError: a row that cannot be read, naming the file and the line (the
@@ -248,7 +252,8 @@ class TableDataset(MapDataset[Any]):
         """
         p = check_file(path)
         where = str(p)
-        records = FileRecords(p, format, max_line_bytes=max_line_bytes, delimiter=delimiter)
+        records = FileRecords(p, format, max_line_bytes=max_line_bytes, delimiter=delimiter,
+                              max_expansion=max_expansion)
         rows = iter(records)
         first = next(rows, None)
         columns = records.columns if records.columns is not None else None if first is None else list(first[1])

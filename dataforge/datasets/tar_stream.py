@@ -140,7 +140,7 @@ class _Prepend:
 # passes EXPANSION_FLOOR (small, very compressible files are never refused) AND the ratio
 # decompressed/compressed passes MAX_EXPANSION.
 MAX_EXPANSION = 200.0
-EXPANSION_FLOOR = 64 << 20
+EXPANSION_FLOOR = 16 << 20
 
 
 class _CountingReader:
@@ -174,8 +174,9 @@ class _ExpansionBound(io.RawIOBase):
                 raise ShardError(
                     f"shard {self._url!r} looks like a decompression bomb: {self.produced} bytes "
                     f"decompressed from {self._raw.consumed} compressed bytes (ratio {ratio:.0f} > "
-                    f"max_expansion={self._max:g}); pass a larger max_expansion, or "
-                    f"max_expansion=None to read it anyway",
+                    f"max_expansion={self._max:g}); if it is genuine, pass a larger "
+                    f"max_expansion= to from_shards (or to TableDataset/TextDataset.from_file), or "
+                    f"max_expansion=None to read it unbounded",
                     url=self._url,
                 )
         return n
@@ -267,12 +268,14 @@ def iter_members(
     *,
     read: bool | Callable[[str], bool] = True,
     max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_expansion: float | None = MAX_EXPANSION,
 ) -> Iterator[tuple[str, bytes | None]]:
     """Yield ``(name, data)`` of each regular file member.
 
     ``data`` is None when not ``read``; ``read`` may be a ``name -> bool`` callback,
     asked before each member's data is read (skipped data of local files is seeked over).
-    A member over ``max_member_bytes`` is an error (NOTE [bounded members]).
+    A member over ``max_member_bytes`` is an error (NOTE [bounded members]); so is a
+    compressed shard past ``max_expansion`` (NOTE [expansion bound]).
 
     Raises:
         ShardError: naming ``url`` and the member, on any truncation or corruption;
@@ -280,7 +283,7 @@ def iter_members(
     """
     state: dict[str, Any] = {"last": "<start of archive>", "member": None, "offset": None}
     try:
-        yield from _members(decompressed(f, url), url, read, state, max_member_bytes)
+        yield from _members(decompressed(f, url, max_expansion), url, read, state, max_member_bytes)
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:  # decompression / I/O
         raise ShardError(
             f"cannot read shard {url!r} after member {short(state['last'], 200)}: {type(e).__name__}: {e}",
@@ -374,6 +377,7 @@ def iter_samples(
     read: bool = True,
     keep: Callable[[], bool] | None = None,
     max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_expansion: float | None = MAX_EXPANSION,
 ) -> Iterator[dict[str, Any]]:
     """Group consecutive members with the same key into webdataset samples.
 
@@ -403,7 +407,8 @@ def iter_samples(
 
     current: dict[str, Any] | None = None
     wanted = True
-    members = iter_members(f, url, read=want if keep is not None else read, max_member_bytes=max_member_bytes)
+    members = iter_members(f, url, read=want if keep is not None else read, max_member_bytes=max_member_bytes,
+                           max_expansion=max_expansion)
     try:
         for name, data in members:
             ke = split_key(name)

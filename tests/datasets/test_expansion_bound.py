@@ -11,6 +11,7 @@ import pytest
 
 from dataforge.datasets import tar_stream
 from dataforge.datasets.shards import ShardError, from_shards
+from dataforge.datasets.table import TableDataset
 from dataforge.datasets.tar_stream import check_max_expansion, decompressed
 
 
@@ -63,3 +64,30 @@ def test_bad_max_expansion_values_are_refused_by_name() -> None:
     for bad in (0, -1, True, "200", float("nan")):
         with pytest.raises(ValueError, match="max_expansion"):
             check_max_expansion(bad)
+
+
+def test_from_shards_max_expansion_none_reads_the_shard(tmp_path) -> None:
+    p = tmp_path / "big.jsonl.gz"
+    p.write_bytes(_bomb_jsonl())
+    rows = list(from_shards(str(p), samples_per_shard=1, max_expansion=None))
+    assert len(rows) == 300_000 and rows[0] == {"a": 1}
+    with pytest.raises(ValueError, match="max_expansion"):
+        from_shards(str(p), max_expansion=0)
+
+
+def test_a_bomb_under_on_error_skip_is_counted_and_the_next_shard_read(tmp_path) -> None:
+    (tmp_path / "a.jsonl.gz").write_bytes(_bomb_jsonl())
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(b'{"b": 2}\n{"b": 3}\n'))
+    ds = from_shards(str(tmp_path / "*.jsonl.gz"), on_error="skip")
+    with pytest.warns(RuntimeWarning, match="a.jsonl.gz.*decompression bomb"):
+        rows = list(ds)
+    assert rows[-2:] == [{"b": 2}, {"b": 3}] and len(rows) < 300_000
+    assert ds.errors["skipped_shards"] == 1
+
+
+def test_map_style_sources_take_the_bound_too(tmp_path) -> None:
+    p = tmp_path / "t.csv.gz"
+    p.write_bytes(gzip.compress(b"x,y\n" + b"1,0\n" * 700_000, 9))
+    with pytest.raises(ShardError, match="decompression bomb"):
+        TableDataset.from_file(p, target="y")
+    assert len(TableDataset.from_file(p, target="y", max_expansion=None)) == 700_000
