@@ -49,7 +49,6 @@ from dataforge.loading.iterable_progress import IterProgress
 from dataforge.loading.iterable_threads import IterableThreadEngine
 from dataforge.loading.iterator import LoaderIterator, PassHooks
 from dataforge.loading.options import (
-    check_iterable_options,
     check_options,
     resolve_seed,
     resolve_workers,
@@ -131,6 +130,14 @@ class _TimedTransfer(_Transfer):
         return out
 
 
+def _available_device(device: str | torch.device | None) -> torch.device | None:
+    """``device`` resolved; a CUDA device on a machine without CUDA is refused."""
+    dev = resolve_device(device)
+    if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available; pass device='cpu' or None")
+    return dev
+
+
 class Loader(Generic[T]):
     """An iterable of batches from a dataset, resumable and observable.
 
@@ -183,8 +190,6 @@ class Loader(Generic[T]):
             on_error=on_error, engine=engine, collate_fn=collate_fn, worker_init_fn=worker_init_fn,
             num_workers=num_workers, multiprocessing_context=multiprocessing_context,
         )
-        if self.iterable:
-            check_iterable_options(dataset, sampler, batch_sampler, shuffle, on_error, engine)
         self.seed = resolve_seed(seed, generator)
         workers = resolve_workers(  # NOTE [auto engine] in auto.py
             num_workers, persistent_workers, dataset, batch_size, engine,
@@ -195,9 +200,7 @@ class Loader(Generic[T]):
         self.dataset, self.batch_size, self.drop_last = dataset, batch_size, drop_last
         self.sampler, self.batch_sampler, self.shuffle = sampler, batch_sampler, shuffle
         self.timeout, self.on_error, self.engine, self.num_workers = timeout, on_error, engine, num_workers
-        self.device = resolve_device(device)
-        if self.device is not None and self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} but CUDA is not available; pass device='cpu' or None")
+        self.device = _available_device(device)
         self.pin_memory = auto_pin_memory(pin_memory, self.device)
         self.prefetch_factor, self.depth = prefetch_factor, depth
         self._transforms = _normalize_transforms(batch_transforms)

@@ -54,7 +54,8 @@ def check_options(
     collate_fn: Callable[..., Any] | None, worker_init_fn: Callable[..., Any] | None,
     num_workers: Any, multiprocessing_context: Any,
 ) -> None:
-    """Check the arguments every ``Loader`` shares (map-style and iterable)."""
+    """Check the arguments of a ``Loader``: those every loader shares, then an iterable
+    dataset's own (:func:`check_iterable_options`)."""
     iterable = isinstance(dataset, torch.utils.data.IterableDataset)
     if not iterable and not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
         raise TypeError(
@@ -74,6 +75,8 @@ def check_options(
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be callable or None, got {fn!r}")
     _check_context(multiprocessing_context, num_workers, engine)
+    if iterable:
+        check_iterable_options(dataset, sampler, batch_sampler, shuffle, on_error, engine)
 
 
 def _check_context(multiprocessing_context: Any, num_workers: Any, engine: str) -> None:

@@ -303,36 +303,3 @@ def geometric_boundaries(lengths: np.ndarray, min_count: int, ratio: float = 1.1
     if out and acc < min_count:
         out.pop()  # a short last bucket joins the previous one
     return np.asarray(out, dtype=np.int64)
-
-
-def plan_window(
-    lengths: np.ndarray,
-    pool_size: int,
-    batch_size: int,
-    bucket_ids: np.ndarray | None,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Batches of ``batch_size`` over one window of items: exactly ``ceil(n / batch_size)``.
-
-    Items are sorted by (bucket, pool, length descending) as in :func:`pool_sort`
-    and cut into batches; the partial batch each pool ends with gives its items
-    to a pooled remainder, sorted by length and cut the same way. Returns
-    ``(order, starts, batch_order)``: batch ``b`` is ``order[starts[b]:starts[b + 1]]``
-    and the batches are taken in ``batch_order`` (a random permutation).
-
-    Example:
-        >>> order, starts, perm = plan_window(np.array([5, 1, 4, 2, 8]), 2, 2, None,
-        ...                                   np.random.default_rng(0))
-        >>> len(starts) - 1, sorted(order.tolist())
-        (3, [0, 1, 2, 3, 4])
-    """
-    n = len(lengths)
-    order, pool_starts = pool_sort(lengths, pool_size, bucket_ids)
-    starts = pack_batches(lengths[order], pool_starts, batch_size, None)
-    sizes = np.diff(starts)
-    partial = np.repeat(sizes < batch_size, sizes)
-    rest = order[partial]
-    rest = rest[np.argsort(-lengths[rest], kind="stable")]
-    order = np.concatenate((order[~partial], rest))
-    starts = np.append(np.arange(0, n, batch_size, dtype=np.int64), n)
-    return order, starts, rng.permutation(len(starts) - 1)

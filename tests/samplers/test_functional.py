@@ -113,15 +113,6 @@ def test_pool_sort_equals_lexsort(n, top, buckets):
     assert starts.tolist() == [i for i in range(n) if i == 0 or key[i] != key[i - 1]] + [n]
 
 
-def test_plan_window_has_ceil_batches_all_full_but_one():
-    rng = np.random.default_rng(3)
-    lengths = rng.integers(1, 100, 1001)
-    order, starts, perm = F.plan_window(lengths, 40, 8, np.searchsorted([30, 60], lengths), rng)
-    sizes = np.diff(starts)
-    assert len(sizes) == 126 and (sizes[:-1] == 8).all() and sizes[-1] == 1
-    assert sorted(order.tolist()) == list(range(1001)) and sorted(perm.tolist()) == list(range(126))
-
-
 def test_pack_batches_oversize_item_alone():
     starts = F.pack_batches(np.array([30, 5, 5]), np.array([0, 3]), None, 10)
     assert starts.tolist() == [0, 1, 3]
