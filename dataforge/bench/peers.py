@@ -306,7 +306,9 @@ def ffcv_arm(items: Items, length: int, *, size: int, batch_size: int, device: t
         return absent_arm(name, label, consume, f"the .beton could not be written: {one_line(exc)}")
     label += f" (.beton written in {write_s:.1f} s, timed apart)"
     # NOTE [ffcv memory]: FFCV may take at most half the memory available: past that the
-    # kernel's OOM killer can end the whole benchmark process, every arm's results with it
+    # kernel's OOM killer can end the whole benchmark process, every arm's results with it.
+    # Each repeat's epoch iterator is closed when the arm stops, or its buffers would add
+    # up over the repeats.
     need, have = ffcv_buffer_bytes(items, batch_size), available_bytes()
     if have is not None and need > have / 2:
         return absent_arm(name, label, consume, (
@@ -317,13 +319,26 @@ def ffcv_arm(items: Items, length: int, *, size: int, batch_size: int, device: t
 
     def make(workers: int) -> Iterable[Any]:
         def start() -> Any:
-            return Loader(beton, batch_size=batch_size, num_workers=threads_for(workers),
-                          order=OrderOption.RANDOM, seed=0, indices=indices, drop_last=True,
-                          os_cache=True, pipelines=ffcv_pipelines(size))
+            return {"loader": Loader(beton, batch_size=batch_size, num_workers=threads_for(workers),
+                                     order=OrderOption.RANDOM, seed=0, indices=indices, drop_last=True,
+                                     os_cache=True, pipelines=ffcv_pipelines(size)), "epoch": None}
 
-        return Endless(start, iter, float_finisher(device))
+        def batches(state: dict[str, Any]) -> Iterator[Any]:
+            state["epoch"] = iter(state["loader"])
+            return state["epoch"]  # type: ignore[no-any-return]
+
+        return Endless(start, batches, float_finisher(device), _close_ffcv_epoch)
 
     return Arm(name, label, make, consume, pipeline=name)
+
+
+def _close_ffcv_epoch(state: dict[str, Any]) -> None:
+    """End an FFCV epoch: its iterator is a thread that holds the batch buffers (GiBs for
+    photos) until closed, and otherwise outlives the arm (NOTE [ffcv memory])."""
+    epoch, state["epoch"] = state["epoch"], None
+    if epoch is not None:
+        epoch.close()
+        epoch.join(timeout=5)
 
 
 def ffcv_pipelines(size: int) -> dict[str, list[Any]]:
