@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,14 +33,15 @@ def as_weights(weights: Any, name: str = "weights") -> np.ndarray:
         raise ValueError(f"{name} must be 1-D (one weight per sample), got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"{name} is empty; pass one non-negative weight per sample")
-    bad = ~np.isfinite(arr)
-    bad |= np.where(bad, False, arr < 0)
-    if bad.any():
+    lo, hi = float(arr.min()), float(arr.max())  # NaN propagates: two passes decide
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo >= 0):
+        bad = ~np.isfinite(arr)
+        bad |= np.where(bad, False, arr < 0)
         i = int(np.argmax(bad))
         raise ValueError(
             f"{name} must be finite and >= 0, got {name}[{i}]={arr[i].item()!r}"
         )
-    if not (arr > 0).any():
+    if hi == 0:
         raise ValueError(f"{name} are all zero; at least one sample needs a positive weight")
     return arr
 
