@@ -1,7 +1,7 @@
 """One arm of ``dataforge bench image`` alone, with the CPU of each of its threads.
 
 Runs the arm (default ``dataforge-thread``) over the demo images (2,000 JPEGs of
-300-500 px, batch 64, CPU) for ``--seconds`` after a three-batch warm-up and prints
+300-500 px; ``--images photos``: 200 of 1-12 MP), batch 64, CPU, for ``--seconds`` after a three-batch warm-up and prints
 samples/s, CPU-ms per sample (this process and its children), cores busy, user and
 system time, and the share of a core each thread of this process used. It tells
 where a thread engine's idle core time is: fetch threads below one core that never
@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from dataforge.bench.data import demo_image_folder
+from dataforge.bench.data import demo_image_folder, photo_image_folder
 from dataforge.bench.image import check_image_folder, make_arms
 
 
@@ -47,11 +47,13 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=6.0, help="measured seconds (default 6)")
     p.add_argument("--workers", type=int, default=2, help="num_workers of the arm (default 2)")
     p.add_argument("--switch", type=float, default=None, help="sys.setswitchinterval in seconds")
+    p.add_argument("--images", choices=("demo", "photos"), default="demo",
+                   help="the demo set (2,000 JPEGs of 300-500 px) or the photo set (200 of 1-12 MP)")
     p.add_argument("--gc", choices=("on", "off", "freeze"), default="on", help="the cyclic GC (default on)")
     args = p.parse_args()
     if args.switch is not None:
         sys.setswitchinterval(args.switch)
-    root = demo_image_folder(2000, progress=False)
+    root = demo_image_folder(2000, progress=False) if args.images == "demo" else photo_image_folder(progress=False)
     arms = {a.name: a for a in make_arms(str(root), check_image_folder(str(root)), size=224, batch_size=64,
                                          device=torch.device("cpu"))}
     arm = arms[args.arm]

@@ -193,6 +193,56 @@ PyDoc_STRVAR(decode_crop_doc,
 "Raises Unsupported (a ValueError) for CMYK/YCCK, precisions other than 8, lossless\n"
 "or hierarchical files, and ValueError for corrupt data or a limit exceeded.");
 
+/* Start decompressing the box (top, left, height, width) of the image whose header
+   ``cinfo`` has read, at 1/denom scale, with the columns cropped where that is safe.
+   Sets the rows and columns to decode, where the box's columns start in them
+   (col_offset, col_count) and its scanlines [y0, y1). Returns 1 when this libjpeg-turbo
+   would crop the columns wrongly (the caller refuses the file), else 0. Runs without
+   the GIL (NOTE [decode without the GIL]). */
+static int start_crop(j_decompress_ptr cinfo, int gray, long denom, long top, long left, long height,
+                      long width, long *rows, long *cols, long *col_offset, long *col_count, long *y0,
+                      long *y1) {
+    /* The box clipped to the image, in full-resolution pixels. The image's sides are
+       at most JPEG_MAX_DIMENSION (65500), so no sum below can overflow a long. */
+    long image_h = (long)cinfo->image_height, image_w = (long)cinfo->image_width;
+    long bottom = height >= image_h - top ? image_h : top + height;
+    long right = width >= image_w - left ? image_w : left + width;
+
+    cinfo->out_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
+    /* NOTE [no block smoothing]: a progressive file whose scans stop before its AC
+       coefficients are complete is smoothed across neighbouring blocks by default; at a
+       cropped edge the neighbours are missing, so a crop differed from the whole image
+       by a few levels (found by the fuzz harness), and the smoothing itself differs
+       between libjpeg-turbo versions. Off: every path gives the coefficients' pixels. */
+    cinfo->do_block_smoothing = FALSE;
+    cinfo->scale_num = 1;
+    cinfo->scale_denom = (unsigned int)denom;
+    jpeg_start_decompress(cinfo);
+
+    long out_h = (long)cinfo->output_height, out_w = (long)cinfo->output_width;
+    *y0 = top / denom;
+    *y1 = (bottom + denom - 1) / denom;
+    long x0 = left / denom, x1 = (right + denom - 1) / denom;
+    if (*y1 > out_h) *y1 = out_h;
+    if (x1 > out_w) x1 = out_w;
+    /* Chroma upsampling of an edge column reads the samples beside it: decode a
+       margin on both sides, or the edge columns would differ from a full decode. */
+    long x0_decoded = x0 > 0 ? x0 - 1 : 0;
+    long x1_decoded = x1 + 16 > out_w ? out_w : x1 + 16;
+    JDIMENSION xoff = (JDIMENSION)x0_decoded, xwidth = (JDIMENSION)(x1_decoded - x0_decoded);
+    if (xwidth < cinfo->output_width && crop_is_safe(cinfo)) {
+        jpeg_crop_scanline(cinfo, &xoff, &xwidth);
+        if (!crop_widths_ok(cinfo)) return 1;
+    } else {
+        xoff = 0;
+    }
+    *col_offset = x0 - (long)xoff;
+    *col_count = x1 - x0;
+    *cols = (long)cinfo->output_width; /* == xwidth after cropping */
+    *rows = *y1 - *y0;
+    return 0;
+}
+
 static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"data",  "top",  "left",   "height",    "width",
                              "scale_denom", "gray", "strict", "max_scans", NULL};
@@ -223,6 +273,7 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     PyThreadState *volatile thread_state = NULL;
     volatile int created = 0;
     long rows = 0, cols = 0, channels = gray ? 1 : 3, col_offset = 0, col_count = 0;
+    long y0_out = 0, y1_out = 0;
 
     init_errors(&cinfo, &err, strict, max_scans);
     if (setjmp(err.jump)) {
@@ -233,70 +284,49 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
         PyBuffer_Release(&view);
         return raise_failure(&err);
     }
+    /* NOTE [decode without the GIL]: from the header to the last scanline, libjpeg reads
+       only ``view`` (held until the end) and its callbacks here call no Python, so all of
+       it runs without the GIL, jpeg_start_decompress included (for a progressive file it
+       decodes every scan: tens of ms for a photo). The GIL is taken back once in between,
+       to allocate the output, whose size the header sets; refusals found on the way are
+       raised once the GIL is back. */
+    enum { GO = 0, CMYK, OUTSIDE, CROP_WIDTHS } refusal = GO;
+    long image_h = 0, image_w = 0;
+    Py_ssize_t row_stride = 0;
+    thread_state = PyEval_SaveThread();
     jpeg_create_decompress(&cinfo);
     created = 1;
     cinfo.progress = &err.progress;
     jpeg_mem_src(&cinfo, (const unsigned char *)view.buf, (unsigned long)view.len);
     jpeg_read_header(&cinfo, TRUE);
-    if (!gray && (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK)) {
+    image_h = (long)cinfo.image_height;
+    image_w = (long)cinfo.image_width;
+    if (!gray && (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK))
+        refusal = CMYK;
+    else if (top >= image_h || left >= image_w)
+        refusal = OUTSIDE;
+    else
+        refusal = start_crop(&cinfo, gray, denom, top, left, height, width, &rows, &cols, &col_offset,
+                             &col_count, &y0_out, &y1_out) ? CROP_WIDTHS : GO;
+    PyEval_RestoreThread(thread_state);
+    thread_state = NULL;
+    if (refusal != GO) {
         jpeg_destroy_decompress(&cinfo);
         PyBuffer_Release(&view);
-        PyErr_SetString(Unsupported, "CMYK/YCCK JPEG: not decoded here");
-        return NULL;
-    }
-    /* The box clipped to the image, in full-resolution pixels. The image's sides are
-       at most JPEG_MAX_DIMENSION (65500), so no sum below can overflow a long. */
-    long image_h = (long)cinfo.image_height, image_w = (long)cinfo.image_width;
-    if (top >= image_h || left >= image_w) {
-        jpeg_destroy_decompress(&cinfo);
-        PyBuffer_Release(&view);
-        PyErr_Format(PyExc_ValueError, "crop box (%ld, %ld, %ld, %ld) lies outside the %ldx%ld image",
-                     top, left, height, width, image_w, image_h);
-        return NULL;
-    }
-    long bottom = height >= image_h - top ? image_h : top + height;
-    long right = width >= image_w - left ? image_w : left + width;
-
-    cinfo.out_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
-    /* NOTE [no block smoothing]: a progressive file whose scans stop before its AC
-       coefficients are complete is smoothed across neighbouring blocks by default; at a
-       cropped edge the neighbours are missing, so a crop differed from the whole image
-       by a few levels (found by the fuzz harness), and the smoothing itself differs
-       between libjpeg-turbo versions. Off: every path gives the coefficients' pixels. */
-    cinfo.do_block_smoothing = FALSE;
-    cinfo.scale_num = 1;
-    cinfo.scale_denom = (unsigned int)denom;
-    jpeg_start_decompress(&cinfo);
-
-    long out_h = (long)cinfo.output_height, out_w = (long)cinfo.output_width;
-    long y0 = top / denom, y1 = (bottom + denom - 1) / denom;
-    long x0 = left / denom, x1 = (right + denom - 1) / denom;
-    if (y1 > out_h) y1 = out_h;
-    if (x1 > out_w) x1 = out_w;
-    /* Chroma upsampling of an edge column reads the samples beside it: decode a
-       margin on both sides, or the edge columns would differ from a full decode. */
-    long x0_decoded = x0 > 0 ? x0 - 1 : 0;
-    long x1_decoded = x1 + 16 > out_w ? out_w : x1 + 16;
-    JDIMENSION xoff = (JDIMENSION)x0_decoded, xwidth = (JDIMENSION)(x1_decoded - x0_decoded);
-    if (xwidth < cinfo.output_width && crop_is_safe(&cinfo)) {
-        jpeg_crop_scanline(&cinfo, &xoff, &xwidth);
-        if (!crop_widths_ok(&cinfo)) {
-            jpeg_destroy_decompress(&cinfo);
-            PyBuffer_Release(&view);
+        if (refusal == CMYK)
+            PyErr_SetString(Unsupported, "CMYK/YCCK JPEG: not decoded here");
+        else if (refusal == OUTSIDE)
+            PyErr_Format(PyExc_ValueError, "crop box (%ld, %ld, %ld, %ld) lies outside the %ldx%ld image",
+                         top, left, height, width, image_w, image_h);
+        else
             PyErr_SetString(Unsupported, "this libjpeg-turbo crops 4x2/2x4 chroma wrongly when scaling "
                             "(fixed in 3.0.0): not decoded here");
-            return NULL;
-        }
-    } else {
-        xoff = 0;
+        return NULL;
     }
-    col_offset = x0 - (long)xoff;
-    col_count = x1 - x0;
-    cols = (long)cinfo.output_width; /* == xwidth after cropping */
-    rows = y1 - y0;
+    long y0 = y0_out, y1 = y1_out;
 
     /* Sizes in Py_ssize_t: rows x cols x channels can pass 2**31 where long is 32 bits. */
-    Py_ssize_t row_stride = (Py_ssize_t)cols * channels;
+    row_stride = (Py_ssize_t)cols * channels;
     out = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)rows * row_stride);
     rows_ptr = (JSAMPROW *)malloc(sizeof(JSAMPROW) * (size_t)rows);
     if (out == NULL || rows_ptr == NULL) {
