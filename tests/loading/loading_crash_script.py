@@ -10,6 +10,7 @@ import gc
 import json
 import os
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -57,13 +58,17 @@ def _worker_pids(loader) -> list[int]:
 
 def crash(how: str, engine: str, persistent: bool) -> dict:
     timeout = 1 if how == "hang" else 0
+    # the worker dies only once its pid is read: torch's SIGCHLD handler, which the
+    # process engine installs as stock does, raises in whatever the main thread runs
+    gate = os.path.join(tempfile.mkdtemp(prefix="dataforge-crash-"), "go")
     loader = dataforge.build_loader(
-        Crashing(how, at=9), batch_size=2, num_workers=2, engine=engine,
+        Crashing(how, at=9, gate=gate), batch_size=2, num_workers=2, engine=engine,
         persistent_workers=persistent, timeout=timeout,
     )
     it = iter(loader)
     next(it)
     pids = _worker_pids(loader)
+    open(gate, "w").close()
     t0 = time.perf_counter()
     result = {"error": None, "type": None}
     try:

@@ -64,12 +64,15 @@ class GlobalDraws(Dataset):
 
 
 class Crashing(Dataset):
-    """Kills its own worker (``how``: 'segv', 'kill', 'hang') at index ``at``."""
+    """Kills its own worker (``how``: 'segv', 'kill', 'hang') at index ``at``; with
+    ``gate`` (a path), only once that file exists (at most 30 s later), so that the
+    caller can look at the workers before one dies."""
 
-    def __init__(self, how: str, at: int = 5, n: int = 16) -> None:
+    def __init__(self, how: str, at: int = 5, n: int = 16, gate: str | None = None) -> None:
         self.how = how
         self.at = at
         self.n = n
+        self.gate = gate
 
     def __len__(self) -> int:
         return self.n
@@ -78,6 +81,9 @@ class Crashing(Dataset):
         in_worker = torch.utils.data.get_worker_info() is not None
         in_thread = threading.current_thread().name.startswith("dataforge-fetch-")
         if i == self.at and (in_worker or (in_thread and self.how == "hang")):
+            t0 = time.monotonic()
+            while self.gate is not None and not os.path.exists(self.gate) and time.monotonic() - t0 < 30:
+                time.sleep(0.01)
             if self.how == "segv":
                 os.kill(os.getpid(), signal.SIGSEGV)
             elif self.how == "kill":
