@@ -255,6 +255,15 @@ def _row(library: str, data: str, samples: int, runs: list[dict[str, Any]], erro
     return row
 
 
+_FIXED_CONFIG = {
+    "shards_per_set": _SHARDS_PER_SET,
+    "server": "moto's S3 server on 127.0.0.1, a thread of this process",
+    "fields": {"images": "jpg bytes + cls", "text": "txt + cls"},
+}
+_UNITS = {"write_s": "conversion seconds (encode, write, upload)",
+          "epoch*_samples_per_s": "undecoded samples per second through a DataLoader"}
+
+
 def run(
     *,
     quick: bool = False,
@@ -292,9 +301,7 @@ def run(
     cfg: dict[str, Any] = {
         "quick": quick, "workers": 2 if workers is None else workers, "batch_size": batch_size or 64,
         "num_images": num_images or (64 if quick else 2000), "num_docs": num_docs or (1000 if quick else 2000),
-        "repeats": repeats or (1 if quick else 3), "shards_per_set": _SHARDS_PER_SET,
-        "server": "moto's S3 server on 127.0.0.1, a thread of this process",
-        "fields": {"images": "jpg bytes + cls", "text": "txt + cls"},
+        "repeats": repeats or (1 if quick else 3), **_FIXED_CONFIG,
     }
     say = progress or (lambda line: None)
     sets = {"images": _image_samples(cfg["num_images"]), "text": _text_samples(cfg["num_docs"])}
@@ -308,27 +315,33 @@ def run(
             for r in range(cfg["repeats"]):
                 for library in rotated(present, r):
                     for name, samples in sets.items():
-                        if (library, name) in failed:
-                            continue
-                        say(f"repeat {r + 1}/{cfg['repeats']}: {library}, {name} ({len(samples)} samples)")
-                        where = tmp / f"{library}-{name}-{r}"
-                        where.mkdir()
-                        arm = _ARMS[library][1]
-                        assert arm is not None
-                        url = f"{bucket}/{library}-{name}-{r}"
-                        try:
-                            runs.setdefault((library, name), []).append(arm(samples, s3, url, cfg, where))
-                        except Exception as e:  # one library failing does not hide the others
-                            failed[(library, name)] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-                        shutil.rmtree(where, ignore_errors=True)
-                        _remove(s3, url)
+                        if (library, name) not in failed:
+                            say(f"repeat {r + 1}/{cfg['repeats']}: {library}, {name} ({len(samples)} samples)")
+                            _one_run(library, name, samples, r, s3, bucket, cfg, tmp, runs, failed)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     rows = [_row(lib, name, len(samples), runs.get((lib, name), []), failed.get((lib, name)))
             for lib in LIBRARIES for name, samples in sets.items()]
-    return {"benchmark": "shards", "env": env_info(device), "config": cfg, "rows": rows,
-            "units": {"write_s": "conversion seconds (encode, write, upload)",
-                      "epoch*_samples_per_s": "undecoded samples per second through a DataLoader"}}
+    return {"benchmark": "shards", "env": env_info(device), "config": cfg, "rows": rows, "units": _UNITS}
+
+def _one_run(library: str, name: str, samples: Any, r: int, s3: Any, bucket: str, cfg: dict[str, Any],
+             tmp: Path, runs: dict[tuple[str, str], list[dict[str, Any]]],
+             failed: dict[tuple[str, str], str]) -> None:
+    """One conversion + epoch pair of ``library`` over the set ``name``, into ``runs``; an
+    exception is kept in ``failed`` (one library failing does not hide the others)."""
+    where = tmp / f"{library}-{name}-{r}"
+    where.mkdir()
+    arm = _ARMS[library][1]
+    assert arm is not None
+    url = f"{bucket}/{library}-{name}-{r}"
+    try:
+        runs.setdefault((library, name), []).append(arm(samples, s3, url, cfg, where))
+    except Exception as e:
+        failed[(library, name)] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+        _remove(s3, url)
+
 
 
 def format_table(result: dict[str, Any]) -> str:

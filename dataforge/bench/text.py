@@ -281,22 +281,17 @@ def run(*, quick: bool = False, seconds: float | None = None, device: str = "cpu
     summaries = run_arms(bench.arms, workers_list, seconds=seconds, repeats=repeats, warmup=warm,
                          progress=progress, on_repeat=bench.measure)
     arm_dicts = [_arm_dict(s, bench.firsts.get((s.arm.name, s.workers), [])) for s in summaries]
-    result: dict[str, Any] = {
-        "benchmark": "text",
-        "status": "ok",
-        "unit": "samples/s",
-        "env": env_info(str(dev)),
-        "config": {
-            "data": path, "demo_data": data is None, "num_samples": n_docs,
-            "batch_size": batch_size, "workers": workers_list, "seconds": seconds,
-            "warmup_s": warm, "repeats": repeats, "device": str(dev), "quick": quick,
-            "vocab_size": VOCAB_SIZE, "max_length": MAX_LENGTH, "pad_to_multiple_of": PAD_MULTIPLE,
-            "tokens_in_corpus": int(bench.packed.num_tokens),
-            "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
-        },
-        "limit": bench.report(arm_dicts),
-        "arms": arm_dicts,
+    config = {
+        "data": path, "demo_data": data is None, "num_samples": n_docs,
+        "batch_size": batch_size, "workers": workers_list, "seconds": seconds,
+        "warmup_s": warm, "repeats": repeats, "device": str(dev), "quick": quick,
+        "vocab_size": VOCAB_SIZE, "max_length": MAX_LENGTH, "pad_to_multiple_of": PAD_MULTIPLE,
+        "tokens_in_corpus": int(bench.packed.num_tokens),
+        "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
     }
+    result: dict[str, Any] = {"benchmark": "text", "status": "ok", "unit": "samples/s",
+                              "env": env_info(str(dev)), "config": config,
+                              "limit": bench.report(arm_dicts), "arms": arm_dicts}
     if out is not None:
         from dataforge.bench.plot import plot_throughput
 

@@ -313,21 +313,33 @@ def _epoch(fetch: Callable[[list[int]], list[dict[str, Any]]], batches: list[lis
     }
 
 
+_NOTES = [
+    "per core: one process, torch.set_num_threads(1); arms interleaved, medians",
+    "text one-off tokenize_dataset uses the tokenizers thread pool (all cores)",
+]
+
+
+def _check_options(window: float, reps: int, bs: int, parts: Sequence[str], device: str) -> torch.device:
+    """The checked device of :func:`run`; ``BenchError`` names a bad option."""
+    if window <= 0 or reps < 1 or bs < 1:
+        raise BenchError(
+            f"seconds, repeats and batch_size must be positive, got {window}, {reps}, {bs}"
+        )
+    unknown = set(parts) - {"image", "text"}
+    if unknown:
+        raise BenchError(f"parts must be 'image' and/or 'text', got {sorted(unknown)}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda was asked but no CUDA device is available")
+    return dev
+
+
 def run(
-    *,
-    quick: bool = False,
-    seconds: float | None = None,
-    device: str = "cpu",
-    data: str | None = None,
-    out: str | None = None,
-    repeats: int | None = None,
-    batch_size: int | None = None,
-    num_images: int | None = None,
-    num_docs: int | None = None,
-    image_size: int = 224,
-    parts: Sequence[str] = ("image", "text"),
-    progress: Callable[[str], None] | None = None,
-    **kw: Any,
+    *, quick: bool = False, seconds: float | None = None, device: str = "cpu",
+    data: str | None = None, out: str | None = None, repeats: int | None = None,
+    batch_size: int | None = None, num_images: int | None = None, num_docs: int | None = None,
+    image_size: int = 224, parts: Sequence[str] = ("image", "text"),
+    progress: Callable[[str], None] | None = None, **kw: Any,
 ) -> dict[str, Any]:
     """Measure the image and text per-sample pipelines (see the module docstring).
 
@@ -352,45 +364,25 @@ def run(
     window = float(seconds if seconds is not None else cfg["seconds"])
     reps = int(repeats if repeats is not None else cfg["repeats"])
     bs = int(batch_size) if batch_size is not None else 64
-    if window <= 0 or reps < 1 or bs < 1:
-        raise BenchError(
-            f"seconds, repeats and batch_size must be positive, got {window}, {reps}, {bs}"
-        )
-    unknown = set(parts) - {"image", "text"}
-    if unknown:
-        raise BenchError(f"parts must be 'image' and/or 'text', got {sorted(unknown)}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda was asked but no CUDA device is available")
+    dev = _check_options(window, reps, bs, parts, device)
     data_path = Path(data).expanduser() if data is not None else None
     result: dict[str, Any] = {
-        "benchmark": "transforms",
-        "env": env_info(device),
-        "params": {
-            "quick": quick, "seconds": window, "repeats": reps, "batch_size": bs,
-            "image_size": image_size, "threads": 1, "device": str(dev),
-        },
-        "notes": [
-            "per core: one process, torch.set_num_threads(1); arms interleaved, medians",
-            "text one-off tokenize_dataset uses the tokenizers thread pool (all cores)",
-        ],
+        "benchmark": "transforms", "env": env_info(device), "notes": list(_NOTES),
+        "params": {"quick": quick, "seconds": window, "repeats": reps, "batch_size": bs,
+                   "image_size": image_size, "threads": 1, "device": str(dev)},
     }
     old_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         if "image" in parts:
             root, files = _image_files(data_path, num_images, int(cfg["num_images"]))
-            result["image"] = _image_part(
-                files, batch_size=bs, image_size=image_size, seconds=window,
-                repeats=reps, device=dev, progress=progress,
-            )
+            result["image"] = _image_part(files, batch_size=bs, image_size=image_size, seconds=window,
+                                          repeats=reps, device=dev, progress=progress)
             result["image"]["data"] = str(root)
         if "text" in parts:
             path = _text_file(data_path, int(num_docs or cfg["num_docs"]))
-            result["text"] = _text_part(
-                path, batch_size=bs, repeats=reps,
-                vocab_size=int(cfg["vocab_size"]), progress=progress,
-            )
+            result["text"] = _text_part(path, batch_size=bs, repeats=reps,
+                                        vocab_size=int(cfg["vocab_size"]), progress=progress)
             result["text"]["data"] = path
     finally:
         torch.set_num_threads(old_threads)
