@@ -6,9 +6,9 @@
 device="cuda")`` (nvJPEG), then cropped, resized, flipped and normalized there.
 
 NOTE [gpu decode draws]: each sample's crop box and flip are drawn by the CPU preset
-itself (:meth:`~dataforge.transforms.presets.RandomResizedCrop.params`, then one
-``torch.rand`` for the flip, in that order, from the sample's generator and the
-header's size), so a seed gives the same boxes and flips on either path. Only the
+itself (:meth:`~dataforge.transforms.presets.RandomResizedCrop.draw`, from the
+sample's generator and the header's size), so a seed gives the same boxes and flips
+on either path. Only the
 pixels differ, slightly: nvJPEG is not libjpeg-turbo, the GPU resizes in float
 (the CPU in uint8), and the GPU path always decodes at full scale.
 
@@ -190,9 +190,7 @@ class GpuRandomResizedCrop:
         p = self.preset
         out: list[CropDraw] = []
         for (height, width), g in zip(sizes, gens):
-            top, left, h, w = p.params(height, width, g)
-            flip = p.hflip > 0 and bool(torch.rand(1, generator=g) < p.hflip)
-            out.append((top, left, h, w, flip))
+            out.append(p.draw(height, width, g))
         return out
 
     def _generators(self, n: int, generator: torch.Generator | None,

@@ -1,6 +1,7 @@
 """Image presets on the CPU: random resized crop + flip (train), resize + center crop (eval).
 
-Both are torchvision v2 semantics (same draws, same pixels on a decoded image) and
+Both are torchvision v2 semantics (the same crop rule, the same pixels for a given
+crop on a decoded image) and
 both can take the encoded file instead, to decode only what they keep (NOTE [region
 decode] in :mod:`dataforge.transforms.decode`). They keep images as uint8 ``(C, H, W)``
 and follow the calling convention of :mod:`dataforge.transforms.image` (bare image
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import random
 from typing import Any
 
 import torch
@@ -52,21 +54,39 @@ def _check_range(name: str, value: Any, *, upper: float | None = None) -> tuple[
     return float(value[0]), float(value[1])
 
 
+def _draw_rng(generator: torch.Generator | None) -> random.Random:
+    """The random stream of one :class:`RandomResizedCrop` call.
+
+    NOTE [crop draws]: one torch op draws a 62-bit seed from ``generator`` (torch's
+    global RNG when ``None``), and Python's ``random.Random`` seeded with it draws the
+    crop and the flip: the law of torchvision's draws, not its stream. torchvision
+    draws them with about ten one-element torch ops, each of which releases and
+    retakes the GIL; under the thread engine those hand-offs left the fetch threads
+    waiting (demo images, ``benchmarks/arm_threads.py --arm natural``, 4 interleaved
+    rounds: 1,472-1,569 samples/s and 1.88-1.89 cores busy with torch's draws,
+    1,656-1,712 and 1.92-1.93 with these). The draws still depend only on the
+    generator's state, so they stay per-sample seeded and reproducible.
+    """
+    return random.Random(int(torch.randint(0, 1 << 62, (1,), generator=generator).item()))
+
+
 class RandomResizedCrop:
     """v2 ``RandomResizedCrop`` + ``RandomHorizontalFlip`` that can also decode: only the crop.
 
-    Called on a uint8 ``(C, H, W)`` tensor it is the torchvision pair: the same
-    random draws and the same pixels as ``v2.Compose([v2.RandomResizedCrop(size,
-    scale, ratio), v2.RandomHorizontalFlip(hflip)])`` (tested). The draws come from
-    torch's global RNG, as torchvision's, or from ``generator=`` when given: then they
-    are v2's under ``torch.manual_seed`` with the generator's seed, and the global
-    RNG is neither read nor seeded (safe in parallel threads).
+    Called on a uint8 ``(C, H, W)`` tensor it is the torchvision pair
+    ``v2.Compose([v2.RandomResizedCrop(size, scale, ratio), v2.RandomHorizontalFlip(hflip)])``:
+    the same crop rule (10 tries, then a centre crop) and, for a given crop, the same
+    pixels (tested), but its own draws (NOTE [crop draws]): one 62-bit seed from
+    ``generator=`` (or torch's global RNG when none is given) seeds the crop and the
+    flip. With a generator, the global RNG is neither read nor seeded (safe in parallel
+    threads).
 
     Called on an encoded image (bytes or a path, bare or as ``sample["image"]``), it
     draws the crop from the header's size, then decodes only that box (see NOTE
     [region decode] in :mod:`dataforge.transforms.decode`): the rows below the crop
     are never read, the rows above and the columns beside it are not reconstructed.
-    Same draws, same crop; with ``reduce=False`` the pixels equal decode-then-crop
+    Same draws, same crop as on the decoded image; with ``reduce=False`` the pixels
+    equal decode-then-crop
     exactly. With ``reduce=True`` (default) a JPEG whose crop is at least twice
     ``size`` is decoded at 1/2, 1/4 or 1/8 scale in the IDCT, then resized as usual
     (a small, antialiased difference in pixels for a large saving on big photos).
@@ -123,25 +143,33 @@ class RandomResizedCrop:
         self.decode = Decode(mode, max_pixels=max_pixels, max_scans=max_scans, max_bytes=max_bytes,
                              allow_truncated=allow_truncated, strict=strict, key=key)
         self.key = key
-        # As torchvision: float32 log-ratios, so the draws below are its draws.
-        self._log_ratio = torch.log(torch.tensor(self.ratio))
+        self._log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
 
     def params(self, height: int, width: int,
                generator: torch.Generator | None = None) -> tuple[int, int, int, int]:
-        """Draw ``(top, left, height, width)`` of a crop, exactly as v2 ``RandomResizedCrop``
-        draws it from torch's global RNG (here from ``generator`` when one is given)."""
+        """Draw ``(top, left, height, width)`` of a crop of a ``height x width`` image by
+        v2 ``RandomResizedCrop``'s rule, from ``generator`` (torch's global RNG when
+        ``None``; NOTE [crop draws])."""
+        return self._crop(height, width, _draw_rng(generator))
+
+    def draw(self, height: int, width: int,
+             generator: torch.Generator | None = None) -> tuple[int, int, int, int, bool]:
+        """What one call draws for a ``height x width`` image: ``(top, left, height, width,
+        flip)``, the crop of :meth:`params` and then the flip, from one seed."""
+        rng = _draw_rng(generator)
+        top, left, h, w = self._crop(height, width, rng)
+        return top, left, h, w, self.hflip > 0 and rng.random() < self.hflip
+
+    def _crop(self, height: int, width: int, rng: random.Random) -> tuple[int, int, int, int]:
         area = height * width
         lo, hi = self._log_ratio
         for _ in range(10):
-            target_area = area * torch.empty(1).uniform_(
-                self.scale[0], self.scale[1], generator=generator).item()
-            aspect = torch.exp(torch.empty(1).uniform_(lo, hi, generator=generator)).item()  # type: ignore[arg-type]
+            target_area = area * rng.uniform(self.scale[0], self.scale[1])
+            aspect = math.exp(rng.uniform(lo, hi))
             w = int(round(math.sqrt(target_area * aspect)))
             h = int(round(math.sqrt(target_area / aspect)))
             if 0 < w <= width and 0 < h <= height:
-                i = int(torch.randint(0, height - h + 1, size=(1,), generator=generator).item())
-                j = int(torch.randint(0, width - w + 1, size=(1,), generator=generator).item())
-                return i, j, h, w
+                return rng.randint(0, height - h), rng.randint(0, width - w), h, w
         in_ratio = width / height  # fallback: central crop
         if in_ratio < min(self.ratio):
             w, h = width, int(round(width / min(self.ratio)))
@@ -154,20 +182,21 @@ class RandomResizedCrop:
     def __call__(self, sample: Any, *, generator: torch.Generator | None = None) -> Any:
         # draws straight from ``generator``: no global-RNG seeding, so no lock, and
         # threads run it in parallel (NOTE [global RNGs under threads] in dataforge._rng)
-        from torchvision.transforms.v2 import functional as F
-
         image, d = split_sample(sample, self.key)
         if isinstance(image, ENCODED):
             enc = self.decode.header(image, d)
-            top, left, h, w = self.params(enc.height, enc.width, generator)
+            top, left, h, w, flip = self.draw(enc.height, enc.width, generator)
             denom = _scale_denom(h, w, *self.size) if self.reduce else 1
             crop = self.decode.region(enc, (top, left, h, w), denom)
             out = _resize_crop(crop, self.size, self.antialias)
         else:
+            # imported here, off the encoded path: an import statement runs on every call
+            from torchvision.transforms.v2 import functional as F
+
             height, width = F.get_size(image)
-            top, left, h, w = self.params(height, width, generator)
+            top, left, h, w, flip = self.draw(height, width, generator)
             out = F.resized_crop(image, top, left, h, w, list(self.size), antialias=self.antialias)
-        if self.hflip > 0 and torch.rand(1, generator=generator) < self.hflip:
+        if flip:
             out = out.flip(-1)  # F.horizontal_flip on a tensor, without the dispatch
         return join_sample(out, d, self.key)
 
@@ -195,13 +224,13 @@ def _resize_crop(crop: torch.Tensor, size: tuple[int, int], antialias: bool) -> 
     the GIL that the thread engine's workers share. Anything else goes to
     ``F.resize``.
     """
-    from torchvision.transforms.v2 import functional as F
-
     c, h, w = crop.shape
     if (h, w) == size:
         return crop
     if not (_native_uint8_bilinear() and crop.dtype == torch.uint8 and crop.device.type == "cpu"
             and h * w > 0):
+        from torchvision.transforms.v2 import functional as F
+
         return F.resize(crop, list(size), antialias=antialias)
     x = crop.reshape(1, c, h, w)
     if x.is_contiguous(memory_format=torch.channels_last) and x.stride(0) != x.numel():
@@ -228,8 +257,8 @@ def train_transforms(
 ) -> RandomResizedCrop:
     """Training preset: random resized crop + horizontal flip, uint8 CHW out.
 
-    Built on ``torchvision.transforms.v2`` semantics (same draws, same pixels on a
-    decoded image); given an encoded image it decodes only the crop (see
+    Built on ``torchvision.transforms.v2`` semantics (the same crop rule, the same
+    pixels for a given crop on a decoded image); given an encoded image it decodes only the crop (see
     :class:`RandomResizedCrop`, which this returns).
 
     Args:

@@ -55,10 +55,7 @@ def test_draws_are_the_cpu_presets_for_the_same_generator(files):
     got = t.draw(sizes, generator=torch.Generator().manual_seed(7))
     preset = RandomResizedCrop(32)
     g = torch.Generator().manual_seed(7)
-    want = []
-    for h, w in sizes:  # the preset's order: the box, then one draw for the flip
-        box = preset.params(h, w, g)
-        want.append((*box, bool(torch.rand(1, generator=g) < 0.5)))
+    want = [preset.draw(h, w, g) for h, w in sizes]  # one preset call per sample, in turn
     assert got == want
     assert len({d[:4] for d in got}) > 10 and {d[4] for d in got} == {True, False}
     for (top, left, h, w, _), (H, W) in zip(got, sizes):
@@ -74,7 +71,7 @@ def test_draws_per_sample_generators_match_a_seeded_map():
     preset = RandomResizedCrop(32)
     for i, d in enumerate(got):
         g = make_generator(sample_seed(3, 0, i))
-        assert d == (*preset.params(60, 80, g), bool(torch.rand(1, generator=g) < 0.5))
+        assert d == preset.draw(60, 80, g)
 
 
 def test_own_generator_from_seed_and_no_flip_draw_when_hflip_is_zero():
@@ -84,7 +81,8 @@ def test_own_generator_from_seed_and_no_flip_draw_when_hflip_is_zero():
     assert a == b
     no_flip = GpuRandomResizedCrop(32, device="cuda", hflip=0.0, seed=5).draw(sizes)
     preset, g = RandomResizedCrop(32, hflip=0.0), torch.Generator().manual_seed(5)
-    assert no_flip == [(*preset.params(60, 80, g), False) for _ in sizes]
+    want = [preset.draw(60, 80, g) for _ in sizes]
+    assert no_flip == want and not any(d[4] for d in want)
 
 
 # ----------------------------------------------------------------------- the CPU path

@@ -57,27 +57,34 @@ def test_generator_reproduces_and_varies():
     assert torch.equal(a, b) and len(outs) > 1
 
 
-def test_preset_equals_torchvision_under_same_global_seed():
-    # Without a generator the preset draws from torch's global RNG: it is exactly
-    # v2 RandomResizedCrop + RandomHorizontalFlip.
-    x = _image()
-    ref_t = v2.Compose([v2.RandomResizedCrop(16, antialias=True), v2.RandomHorizontalFlip()])
+def _torchvision_with(x: torch.Tensor, size: int, draw: tuple[int, int, int, int, bool]) -> torch.Tensor:
+    """torchvision's v2 resized crop + flip of ``x`` for a given draw."""
+    top, left, h, w, flip = draw
+    out = v2.functional.resized_crop(x, top, left, h, w, [size, size], antialias=True)
+    return v2.functional.horizontal_flip(out) if flip else out
+
+
+def test_preset_without_generator_draws_one_seed_from_the_global_rng():
+    # NOTE [crop draws]: one torch draw from the global RNG seeds the crop and the flip.
+    x, t = _image(), train_transforms(16)
     torch.manual_seed(123)
-    ref = ref_t(x)
+    a = t(x)
+    after = torch.rand(1)
     torch.manual_seed(123)
-    assert torch.equal(train_transforms(16)(x), ref)
+    assert torch.equal(t(x), a)
+    torch.manual_seed(123)
+    torch.randint(0, 1 << 62, (1,))
+    assert torch.equal(torch.rand(1), after)
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_generator_draws_are_torchvision_draws_and_leave_the_global_rng_alone(seed):
-    x = _image()
-    ref_t = v2.Compose([v2.RandomResizedCrop(16, antialias=True), v2.RandomHorizontalFlip()])
-    torch.manual_seed(seed)
-    ref = ref_t(x)
+def test_generator_draws_give_torchvision_pixels_and_leave_the_global_rng_alone(seed):
+    x, t = _image(), train_transforms(16)
+    draw = t.draw(48, 64, torch.Generator().manual_seed(seed))
     torch.manual_seed(999)
     before = torch.get_rng_state()
-    out = train_transforms(16)(x, generator=torch.Generator().manual_seed(seed))
-    assert torch.equal(out, ref)
+    out = t(x, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(out, _torchvision_with(x, 16, draw))
     assert torch.equal(torch.get_rng_state(), before)  # neither read nor seeded
 
 

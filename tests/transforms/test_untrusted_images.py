@@ -191,7 +191,8 @@ def test_finding5_corrupt_but_complete_jpeg_is_strict_by_default_and_lenient_on_
     assert data.endswith(b"\xff\xd9")
     p = tmp_path / "damaged.jpg"
     p.write_bytes(data)
-    for call in (lambda: decode_image(p), lambda: RandomResizedCrop(32)(p),
+    whole = RandomResizedCrop(32, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3))  # the crop is the image
+    for call in (lambda: decode_image(p), lambda: whole(p),
                  lambda: ResizeCenterCrop(32, 40)(p)):
         if not dec.HAVE_ROI_DECODE:
             pytest.skip("strict decoding of warning-level damage needs dataforge._jpeg")
