@@ -70,3 +70,13 @@ def run_test_save_load_state(
                 f"epoch {epoch}: resuming after {k} of {n} items gave {len(rest)} items "
                 f"that differ from the uninterrupted run's last {n - k}"
             )
+
+
+def torchvision_crop(image: torch.Tensor, size: int, draw: tuple[int, int, int, int, bool]) -> torch.Tensor:
+    """torchvision v2's resized crop (antialiased) and horizontal flip of ``image`` for one
+    ``RandomResizedCrop.draw``: the reference the preset's pixels must equal."""
+    from torchvision.transforms import v2
+
+    top, left, h, w, flip = draw
+    out = v2.functional.resized_crop(image, top, left, h, w, [size, size], antialias=True)
+    return v2.functional.horizontal_flip(out) if flip else out

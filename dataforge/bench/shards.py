@@ -324,6 +324,7 @@ def run(
             for lib in LIBRARIES for name, samples in sets.items()]
     return {"benchmark": "shards", "env": env_info(device), "config": cfg, "rows": rows, "units": _UNITS}
 
+
 def _one_run(library: str, name: str, samples: Any, r: int, s3: Any, bucket: str, cfg: dict[str, Any],
              tmp: Path, runs: dict[tuple[str, str], list[dict[str, Any]]],
              failed: dict[tuple[str, str], str]) -> None:
@@ -341,7 +342,6 @@ def _one_run(library: str, name: str, samples: Any, r: int, s3: Any, bucket: str
     finally:
         shutil.rmtree(where, ignore_errors=True)
         _remove(s3, url)
-
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -8,9 +8,9 @@ device="cuda")`` (nvJPEG), then cropped, resized, flipped and normalized there.
 NOTE [gpu decode draws]: each sample's crop box and flip are drawn by the CPU preset
 itself (:meth:`~dataforge.transforms.presets.RandomResizedCrop.draw`, from the
 sample's generator and the header's size), so a seed gives the same boxes and flips
-on either path. Only the
-pixels differ, slightly: nvJPEG is not libjpeg-turbo, the GPU resizes in float
-(the CPU in uint8), and the GPU path always decodes at full scale.
+on either path. Only the pixels differ, slightly: nvJPEG is not libjpeg-turbo, the
+GPU resizes in float (the CPU in uint8), and the GPU path always decodes at full
+scale.
 
 NOTE [gpu decode fallback]: without CUDA, or when torchvision cannot decode JPEGs on
 the device (built without nvJPEG), the transform warns once

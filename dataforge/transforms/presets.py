@@ -1,11 +1,11 @@
 """Image presets on the CPU: random resized crop + flip (train), resize + center crop (eval).
 
 Both are torchvision v2 semantics (the same crop rule, the same pixels for a given
-crop on a decoded image) and
-both can take the encoded file instead, to decode only what they keep (NOTE [region
-decode] in :mod:`dataforge.transforms.decode`). They keep images as uint8 ``(C, H, W)``
-and follow the calling convention of :mod:`dataforge.transforms.image` (bare image
-or sample dict, optional ``generator=``); they are re-exported from there.
+crop on a decoded image) and both can take the encoded file instead, to decode only
+what they keep (NOTE [region decode] in :mod:`dataforge.transforms.decode`). They
+keep images as uint8 ``(C, H, W)`` and follow the calling convention of
+:mod:`dataforge.transforms.image` (bare image or sample dict, optional
+``generator=``); they are re-exported from there.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class RandomResizedCrop:
         flip)``, the crop of :meth:`params` and then the flip, from one seed."""
         rng = _draw_rng(generator)
         top, left, h, w = self._crop(height, width, rng)
-        return top, left, h, w, self.hflip > 0 and rng.random() < self.hflip
+        return top, left, h, w, rng.random() < self.hflip  # never with hflip=0
 
     def _crop(self, height: int, width: int, rng: random.Random) -> tuple[int, int, int, int]:
         area = height * width
@@ -258,8 +258,8 @@ def train_transforms(
     """Training preset: random resized crop + horizontal flip, uint8 CHW out.
 
     Built on ``torchvision.transforms.v2`` semantics (the same crop rule, the same
-    pixels for a given crop on a decoded image); given an encoded image it decodes only the crop (see
-    :class:`RandomResizedCrop`, which this returns).
+    pixels for a given crop on a decoded image); given an encoded image it decodes only
+    the crop (see :class:`RandomResizedCrop`, which this returns).
 
     Args:
         size: output size (int for square, or ``(h, w)``).

@@ -4,6 +4,7 @@ import io
 
 import pytest
 import torch
+from helpers import torchvision_crop
 from PIL import Image
 from torchvision.transforms import v2
 
@@ -57,13 +58,6 @@ def test_generator_reproduces_and_varies():
     assert torch.equal(a, b) and len(outs) > 1
 
 
-def _torchvision_with(x: torch.Tensor, size: int, draw: tuple[int, int, int, int, bool]) -> torch.Tensor:
-    """torchvision's v2 resized crop + flip of ``x`` for a given draw."""
-    top, left, h, w, flip = draw
-    out = v2.functional.resized_crop(x, top, left, h, w, [size, size], antialias=True)
-    return v2.functional.horizontal_flip(out) if flip else out
-
-
 def test_preset_without_generator_draws_one_seed_from_the_global_rng():
     # NOTE [crop draws]: one torch draw from the global RNG seeds the crop and the flip.
     x, t = _image(), train_transforms(16)
@@ -84,7 +78,7 @@ def test_generator_draws_give_torchvision_pixels_and_leave_the_global_rng_alone(
     torch.manual_seed(999)
     before = torch.get_rng_state()
     out = t(x, generator=torch.Generator().manual_seed(seed))
-    assert torch.equal(out, _torchvision_with(x, 16, draw))
+    assert torch.equal(out, torchvision_crop(x, 16, draw))
     assert torch.equal(torch.get_rng_state(), before)  # neither read nor seeded
 
 

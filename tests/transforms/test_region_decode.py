@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from fuzz import jpeg_corpus as C
+from helpers import torchvision_crop
 from PIL import Image
 from torchvision.transforms import v2
 
@@ -300,11 +301,10 @@ def test_tensor_input_equals_torchvision_for_the_same_draw(kw):
     ours = RandomResizedCrop(32, **kw)
     flips = set()
     for seed in range(30):
-        top, left, h, w, flip = ours.draw(90, 130, torch.Generator().manual_seed(seed))
-        ref = v2.functional.resized_crop(img, top, left, h, w, [32, 32], antialias=True)
-        ref = v2.functional.horizontal_flip(ref) if flip else ref
+        draw = ours.draw(90, 130, torch.Generator().manual_seed(seed))
+        ref = torchvision_crop(img, 32, draw)
         assert torch.equal(ours(img, generator=torch.Generator().manual_seed(seed)), ref), (kw, seed)
-        flips.add(flip)
+        flips.add(draw[4])
     assert flips == {0.0: {False}, 1.0: {True}}.get(kw.get("hflip", 0.5), {False, True})
 
 
@@ -345,9 +345,7 @@ def test_encoded_input_equals_decode_then_torchvision(tmp_path, variant):
     whole = decode_image(data)
     for seed in range(20):
         torch.manual_seed(seed)  # without a generator, the draw comes from the global RNG
-        top, left, h, w, flip = ours.draw(150, 210)
-        expected = v2.functional.resized_crop(whole, top, left, h, w, [64, 64], antialias=True)
-        expected = v2.functional.horizontal_flip(expected) if flip else expected
+        expected = torchvision_crop(whole, 64, ours.draw(150, 210))
         for src in (data, path, str(path), {"image": data, "path": str(path), "label": 3}):
             torch.manual_seed(seed)
             out = ours(src)
