@@ -178,8 +178,123 @@ static PyObject *raise_failure(ErrorManager *err) {
     return NULL;
 }
 
+/* NOTE [unused scans]: libjpeg entropy-decodes every scan of a progressive JPEG, over
+ * the whole image, in jpeg_start_decompress, whatever the crop or the scale. Two parts
+ * of that work no output pixel reads, and the decoder is given a copy of the file
+ * without them:
+ *   - AC scans (one component each, ITU T.81 G.1.1.1.1) of a component whose scaled
+ *     IDCT is 1x1 per block (luma at scale 1/8 reads only its DC coefficient), or of
+ *     chroma under grayscale output from YCbCr;
+ *   - the rows below the crop: the copy's frame header declares the image to end one
+ *     iMCU row below the crop's last iMCU row (chroma upsampling reads the row below
+ *     an edge), so libjpeg decodes each scan down to there and skips the rest of its
+ *     data as extraneous bytes (a benign warning, NOTE [benign warnings]).
+ * Block smoothing is off (NOTE [no block smoothing]), so missing coefficients are
+ * never estimated: the pixels are the same (tested against decoding every scan).
+ * The copy is made only from a complete file (its EOI found) whose markers parse
+ * cleanly; otherwise the file is decoded as it is. Damage inside a dropped part is not
+ * seen, as for rows below a crop of a sequential file: the pixels decoded are real. */
+
+/* The components (bit ci) whose AC coefficients no output pixel reads at 1/denom
+   scale: a 1x1 scaled IDCT, or chroma under grayscale output. */
+static unsigned unused_ac(j_decompress_ptr cinfo, int gray, long denom) {
+    cinfo->out_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
+    cinfo->scale_num = 1;
+    cinfo->scale_denom = (unsigned int)denom;
+    jpeg_calc_output_dimensions(cinfo);
+    unsigned mask = 0;
+    int luma_only = gray && (cinfo->jpeg_color_space == JCS_YCbCr);
+    for (int ci = 0; ci < cinfo->num_components && ci < 16; ci++) {
+        jpeg_component_info *comp = &cinfo->comp_info[ci];
+#if JPEG_LIB_VERSION >= 70
+        int dc_only = comp->DCT_h_scaled_size == 1 && comp->DCT_v_scaled_size == 1;
+#else
+        int dc_only = comp->DCT_scaled_size == 1;
+#endif
+        if (dc_only || (luma_only && ci > 0)) mask |= 1u << ci;
+    }
+    return mask;
+}
+
+/* The end of the entropy-coded data that starts at p: the next marker (FF followed by
+   anything but a stuffed 00, a restart D0-D7 or a fill FF), or n. */
+static size_t entropy_end(const unsigned char *d, size_t p, size_t n) {
+    while (p < n) {
+        const unsigned char *f = memchr(d + p, 0xFF, n - p);
+        if (f == NULL) return n;
+        p = (size_t)(f - d);
+        if (p + 1 >= n) return n;
+        unsigned char b = d[p + 1];
+        if (b != 0x00 && !(b >= 0xD0 && b <= 0xD7) && b != 0xFF) return p;
+        p += 1;
+    }
+    return n;
+}
+
+/* A copy of the JPEG d[0:n] without the AC scans of the components in ``mask`` and,
+   when ``height`` is below the frame's, with the frame header's height set to it
+   (NOTE [unused scans]); its length in *out_n. NULL when nothing would change or the
+   markers do not parse cleanly up to the EOI (the caller decodes the file as it is).
+   The caller frees the copy. No Python is called (runs without the GIL). */
+static unsigned char *trimmed_copy(const unsigned char *d, size_t n, j_decompress_ptr cinfo,
+                                   unsigned mask, long height, size_t *out_n) {
+    if (n < 4 || d[0] != 0xFF || d[1] != 0xD8) return NULL;
+    unsigned char *out = (unsigned char *)malloc(n + 2);
+    if (out == NULL) return NULL;
+    size_t o = 2, p = 2;
+    int changed = 0, complete = 0, framed = 0;
+    memcpy(out, d, 2);
+    while (p + 1 < n) {
+        if (d[p] != 0xFF) break;
+        unsigned char m = d[p + 1];
+        if (m == 0xFF) { p += 1; continue; }
+        if (m == 0xD9) { complete = 1; break; }
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7) || p + 4 > n) break;
+        size_t len = ((size_t)d[p + 2] << 8) | d[p + 3], end = p + 2 + len;
+        if (len < 2 || end > n) break;
+        size_t stop = end;
+        int drop = 0;
+        if (m == 0xDA) {
+            size_t ns = len >= 3 ? d[p + 4] : 0;
+            if (!framed || ns < 1 || len != 6 + 2 * ns) break;
+            int ss = d[p + 5 + 2 * ns];
+            if (ss > 0 && ns == 1)
+                for (int ci = 0; ci < cinfo->num_components && ci < 16; ci++)
+                    if (cinfo->comp_info[ci].component_id == d[p + 5] && (mask >> ci) & 1u) drop = 1;
+            stop = entropy_end(d, end, n);
+        }
+        int sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
+        if (sof && !framed && len < 8) break;
+        if (drop) {
+            changed = 1;
+        } else {
+            memcpy(out + o, d + p, stop - p);
+            if (sof && !framed) {
+                framed = 1;
+                long declared = ((long)d[p + 5] << 8) | d[p + 6];
+                if (height > 0 && height < declared) {
+                    out[o + 5] = (unsigned char)(height >> 8);
+                    out[o + 6] = (unsigned char)(height & 0xFF);
+                    changed = 1;
+                }
+            }
+            o += stop - p;
+        }
+        p = stop;
+    }
+    if (!changed || !complete) {
+        free(out);
+        return NULL;
+    }
+    out[o++] = 0xFF;
+    out[o++] = 0xD9;
+    *out_n = o;
+    return out;
+}
+
 PyDoc_STRVAR(decode_crop_doc,
-"decode_crop(data, top, left, height, width, scale_denom=1, gray=False, strict=True, max_scans=0)\n"
+"decode_crop(data, top, left, height, width, scale_denom=1, gray=False, strict=True, max_scans=0,\n"
+"            skip_unused_scans=True)\n"
 "    -> (pixels: bytearray, rows: int, cols: int, channels: int)\n"
 "\n"
 "Decode the box (top, left, height, width) of a JPEG (in full-resolution pixels)\n"
@@ -190,6 +305,9 @@ PyDoc_STRVAR(decode_crop_doc,
 "block (the uint8 resize is much faster on dense channels-last input).\n"
 "strict: a corrupt-data warning is an error (else libjpeg's repair is kept; benign\n"
 "warnings never are). max_scans: refuse a file with more scans (0: no limit).\n"
+"skip_unused_scans: leave out the parts of a progressive file that no output pixel\n"
+"reads (AC scans unused at this scale, rows below the crop; same pixels, NOTE\n"
+"[unused scans]); False decodes every scan of the whole image.\n"
 "Raises Unsupported (a ValueError) for CMYK/YCCK, precisions other than 8, lossless\n"
 "or hierarchical files, and ValueError for corrupt data or a limit exceeded.");
 
@@ -245,12 +363,13 @@ static int start_crop(j_decompress_ptr cinfo, int gray, long denom, long top, lo
 
 static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"data",  "top",  "left",   "height",    "width",
-                             "scale_denom", "gray", "strict", "max_scans", NULL};
+                             "scale_denom", "gray", "strict", "max_scans",
+                             "skip_unused_scans", NULL};
     Py_buffer view;
     long top, left, height, width, denom = 1, max_scans = 0;
-    int gray = 0, strict = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*llll|lppl", kwlist, &view, &top, &left, &height,
-                                     &width, &denom, &gray, &strict, &max_scans))
+    int gray = 0, strict = 1, skip_unused = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*llll|lpplp", kwlist, &view, &top, &left, &height,
+                                     &width, &denom, &gray, &strict, &max_scans, &skip_unused))
         return NULL;
     if (denom != 1 && denom != 2 && denom != 4 && denom != 8) {
         PyBuffer_Release(&view);
@@ -270,6 +389,7 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     /* Written between setjmp and a possible longjmp: volatile (C11 7.13.2.1). */
     PyObject *volatile out = NULL;
     JSAMPROW *volatile rows_ptr = NULL;
+    unsigned char *volatile filtered = NULL; /* the file without its unused scans */
     PyThreadState *volatile thread_state = NULL;
     volatile int created = 0;
     long rows = 0, cols = 0, channels = gray ? 1 : 3, col_offset = 0, col_count = 0;
@@ -280,6 +400,7 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
         if (thread_state != NULL) PyEval_RestoreThread(thread_state);
         if (created) jpeg_destroy_decompress(&cinfo);
         free(rows_ptr);
+        free(filtered);
         Py_XDECREF(out);
         PyBuffer_Release(&view);
         return raise_failure(&err);
@@ -305,13 +426,29 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
         refusal = CMYK;
     else if (top >= image_h || left >= image_w)
         refusal = OUTSIDE;
-    else
+    if (refusal == GO && skip_unused && cinfo.progressive_mode) {
+        /* NOTE [unused scans]: one iMCU row of margin below the crop's last one */
+        long imcu = (long)cinfo.max_v_samp_factor * DCTSIZE;
+        long bottom = height >= image_h - top ? image_h : top + height;
+        long keep = ((bottom + imcu - 1) / imcu + 1) * imcu;
+        unsigned mask = unused_ac(&cinfo, gray, denom);
+        size_t filtered_len = 0;
+        filtered = trimmed_copy((const unsigned char *)view.buf, (size_t)view.len, &cinfo, mask,
+                                keep < image_h ? keep : 0, &filtered_len);
+        if (filtered != NULL) {
+            jpeg_abort_decompress(&cinfo);
+            jpeg_mem_src(&cinfo, filtered, (unsigned long)filtered_len);
+            jpeg_read_header(&cinfo, TRUE);
+        }
+    }
+    if (refusal == GO)
         refusal = start_crop(&cinfo, gray, denom, top, left, height, width, &rows, &cols, &col_offset,
                              &col_count, &y0_out, &y1_out) ? CROP_WIDTHS : GO;
     PyEval_RestoreThread(thread_state);
     thread_state = NULL;
     if (refusal != GO) {
         jpeg_destroy_decompress(&cinfo);
+        free(filtered);
         PyBuffer_Release(&view);
         if (refusal == CMYK)
             PyErr_SetString(Unsupported, "CMYK/YCCK JPEG: not decoded here");
@@ -332,6 +469,7 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     if (out == NULL || rows_ptr == NULL) {
         jpeg_destroy_decompress(&cinfo);
         free(rows_ptr);
+        free(filtered);
         Py_XDECREF(out);
         PyBuffer_Release(&view);
         return out == NULL ? NULL : PyErr_NoMemory();
@@ -360,6 +498,7 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
 
     jpeg_destroy_decompress(&cinfo);
     free(rows_ptr);
+    free(filtered);
     PyBuffer_Release(&view);
     if (col_count != cols && PyByteArray_Resize(out, (Py_ssize_t)rows * col_count * channels) < 0) {
         Py_DECREF(out);

@@ -18,16 +18,19 @@ a training set should not quietly learn from invented pixels, and a loader's
 ``on_error`` policy can skip and count what raises. Benign libjpeg warnings (bytes
 between segments, unknown JFIF revision, ...) are not corruption (NOTE [benign
 warnings] in ``dataforge/_jpeg.c``). A region decode sees the damage in the rows it
-decodes and above them (skipped rows are still entropy-decoded), not below: a crop
-that ends before the damage decodes, as its pixels are all real. The check needs the
+decodes and above them (skipped rows are still entropy-decoded), not below, nor in the
+scans of a progressive file that no pixel of the output reads (NOTE [unused scans] in
+``dataforge/_jpeg.c``): a crop that does not need the damaged data decodes, as its
+pixels are all real. The check needs the
 C extension: torchvision and PIL repair damaged data silently, so without it, and for
 the JPEGs it leaves to torchvision (CMYK / YCCK), only errors raise. Truncated files are refused by ``allow_truncated=False`` (default) from
 the header; when allowed, they are decoded leniently.
 
 NOTE [region decode]: :func:`decode_region` decodes only a box of a JPEG, at
 full or 1/2, 1/4, 1/8 scale, with the C extension ``dataforge._jpeg``
-(libjpeg-turbo's ``jpeg_skip_scanlines`` / ``jpeg_crop_scanline`` / DCT scaling;
-see ``dataforge/_jpeg.c``). Its pixels equal a whole decode cropped to the box, at
+(libjpeg-turbo's ``jpeg_skip_scanlines`` / ``jpeg_crop_scanline`` / DCT scaling,
+and for a progressive file a copy without the scans and rows no output pixel reads;
+see ``dataforge/_jpeg.c``, NOTE [unused scans]). Its pixels equal a whole decode cropped to the box, at
 every scale and sampling factor (tested on a corpus), also on libjpeg-turbo < 3.0
 (NOTE [scaled crop of 4x2 / 2x4 chroma] there). It is how
 :class:`dataforge.transforms.presets.RandomResizedCrop` avoids decoding the parts of an image a crop throws away. Without the extension

@@ -11,7 +11,7 @@ at its first finding, so restart it on the same corpus to go on.
 Each input goes through :func:`read_header`, then, when its header passes the default
 limits, :func:`decode_region` on a box and scale drawn from the input's CRC, strict and
 lenient, each compared with the whole image decoded at that scale when that succeeds
-too (a differential check: any differing pixel of a strict decode, any differing shape,
+too, every scan decoded (a differential check: any differing pixel of a strict decode, any differing shape,
 is a finding; a region may decode where the whole image does not, when the damage lies
 below it; libjpeg's repair of damaged data is not the same in the crop path, so lenient
 pixels are not compared), and through both presets with default limits. A finding is any exception but :class:`ImageDecodeError` (a crash, a leak of
@@ -116,8 +116,9 @@ def _check_against_whole(enc, box, denom: int, strict: bool, region: torch.Tenso
 
     strict = strict and not enc.truncated  # a truncated file decodes leniently (allow_truncated)
     try:
+        # every scan decoded: the region's path leaves some out (NOTE [unused scans])
         buf, rows, cols, ch = ext.decode_crop(enc.data, 0, 0, enc.height, enc.width, denom, False,
-                                              strict, 0)
+                                              strict, 0, skip_unused_scans=False)
     except ext.Unsupported:
         return  # the region came from the general decoder, at full scale
     except ValueError:
