@@ -4,7 +4,7 @@
  * A RandomResizedCrop keeps on average about half of the image's area, then
  * shrinks it; decoding the whole image and throwing most of it away is the
  * largest CPU cost of an image pipeline. libjpeg-turbo can do better, and this
- * module exposes exactly that, nothing more:
+ * module exposes exactly that:
  *
  *   - rows above the crop are skipped (jpeg_skip_scanlines: entropy-decoded,
  *     but no IDCT, upsampling or color conversion), rows below it are never
@@ -13,9 +13,13 @@
  *     left edge is rounded down to an iMCU boundary, so the caller gets a few
  *     extra columns and the offset of the requested ones);
  *   - optionally the image is decoded at 1/2, 1/4 or 1/8 scale inside the IDCT
- *     (scale_denom), when the caller will shrink the crop by at least that much.
+ *     (scale_denom), when the caller will shrink the crop by at least that much;
+ *   - a progressive file is decoded without the scans, and the rows below the
+ *     crop, that no output pixel reads (NOTE [unused scans]).
  *
- * The GIL is released while pixels are decoded, so threads decode in parallel.
+ * The GIL is released while pixels are decoded, so threads decode in parallel;
+ * read_file reads a whole file with fewer GIL hand-offs than os.* (NOTE [GIL
+ * transitions] in dataforge/transforms/presets.py).
  * Errors: dataforge._jpeg.Unsupported (a ValueError) for what this module does
  * not decode (CMYK, 12-bit, lossless, a broken crop path; the caller may use a
  * general decoder), ValueError for corrupt data or a limit exceeded (the caller
@@ -24,10 +28,16 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
 
 #include <jpeglib.h>
 #include <jerror.h>
@@ -292,13 +302,57 @@ static unsigned char *trimmed_copy(const unsigned char *d, size_t n, j_decompres
     return out;
 }
 
+/* Pixels: a buffer object owning malloc'ed memory, so that decode_crop can allocate
+   its output without the GIL (NOTE [decode without the GIL]). Read-write buffer
+   protocol (numpy.frombuffer, torch.frombuffer, bytes()), nothing else. */
+typedef struct {
+    PyObject_HEAD
+    unsigned char *data;
+    Py_ssize_t size;
+} Pixels;
+
+static int pixels_getbuffer(PyObject *self, Py_buffer *view, int flags) {
+    Pixels *p = (Pixels *)self;
+    return PyBuffer_FillInfo(view, self, p->data, p->size, 0, flags);
+}
+
+static void pixels_dealloc(PyObject *self) {
+    free(((Pixels *)self)->data);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyBufferProcs pixels_buffer = {pixels_getbuffer, NULL};
+
+static PyTypeObject PixelsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dataforge._jpeg.Pixels",
+    .tp_basicsize = sizeof(Pixels),
+    .tp_dealloc = pixels_dealloc,
+    .tp_as_buffer = &pixels_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Decoded pixels (a read-write buffer of uint8, HWC).",
+};
+
+/* A Pixels object that owns ``data`` (freed here when the object cannot be made). */
+static PyObject *pixels_new(unsigned char *data, Py_ssize_t size) {
+    Pixels *p = PyObject_New(Pixels, &PixelsType);
+    if (p == NULL) {
+        free(data);
+        return NULL;
+    }
+    p->data = data;
+    p->size = size;
+    return (PyObject *)p;
+}
+
 PyDoc_STRVAR(decode_crop_doc,
 "decode_crop(data, top, left, height, width, scale_denom=1, gray=False, strict=True, max_scans=0,\n"
 "            skip_unused_scans=True)\n"
-"    -> (pixels: bytearray, rows: int, cols: int, channels: int)\n"
+"    -> (pixels: Pixels, rows: int, cols: int, channels: int)\n"
 "\n"
 "Decode the box (top, left, height, width) of a JPEG (in full-resolution pixels)\n"
-"at 1/scale_denom scale (1, 2, 4 or 8). Returns the box as dense HWC uint8 pixels,\n"
+"at 1/scale_denom scale (1, 2, 4 or 8). Returns the box as dense HWC uint8 pixels\n"
+"(a read-write buffer),\n"
 "rows x cols x channels (cols = ceil((left + width) / scale_denom) - left // scale_denom,\n"
 "the box clipped to the image). The columns around the box that iMCU alignment makes\n"
 "libjpeg decode are dropped, each row moved into place, so the result is one dense\n"
@@ -387,7 +441,7 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     struct jpeg_decompress_struct cinfo;
     ErrorManager err;
     /* Written between setjmp and a possible longjmp: volatile (C11 7.13.2.1). */
-    PyObject *volatile out = NULL;
+    unsigned char *volatile pixels = NULL;
     JSAMPROW *volatile rows_ptr = NULL;
     unsigned char *volatile filtered = NULL; /* the file without its unused scans */
     PyThreadState *volatile thread_state = NULL;
@@ -401,17 +455,18 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
         if (created) jpeg_destroy_decompress(&cinfo);
         free(rows_ptr);
         free(filtered);
-        Py_XDECREF(out);
+        free(pixels);
         PyBuffer_Release(&view);
         return raise_failure(&err);
     }
     /* NOTE [decode without the GIL]: from the header to the last scanline, libjpeg reads
        only ``view`` (held until the end) and its callbacks here call no Python, so all of
        it runs without the GIL, jpeg_start_decompress included (for a progressive file it
-       decodes every scan: tens of ms for a photo). The GIL is taken back once in between,
-       to allocate the output, whose size the header sets; refusals found on the way are
-       raised once the GIL is back. */
-    enum { GO = 0, CMYK, OUTSIDE, CROP_WIDTHS } refusal = GO;
+       decodes every scan: tens of ms for a photo). The output, whose size the header
+       sets, is malloc'ed on the way and handed to Python as a Pixels buffer once the GIL
+       is back: one release per call (NOTE [GIL transitions] in
+       dataforge/transforms/presets.py); refusals found on the way are raised then. */
+    enum { GO = 0, CMYK, OUTSIDE, CROP_WIDTHS, NO_MEMORY } refusal = GO;
     long image_h = 0, image_w = 0;
     Py_ssize_t row_stride = 0;
     thread_state = PyEval_SaveThread();
@@ -444,69 +499,134 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     if (refusal == GO)
         refusal = start_crop(&cinfo, gray, denom, top, left, height, width, &rows, &cols, &col_offset,
                              &col_count, &y0_out, &y1_out) ? CROP_WIDTHS : GO;
+    if (refusal == GO) {
+        /* Sizes in size_t: rows x cols x channels can pass 2**31 where long is 32 bits. */
+        row_stride = (Py_ssize_t)cols * channels;
+        pixels = (unsigned char *)malloc((size_t)rows * (size_t)row_stride);
+        rows_ptr = (JSAMPROW *)malloc(sizeof(JSAMPROW) * (size_t)rows);
+        if (pixels == NULL || rows_ptr == NULL) refusal = NO_MEMORY;
+    }
+    if (refusal == GO) {
+        long y0 = y0_out, y1 = y1_out;
+        for (long r = 0; r < rows; r++) rows_ptr[r] = pixels + (size_t)r * (size_t)row_stride;
+        if (y0 > 0) jpeg_skip_scanlines(&cinfo, (JDIMENSION)y0);
+        while ((long)cinfo.output_scanline < y1) {
+            long done = (long)cinfo.output_scanline - y0;
+            jpeg_read_scanlines(&cinfo, rows_ptr + done, (JDIMENSION)(rows - done));
+        }
+        jpeg_abort_decompress(&cinfo); /* rows below the crop are never decoded */
+        if (col_offset != 0 || col_count != cols) {
+            /* Pack the box's columns: row r moves from r * cols + col_offset to r * col_count
+               (pixels). Destinations never pass a later row's source, so a forward pass of
+               memmove is safe. */
+            size_t row_bytes = (size_t)(col_count * channels);
+            for (long r = 0; r < rows; r++)
+                memmove(pixels + (size_t)r * row_bytes,
+                        pixels + (size_t)r * (size_t)row_stride + (size_t)col_offset * (size_t)channels,
+                        row_bytes);
+        }
+    }
     PyEval_RestoreThread(thread_state);
     thread_state = NULL;
+    jpeg_destroy_decompress(&cinfo);
+    free(rows_ptr);
+    free(filtered);
+    PyBuffer_Release(&view);
     if (refusal != GO) {
-        jpeg_destroy_decompress(&cinfo);
-        free(filtered);
-        PyBuffer_Release(&view);
+        free(pixels);
         if (refusal == CMYK)
             PyErr_SetString(Unsupported, "CMYK/YCCK JPEG: not decoded here");
         else if (refusal == OUTSIDE)
             PyErr_Format(PyExc_ValueError, "crop box (%ld, %ld, %ld, %ld) lies outside the %ldx%ld image",
                          top, left, height, width, image_w, image_h);
+        else if (refusal == NO_MEMORY)
+            PyErr_NoMemory();
         else
             PyErr_SetString(Unsupported, "this libjpeg-turbo crops 4x2/2x4 chroma wrongly when scaling "
                             "(fixed in 3.0.0): not decoded here");
         return NULL;
     }
-    long y0 = y0_out, y1 = y1_out;
-
-    /* Sizes in Py_ssize_t: rows x cols x channels can pass 2**31 where long is 32 bits. */
-    row_stride = (Py_ssize_t)cols * channels;
-    out = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)rows * row_stride);
-    rows_ptr = (JSAMPROW *)malloc(sizeof(JSAMPROW) * (size_t)rows);
-    if (out == NULL || rows_ptr == NULL) {
-        jpeg_destroy_decompress(&cinfo);
-        free(rows_ptr);
-        free(filtered);
-        Py_XDECREF(out);
-        PyBuffer_Release(&view);
-        return out == NULL ? NULL : PyErr_NoMemory();
-    }
-    unsigned char *pixels = (unsigned char *)PyByteArray_AS_STRING(out);
-    for (long r = 0; r < rows; r++) rows_ptr[r] = pixels + (Py_ssize_t)r * row_stride;
-
-    thread_state = PyEval_SaveThread();
-    if (y0 > 0) jpeg_skip_scanlines(&cinfo, (JDIMENSION)y0);
-    while ((long)cinfo.output_scanline < y1) {
-        long done = (long)cinfo.output_scanline - y0;
-        jpeg_read_scanlines(&cinfo, rows_ptr + done, (JDIMENSION)(rows - done));
-    }
-    jpeg_abort_decompress(&cinfo); /* rows below the crop are never decoded */
-    if (col_offset != 0 || col_count != cols) {
-        /* Pack the box's columns: row r moves from r * cols + col_offset to r * col_count
-           (pixels). Destinations never pass a later row's source, so a forward pass of
-           memmove is safe. */
-        size_t row_bytes = (size_t)(col_count * channels);
-        for (long r = 0; r < rows; r++)
-            memmove(pixels + (size_t)r * row_bytes,
-                    pixels + (size_t)r * (size_t)row_stride + (size_t)col_offset * (size_t)channels, row_bytes);
-    }
-    PyEval_RestoreThread(thread_state);
-    thread_state = NULL;
-
-    jpeg_destroy_decompress(&cinfo);
-    free(rows_ptr);
-    free(filtered);
-    PyBuffer_Release(&view);
-    if (col_count != cols && PyByteArray_Resize(out, (Py_ssize_t)rows * col_count * channels) < 0) {
-        Py_DECREF(out);
-        return NULL;
-    }
+    PyObject *out = pixels_new(pixels, (Py_ssize_t)rows * col_count * channels);
+    if (out == NULL) return NULL; /* pixels_new freed the memory */
     PyObject *result = Py_BuildValue("(Olll)", out, rows, col_count, channels);
     Py_DECREF(out);
     return result;
+}
+
+PyDoc_STRVAR(read_file_doc,
+"read_file(path, max_bytes=-1) -> bytes | int | None\n"
+"\n"
+"The whole regular file at ``path`` (str, bytes or os.PathLike), read with the GIL\n"
+"released twice (open + fstat, then read + close) where os.open/fstat/read/close\n"
+"release and retake it four times. An int: the file's size, over max_bytes (>= 0),\n"
+"nothing read. None: not a regular file, or its size is unknown (0), or no POSIX\n"
+"here: the caller reads it another way. OSError (FileNotFoundError, ...) names the\n"
+"path.");
+
+/* Read here rather than with os.*: fewer GIL hand-offs per sample (NOTE [GIL
+   transitions] in dataforge/transforms/presets.py). */
+static PyObject *read_file(PyObject *self, PyObject *args) {
+    PyObject *path_arg, *encoded = NULL;
+    long long max_bytes = -1;
+    if (!PyArg_ParseTuple(args, "O|L", &path_arg, &max_bytes)) return NULL;
+#ifdef _WIN32
+    Py_RETURN_NONE;
+#else
+    if (!PyUnicode_FSConverter(path_arg, &encoded)) return NULL;
+    const char *path = PyBytes_AS_STRING(encoded);
+    struct stat st;
+    int fd, err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        err = errno;
+    } else if (fstat(fd, &st) != 0) {
+        err = errno;
+        close(fd);
+        fd = -1;
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(encoded);
+    if (fd < 0) {
+        errno = err;
+        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path_arg);
+    }
+    Py_ssize_t size = (Py_ssize_t)st.st_size;
+    if (!S_ISREG(st.st_mode) || size <= 0 || (long long)size != (long long)st.st_size ||
+        (max_bytes >= 0 && (long long)st.st_size > max_bytes)) {
+        close(fd);
+        if (S_ISREG(st.st_mode) && max_bytes >= 0 && (long long)st.st_size > max_bytes)
+            return PyLong_FromLongLong((long long)st.st_size);
+        Py_RETURN_NONE;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL) {
+        close(fd);
+        return NULL;
+    }
+    char *buf = PyBytes_AS_STRING(out);
+    Py_ssize_t got = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (got < size) {
+        ssize_t r = read(fd, buf + got, (size_t)(size - got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            err = errno;
+            break;
+        }
+        if (r == 0) break; /* the file shrank since fstat: what is there */
+        got += r;
+    }
+    close(fd);
+    Py_END_ALLOW_THREADS
+    if (err) {
+        Py_DECREF(out);
+        errno = err;
+        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path_arg);
+    }
+    if (got < size && _PyBytes_Resize(&out, got) < 0) return NULL;
+    return out;
+#endif
 }
 
 PyDoc_STRVAR(jpeg_version_doc, "jpeg_version() -> int: JPEG_LIB_VERSION this module was built against.");
@@ -517,13 +637,15 @@ static PyObject *jpeg_version(PyObject *self, PyObject *unused) {
 
 static PyMethodDef methods[] = {
     {"decode_crop", (PyCFunction)(void (*)(void))decode_crop, METH_VARARGS | METH_KEYWORDS, decode_crop_doc},
+    {"read_file", read_file, METH_VARARGS, read_file_doc},
     {"jpeg_version", jpeg_version, METH_NOARGS, jpeg_version_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_jpeg",
-    "Region-of-interest JPEG decoding with libjpeg-turbo (see dataforge/_jpeg.c).", -1, methods,
+    "Region-of-interest JPEG decoding with libjpeg-turbo, and whole-file reads (see dataforge/_jpeg.c).",
+    -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__jpeg(void) {
@@ -533,6 +655,10 @@ PyMODINIT_FUNC PyInit__jpeg(void) {
         "dataforge._jpeg.Unsupported",
         "A JPEG this module does not decode (CMYK, 12-bit, lossless, ...): use a general decoder.",
         PyExc_ValueError, NULL);
+    if (PyType_Ready(&PixelsType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     if (Unsupported == NULL || PyModule_AddObjectRef(m, "Unsupported", Unsupported) < 0 ||
         PyModule_AddIntConstant(m, "LIBJPEG_TURBO_VERSION_NUMBER", TURBO_VERSION) < 0 ||
         PyModule_AddIntConstant(m, "CROP_SCALED_FIXED", CROP_SCALED_FIXED) < 0) {

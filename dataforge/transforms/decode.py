@@ -120,7 +120,15 @@ def read_file(path: str | bytes, *, max_bytes: int | None = None) -> bytes:
     """The whole file in one ``read`` of the size ``fstat`` reports (about half the time of
     ``Path.read_bytes`` for a 75 kB JPEG); a short read, or a size of 0 (pipes, procfs),
     reads on to the end. Over ``max_bytes`` it raises ``ValueError`` (before reading,
-    when ``fstat`` knows the size)."""
+    when ``fstat`` knows the size). A regular file is read by ``dataforge._jpeg`` when
+    built: two GIL releases instead of four (NOTE [GIL transitions] in
+    :mod:`dataforge.transforms.presets`)."""
+    if _jpeg is not None:
+        data = _jpeg.read_file(path, -1 if max_bytes is None else max_bytes)
+        if isinstance(data, bytes):
+            return data
+        if data is not None:
+            raise _TooLarge(data)
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
         size = os.fstat(fd).st_size
@@ -357,8 +365,10 @@ def _jpeg_crop(image: EncodedImage, box: tuple[int, int, int, int], scale_denom:
     # A dense channels-last (C, H, W) view of the HWC pixels. NOTE: dense matters:
     # torch's uint8 antialiased resize takes its fast path only on channels-last
     # contiguous input; a strided crop view cost 186 instead of 125 us per sample
-    # (one core, demo data), and its output came back in the slow NCHW layout.
-    return torch.frombuffer(buf, dtype=torch.uint8).view(rows, cols, channels).permute(2, 0, 1)
+    # (one core, demo data), and its output came back in the slow NCHW layout. The view
+    # is made in numpy: torch's view calls each release and retake the GIL (NOTE [GIL
+    # transitions] in dataforge.transforms.presets).
+    return torch.from_numpy(np.frombuffer(buf, np.uint8).reshape(rows, cols, channels).transpose(2, 0, 1))
 
 
 def decode_region(

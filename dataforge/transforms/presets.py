@@ -13,8 +13,10 @@ from __future__ import annotations
 import functools
 import math
 import random
+import threading
 from typing import Any
 
+import numpy as np
 import torch
 
 from dataforge.transforms._sample import ENCODED, join_sample, split_sample
@@ -54,6 +56,18 @@ def _check_range(name: str, value: Any, *, upper: float | None = None) -> tuple[
     return float(value[0]), float(value[1])
 
 
+# NOTE [GIL transitions]: every torch call (views included) and every os.* call
+# releases the GIL and takes it back. Under the thread engine each take-back is a
+# chance to wait while another fetch thread holds it, and every wait leaves a core
+# idle: on the 2-core VM nearly all the fetch threads' sleeps were GIL waits
+# (``perf`` sched_switch stacks ending in take_gil), 0.6-0.7 per sample. So the
+# per-sample path makes few such calls: the file is read by ``dataforge._jpeg``
+# (two hand-offs, not four), the seed is drawn into a reused tensor, and views are
+# made in numpy, whose calls keep the GIL; left are the read, the decode, the seed,
+# the resize and the flip. With these, 0.35 waits per sample.
+_SEED = threading.local()  # per thread: (an int64 tensor of one element, its numpy view)
+
+
 def _draw_rng(generator: torch.Generator | None) -> random.Random:
     """The random stream of one :class:`RandomResizedCrop` call.
 
@@ -65,9 +79,17 @@ def _draw_rng(generator: torch.Generator | None) -> random.Random:
     waiting (demo images, ``benchmarks/arm_threads.py --arm natural``, 4 interleaved
     rounds: 1,472-1,569 samples/s and 1.88-1.89 cores busy with torch's draws,
     1,656-1,712 and 1.92-1.93 with these). The draws still depend only on the
-    generator's state, so they stay per-sample seeded and reproducible.
+    generator's state, so they stay per-sample seeded and reproducible. The seed is
+    ``random_(0, 2**62)`` into a reused one-element tensor, read through numpy: the
+    value of ``torch.randint(0, 2**62, (1,))`` (which is that op on a new tensor)
+    without a new tensor and ``item()`` (NOTE [GIL transitions]).
     """
-    return random.Random(int(torch.randint(0, 1 << 62, (1,), generator=generator).item()))
+    seed = getattr(_SEED, "buffer", None)
+    if seed is None:
+        array = np.zeros(1, dtype=np.int64)
+        seed = _SEED.buffer = (torch.from_numpy(array), array)
+    seed[0].random_(0, 1 << 62, generator=generator)
+    return random.Random(int(seed[1][0]))
 
 
 class RandomResizedCrop:
@@ -214,15 +236,18 @@ def _native_uint8_bilinear() -> bool:
             or platform.machine() in ("aarch64", "arm64"))
 
 
+_RESIZE = {True: torch._C._nn._upsample_bilinear2d_aa, False: torch._C._nn.upsample_bilinear2d}
+
+
 def _resize_crop(crop: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
     """``F.resize(crop, size, antialias=antialias)`` for a decoded crop, without v2's dispatch.
 
     NOTE [direct resize]: for a uint8 CPU image where torchvision resizes natively
-    in uint8, this makes the same ``interpolate`` call as v2's ``resize_image``
-    (with its channels-last restride), so the pixels are the same (tested); it
-    skips ~20 us per sample of Python dispatch and argument checks, which hold
-    the GIL that the thread engine's workers share. Anything else goes to
-    ``F.resize``.
+    in uint8, this makes the same aten call as v2's ``resize_image`` (through
+    ``interpolate``, with its channels-last restride), so the pixels are the same
+    (tested); it skips ~20 us per sample of Python dispatch and argument checks,
+    which hold the GIL that the thread engine's workers share, and the views around
+    the call (NOTE [GIL transitions]). Anything else goes to ``F.resize``.
     """
     c, h, w = crop.shape
     if (h, w) == size:
@@ -232,12 +257,12 @@ def _resize_crop(crop: torch.Tensor, size: tuple[int, int], antialias: bool) -> 
         from torchvision.transforms.v2 import functional as F
 
         return F.resize(crop, list(size), antialias=antialias)
-    x = crop.reshape(1, c, h, w)
-    if x.is_contiguous(memory_format=torch.channels_last) and x.stride(0) != x.numel():
-        x = x.as_strided(x.shape, (x.numel(), *x.stride()[1:]))  # keeps the output channels-last
-    out = torch.nn.functional.interpolate(x, size=list(size), mode="bilinear", align_corners=False,
-                                          antialias=antialias)
-    return out.reshape(c, *size)
+    if crop.stride() == (1, w * c, c):  # dense channels-last: a batch stride keeps the output so
+        x = crop.as_strided((1, c, h, w), (c * h * w, 1, w * c, c))
+    else:
+        x = crop.reshape(1, c, h, w)
+    out = _RESIZE[antialias](x, list(size), False, None)
+    return torch.from_numpy(out.numpy()[0])  # the (C, H, W) view, made in numpy
 
 
 def _scale_denom(height: int, width: int, min_height: int, min_width: int) -> int:

@@ -137,7 +137,8 @@ def test_built_as_if_for_libjpeg_turbo_3_the_crop_widths_are_checked_at_run_time
     # unaffected factors and scales still crop, with the same pixels as the real build
     for name, denom in (("420-baseline", 2), ("420-progressive", 8), ("410_4x2-baseline", 1)):
         d = C.sampling_corpus()[name]
-        assert forced.decode_crop(d, 10, 40, 60, 70, denom) == ext.decode_crop(d, 10, 40, 60, 70, denom)
+        a, b = forced.decode_crop(d, 10, 40, 60, 70, denom), ext.decode_crop(d, 10, 40, 60, 70, denom)
+        assert (bytes(a[0]), *a[1:]) == (bytes(b[0]), *b[1:])
 
 
 def test_extension_built_where_libjpeg_headers_exist():

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.skipif(not dec.HAVE_ROI_DECODE, reason="needs the dataf
 def _decode(data: bytes, box, denom: int, gray: bool = False, *, skip: bool = True, strict: bool = True):
     from dataforge import _jpeg  # type: ignore[attr-defined]
 
-    return _jpeg.decode_crop(data, *box, denom, gray, strict, 0, skip_unused_scans=skip)
+    pixels, *shape = _jpeg.decode_crop(data, *box, denom, gray, strict, 0, skip_unused_scans=skip)
+    return bytes(pixels), *shape
 
 
 def _progressive_corpus() -> dict[str, bytes]:
