@@ -3,7 +3,8 @@
 Runs the arm (default ``dataforge-thread``) over the demo images (2,000 JPEGs of
 300-500 px; ``--images photos``: 200 of 1-12 MP), batch 64, CPU, for ``--seconds`` after a three-batch warm-up and prints
 samples/s, CPU-ms per sample (this process and its children), cores busy, user and
-system time, and the share of a core each thread of this process used. It tells
+system time, and the share of a core each thread of this process used, with its sleeps
+(voluntary context switches) per sample. It tells
 where a thread engine's idle core time is: fetch threads below one core that never
 wait for work are waiting for the GIL. ``--switch`` sets ``sys.setswitchinterval``
 and ``--gc off|freeze`` the cyclic GC, for A/B rounds.
@@ -25,8 +26,10 @@ from dataforge.bench.data import demo_image_folder, photo_image_folder
 from dataforge.bench.image import check_image_folder, make_arms
 
 
-def _threads() -> dict[str, tuple[str, float]]:
-    """CPU seconds of each thread of this process, by thread id: ``(name, seconds)``."""
+def _threads() -> dict[str, tuple[str, float, int]]:
+    """Each thread of this process, by thread id: ``(name, CPU seconds, voluntary context
+    switches)``. A fetch thread's voluntary switches are its sleeps: waits for the GIL,
+    nearly all of them, when it never waits for work."""
     out = {}
     tick = os.sysconf("SC_CLK_TCK")
     for tid in os.listdir("/proc/self/task"):
@@ -35,9 +38,11 @@ def _threads() -> dict[str, tuple[str, float]]:
                 fields = f.read().rsplit(")", 1)[1].split()
             with open(f"/proc/self/task/{tid}/comm") as f:
                 name = f.read().strip()
-        except OSError:
+            with open(f"/proc/self/task/{tid}/status") as f:
+                switches = next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt"))
+        except (OSError, StopIteration):
             continue
-        out[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+        out[tid] = (name, (int(fields[11]) + int(fields[12])) / tick, switches)
     return out
 
 
@@ -76,9 +81,10 @@ def main() -> None:
     print(f"{args.arm} workers={args.workers} switch={sys.getswitchinterval()} gc={args.gc}: "
           f"{n / wall:.0f} samples/s, {(user + system) / n * 1e3:.3f} CPU-ms/sample, "
           f"{(user + system) / wall:.2f} cores busy (user {user / wall:.2f}, system {system / wall:.2f})")
-    for tid, (name, cpu) in sorted(th1.items()):
+    for tid, (name, cpu, switches) in sorted(th1.items()):
         if tid in th0 and cpu - th0[tid][1] > 0.05 * wall:
-            print(f"  thread {tid} {name}: {(cpu - th0[tid][1]) / wall:.2f} core")
+            print(f"  thread {tid} {name}: {(cpu - th0[tid][1]) / wall:.2f} core, "
+                  f"{(switches - th0[tid][2]) / n:.2f} sleeps (voluntary switches) per sample")
     os._exit(0)  # the arm's workers and threads end with the process
 
 

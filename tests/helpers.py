@@ -72,6 +72,12 @@ def run_test_save_load_state(
             )
 
 
+def dense_hwc(x: torch.Tensor) -> bool:
+    """(C, H, W) whose memory is one dense HWC block (channels-last; torch only names it for 4-D)."""
+    c, h, w = x.shape
+    return x.stride() == (1, w * c, c)
+
+
 def torchvision_crop(image: torch.Tensor, size: int, draw: tuple[int, int, int, int, bool]) -> torch.Tensor:
     """torchvision v2's resized crop (antialiased) and horizontal flip of ``image`` for one
     ``RandomResizedCrop.draw``: the reference the preset's pixels must equal."""

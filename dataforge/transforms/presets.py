@@ -208,7 +208,7 @@ class RandomResizedCrop:
         if isinstance(image, ENCODED):
             enc = self.decode.header(image, d)
             top, left, h, w, flip = self.draw(enc.height, enc.width, generator)
-            denom = _scale_denom(h, w, *self.size) if self.reduce else 1
+            denom = scale_denom(h, w, *self.size) if self.reduce else 1
             crop = self.decode.region(enc, (top, left, h, w), denom)
             out = _resize_crop(crop, self.size, self.antialias)
         else:
@@ -265,7 +265,7 @@ def _resize_crop(crop: torch.Tensor, size: tuple[int, int], antialias: bool) -> 
     return torch.from_numpy(out.numpy()[0])  # the (C, H, W) view, made in numpy
 
 
-def _scale_denom(height: int, width: int, min_height: int, min_width: int) -> int:
+def scale_denom(height: int, width: int, min_height: int, min_width: int) -> int:
     """The largest JPEG decode reduction (8, 4, 2, else 1) that keeps ``height x width``
     at least ``min_height x min_width``: the image is shrunk further afterwards anyway."""
     return next((k for k in (8, 4, 2) if height // k >= min_height and width // k >= min_width), 1)
@@ -372,7 +372,7 @@ class ResizeCenterCrop:
         image, d = split_sample(sample, self.key)
         if isinstance(image, ENCODED):
             enc = self.decode.header(image, d)
-            denom = _scale_denom(enc.height, enc.width, self.resize, self.resize) if self.reduce else 1
+            denom = scale_denom(enc.height, enc.width, self.resize, self.resize) if self.reduce else 1
             image = self.decode.region(enc, (0, 0, enc.height, enc.width), denom)
         out = F.center_crop(F.resize(image, [self.resize], antialias=True), self.size)
         return join_sample(out, d, self.key)

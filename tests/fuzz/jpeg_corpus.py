@@ -63,6 +63,16 @@ def photo(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+# PIL's coding variants, as ``pil_jpeg`` keywords.
+PIL_VARIANTS: dict[str, dict[str, object]] = {
+    "420": {"subsampling": 2},
+    "422": {"subsampling": 1},
+    "444": {"subsampling": 0},
+    "progressive": {"progressive": True},
+    "restart": {"restart_marker_blocks": 4},
+}
+
+
 def pil_jpeg(arr: np.ndarray, **kw) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "JPEG", quality=kw.pop("quality", 90), **kw)
