@@ -415,140 +415,177 @@ static int start_crop(j_decompress_ptr cinfo, int gray, long denom, long top, lo
     return 0;
 }
 
+/* One region decode: the request, then what it gave. run_crop fills it without the GIL
+   (NOTE [decode without the GIL]); decode_crop turns it into a result or an error. */
+typedef enum { GO = 0, CMYK, OUTSIDE, CROP_WIDTHS, NO_MEMORY } Refusal;
+
+typedef struct {
+    const unsigned char *data; /* the file, held by the caller until run_crop returns */
+    size_t size;
+    long top, left, height, width, denom; /* the box, in full-resolution pixels */
+    int gray, skip_unused, strict;
+    long max_scans;
+    ErrorManager err; /* a libjpeg failure (err.kind, err.message) */
+    Refusal refusal;  /* what was refused before decoding, when not GO */
+    long image_h, image_w;
+    unsigned char *pixels; /* malloc'ed, rows x col_count x channels; NULL when failed */
+    long rows, col_count, channels;
+} CropJob;
+
+/* NOTE [unused scans]: point ``cinfo`` at a copy of the file without what no output
+   pixel of the crop reads; the copy (to free after the decode), or NULL when there is
+   nothing to leave out. One iMCU row of margin is kept below the crop's last one. */
+static unsigned char *trim_unused(j_decompress_ptr cinfo, CropJob *job) {
+    long imcu = (long)cinfo->max_v_samp_factor * DCTSIZE;
+    long bottom = job->height >= job->image_h - job->top ? job->image_h : job->top + job->height;
+    long keep = ((bottom + imcu - 1) / imcu + 1) * imcu;
+    unsigned mask = unused_ac(cinfo, job->gray, job->denom);
+    size_t len = 0;
+    unsigned char *copy = trimmed_copy(job->data, job->size, cinfo, mask, keep < job->image_h ? keep : 0, &len);
+    if (copy != NULL) {
+        jpeg_abort_decompress(cinfo);
+        jpeg_mem_src(cinfo, copy, (unsigned long)len);
+        jpeg_read_header(cinfo, TRUE);
+    }
+    return copy;
+}
+
+/* Decode scanlines [y0, y1) into ``pixels`` (rows of ``cols`` pixels), then pack the
+   box's columns: row r moves from r * cols + col_offset to r * col_count (pixels).
+   Destinations never pass a later row's source, so a forward pass of memmove is safe. */
+static void read_rows(j_decompress_ptr cinfo, JSAMPROW *rows_ptr, unsigned char *pixels, long rows,
+                      long cols, long channels, long y0, long y1, long col_offset, long col_count) {
+    size_t row_stride = (size_t)cols * (size_t)channels;
+    for (long r = 0; r < rows; r++) rows_ptr[r] = pixels + (size_t)r * row_stride;
+    if (y0 > 0) jpeg_skip_scanlines(cinfo, (JDIMENSION)y0);
+    while ((long)cinfo->output_scanline < y1) {
+        long done = (long)cinfo->output_scanline - y0;
+        jpeg_read_scanlines(cinfo, rows_ptr + done, (JDIMENSION)(rows - done));
+    }
+    jpeg_abort_decompress(cinfo); /* rows below the crop are never decoded */
+    if (col_offset == 0 && col_count == cols) return;
+    size_t row_bytes = (size_t)col_count * (size_t)channels;
+    for (long r = 0; r < rows; r++)
+        memmove(pixels + (size_t)r * row_bytes,
+                pixels + (size_t)r * row_stride + (size_t)col_offset * (size_t)channels, row_bytes);
+}
+
+/* NOTE [decode without the GIL]: from the header to the last scanline, libjpeg reads only
+   job->data and its callbacks here call no Python, so all of it runs without the GIL,
+   jpeg_start_decompress included (for a progressive file it decodes every scan it is
+   given: tens of ms for a photo). The output, whose size the header sets, is malloc'ed
+   here and handed to Python as a Pixels buffer once the GIL is back: one release per
+   call (NOTE [GIL transitions] in dataforge/transforms/presets.py). libjpeg's errors
+   longjmp back here, never across the GIL. */
+static void run_crop(CropJob *job) {
+    struct jpeg_decompress_struct cinfo;
+    /* Written between setjmp and a possible longjmp: volatile (C11 7.13.2.1). */
+    unsigned char *volatile pixels = NULL;
+    JSAMPROW *volatile rows_ptr = NULL;
+    unsigned char *volatile trimmed = NULL;
+    volatile int created = 0;
+    long rows = 0, cols = 0, col_offset = 0, col_count = 0, y0 = 0, y1 = 0;
+
+    init_errors(&cinfo, &job->err, job->strict, job->max_scans);
+    if (setjmp(job->err.jump)) {
+        if (created) jpeg_destroy_decompress(&cinfo);
+        free(rows_ptr);
+        free(trimmed);
+        free(pixels);
+        return;
+    }
+    jpeg_create_decompress(&cinfo);
+    created = 1;
+    cinfo.progress = &job->err.progress;
+    jpeg_mem_src(&cinfo, job->data, (unsigned long)job->size);
+    jpeg_read_header(&cinfo, TRUE);
+    job->image_h = (long)cinfo.image_height;
+    job->image_w = (long)cinfo.image_width;
+    if (!job->gray && (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK))
+        job->refusal = CMYK;
+    else if (job->top >= job->image_h || job->left >= job->image_w)
+        job->refusal = OUTSIDE;
+    if (job->refusal == GO && job->skip_unused && cinfo.progressive_mode)
+        trimmed = trim_unused(&cinfo, job);
+    if (job->refusal == GO && start_crop(&cinfo, job->gray, job->denom, job->top, job->left, job->height,
+                                         job->width, &rows, &cols, &col_offset, &col_count, &y0, &y1))
+        job->refusal = CROP_WIDTHS;
+    if (job->refusal == GO) {
+        /* Sizes in size_t: rows x cols x channels can pass 2**31 where long is 32 bits. */
+        pixels = (unsigned char *)malloc((size_t)rows * (size_t)cols * (size_t)job->channels);
+        rows_ptr = (JSAMPROW *)malloc(sizeof(JSAMPROW) * (size_t)rows);
+        if (pixels == NULL || rows_ptr == NULL) job->refusal = NO_MEMORY;
+    }
+    if (job->refusal == GO) {
+        read_rows(&cinfo, rows_ptr, pixels, rows, cols, job->channels, y0, y1, col_offset, col_count);
+        job->pixels = pixels;
+        job->rows = rows;
+        job->col_count = col_count;
+    } else {
+        free(pixels);
+    }
+    jpeg_destroy_decompress(&cinfo);
+    free(rows_ptr);
+    free(trimmed);
+}
+
+static PyObject *raise_refusal(const CropJob *job) {
+    switch (job->refusal) {
+    case CMYK:
+        PyErr_SetString(Unsupported, "CMYK/YCCK JPEG: not decoded here");
+        break;
+    case OUTSIDE:
+        PyErr_Format(PyExc_ValueError, "crop box (%ld, %ld, %ld, %ld) lies outside the %ldx%ld image",
+                     job->top, job->left, job->height, job->width, job->image_w, job->image_h);
+        break;
+    case NO_MEMORY:
+        PyErr_NoMemory();
+        break;
+    default:
+        PyErr_SetString(Unsupported, "this libjpeg-turbo crops 4x2/2x4 chroma wrongly when scaling "
+                        "(fixed in 3.0.0): not decoded here");
+    }
+    return NULL;
+}
+
 static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"data",  "top",  "left",   "height",    "width",
                              "scale_denom", "gray", "strict", "max_scans",
                              "skip_unused_scans", NULL};
     Py_buffer view;
-    long top, left, height, width, denom = 1, max_scans = 0;
-    int gray = 0, strict = 1, skip_unused = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*llll|lpplp", kwlist, &view, &top, &left, &height,
-                                     &width, &denom, &gray, &strict, &max_scans, &skip_unused))
+    CropJob job;
+    memset(&job, 0, sizeof job);
+    job.denom = 1;
+    job.strict = 1;
+    job.skip_unused = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*llll|lpplp", kwlist, &view, &job.top, &job.left,
+                                     &job.height, &job.width, &job.denom, &job.gray, &job.strict,
+                                     &job.max_scans, &job.skip_unused))
         return NULL;
-    if (denom != 1 && denom != 2 && denom != 4 && denom != 8) {
+    if (job.denom != 1 && job.denom != 2 && job.denom != 4 && job.denom != 8) {
         PyBuffer_Release(&view);
-        PyErr_Format(PyExc_ValueError, "scale_denom must be 1, 2, 4 or 8, got %ld", denom);
+        PyErr_Format(PyExc_ValueError, "scale_denom must be 1, 2, 4 or 8, got %ld", job.denom);
         return NULL;
     }
-    if (top < 0 || left < 0 || height < 1 || width < 1 || max_scans < 0) {
+    if (job.top < 0 || job.left < 0 || job.height < 1 || job.width < 1 || job.max_scans < 0) {
         PyBuffer_Release(&view);
         PyErr_Format(PyExc_ValueError, "crop box must have top, left >= 0 and height, width >= 1, "
                      "got (%ld, %ld, %ld, %ld); max_scans must be >= 0, got %ld",
-                     top, left, height, width, max_scans);
+                     job.top, job.left, job.height, job.width, job.max_scans);
         return NULL;
     }
-
-    struct jpeg_decompress_struct cinfo;
-    ErrorManager err;
-    /* Written between setjmp and a possible longjmp: volatile (C11 7.13.2.1). */
-    unsigned char *volatile pixels = NULL;
-    JSAMPROW *volatile rows_ptr = NULL;
-    unsigned char *volatile filtered = NULL; /* the file without its unused scans */
-    PyThreadState *volatile thread_state = NULL;
-    volatile int created = 0;
-    long rows = 0, cols = 0, channels = gray ? 1 : 3, col_offset = 0, col_count = 0;
-    long y0_out = 0, y1_out = 0;
-
-    init_errors(&cinfo, &err, strict, max_scans);
-    if (setjmp(err.jump)) {
-        if (thread_state != NULL) PyEval_RestoreThread(thread_state);
-        if (created) jpeg_destroy_decompress(&cinfo);
-        free(rows_ptr);
-        free(filtered);
-        free(pixels);
-        PyBuffer_Release(&view);
-        return raise_failure(&err);
-    }
-    /* NOTE [decode without the GIL]: from the header to the last scanline, libjpeg reads
-       only ``view`` (held until the end) and its callbacks here call no Python, so all of
-       it runs without the GIL, jpeg_start_decompress included (for a progressive file it
-       decodes every scan: tens of ms for a photo). The output, whose size the header
-       sets, is malloc'ed on the way and handed to Python as a Pixels buffer once the GIL
-       is back: one release per call (NOTE [GIL transitions] in
-       dataforge/transforms/presets.py); refusals found on the way are raised then. */
-    enum { GO = 0, CMYK, OUTSIDE, CROP_WIDTHS, NO_MEMORY } refusal = GO;
-    long image_h = 0, image_w = 0;
-    Py_ssize_t row_stride = 0;
-    thread_state = PyEval_SaveThread();
-    jpeg_create_decompress(&cinfo);
-    created = 1;
-    cinfo.progress = &err.progress;
-    jpeg_mem_src(&cinfo, (const unsigned char *)view.buf, (unsigned long)view.len);
-    jpeg_read_header(&cinfo, TRUE);
-    image_h = (long)cinfo.image_height;
-    image_w = (long)cinfo.image_width;
-    if (!gray && (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK))
-        refusal = CMYK;
-    else if (top >= image_h || left >= image_w)
-        refusal = OUTSIDE;
-    if (refusal == GO && skip_unused && cinfo.progressive_mode) {
-        /* NOTE [unused scans]: one iMCU row of margin below the crop's last one */
-        long imcu = (long)cinfo.max_v_samp_factor * DCTSIZE;
-        long bottom = height >= image_h - top ? image_h : top + height;
-        long keep = ((bottom + imcu - 1) / imcu + 1) * imcu;
-        unsigned mask = unused_ac(&cinfo, gray, denom);
-        size_t filtered_len = 0;
-        filtered = trimmed_copy((const unsigned char *)view.buf, (size_t)view.len, &cinfo, mask,
-                                keep < image_h ? keep : 0, &filtered_len);
-        if (filtered != NULL) {
-            jpeg_abort_decompress(&cinfo);
-            jpeg_mem_src(&cinfo, filtered, (unsigned long)filtered_len);
-            jpeg_read_header(&cinfo, TRUE);
-        }
-    }
-    if (refusal == GO)
-        refusal = start_crop(&cinfo, gray, denom, top, left, height, width, &rows, &cols, &col_offset,
-                             &col_count, &y0_out, &y1_out) ? CROP_WIDTHS : GO;
-    if (refusal == GO) {
-        /* Sizes in size_t: rows x cols x channels can pass 2**31 where long is 32 bits. */
-        row_stride = (Py_ssize_t)cols * channels;
-        pixels = (unsigned char *)malloc((size_t)rows * (size_t)row_stride);
-        rows_ptr = (JSAMPROW *)malloc(sizeof(JSAMPROW) * (size_t)rows);
-        if (pixels == NULL || rows_ptr == NULL) refusal = NO_MEMORY;
-    }
-    if (refusal == GO) {
-        long y0 = y0_out, y1 = y1_out;
-        for (long r = 0; r < rows; r++) rows_ptr[r] = pixels + (size_t)r * (size_t)row_stride;
-        if (y0 > 0) jpeg_skip_scanlines(&cinfo, (JDIMENSION)y0);
-        while ((long)cinfo.output_scanline < y1) {
-            long done = (long)cinfo.output_scanline - y0;
-            jpeg_read_scanlines(&cinfo, rows_ptr + done, (JDIMENSION)(rows - done));
-        }
-        jpeg_abort_decompress(&cinfo); /* rows below the crop are never decoded */
-        if (col_offset != 0 || col_count != cols) {
-            /* Pack the box's columns: row r moves from r * cols + col_offset to r * col_count
-               (pixels). Destinations never pass a later row's source, so a forward pass of
-               memmove is safe. */
-            size_t row_bytes = (size_t)(col_count * channels);
-            for (long r = 0; r < rows; r++)
-                memmove(pixels + (size_t)r * row_bytes,
-                        pixels + (size_t)r * (size_t)row_stride + (size_t)col_offset * (size_t)channels,
-                        row_bytes);
-        }
-    }
-    PyEval_RestoreThread(thread_state);
-    thread_state = NULL;
-    jpeg_destroy_decompress(&cinfo);
-    free(rows_ptr);
-    free(filtered);
+    job.data = (const unsigned char *)view.buf;
+    job.size = (size_t)view.len;
+    job.channels = job.gray ? 1 : 3;
+    Py_BEGIN_ALLOW_THREADS
+    run_crop(&job);
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
-    if (refusal != GO) {
-        free(pixels);
-        if (refusal == CMYK)
-            PyErr_SetString(Unsupported, "CMYK/YCCK JPEG: not decoded here");
-        else if (refusal == OUTSIDE)
-            PyErr_Format(PyExc_ValueError, "crop box (%ld, %ld, %ld, %ld) lies outside the %ldx%ld image",
-                         top, left, height, width, image_w, image_h);
-        else if (refusal == NO_MEMORY)
-            PyErr_NoMemory();
-        else
-            PyErr_SetString(Unsupported, "this libjpeg-turbo crops 4x2/2x4 chroma wrongly when scaling "
-                            "(fixed in 3.0.0): not decoded here");
-        return NULL;
-    }
-    PyObject *out = pixels_new(pixels, (Py_ssize_t)rows * col_count * channels);
+    if (job.err.kind) return raise_failure(&job.err);
+    if (job.refusal != GO) return raise_refusal(&job);
+    PyObject *out = pixels_new(job.pixels, (Py_ssize_t)job.rows * job.col_count * job.channels);
     if (out == NULL) return NULL; /* pixels_new freed the memory */
-    PyObject *result = Py_BuildValue("(Olll)", out, rows, col_count, channels);
+    PyObject *result = Py_BuildValue("(Olll)", out, job.rows, job.col_count, job.channels);
     Py_DECREF(out);
     return result;
 }
