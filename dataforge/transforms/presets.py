@@ -236,7 +236,19 @@ def _native_uint8_bilinear() -> bool:
             or platform.machine() in ("aarch64", "arm64"))
 
 
-_RESIZE = {True: torch._C._nn._upsample_bilinear2d_aa, False: torch._C._nn.upsample_bilinear2d}
+def _aten_resize(antialias: bool, namespace: Any = None) -> Any:
+    """The aten bilinear resize ``interpolate`` calls for 4-D input: ``(x, size,
+    align_corners, scale_factors)``, from ``namespace`` (``torch._C._nn``);
+    ``interpolate`` itself where a torch lacks it."""
+    name = "_upsample_bilinear2d_aa" if antialias else "upsample_bilinear2d"
+    found = getattr(torch._C._nn if namespace is None else namespace, name, None)
+    if found is not None:
+        return found
+    return lambda x, size, align_corners, scale_factors: torch.nn.functional.interpolate(
+        x, size=size, mode="bilinear", align_corners=align_corners, antialias=antialias)
+
+
+_RESIZE = {True: _aten_resize(True), False: _aten_resize(False)}
 
 
 def _resize_crop(crop: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:

@@ -243,3 +243,16 @@ def test_direct_resize_equals_torchvision_resize(layout, antialias):
     out = _resize_crop(crop, size, antialias)
     assert out.shape == ref.shape and torch.equal(out, ref)
     assert out.stride() == ref.stride()  # the layout too (channels-last in, channels-last out)
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+def test_the_direct_resize_falls_back_to_interpolate_where_torch_lacks_the_aten_call(antialias):
+    import types
+
+    from dataforge.transforms import presets
+
+    x = torch.randint(0, 256, (1, 3, 57, 83), dtype=torch.uint8)
+    direct = presets._aten_resize(antialias)(x, [32, 40], False, None)
+    fallback = presets._aten_resize(antialias, namespace=types.SimpleNamespace())
+    assert fallback is not presets._aten_resize(antialias)
+    assert torch.equal(fallback(x, [32, 40], False, None), direct)
