@@ -188,6 +188,19 @@ static PyObject *raise_failure(ErrorManager *err) {
     return NULL;
 }
 
+/* The output of a decode: RGB or gray, at 1/denom scale, without block smoothing.
+   NOTE [no block smoothing]: a progressive file whose scans stop before its AC
+   coefficients are complete is smoothed across neighbouring blocks by default; at a
+   cropped edge the neighbours are missing, so a crop differed from the whole image by a
+   few levels (found by the fuzz harness), and the smoothing itself differs between
+   libjpeg-turbo versions. Off: every path gives the coefficients' pixels. */
+static void set_output(j_decompress_ptr cinfo, int gray, long denom) {
+    cinfo->out_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
+    cinfo->do_block_smoothing = FALSE;
+    cinfo->scale_num = 1;
+    cinfo->scale_denom = (unsigned int)denom;
+}
+
 /* NOTE [unused scans]: libjpeg entropy-decodes every scan of a progressive JPEG, over
  * the whole image, in jpeg_start_decompress, whatever the crop or the scale. Two parts
  * of that work no output pixel reads, and the decoder is given a copy of the file
@@ -208,9 +221,7 @@ static PyObject *raise_failure(ErrorManager *err) {
 /* The components (bit ci) whose AC coefficients no output pixel reads at 1/denom
    scale: a 1x1 scaled IDCT, or chroma under grayscale output. */
 static unsigned unused_ac(j_decompress_ptr cinfo, int gray, long denom) {
-    cinfo->out_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
-    cinfo->scale_num = 1;
-    cinfo->scale_denom = (unsigned int)denom;
+    set_output(cinfo, gray, denom);
     jpeg_calc_output_dimensions(cinfo);
     unsigned mask = 0;
     int luma_only = gray && (cinfo->jpeg_color_space == JCS_YCbCr);
@@ -380,15 +391,7 @@ static int start_crop(j_decompress_ptr cinfo, int gray, long denom, long top, lo
     long bottom = height >= image_h - top ? image_h : top + height;
     long right = width >= image_w - left ? image_w : left + width;
 
-    cinfo->out_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
-    /* NOTE [no block smoothing]: a progressive file whose scans stop before its AC
-       coefficients are complete is smoothed across neighbouring blocks by default; at a
-       cropped edge the neighbours are missing, so a crop differed from the whole image
-       by a few levels (found by the fuzz harness), and the smoothing itself differs
-       between libjpeg-turbo versions. Off: every path gives the coefficients' pixels. */
-    cinfo->do_block_smoothing = FALSE;
-    cinfo->scale_num = 1;
-    cinfo->scale_denom = (unsigned int)denom;
+    set_output(cinfo, gray, denom);
     jpeg_start_decompress(cinfo);
 
     long out_h = (long)cinfo->output_height, out_w = (long)cinfo->output_width;
@@ -628,14 +631,16 @@ static PyObject *read_file(PyObject *self, PyObject *args) {
         errno = err;
         return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path_arg);
     }
-    Py_ssize_t size = (Py_ssize_t)st.st_size;
-    if (!S_ISREG(st.st_mode) || size <= 0 || (long long)size != (long long)st.st_size ||
-        (max_bytes >= 0 && (long long)st.st_size > max_bytes)) {
+    int regular = S_ISREG(st.st_mode);
+    if (regular && max_bytes >= 0 && (long long)st.st_size > max_bytes) {
         close(fd);
-        if (S_ISREG(st.st_mode) && max_bytes >= 0 && (long long)st.st_size > max_bytes)
-            return PyLong_FromLongLong((long long)st.st_size);
+        return PyLong_FromLongLong((long long)st.st_size);
+    }
+    if (!regular || st.st_size <= 0 || (long long)st.st_size > (long long)PY_SSIZE_T_MAX) {
+        close(fd);
         Py_RETURN_NONE;
     }
+    Py_ssize_t size = (Py_ssize_t)st.st_size;
     PyObject *out = PyBytes_FromStringAndSize(NULL, size);
     if (out == NULL) {
         close(fd);

@@ -60,11 +60,11 @@ def _check_range(name: str, value: Any, *, upper: float | None = None) -> tuple[
 # releases the GIL and takes it back. Under the thread engine each take-back is a
 # chance to wait while another fetch thread holds it, and every wait leaves a core
 # idle: on the 2-core VM nearly all the fetch threads' sleeps were GIL waits
-# (``perf`` sched_switch stacks ending in take_gil), 0.6-0.7 per sample. So the
+# (``perf`` sched_switch stacks ending in take_gil), 0.55-0.60 per sample. So the
 # per-sample path makes few such calls: the file is read by ``dataforge._jpeg``
 # (two hand-offs, not four), the seed is drawn into a reused tensor, and views are
 # made in numpy, whose calls keep the GIL; left are the read, the decode, the seed,
-# the resize and the flip. With these, 0.35 waits per sample.
+# the resize and the flip. With these, 0.33-0.35 waits per sample.
 _SEED = threading.local()  # per thread: (an int64 tensor of one element, its numpy view)
 
 

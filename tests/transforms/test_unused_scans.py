@@ -4,6 +4,7 @@ as decoding every scan of the whole image."""
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
@@ -22,6 +23,7 @@ def _decode(data: bytes, box, denom: int, gray: bool = False, *, skip: bool = Tr
     return bytes(pixels), *shape
 
 
+@functools.cache
 def _progressive_corpus() -> dict[str, bytes]:
     out = {k: v for k, v in C.sampling_corpus().items() if read_structure(v).progressive}
     arr = C.photo(301, 403, seed=5)
