@@ -1,10 +1,9 @@
 """``engine="process"``: worker processes of a stock DataLoader; crash detection, shutdown.
 
-The process engines run a stock ``torch.utils.data.DataLoader``; torch already
-notices dead workers (a SIGCHLD handler and a liveness check) and timeouts.
-:class:`StockEngine` turns those into messages that name the worker, and stops
-the rest of the workers at once so that nothing hangs and nothing is left
-behind. :class:`ProcessEngine` runs it over batch keys (``batch_size=None``;
+The process engines run a stock ``torch.utils.data.DataLoader``.
+:class:`StockEngine` notices dead workers (NOTE [worker deaths]) and timeouts,
+turns them into messages that name the worker, and stops the rest of the
+workers at once so that nothing hangs and nothing is left behind. :class:`ProcessEngine` runs it over batch keys (``batch_size=None``;
 collation happens in the worker, so one batch crosses the process boundary as a
 few large tensors); ``iterable_engine.py`` runs it over an iterable dataset.
 
@@ -18,6 +17,17 @@ remembers the keys of the pass in order), signals that worker and reads its
 stack, most recent call first, before the workers are killed. ``faulthandler``
 dumps from a C signal handler, so a worker stuck in C code or a blocking call is
 shown too. Where the signal does not exist (Windows) the error has no stack.
+
+NOTE [worker deaths]: a worker's death is found by the main thread while it waits
+for a batch, never by an exception from a signal handler. Stock torch registers
+the workers with a SIGCHLD handler that raises in the main thread wherever it
+happens to be; raised inside ``Queue.put`` just after a lock was taken, the lock
+stays held and the process hangs at exit joining the queue's feeder thread. So
+the engine keeps that handler quiet while it starts the workers, takes their
+pids off torch's list, and waits for a batch in steps of ``DEATH_POLL_S``,
+checking the workers' exit codes between steps (:func:`poll_deaths`). The error
+has torch's handler's wording (``DataLoader worker (pid N) is killed by signal:
+...``), at most ``DEATH_POLL_S`` later than the handler would have raised it.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -44,6 +55,7 @@ from dataforge.loading.policies import short
 from dataforge.loading.seeding import WorkerSeeding
 
 KEYS_KEPT = 4096  # keys of a pass remembered for the watchdog (far more than are in flight)
+DEATH_POLL_S = 0.1  # NOTE [worker deaths]: how often a wait for a batch checks the workers
 
 
 STACK_SIGNAL: signal.Signals | None = getattr(signal, "SIGUSR2", None)
@@ -115,6 +127,82 @@ def dead_workers(raw: Any) -> str:
     return ", ".join(out)
 
 
+def death_message(pid: int | None, code: int) -> str:
+    """Torch's SIGCHLD handler's words for a worker that ended with exit code ``code``."""
+    if code < 0:
+        try:
+            what = signal.strsignal(-code) or f"signal {-code}"
+        except ValueError:
+            what = f"signal {-code}"
+        return f"DataLoader worker (pid {pid}) is killed by signal: {what}. "
+    return (f"DataLoader worker (pid {pid}) exited unexpectedly with exit code {code}. "
+            "Details are lost due to multiprocessing. Rerunning with num_workers=0 may give "
+            "better error trace.")
+
+
+@contextlib.contextmanager
+def quiet_sigchld() -> Iterator[None]:
+    """NOTE [worker deaths]: torch's SIGCHLD handler installed but not run while the body
+    starts the workers (a death then is found by :func:`poll_deaths`)."""
+    if not hasattr(signal, "SIGCHLD") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from torch.utils.data._utils import signal_handling
+
+    signal_handling._set_SIGCHLD_handler()  # now, so that the handler put back is torch's
+    handler = signal.getsignal(signal.SIGCHLD)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, handler)
+
+
+def poll_deaths(raw: Any) -> None:
+    """NOTE [worker deaths]: take the workers of torch's iterator ``raw`` off torch's
+    SIGCHLD list and make its waits for a batch check their exit codes every
+    ``DEATH_POLL_S`` seconds."""
+    from torch.utils.data._utils import signal_handling
+
+    if not getattr(raw, "_worker_pids_set", False):
+        return
+    signal_handling._remove_worker_pids(id(raw))
+    raw._worker_pids_set = False
+    # NOTE: no reference to ``raw`` from its own attribute: a cycle would leave a dropped
+    # iterator (and its workers) to the cyclic GC instead of ending it at once
+    wait = type(raw)._try_get_data  # torch's: one wait, then its own liveness check
+    ref = weakref.ref(raw)
+    workers = raw._workers
+
+    def first_death() -> str | None:
+        for w in workers:
+            if w.exitcode:  # None: running; 0: left when told to
+                return death_message(w.pid, w.exitcode)
+        return None
+
+    def try_get_data(timeout: float = torch.utils.data._utils.MP_STATUS_CHECK_INTERVAL) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            death = first_death()
+            if death is not None:
+                raise RuntimeError(death)
+            left = deadline - time.monotonic()
+            it = ref()
+            if it is None:
+                return False, None
+            try:
+                got = wait(it, max(0.0, min(DEATH_POLL_S, left)))
+            except RuntimeError as exc:  # torch's liveness check: say how the worker ended
+                death = first_death()
+                if death is None:
+                    raise
+                raise RuntimeError(death) from exc
+            if got[0] or left <= DEATH_POLL_S:
+                return got
+
+    raw._try_get_data = try_get_data
+
+
 def _ask_to_exit(raw: Any, grace: float) -> None:
     """What torch's own shutdown does first (done event, ``None`` on every index queue),
     then wait up to ``grace`` seconds for the workers to leave on their own."""
@@ -138,8 +226,8 @@ def shutdown_workers(raw: Any, *, kill: bool = False, grace: float | None = None
         _ask_to_exit(raw, grace)
         kill = True
     if kill:
-        # NOTE: unregister the workers from torch's SIGCHLD handler first, or killing them
-        # raises "worker killed by signal" from the handler in the middle of our cleanup
+        # NOTE: off torch's SIGCHLD list first (NOTE [worker deaths]; already so for the
+        # engines' iterators), or killing them raises from the handler in our cleanup
         with contextlib.suppress(Exception):
             from torch.utils.data._utils import signal_handling
 
@@ -166,13 +254,10 @@ def worker_crashed(exc: BaseException, raw: Any) -> bool:
     # NOTE: a worker dying mid-send surfaces as ConnectionResetError / EOFError while the
     # main process rebuilds its tensors; give the OS a moment to report the death
     deadline = time.perf_counter() + 2.0
-    try:
-        while time.perf_counter() < deadline:
-            if dead_workers(raw):
-                return True
-            time.sleep(0.02)
-    except RuntimeError:  # torch's SIGCHLD handler reporting the death
-        return True
+    while time.perf_counter() < deadline:
+        if dead_workers(raw):
+            return True
+        time.sleep(0.02)
     return False
 
 
@@ -213,7 +298,9 @@ class StockEngine:
         self._raw: Any = None
 
     def _begin(self) -> Iterator[Any]:
-        self._raw = iter(self.dataloader)
+        with quiet_sigchld():  # NOTE [worker deaths]
+            self._raw = iter(self.dataloader)
+            poll_deaths(self._raw)
         return self._raw
 
     def stop(self, *, kill: bool = False) -> None:

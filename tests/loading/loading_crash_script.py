@@ -58,8 +58,7 @@ def _worker_pids(loader) -> list[int]:
 
 def crash(how: str, engine: str, persistent: bool) -> dict:
     timeout = 1 if how == "hang" else 0
-    # the worker dies only once its pid is read: torch's SIGCHLD handler, which the
-    # process engine installs as stock does, raises in whatever the main thread runs
+    # the worker dies only once its pid is read
     gate = os.path.join(tempfile.mkdtemp(prefix="dataforge-crash-"), "go")
     loader = dataforge.build_loader(
         Crashing(how, at=9, gate=gate), batch_size=2, num_workers=2, engine=engine,
