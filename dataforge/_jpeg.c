@@ -18,8 +18,8 @@
  *     crop, that no output pixel reads (NOTE [unused scans]).
  *
  * The GIL is released while pixels are decoded, so threads decode in parallel;
- * read_file reads a whole file with fewer GIL hand-offs than os.* (NOTE [GIL
- * transitions] in dataforge/transforms/presets.py).
+ * read_file reads a whole file with one GIL hand-off where os.* takes four (NOTE
+ * [GIL transitions] in dataforge/transforms/presets.py).
  * Errors: dataforge._jpeg.Unsupported (a ValueError) for what this module does
  * not decode (CMYK, 12-bit, lossless, a broken crop path; the caller may use a
  * general decoder), ValueError for corrupt data or a limit exceeded (the caller
@@ -597,11 +597,43 @@ PyDoc_STRVAR(read_file_doc,
 "read_file(path, max_bytes=-1) -> bytes | int | None\n"
 "\n"
 "The whole regular file at ``path`` (str, bytes or os.PathLike), read with the GIL\n"
-"released twice (open + fstat, then read + close) where os.open/fstat/read/close\n"
-"release and retake it four times. An int: the file's size, over max_bytes (>= 0),\n"
-"nothing read. None: not a regular file, or its size is unknown (0), or no POSIX\n"
-"here: the caller reads it another way. OSError (FileNotFoundError, ...) names the\n"
-"path.");
+"released once (open, fstat, read, close) where os.open/fstat/read/close release and\n"
+"retake it four times; a file larger than this thread's size hint takes a second\n"
+"release. An int: the file's size, over max_bytes (>= 0), nothing read. None: not a\n"
+"regular file, or its size is unknown (0), or no POSIX here: the caller reads it\n"
+"another way. OSError (FileNotFoundError, ...) names the path.");
+
+#ifndef _WIN32
+/* The size of the buffer allocated before a file's size is known: a decaying maximum of
+   the sizes this thread read, so that nearly every read takes one GIL release (the
+   buffer must be allocated with the GIL held). Unused capacity is given back by the
+   shrinking realloc at the end, so it costs address space, not memory. */
+#define READ_HINT_MIN ((Py_ssize_t)1 << 16)
+#define READ_HINT_MAX ((Py_ssize_t)1 << 26)
+static _Thread_local Py_ssize_t read_hint = READ_HINT_MIN;
+
+static void update_read_hint(Py_ssize_t size) {
+    Py_ssize_t want = size + size / 4, decayed = read_hint - read_hint / 8;
+    Py_ssize_t hint = want > decayed ? want : decayed;
+    read_hint = hint < READ_HINT_MIN ? READ_HINT_MIN : hint > READ_HINT_MAX ? READ_HINT_MAX : hint;
+}
+
+/* Read size bytes of fd into buf, without the GIL; the count read (less at end of file). */
+static Py_ssize_t read_all(int fd, char *buf, Py_ssize_t size, int *err) {
+    Py_ssize_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, buf + got, (size_t)(size - got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            *err = errno;
+            break;
+        }
+        if (r == 0) break; /* the file shrank since fstat: what is there */
+        got += r;
+    }
+    return got;
+}
+#endif
 
 /* Read here rather than with os.*: fewer GIL hand-offs per sample (NOTE [GIL
    transitions] in dataforge/transforms/presets.py). */
@@ -614,8 +646,14 @@ static PyObject *read_file(PyObject *self, PyObject *args) {
 #else
     if (!PyUnicode_FSConverter(path_arg, &encoded)) return NULL;
     const char *path = PyBytes_AS_STRING(encoded);
+    Py_ssize_t cap = read_hint, size = 0, got = -1;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, cap);
+    if (out == NULL) {
+        Py_DECREF(encoded);
+        return NULL;
+    }
     struct stat st;
-    int fd, err = 0;
+    int fd, err = 0, wanted = 0;
     Py_BEGIN_ALLOW_THREADS
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -624,49 +662,42 @@ static PyObject *read_file(PyObject *self, PyObject *args) {
         err = errno;
         close(fd);
         fd = -1;
+    } else {
+        wanted = S_ISREG(st.st_mode) && st.st_size > 0 && (long long)st.st_size <= (long long)PY_SSIZE_T_MAX
+                 && !(max_bytes >= 0 && (long long)st.st_size > max_bytes);
+        size = wanted ? (Py_ssize_t)st.st_size : 0;
+        if (wanted && size <= cap) { /* the common case: one release for all of it */
+            got = read_all(fd, PyBytes_AS_STRING(out), size, &err);
+            close(fd);
+        }
     }
     Py_END_ALLOW_THREADS
     Py_DECREF(encoded);
-    if (fd < 0) {
-        errno = err;
-        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path_arg);
-    }
-    int regular = S_ISREG(st.st_mode);
-    if (regular && max_bytes >= 0 && (long long)st.st_size > max_bytes) {
-        close(fd);
-        return PyLong_FromLongLong((long long)st.st_size);
-    }
-    if (!regular || st.st_size <= 0 || (long long)st.st_size > (long long)PY_SSIZE_T_MAX) {
-        close(fd);
-        Py_RETURN_NONE;
-    }
-    Py_ssize_t size = (Py_ssize_t)st.st_size;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
-    if (out == NULL) {
-        close(fd);
-        return NULL;
-    }
-    char *buf = PyBytes_AS_STRING(out);
-    Py_ssize_t got = 0;
-    Py_BEGIN_ALLOW_THREADS
-    while (got < size) {
-        ssize_t r = read(fd, buf + got, (size_t)(size - got));
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            err = errno;
-            break;
+    if (fd >= 0 && got < 0) { /* not read yet: refused, or larger than the buffer */
+        if (!wanted) {
+            close(fd);
+            Py_DECREF(out);
+            if (S_ISREG(st.st_mode) && max_bytes >= 0 && (long long)st.st_size > max_bytes)
+                return PyLong_FromLongLong((long long)st.st_size);
+            Py_RETURN_NONE;
         }
-        if (r == 0) break; /* the file shrank since fstat: what is there */
-        got += r;
+        if (_PyBytes_Resize(&out, size) < 0) {
+            close(fd);
+            return NULL;
+        }
+        char *buf = PyBytes_AS_STRING(out);
+        Py_BEGIN_ALLOW_THREADS
+        got = read_all(fd, buf, size, &err);
+        close(fd);
+        Py_END_ALLOW_THREADS
     }
-    close(fd);
-    Py_END_ALLOW_THREADS
-    if (err) {
+    if (fd < 0 || err) {
         Py_DECREF(out);
         errno = err;
         return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path_arg);
     }
-    if (got < size && _PyBytes_Resize(&out, got) < 0) return NULL;
+    update_read_hint(size);
+    if (got != PyBytes_GET_SIZE(out) && _PyBytes_Resize(&out, got) < 0) return NULL;
     return out;
 #endif
 }

@@ -344,8 +344,9 @@ def _components(image: EncodedImage) -> tuple[tuple[int, int, int], ...]:
 
 
 def _jpeg_crop(image: EncodedImage, box: tuple[int, int, int, int], scale_denom: int, gray: bool,
-               strict: bool) -> torch.Tensor | None:
-    """``box`` of a JPEG decoded by ``dataforge._jpeg`` as a dense channels-last ``(C, h, w)``;
+               strict: bool, batch: bool = False) -> torch.Tensor | None:
+    """``box`` of a JPEG decoded by ``dataforge._jpeg`` as a dense channels-last ``(C, h, w)``
+    (``(1, C, h, w)`` with ``batch``);
     None when the extension does not decode this file (the caller uses a general decoder).
     Damaged data (under ``strict``) and limits raise :class:`ImageDecodeError`: no other
     decoder gets the file (NOTE [decode limits])."""
@@ -362,13 +363,14 @@ def _jpeg_crop(image: EncodedImage, box: tuple[int, int, int, int], scale_denom:
     except ValueError as exc:
         hint = "; pass strict=False to decode what libjpeg can repair" if strict else ""
         raise ImageDecodeError(f"{image.name}: corrupt JPEG ({exc}){hint}") from None
-    # A dense channels-last (C, H, W) view of the HWC pixels. NOTE: dense matters:
+    # A dense channels-last (1, C, H, W) view of the HWC pixels. NOTE: dense matters:
     # torch's uint8 antialiased resize takes its fast path only on channels-last
     # contiguous input; a strided crop view cost 186 instead of 125 us per sample
-    # (one core, demo data), and its output came back in the slow NCHW layout. The view
-    # is made in numpy: torch's view calls each release and retake the GIL (NOTE [GIL
+    # (one core, demo data), and its output came back in the slow NCHW layout. The views
+    # are made in numpy: torch's view calls each release and retake the GIL (NOTE [GIL
     # transitions] in dataforge.transforms.presets).
-    return torch.from_numpy(np.frombuffer(buf, np.uint8).reshape(rows, cols, channels).transpose(2, 0, 1))
+    pixels = np.frombuffer(buf, np.uint8).reshape(1, rows, cols, channels).transpose(0, 3, 1, 2)
+    return torch.from_numpy(pixels if batch else pixels[0])
 
 
 def decode_region(
@@ -379,6 +381,7 @@ def decode_region(
     scale_denom: int = 1,
     allow_truncated: bool = False,
     strict: bool = True,
+    batch: bool = False,
 ) -> torch.Tensor:
     """Decode the box ``(top, left, height, width)`` of an image into uint8 ``(C, h, w)``.
 
@@ -394,6 +397,8 @@ def decode_region(
         scale_denom: 1, 2, 4 or 8.
         allow_truncated: as in :func:`decode_image`.
         strict: as in :func:`decode_image` (NOTE [strict decoding]).
+        batch: give a batch of one, ``(1, C, h, w)``: what torch's resize takes, without a
+            view op on the way (NOTE [GIL transitions] in :mod:`dataforge.transforms.presets`).
 
     Example:
         >>> from PIL import Image; import io
@@ -411,11 +416,12 @@ def decode_region(
     if scale_denom not in (1, 2, 4, 8):
         raise ValueError(f"scale_denom must be 1, 2, 4 or 8, got {scale_denom!r}")
     if _jpeg is not None and image.format == "JPEG" and mode in ("RGB", "L"):
-        out = _jpeg_crop(image, (top, left, height, width), scale_denom, mode == "L", strict)
+        out = _jpeg_crop(image, (top, left, height, width), scale_denom, mode == "L", strict, batch)
         if out is not None:
             return out
     whole = _decode_whole(image, mode, allow_truncated, strict)
-    return whole[:, top : top + height, left : left + width]
+    crop = whole[:, top : top + height, left : left + width]
+    return crop[None] if batch else crop
 
 
 def _decode_torchvision(data: bytes, mode: str) -> torch.Tensor:
@@ -524,10 +530,11 @@ class Decode:
                            max_bytes=self.max_bytes, allow_truncated=self.allow_truncated,
                            name=source_name(source, sample))
 
-    def region(self, image: EncodedImage, box: tuple[int, int, int, int], scale_denom: int = 1) -> torch.Tensor:
+    def region(self, image: EncodedImage, box: tuple[int, int, int, int], scale_denom: int = 1, *,
+               batch: bool = False) -> torch.Tensor:
         """Decode ``box`` of an image from :meth:`header` (see ``decode_region``)."""
         return decode_region(image, box, mode=self.mode, scale_denom=scale_denom,
-                             allow_truncated=self.allow_truncated, strict=self.strict)
+                             allow_truncated=self.allow_truncated, strict=self.strict, batch=batch)
 
     def __repr__(self) -> str:
         return (f"Decode(mode={self.mode!r}, max_pixels={self.max_pixels}, max_scans={self.max_scans}, "

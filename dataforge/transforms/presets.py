@@ -62,9 +62,12 @@ def _check_range(name: str, value: Any, *, upper: float | None = None) -> tuple[
 # idle: on the 2-core VM nearly all the fetch threads' sleeps were GIL waits
 # (``perf`` sched_switch stacks ending in take_gil), 0.55-0.60 per sample. So the
 # per-sample path makes few such calls: the file is read by ``dataforge._jpeg``
-# (two hand-offs, not four), the seed is drawn into a reused tensor, and views are
-# made in numpy, whose calls keep the GIL; left are the read, the decode, the seed,
-# the resize and the flip. With these, 0.33-0.35 waits per sample.
+# (one hand-off, not four), the seed is drawn into a reused tensor, the decoder's
+# pixels come as the batch of one the resize takes, and views are made in numpy,
+# whose calls keep the GIL. Freeing a tensor hands off too (and again when its memory
+# belongs to a Python object). Left per sample, counted with a uprobe on
+# PyEval_SaveThread: about 13, from the read, the decode, the seed, the resize, the
+# flip and the tensors' ends; 0.30-0.31 waits per sample.
 _SEED = threading.local()  # per thread: (an int64 tensor of one element, its numpy view)
 
 
@@ -209,7 +212,7 @@ class RandomResizedCrop:
             enc = self.decode.header(image, d)
             top, left, h, w, flip = self.draw(enc.height, enc.width, generator)
             denom = scale_denom(h, w, *self.size) if self.reduce else 1
-            crop = self.decode.region(enc, (top, left, h, w), denom)
+            crop = self.decode.region(enc, (top, left, h, w), denom, batch=True)
             out = _resize_crop(crop, self.size, self.antialias)
         else:
             # imported here, off the encoded path: an import statement runs on every call
@@ -252,7 +255,8 @@ _RESIZE = {True: _aten_resize(True), False: _aten_resize(False)}
 
 
 def _resize_crop(crop: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
-    """``F.resize(crop, size, antialias=antialias)`` for a decoded crop, without v2's dispatch.
+    """``F.resize(crop[0], size, antialias=antialias)`` for a decoded crop given as a batch
+    of one ``(1, C, h, w)`` (``Decode.region(..., batch=True)``), without v2's dispatch.
 
     NOTE [direct resize]: for a uint8 CPU image where torchvision resizes natively
     in uint8, this makes the same aten call as v2's ``resize_image`` (through
@@ -261,19 +265,17 @@ def _resize_crop(crop: torch.Tensor, size: tuple[int, int], antialias: bool) -> 
     which hold the GIL that the thread engine's workers share, and the views around
     the call (NOTE [GIL transitions]). Anything else goes to ``F.resize``.
     """
-    c, h, w = crop.shape
+    _, c, h, w = crop.shape
     if (h, w) == size:
-        return crop
+        return crop[0]
     if not (_native_uint8_bilinear() and crop.dtype == torch.uint8 and crop.device.type == "cpu"
             and h * w > 0):
         from torchvision.transforms.v2 import functional as F
 
-        return F.resize(crop, list(size), antialias=antialias)
-    if crop.stride() == (1, w * c, c):  # dense channels-last: a batch stride keeps the output so
-        x = crop.as_strided((1, c, h, w), (c * h * w, 1, w * c, c))
-    else:
-        x = crop.reshape(1, c, h, w)
-    out = _RESIZE[antialias](x, list(size), False, None)
+        return F.resize(crop[0], list(size), antialias=antialias)
+    if crop.stride() != (c * h * w, 1, w * c, c):  # not the region decoder's dense layout:
+        crop = crop[0].reshape(1, c, h, w)  # the view v2's resize_image makes, so its layout out
+    out = _RESIZE[antialias](crop, list(size), False, None)
     return torch.from_numpy(out.numpy()[0])  # the (C, H, W) view, made in numpy
 
 

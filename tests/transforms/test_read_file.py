@@ -59,3 +59,27 @@ def test_errors_name_the_path(tmp_path, read_file):
 def test_read_header_names_a_missing_file(tmp_path, read_file):
     with pytest.raises(FileNotFoundError, match="image file does not exist: .*missing.jpg"):
         dec.read_header(Path(tmp_path / "missing.jpg"))
+
+
+@pytest.mark.parametrize("in_thread", [False, True])
+def test_sizes_around_the_read_buffer(tmp_path, read_file, in_thread):
+    # the extension allocates before it knows the size (one GIL hand-off): files smaller
+    # and larger than its per-thread buffer, in both orders, read whole
+    sizes = [10, 70_000, 65_536, 65_537, 2_000_000, 100, 1_500_000, 3_000_000, 1]
+    files = []
+    for i, n in enumerate(sizes):
+        p = tmp_path / f"{i}.bin"
+        p.write_bytes(os.urandom(n))
+        files.append(p)
+
+    def check() -> None:
+        for p in files:
+            assert read_file(str(p)) == p.read_bytes(), p.name
+
+    if in_thread:
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(check).result()
+    else:
+        check()
