@@ -17,7 +17,8 @@ import numpy as np
 
 from dataforge.datasets.map_style import MapDataset
 from dataforge.datasets.storage import StringStorage
-from dataforge.transforms.decode import decode_image, read_file
+from dataforge.transforms.decode import decode_image
+from dataforge.transforms.image_file import read_file
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 

@@ -113,7 +113,7 @@ def test_animated_gif_first_frame_and_16_bit_png():
 
 
 def test_reading_a_file_gives_its_bytes_whatever_the_size_says(tmp_path) -> None:
-    from dataforge.transforms.decode import _read
+    from dataforge.transforms.image_file import _read
 
     data = bytes(range(256)) * 700
     path = tmp_path / "img.jpg"

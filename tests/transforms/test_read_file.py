@@ -1,4 +1,4 @@
-"""``decode.read_file``: the same bytes and errors through ``dataforge._jpeg.read_file``
+"""``image_file.read_file``: the same bytes and errors through ``dataforge._jpeg.read_file``
 (regular files, NOTE [GIL transitions]) and through the os.* loop (everything else, or
 no extension)."""
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import dataforge.transforms.decode as dec
+import dataforge.transforms.image_file as image_file
 
 ENGINES = ["extension", "python"]
 
@@ -19,8 +20,8 @@ def read_file(request, monkeypatch):
     if request.param == "extension" and not dec.HAVE_ROI_DECODE:
         pytest.skip("needs the dataforge._jpeg extension")
     if request.param == "python":
-        monkeypatch.setattr(dec, "_jpeg", None)
-    return dec.read_file
+        monkeypatch.setattr(image_file, "_jpeg", None)
+    return image_file.read_file
 
 
 def test_a_regular_file_whole(tmp_path, read_file):
