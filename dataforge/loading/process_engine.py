@@ -3,9 +3,10 @@
 The process engines run a stock ``torch.utils.data.DataLoader``.
 :class:`StockEngine` notices dead workers (NOTE [worker deaths]) and timeouts,
 turns them into messages that name the worker, and stops the rest of the
-workers at once so that nothing hangs and nothing is left behind. :class:`ProcessEngine` runs it over batch keys (``batch_size=None``;
-collation happens in the worker, so one batch crosses the process boundary as a
-few large tensors); ``iterable_engine.py`` runs it over an iterable dataset.
+workers at once so that nothing hangs and nothing is left behind.
+:class:`ProcessEngine` runs it over batch keys (``batch_size=None``; collation
+happens in the worker, so one batch crosses the process boundary as a few large
+tensors); ``iterable_engine.py`` runs it over an iterable dataset.
 
 NOTE [hang watchdog]: with ``timeout`` set, a batch that does not arrive in time
 ends the pass with an error that shows where the worker is stuck. Each worker
