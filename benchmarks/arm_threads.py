@@ -22,8 +22,8 @@ import time
 
 import torch
 
-from dataforge.bench.data import demo_image_folder, photo_image_folder
-from dataforge.bench.image import check_image_folder, make_arms
+from dataforge.bench.data import check_image_folder, demo_image_folder, photo_image_folder
+from dataforge.bench.image_arms import make_arms
 
 
 def _threads() -> dict[str, tuple[str, float, int]]:

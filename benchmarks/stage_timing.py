@@ -27,7 +27,7 @@ import time
 import torch
 
 from dataforge.bench.data import check_image_folder, demo_image_folder
-from dataforge.bench.image import make_arms
+from dataforge.bench.image_arms import make_arms
 from dataforge.bench.runner import measure
 from dataforge.loading import stages
 from dataforge.loading.fetch import BatchFetcher, BatchKey

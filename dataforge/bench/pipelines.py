@@ -1,7 +1,8 @@
 """The image pipelines' per-batch work that the limit, the parallel ceiling and the arms share.
 
-One home for what ``bench.image`` (the arms and the limit) and ``bench.ceiling`` (the
-same work in N processes) both run, so neither imports the other's internals.
+One home for what ``bench.image_arms`` (the arms), ``bench.image`` (the limit) and
+``bench.ceiling`` (the same work in N processes) all run, so none imports another's
+internals.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dataforge.bench import image, pipelines
+from dataforge.bench import image, image_arms, pipelines
 from dataforge.bench.data import check_image_folder
 from dataforge.bench.report import ceiling_exceeded, validate_result
 from dataforge.bench.runner import cores_in_use
@@ -14,7 +14,7 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def arms(tiny_images):
     items = check_image_folder(tiny_images)
-    return image.make_arms(str(tiny_images), items, size=32, batch_size=4, device=CPU)
+    return image_arms.make_arms(str(tiny_images), items, size=32, batch_size=4, device=CPU)
 
 
 def test_arm_names(arms):
@@ -61,7 +61,7 @@ def test_config_fills_the_defaults_and_is_the_results_config(tiny_images):
         "data": str(tiny_images), "demo_data": False, "images": "data", "num_samples": 12,
         "batch_size": 32, "image_size": 32, "workers": cfg.workers, "seconds": 1.0,
         "warmup_s": 0.3, "repeats": 2, "device": "cpu", "quick": True,
-        "virtual_length": image._tiled(12)}
+        "virtual_length": image_arms.tiled_length(12)}
 
 
 def test_gpu_decode_arm_is_absent_on_the_cpu_with_a_note(arms):
@@ -74,7 +74,7 @@ def test_gpu_decode_loader_finishes_batches_of_file_bytes(tiny_images):
     from dataforge.datasets.image_folder import ImageFolder
 
     ds = ImageFolder(tiny_images, decode=False)
-    loader = image.gpu_decode_loader(ds, 2, size=32, batch_size=4, device=CPU, decode="cpu")
+    loader = image_arms.gpu_decode_loader(ds, 2, size=32, batch_size=4, device=CPU, decode="cpu")
     batches = list(loader)
     assert sum(len(b["label"]) for b in batches) == len(ds)
     for b in batches:
@@ -104,7 +104,7 @@ def test_threaded_peers_with_one_worker(arms):
 
 
 def test_consumer_refuses_unfinished_batches():
-    consume = image._consumer(CPU)
+    consume = image_arms.consumer(CPU)
     with pytest.raises(RuntimeError, match="expected a float NCHW batch"):
         consume({"image": torch.zeros(2, 3, 8, 8, dtype=torch.uint8)})
     with pytest.raises(RuntimeError, match="expected a float NCHW batch"):
@@ -112,7 +112,7 @@ def test_consumer_refuses_unfinished_batches():
 
 
 def test_stock_pipeline_is_the_tutorial_one(tiny_images):
-    ds = image.StockImageDataset(check_image_folder(tiny_images), 32)
+    ds = image_arms.StockImageDataset(check_image_folder(tiny_images), 32)
     x, label = ds[0]
     assert x.dtype == torch.float32 and x.shape == (3, 32, 32) and label == 0
     names = [type(t).__name__ for t in ds.transform.transforms]
@@ -124,7 +124,7 @@ def test_limit_per_sample(tiny_images, arms):
     from dataforge.transforms.image import train_transforms
 
     items = check_image_folder(tiny_images)
-    limit = image.measure_limit(image.StockImageDataset(items, 32).__getitem__,
+    limit = image.measure_limit(image_arms.StockImageDataset(items, 32).__getitem__,
                                 ImageFolder(tiny_images, transform=train_transforms(32)).__getitem__,
                                 len(items), batch_size=4, device=CPU, repeats=1, min_seconds=0.02)
     assert set(limit) == {"stock", "dataforge"} and all(0 < v < 1 for v in limit.values())
@@ -191,7 +191,7 @@ def test_batch_step_walks_every_file_once_per_pass_and_collates_each_batch():
 def test_gpu_decode_arm_on_cuda(tiny_images):
     cuda = torch.device("cuda")
     items = check_image_folder(tiny_images)
-    arms = image.make_arms(str(tiny_images), items, size=32, batch_size=4, device=cuda)
+    arms = image_arms.make_arms(str(tiny_images), items, size=32, batch_size=4, device=cuda)
     arm = next(a for a in arms if a.name == "dataforge-gpu-decode")
     assert arm.absent is None, arm.absent
     batch = next(iter(arm.make(2)))
