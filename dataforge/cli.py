@@ -33,6 +33,7 @@ from typing import Any
 
 from dataforge.bench import ALL, BENCHMARKS
 from dataforge.bench.common import BenchError, env_info
+from dataforge.datasets import write_command as shards_write
 from dataforge.doctor import command as doctor
 
 _PLOTTED = ("image", "text")  # the throughput benchmarks: their run() draws <name>.png into out
@@ -242,19 +243,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _size(text: str) -> int:
-    """``"512M"`` -> 536870912: a byte count with an optional K, M, G or T (powers of 1024)."""
-    t = text.strip().upper().removesuffix("IB").removesuffix("B")
-    scale = 1024 ** (" KMGT".index(t[-1]) if t and t[-1] in "KMGT" else 0)
-    try:
-        v = float(t[:-1] if scale > 1 else t) * scale
-    except ValueError:
-        v = 0
-    if not v >= 1 or v != int(v):
-        raise argparse.ArgumentTypeError(f"expected a size in bytes such as 1000000, 256M or 1G, got {text!r}")
-    return int(v)
-
-
 def _add_shards(sub: Any) -> None:
     s = sub.add_parser("shards", help="write datasets as tar (webdataset), JSONL or Parquet shards",
                        description="Shard files: dataforge shards write SRC OUT.")
@@ -267,65 +255,7 @@ def _add_shards(sub: Any) -> None:
                     "(SRC/<class>/<image>) gives samples {<image extension>: file bytes, cls: class "
                     "id}; a table file (CSV, TSV, JSONL, Parquet) one sample per row ({json: row} in tar and Parquet shards, "
                     "the row itself in JSONL shards).")
-    w.add_argument("src", metavar="SRC", help="an image folder (SRC/<class>/<image>), or a table: .csv, .tsv, .jsonl, .parquet (any registered reader)")
-    w.add_argument("out", metavar="OUT", help="the output folder, or an fsspec URL (s3://bucket/prefix)")
-    w.add_argument("--format", choices=("tar", "jsonl", "parquet"), default="tar",
-                   help="shard format (default tar; parquet needs dataforge[parquet])")
-    w.add_argument("--max-count", type=_positive(int), default=10_000, metavar="N",
-                   help="samples per shard at most (default 10000)")
-    w.add_argument("--max-bytes", type=_size, default=256 << 20, metavar="SIZE",
-                   help="bytes per shard at most, e.g. 512M or 1G (default 256M)")
-    w.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="processes writing shards in parallel (default 0: this process)")
-    w.add_argument("--prefix", default="shard", help="shard name prefix (default shard)")
-    w.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-class _FolderSample:
-    """An ImageFolder item (``decode=False``) as a shard sample: image bytes and class id."""
-
-    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        ext = os.path.splitext(item["path"])[1].lower().lstrip(".")
-        return {ext: item["image"], "cls": item["label"]}
-
-
-def _source(src: Path, format: str) -> tuple[Any, dict[str, Any]]:
-    """The samples of ``SRC`` and the metadata stored in the index."""
-    import dataforge
-    from dataforge.datasets.readers import FileRecords, readers
-
-    if src.is_dir():
-        folder = dataforge.ImageFolder(src, decode=False)
-        return folder.map(_FolderSample()), {"source": str(src), "classes": folder.classes}
-    if not src.is_file():
-        raise FileNotFoundError(f"SRC {str(src)!r} does not exist; expected an image folder or a table file")
-    tsv = src.suffix.lower() == ".tsv"  # a CSV with tabs
-    try:  # any format of the reader registry, by the file's extension
-        records = FileRecords(src, "csv" if tsv else None, delimiter="\t" if tsv else ",")
-    except ValueError:
-        known = sorted({e for r in readers().values() for e in r.extensions if r.name != "tar"} | {".tsv"})
-        raise ValueError(f"SRC {str(src)!r} is neither a folder nor a file of a known format {known}") from None
-    if records.reader.name == "tar":
-        raise ValueError(f"SRC {str(src)!r} is a tar shard: to write shards again, pass "
-                         "dataforge.from_shards(...) to dataforge.write_shards in Python")
-    rows = [row for _, row in records]
-    if not rows:
-        raise ValueError(f"{str(src)!r} has no records (a CSV needs a header row naming the columns)")
-    samples = [row if format == "jsonl" else {"json": row} for row in rows]
-    return dataforge.from_sequence(samples), {"source": str(src)}
-
-
-def shards_write(args: argparse.Namespace) -> int:
-    from dataforge.datasets.writer import write_shards
-
-    samples, meta = _source(Path(args.src).expanduser(), args.format)
-    t0 = time.perf_counter()
-    w = write_shards(samples, args.out, format=args.format, max_count=args.max_count, max_bytes=args.max_bytes,
-                     num_workers=args.workers, prefix=args.prefix, metadata=meta, progress=not args.quiet)
-    n = len(w.urls)
-    print(f"wrote {w.total_samples} samples in {n} shard{'s' * (n != 1)} ({w.total_bytes / 2**20:.1f} MiB) in "
-          f"{time.perf_counter() - t0:.1f} s\n  shards: {w.pattern}\n  index:  {w.index}", flush=True)
-    return 0
+    shards_write.add_arguments(w, count=_positive(int))
 
 
 def _refuse_unused(args: argparse.Namespace) -> None:
@@ -496,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "bench":
             return bench(args, argv)
         if args.cmd == "shards":
-            return shards_write(args)
+            return shards_write.main(args)
         if args.cmd == "doctor":
             return doctor.main(args)
     except BenchError as exc:

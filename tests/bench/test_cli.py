@@ -313,7 +313,7 @@ def test_shards_write_reads_tables_through_the_reader_registry(tmp_path, name):
 
 
 def test_size_option():
-    from dataforge.cli import _size
+    from dataforge.datasets.write_command import parse_size
 
-    assert [_size(t) for t in ("1000", "4K", "256M", "1G", "2MiB", "1.5k")] == [
+    assert [parse_size(t) for t in ("1000", "4K", "256M", "1G", "2MiB", "1.5k")] == [
         1000, 4096, 256 << 20, 1 << 30, 2 << 20, 1536]
