@@ -24,8 +24,9 @@ for a batch, never by an exception from a signal handler. Stock torch registers
 the workers with a SIGCHLD handler that raises in the main thread wherever it
 happens to be; raised inside ``Queue.put`` just after a lock was taken, the lock
 stays held and the process hangs at exit joining the queue's feeder thread. So
-the engine keeps that handler quiet while it starts the workers, takes their
-pids off torch's list, and waits for a batch in steps of ``DEATH_POLL_S``,
+the engine keeps that handler quiet while it starts the workers (when it runs in
+the main thread, the only one that may set a handler), takes their pids off
+torch's list, and waits for a batch in steps of ``DEATH_POLL_S``,
 checking the workers' exit codes between steps (:func:`poll_deaths`). The error
 has torch's handler's wording (``DataLoader worker (pid N) is killed by signal:
 ...``), at most ``DEATH_POLL_S`` later than the handler would have raised it.
