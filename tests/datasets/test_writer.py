@@ -14,8 +14,9 @@ import torch
 
 import dataforge
 from dataforge.datasets.fields import FieldDecoder, decode_fields
+from dataforge.datasets.sample_encoding import encode_row, encode_sample
 from dataforge.datasets.shards import from_shards
-from dataforge.datasets.writer import encode_row, encode_sample, read_index, write_shards
+from dataforge.datasets.writer import read_index, write_shards
 from dataforge.transforms.decode import decode_image
 
 
@@ -380,14 +381,14 @@ NAMES = ["a.cls", "dir/000000017.seg.png", "k" * 96 + ".jpg", "x" * 100, "x" * 1
 
 @pytest.mark.parametrize("size", [0, 1, 511, 512, 3 * 2**20, 2**33 - 1])
 def test_direct_ustar_headers_are_tarfiles(size):
-    from dataforge.datasets.writer import _ustar_header
+    from dataforge.datasets.sample_encoding import _ustar_header
 
     for name in NAMES[:4]:  # short ASCII names: the direct header
         assert _ustar_header(name.encode(), size) == tarfile_header(name, size)
 
 
 def test_tar_members_long_and_non_ascii_names_through_tarfile():
-    from dataforge.datasets.writer import _tar_member
+    from dataforge.datasets.sample_encoding import _tar_member
 
     for name in NAMES:
         for data in (b"", b"abc", b"z" * 513):
