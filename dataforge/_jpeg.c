@@ -376,6 +376,11 @@ PyDoc_STRVAR(decode_crop_doc,
 "Raises Unsupported (a ValueError) for CMYK/YCCK, precisions other than 8, lossless\n"
 "or hierarchical files, and ValueError for corrupt data or a limit exceeded.");
 
+/* The end of [start, start + extent) clipped to ``limit``, without overflow. */
+static long clip_end(long start, long extent, long limit) {
+    return extent >= limit - start ? limit : start + extent;
+}
+
 /* Start decompressing the box (top, left, height, width) of the image whose header
    ``cinfo`` has read, at 1/denom scale, with the columns cropped where that is safe.
    Sets the rows and columns to decode, where the box's columns start in them
@@ -388,8 +393,8 @@ static int start_crop(j_decompress_ptr cinfo, int gray, long denom, long top, lo
     /* The box clipped to the image, in full-resolution pixels. The image's sides are
        at most JPEG_MAX_DIMENSION (65500), so no sum below can overflow a long. */
     long image_h = (long)cinfo->image_height, image_w = (long)cinfo->image_width;
-    long bottom = height >= image_h - top ? image_h : top + height;
-    long right = width >= image_w - left ? image_w : left + width;
+    long bottom = clip_end(top, height, image_h);
+    long right = clip_end(left, width, image_w);
 
     set_output(cinfo, gray, denom);
     jpeg_start_decompress(cinfo);
@@ -440,7 +445,7 @@ typedef struct {
    nothing to leave out. One iMCU row of margin is kept below the crop's last one. */
 static unsigned char *trim_unused(j_decompress_ptr cinfo, CropJob *job) {
     long imcu = (long)cinfo->max_v_samp_factor * DCTSIZE;
-    long bottom = job->height >= job->image_h - job->top ? job->image_h : job->top + job->height;
+    long bottom = clip_end(job->top, job->height, job->image_h);
     long keep = ((bottom + imcu - 1) / imcu + 1) * imcu;
     unsigned mask = unused_ac(cinfo, job->gray, job->denom);
     size_t len = 0;
@@ -653,7 +658,7 @@ static PyObject *read_file(PyObject *self, PyObject *args) {
         return NULL;
     }
     struct stat st;
-    int fd, err = 0, wanted = 0;
+    int fd, err = 0, wanted = 0, over = 0;
     Py_BEGIN_ALLOW_THREADS
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -663,8 +668,9 @@ static PyObject *read_file(PyObject *self, PyObject *args) {
         close(fd);
         fd = -1;
     } else {
+        over = S_ISREG(st.st_mode) && max_bytes >= 0 && (long long)st.st_size > max_bytes;
         wanted = S_ISREG(st.st_mode) && st.st_size > 0 && (long long)st.st_size <= (long long)PY_SSIZE_T_MAX
-                 && !(max_bytes >= 0 && (long long)st.st_size > max_bytes);
+                 && !over;
         size = wanted ? (Py_ssize_t)st.st_size : 0;
         if (wanted && size <= cap) { /* the common case: one release for all of it */
             got = read_all(fd, PyBytes_AS_STRING(out), size, &err);
@@ -677,8 +683,7 @@ static PyObject *read_file(PyObject *self, PyObject *args) {
         if (!wanted) {
             close(fd);
             Py_DECREF(out);
-            if (S_ISREG(st.st_mode) && max_bytes >= 0 && (long long)st.st_size > max_bytes)
-                return PyLong_FromLongLong((long long)st.st_size);
+            if (over) return PyLong_FromLongLong((long long)st.st_size);
             Py_RETURN_NONE;
         }
         if (_PyBytes_Resize(&out, size) < 0) {

@@ -16,7 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 
 import psutil  # noqa: E402
-from loading_fixtures import Crashing  # noqa: E402
+from loading_fixtures import Crashing, worker_pids  # noqa: E402
 
 import dataforge  # noqa: E402
 
@@ -41,21 +41,6 @@ def _wait_gone(pids: list[int], limit: float = 5.0) -> float | None:
     return None
 
 
-def _worker_pids(loader) -> list[int]:
-    # forked workers share our command line; multiprocessing's resource tracker does not
-    me = psutil.Process()
-    pids = []
-    for c in me.children():
-        try:
-            if c.cmdline() == me.cmdline():
-                pids.append(c.pid)
-        except psutil.ZombieProcess:
-            pids.append(c.pid)  # a worker that already died
-        except psutil.NoSuchProcess:
-            pass
-    return pids
-
-
 def crash(how: str, engine: str, persistent: bool) -> dict:
     timeout = 1 if how == "hang" else 0
     # the worker dies only once its pid is read
@@ -66,7 +51,7 @@ def crash(how: str, engine: str, persistent: bool) -> dict:
     )
     it = iter(loader)
     next(it)
-    pids = _worker_pids(loader)
+    pids = worker_pids()
     open(gate, "w").close()
     t0 = time.perf_counter()
     result = {"error": None, "type": None}
@@ -92,7 +77,7 @@ def early_break(engine: str, persistent: bool) -> dict:
             break
     for i, _ in enumerate(loader):  # a second, broken-off epoch
         if i == 2:
-            pids = _worker_pids(loader)
+            pids = worker_pids()
             break
     threads_before = len([t for t in __import__("threading").enumerate() if t.name.startswith("dataforge")])
     t0 = time.perf_counter()
@@ -119,7 +104,7 @@ def in_a_cycle() -> dict:
     h.loader = dataforge.build_loader(list(range(64)), batch_size=2, num_workers=2)
     for i, _ in enumerate(h.loader):
         if i == 1:
-            pids = _worker_pids(h.loader)
+            pids = worker_pids()
             break
     t0 = time.perf_counter()
     del h

@@ -91,3 +91,21 @@ class Crashing(Dataset):
             elif self.how == "hang":
                 time.sleep(600)
         return torch.tensor(i)
+
+
+def worker_pids() -> list[int]:
+    """Pids of this process's loader workers: forked workers share its command line
+    (multiprocessing's resource tracker does not); a worker that already died counts."""
+    import psutil
+
+    me = psutil.Process()
+    pids = []
+    for c in me.children():
+        try:
+            if c.cmdline() == me.cmdline():
+                pids.append(c.pid)
+        except psutil.ZombieProcess:
+            pids.append(c.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return pids

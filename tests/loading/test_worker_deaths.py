@@ -12,16 +12,12 @@ import time
 import psutil
 import pytest
 import torch.utils.data._utils.signal_handling as torch_signals
+from loading_fixtures import worker_pids
 
 import dataforge
 from dataforge.loading.process_engine import DEATH_POLL_S, death_message
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork and SIGCHLD")
-
-
-def _worker_pids() -> list[int]:
-    me = psutil.Process()
-    return [c.pid for c in me.children() if c.cmdline() == me.cmdline()]
 
 
 @pytest.mark.parametrize("persistent", [False, True])
@@ -33,7 +29,7 @@ def test_a_killed_worker_is_reported_by_next_not_by_the_signal_handler(persisten
     try:
         it = iter(loader)
         next(it)
-        victim = _worker_pids()[0]
+        victim = worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and psutil.Process(victim).status() != psutil.STATUS_ZOMBIE:
