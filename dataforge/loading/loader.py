@@ -55,10 +55,11 @@ from dataforge.loading.options import (
 )
 from dataforge.loading.plan import BatchPlan, MapProgress
 from dataforge.loading.prefetch import (
+    TimedTransfer,
+    Transfer,
     Transform,
-    _normalize_keys,
-    _normalize_transforms,
-    _Transfer,
+    normalize_keys,
+    normalize_transforms,
     prefetch_pairs,
 )
 from dataforge.loading.process_engine import ProcessEngine
@@ -73,7 +74,7 @@ from dataforge.loading.state import (
     SEED,
     SHUFFLE,
 )
-from dataforge.loading.stats import Failure, LoaderStats, StageTimes
+from dataforge.loading.stats import Failure, LoaderStats
 from dataforge.loading.thread_engine import ThreadEngine
 
 logger = logging.getLogger("dataforge.loading")
@@ -93,41 +94,6 @@ def _default_collate(batched: bool) -> Callable[[Any], Any]:
     except ImportError:  # the dataforge collate is optional for the loader
         from torch.utils.data import default_collate  # type: ignore[assignment]
     return default_collate
-
-
-class _TimedTransfer(_Transfer):
-    """The device path, its host time counted as the consumer-side stages ``h2d`` (when
-    there is a device) and ``batch_transform`` (NOTE [stage statistics] in stats.py)."""
-
-    def __init__(self, stages: StageTimes, copies: bool, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.stages = stages
-        self.copies = copies
-        self.transform_s = 0.0
-        self.transforms = [self._timed(fn) for fn in self.transforms]
-
-    def _timed(self, fn: Transform) -> Transform:
-        def run(batch: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(batch)
-            finally:
-                self.transform_s += time.perf_counter() - t0
-
-        return run
-
-    def start(self, batch: Any) -> tuple[Any, Any]:
-        if batch is None:
-            return super().start(batch)
-        self.transform_s = 0.0
-        t0 = time.perf_counter()
-        out = super().start(batch)
-        total = time.perf_counter() - t0
-        if self.transforms:
-            self.stages.add("batch_transform", self.transform_s)
-        if self.copies:
-            self.stages.add("h2d", total - self.transform_s)
-        return out
 
 
 def _available_device(device: str | torch.device | None) -> torch.device | None:
@@ -203,9 +169,9 @@ class Loader(Generic[T]):
         self.device = _available_device(device)
         self.pin_memory = auto_pin_memory(pin_memory, self.device)
         self.prefetch_factor, self.depth = prefetch_factor, depth
-        self._transforms = _normalize_transforms(batch_transforms)
-        self._keys = _normalize_keys(transform_keys)
-        self._transfer: _Transfer | None = None
+        self._transforms = normalize_transforms(batch_transforms)
+        self._keys = normalize_keys(transform_keys)
+        self._transfer: Transfer | None = None
         batched = batch_size is not None or batch_sampler is not None
         self.collate_fn = collate_fn if collate_fn is not None else _default_collate(batched)
         self._seeding = WorkerSeeding(self.seed, loader_rank(), worker_init_fn)
@@ -300,7 +266,7 @@ class Loader(Generic[T]):
         if self.device is None and not self._transforms:
             return source
         if self._transfer is None:
-            self._transfer = _TimedTransfer(  # NOTE [consumer threads on CPU] in prefetch.py
+            self._transfer = TimedTransfer(  # NOTE [consumer threads on CPU] in prefetch.py
                 self._stats.stages, self.device is not None,
                 self.device or torch.device("cpu"), self._transforms, self._keys, self.pin_memory,
                 cpu_threads=1 if self.num_workers > 0 else None,

@@ -44,10 +44,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import torch
+
+if TYPE_CHECKING:
+    from dataforge.loading.stats import StageTimes
 
 T = TypeVar("T")
 
@@ -131,7 +135,7 @@ def _replace(batch: Any, key: Any, value: Any) -> Any:
     )
 
 
-def _normalize_transforms(batch_transforms: Transform | Sequence[Transform] | None) -> list[Transform]:
+def normalize_transforms(batch_transforms: Transform | Sequence[Transform] | None) -> list[Transform]:
     if batch_transforms is None:
         return []
     fns: list[Transform] = (
@@ -160,7 +164,7 @@ def _auto_keys(batch: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def _normalize_keys(keys: Any) -> tuple[Any, ...] | str | None:
+def normalize_keys(keys: Any) -> tuple[Any, ...] | str | None:
     if keys is None or keys == "auto":
         return keys
     return tuple(keys) if isinstance(keys, (list, tuple)) else (keys,)
@@ -180,7 +184,7 @@ def _intra_op_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-class _Transfer:
+class Transfer:
     """The per-batch machinery shared by :class:`DevicePrefetcher` and ``Loader``."""
 
     def __init__(
@@ -246,8 +250,43 @@ class _Transfer:
         return moved
 
 
+class TimedTransfer(Transfer):
+    """The device path, its host time counted as the consumer-side stages ``h2d`` (when
+    there is a device) and ``batch_transform`` (NOTE [stage statistics] in stats.py)."""
+
+    def __init__(self, stages: StageTimes, copies: bool, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stages = stages
+        self.copies = copies
+        self.transform_s = 0.0
+        self.transforms = [self._timed(fn) for fn in self.transforms]
+
+    def _timed(self, fn: Transform) -> Transform:
+        def run(batch: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(batch)
+            finally:
+                self.transform_s += time.perf_counter() - t0
+
+        return run
+
+    def start(self, batch: Any) -> tuple[Any, Any]:
+        if batch is None:
+            return super().start(batch)
+        self.transform_s = 0.0
+        t0 = time.perf_counter()
+        out = super().start(batch)
+        total = time.perf_counter() - t0
+        if self.transforms:
+            self.stages.add("batch_transform", self.transform_s)
+        if self.copies:
+            self.stages.add("h2d", total - self.transform_s)
+        return out
+
+
 def prefetch_pairs(
-    source: Iterator[tuple[Any, Any]], transfer: _Transfer, depth: int
+    source: Iterator[tuple[Any, Any]], transfer: Transfer, depth: int
 ) -> Iterator[tuple[Any, Any]]:
     """Move ``(meta, batch)`` pairs to the device with ``depth`` batches in flight."""
     inflight: collections.deque[tuple[Any, Any, Any]] = collections.deque()
@@ -325,10 +364,10 @@ class DevicePrefetcher(Generic[T]):
         self.iterable = iterable
         self.device = dev
         self.depth = depth
-        self.keys = _normalize_keys(keys)
-        self.transforms = _normalize_transforms(batch_transforms)
+        self.keys = normalize_keys(keys)
+        self.transforms = normalize_transforms(batch_transforms)
         self.pin = auto_pin_memory(pin_memory, dev)
-        self._transfer: _Transfer | None = None
+        self._transfer: Transfer | None = None
 
     def __len__(self) -> int:
         if not hasattr(self.iterable, "__len__"):
@@ -337,7 +376,7 @@ class DevicePrefetcher(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         if self._transfer is None:
-            self._transfer = _Transfer(self.device, self.transforms, self.keys, self.pin)
+            self._transfer = Transfer(self.device, self.transforms, self.keys, self.pin)
         source = ((None, b) for b in self.iterable)
         for _, batch in prefetch_pairs(source, self._transfer, self.depth):
             yield batch
