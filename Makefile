@@ -3,7 +3,10 @@
 # whenever pyproject.toml, setup.py or the C extension's source changes, then runs.
 # The optional C extension (dataforge/_jpeg.c, region JPEG decode) is compiled by
 # that install when gcc and the libjpeg headers are there (Debian: libjpeg-dev);
-# without them the install still succeeds and dataforge decodes whole images.
+# without them the install still succeeds and dataforge decodes whole images. The
+# optional C++ extension (dataforge/_crops.cpp, a batch's crops resized in one call) is
+# built against the venv's torch by `setup.py build_ext --inplace` after the install
+# (pip's isolated build has no torch); without g++ the presets resize crop by crop.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -17,9 +20,10 @@ $(PY):
 # Debian packages behind the C extension (compiler, Python and libjpeg headers) and the
 # JPEG corpus tests (cjpeg, from libjpeg-turbo-progs): on Debian/Ubuntu as root (CI),
 # whatever is missing is apt-get installed first; elsewhere the install goes on without.
-$(STAMP): pyproject.toml setup.py dataforge/_jpeg.c | $(PY)
+$(STAMP): pyproject.toml setup.py dataforge/_jpeg.c dataforge/_crops.cpp | $(PY)
 	@missing=""; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
+	command -v g++ >/dev/null 2>&1 || missing="$$missing g++"; \
 	[ -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || missing="$$missing python3-dev"; \
 	dpkg -s libjpeg-dev >/dev/null 2>&1 || [ -f /usr/include/jpeglib.h ] || missing="$$missing libjpeg-dev"; \
 	command -v cjpeg >/dev/null 2>&1 || missing="$$missing libjpeg-turbo-progs"; \
@@ -32,6 +36,9 @@ $(STAMP): pyproject.toml setup.py dataforge/_jpeg.c | $(PY)
 	fi
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[all,dev]'
+	$(PY) setup.py -q build_ext --inplace 2>&1 | grep -v -e "No CUDA runtime" -e "^copying" || true
+	@$(PY) -c "import torch, dataforge._crops" 2>/dev/null || \
+		echo "note: dataforge._crops (C++) not built or not loadable: the presets resize crop by crop"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -36,12 +36,12 @@ def main() -> None:
     args = parser.parse_args()
     root = str(demo_image_folder(2000, progress=True))
     n = len(check_image_folder(root))
-    get = ImageFolder(root, transform=train_transforms(224)).__getitem__
+    ds = ImageFolder(root, transform=train_transforms(224))
     tf = batch_transforms(torch.device("cpu"))
-    flow = batch_step(get, images, stack, tf, n, batch_size=BATCH)
-    # as the old limit did: each sample dropped as soon as it is made
-    samples_only = batch_step(get, lambda s: None, list, lambda x: x, n, batch_size=BATCH)
-    cached = [get(i)["image"] for i in range(BATCH)]
+    flow = batch_step(ds, images, stack, tf, n, batch_size=BATCH)
+    # as the old limit did: the samples dropped as soon as they are made
+    samples_only = batch_step(ds, lambda s: None, list, lambda x: x, n, batch_size=BATCH)
+    cached = [ds[i]["image"] for i in range(BATCH)]
     print("CPU-ms per sample: flow | samples alone + batch share on one cached batch = apart | apart/flow")
     for _ in range(args.rounds):
         f = cpu_seconds_per_call(flow, min_seconds=args.seconds) / BATCH * 1e3

@@ -45,7 +45,7 @@ def _work(root: str, size: int, batch_size: int, normalize: bool, seconds: float
     try:
         torch.set_num_threads(1)
         ds = ImageFolder(root, transform=train_transforms(size))
-        one_batch = dataforge_step(ds.__getitem__, len(ds), batch_size=batch_size,
+        one_batch = dataforge_step(ds, len(ds), batch_size=batch_size,
                                    normalize=normalize, seed=seed)
 
         t0 = time.perf_counter()

@@ -77,13 +77,14 @@ IMAGE_SETS = ("demo", "photos")
 # --------------------------------------------------------------------------- the limit
 
 
-def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any], n: int, *,
+def measure_limit(stock_ds: Any, df_ds: Any, n: int, *,
                   batch_size: int, device: torch.device, repeats: int,
                   min_seconds: float) -> dict[str, float]:
     """CPU seconds of work per sample of each pipeline: one process, one thread, no loader.
 
     NOTE [limit as a flow]: the limit times the whole job as one thread does it
-    without a loader (:func:`batch_step`): read + decode + augment each sample, then
+    without a loader (:func:`batch_step`): read + decode + augment each sample (a batch
+    fetched as a ``DataLoader`` fetches it: ``__getitems__`` where the dataset has it), then
     the pipeline's own collate (``torch.stack`` for stock, dataforge's ``stack``)
     and, on the CPU, the uint8 pipeline's convert + normalize, batch after batch.
     The batch share is not timed apart on one batch stacked over and over: its inputs
@@ -95,8 +96,8 @@ def measure_limit(stock_get: Callable[[int], Any], df_get: Callable[[int], Any],
     def per_sample(step: Callable[[], None]) -> float:
         return cpu_seconds_per_call(step, repeats=repeats, min_seconds=min_seconds) / batch_size
 
-    stock = batch_step(stock_get, images, torch.stack, _identity, n, batch_size=batch_size)
-    df = dataforge_step(df_get, n, batch_size=batch_size, normalize=device.type == "cpu")
+    stock = batch_step(stock_ds, images, torch.stack, _identity, n, batch_size=batch_size)
+    df = dataforge_step(df_ds, n, batch_size=batch_size, normalize=device.type == "cpu")
     return {"stock": per_sample(stock), "dataforge": per_sample(df)}
 
 
@@ -195,8 +196,8 @@ class _ImageBench:
         self.cfg, self.progress = cfg, progress
         self.arms = make_arms(cfg.root, cfg.items, size=cfg.image_size, batch_size=cfg.batch_size,
                               device=cfg.device)
-        self.stock_get = StockImageDataset(cfg.items, cfg.image_size).__getitem__
-        self.df_get = ImageFolder(cfg.root, transform=train_transforms(cfg.image_size)).__getitem__
+        self.stock_ds = StockImageDataset(cfg.items, cfg.image_size)
+        self.df_ds = ImageFolder(cfg.root, transform=train_transforms(cfg.image_size))
         self.limit_runs: list[dict[str, float]] = []
         self.ceiling_runs: dict[int, list[float]] = {
             k: [] for k in sorted({cores_in_use(w) for w in cfg.workers} - {1})}
@@ -226,7 +227,7 @@ class _ImageBench:
         cfg, cpu = self.cfg, self.cfg.device.type == "cpu"
         self._say("limit: one process, one thread, no loader")
         self.limit_runs.append(measure_limit(
-            self.stock_get, self.df_get, len(cfg.items), batch_size=cfg.batch_size,
+            self.stock_ds, self.df_ds, len(cfg.items), batch_size=cfg.batch_size,
             device=cfg.device, repeats=1, min_seconds=cfg.window))
         for k, runs in self.ceiling_runs.items():  # NOTE [parallel ceiling]
             if self.ceiling_error:

@@ -51,18 +51,18 @@ def _scan(root: str, folder: str, extensions: tuple[str, ...]) -> list[str]:
     return found
 
 
-_stage: Callable[[str], Any] | None = None
+_stage: Callable[..., Any] | None = None
 
 
-def _import_stage() -> Callable[[str], Any]:
-    """``dataforge.loading.stages.stage``: the stages the loader's ``stats()`` and the
-    doctor report (NOTE [stage timing]); imported on first use, as the loading package
-    imports this one."""
+def _import_stage() -> Callable[..., Any]:
+    """``dataforge.loading.stages.timed``: the stages the loader's ``stats()`` and the
+    doctor report (NOTE [stage timing]), with a count (the samples a batched call
+    makes); imported on first use, as the loading package imports this one."""
     global _stage
-    from dataforge.loading.stages import stage
+    from dataforge.loading.stages import timed
 
-    _stage = stage
-    return stage
+    _stage = timed
+    return timed
 
 
 class ImageFolder(MapDataset[dict[str, Any]]):
@@ -79,7 +79,9 @@ class ImageFolder(MapDataset[dict[str, Any]]):
             error naming it), then transform; ``False``: the raw bytes; ``"auto"``
             (default): as ``True``, except that a transform that decodes by itself
             (``accepts_encoded = True``, such as ``train_transforms``, which decodes
-            only its crop) is given the file's path instead.
+            only its crop) is given the file's path instead, and a batch's paths at
+            once (``__getitems__``) when it has a ``call_batch(paths)`` method, as
+            the presets do.
         extensions: file suffixes to keep, matched case-insensitively.
         classes: class folder names to use, in id order; default: every
             sub-folder, sorted.
@@ -193,6 +195,20 @@ class ImageFolder(MapDataset[dict[str, Any]]):
                 with stage("transform"):
                     image = self.transform(image)
         return {"image": image, "label": int(self._labels[index]), "path": path}
+
+    def _get_batch(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A batch: through the transform's ``call_batch`` when it decodes the files itself
+        and has one (the presets' one native call per batch: NOTE [one native call per
+        batch] in ``dataforge/_crops.cpp``), else sample by sample."""
+        call_batch = getattr(self.transform, "call_batch", None) if self._pass_path else None
+        if call_batch is None or len(indices) < 2:
+            return [self._get(i) for i in indices]
+        stage = _stage or _import_stage()
+        paths = [self._paths[i] for i in indices]
+        with stage("transform", len(paths)):
+            images = call_batch(paths)
+        return [{"image": image, "label": int(self._labels[i]), "path": path}
+                for image, i, path in zip(images, indices, paths)]
 
     def __repr__(self) -> str:
         return (

@@ -45,7 +45,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -167,17 +167,30 @@ def _jpeg_crop(image: EncodedImage, box: tuple[int, int, int, int], scale_denom:
     decoder gets the file (NOTE [decode limits])."""
     if _jpeg is None:
         return None
-    top, left, height, width = box
     try:
-        buf, rows, cols, channels = _jpeg.decode_crop(
-            image.data, top, left, height, width, scale_denom, gray,
-            strict and not image.truncated, image.max_scans or 0,
-        )
-    except _jpeg.Unsupported:
+        got = _jpeg.decode_crop(*_crop_job(image, box, scale_denom, gray, strict))
+    except (_jpeg.Unsupported, ValueError) as exc:
+        got = exc
+    return _crop_pixels(image, got, strict, batch)
+
+
+def _crop_job(image: EncodedImage, box: tuple[int, int, int, int], scale_denom: int, gray: bool,
+              strict: bool) -> tuple[Any, ...]:
+    """``_jpeg.decode_crop``'s arguments for ``box`` of ``image``."""
+    return (image.data, *box, scale_denom, gray, strict and not image.truncated, image.max_scans or 0)
+
+
+def _crop_pixels(image: EncodedImage, got: Any, strict: bool, batch: bool) -> torch.Tensor | None:
+    """What ``_jpeg.decode_crop`` gave for ``image`` (its result, or the exception it raised)
+    as :func:`_jpeg_crop` returns it: the pixels, None when unsupported, else the error."""
+    if _jpeg is not None and isinstance(got, _jpeg.Unsupported):
         return None  # CMYK, lossless, ...: a general decoder reads it
-    except ValueError as exc:
+    if isinstance(got, ValueError):
         hint = "; pass strict=False to decode what libjpeg can repair" if strict else ""
-        raise ImageDecodeError(f"{image.name}: corrupt JPEG ({exc}){hint}") from None
+        raise ImageDecodeError(f"{image.name}: corrupt JPEG ({got}){hint}") from None
+    if isinstance(got, BaseException):
+        raise got
+    buf, rows, cols, channels = got
     # A dense channels-last (1, C, H, W) view of the HWC pixels. NOTE: dense matters:
     # torch's uint8 antialiased resize takes its fast path only on channels-last
     # contiguous input; a strided crop view cost 186 instead of 125 us per sample
@@ -221,6 +234,45 @@ def decode_region(
         >>> decode_region(read_header(buf.getvalue()), (8, 16, 20, 30)).shape
         torch.Size([3, 20, 30])
     """
+    box = _check_box(image, box, scale_denom)
+    if _jpeg is not None and image.format == "JPEG" and mode in ("RGB", "L"):
+        out = _jpeg_crop(image, box, scale_denom, mode == "L", strict, batch)
+        if out is not None:
+            return out
+    return _whole_crop(image, box, mode, allow_truncated, strict, batch)
+
+
+def decode_regions(
+    images: Sequence[EncodedImage],
+    boxes: Sequence[tuple[int, int, int, int]],
+    scale_denoms: Sequence[int],
+    *,
+    mode: str = "RGB",
+    allow_truncated: bool = False,
+    strict: bool = True,
+    batch: bool = False,
+) -> list[torch.Tensor]:
+    """``[decode_region(im, box, scale_denom=d, ...) for im, box, d in zip(...)]``, the same
+    pixels, with the JPEGs the fast path decodes done in one GIL release for all of them
+    (NOTE [one native call per batch] in ``dataforge/_crops.cpp``). The first image that
+    fails raises its error, as the loop would (after every image has been tried)."""
+    checked = [_check_box(im, box, d) for im, box, d in zip(images, boxes, scale_denoms, strict=True)]
+    fast = [i for i, im in enumerate(images)
+            if _jpeg is not None and im.format == "JPEG" and mode in ("RGB", "L")]
+    got: dict[int, Any] = {}
+    if fast and _jpeg is not None:
+        jobs = [_crop_job(images[i], checked[i], scale_denoms[i], mode == "L", strict) for i in fast]
+        got = dict(zip(fast, _jpeg.decode_crops(jobs)))
+    out = []
+    for i, (image, box) in enumerate(zip(images, checked)):
+        crop = _crop_pixels(image, got[i], strict, batch) if i in got else None
+        out.append(crop if crop is not None else
+                   _whole_crop(image, box, mode, allow_truncated, strict, batch))
+    return out
+
+
+def _check_box(image: EncodedImage, box: tuple[int, int, int, int],
+               scale_denom: int) -> tuple[int, int, int, int]:
     top, left, height, width = (int(v) for v in box)
     if not (top >= 0 and left >= 0 and height > 0 and width > 0
             and top + height <= image.height and left + width <= image.width):
@@ -230,10 +282,13 @@ def decode_region(
         )
     if scale_denom not in (1, 2, 4, 8):
         raise ValueError(f"scale_denom must be 1, 2, 4 or 8, got {scale_denom!r}")
-    if _jpeg is not None and image.format == "JPEG" and mode in ("RGB", "L"):
-        out = _jpeg_crop(image, (top, left, height, width), scale_denom, mode == "L", strict, batch)
-        if out is not None:
-            return out
+    return top, left, height, width
+
+
+def _whole_crop(image: EncodedImage, box: tuple[int, int, int, int], mode: str,
+                allow_truncated: bool, strict: bool, batch: bool) -> torch.Tensor:
+    """``box`` of the image decoded whole (the general decoders)."""
+    top, left, height, width = box
     whole = _decode_whole(image, mode, allow_truncated, strict)
     crop = whole[:, top : top + height, left : left + width]
     return crop[None] if batch else crop
@@ -343,6 +398,12 @@ class Decode:
         """Decode ``box`` of an image from :meth:`header` (see ``decode_region``)."""
         return decode_region(image, box, mode=self.mode, scale_denom=scale_denom,
                              allow_truncated=self.allow_truncated, strict=self.strict, batch=batch)
+
+    def regions(self, images: Sequence[EncodedImage], boxes: Sequence[tuple[int, int, int, int]],
+                scale_denoms: Sequence[int], *, batch: bool = False) -> list[torch.Tensor]:
+        """:meth:`region` for each image, the JPEGs in one native call (``decode_regions``)."""
+        return decode_regions(images, boxes, scale_denoms, mode=self.mode,
+                              allow_truncated=self.allow_truncated, strict=self.strict, batch=batch)
 
     def __repr__(self) -> str:
         return (f"Decode(mode={self.mode!r}, max_pixels={self.max_pixels}, max_scans={self.max_scans}, "

@@ -14,6 +14,7 @@ import functools
 import math
 import random
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,15 @@ from dataforge.transforms.decode import (
     DEFAULT_MAX_SCANS,
     Decode,
 )
+
+try:  # NOTE [one native call per batch] in dataforge/_crops.cpp; optional
+    from dataforge import _crops  # type: ignore[attr-defined]
+except ImportError:  # not built, or its torch's symbols are gone
+    _crops = None
+if _crops is not None and _crops.torch_version != torch.__version__:
+    _crops = None  # built against another torch: rebuild with setup.py build_ext --inplace
+
+HAVE_BATCH_RESIZE = _crops is not None
 
 __all__ = ["RandomResizedCrop", "ResizeCenterCrop", "eval_transforms", "train_transforms"]
 
@@ -60,14 +70,14 @@ def _check_range(name: str, value: Any, *, upper: float | None = None) -> tuple[
 # releases the GIL and takes it back. Under the thread engine each take-back is a
 # chance to wait while another fetch thread holds it, and every wait leaves a core
 # idle: on the 2-core VM nearly all the fetch threads' sleeps were GIL waits
-# (``perf`` sched_switch stacks ending in take_gil), 0.55-0.60 per sample. So the
-# per-sample path makes few such calls: the file is read by ``dataforge._jpeg``
-# (one hand-off, not four), the seed is drawn into a reused tensor, the decoder's
-# pixels come as the batch of one the resize takes, and views are made in numpy,
-# whose calls keep the GIL. Freeing a tensor hands off too (and again when its memory
-# belongs to a Python object). Left per sample, counted with a uprobe on
-# PyEval_SaveThread: about 13, from the read, the decode, the seed, the resize, the
-# flip and the tensors' ends; 0.30-0.31 waits per sample.
+# (``perf`` sched_switch stacks ending in take_gil). So the per-sample path makes few
+# such calls: the file is read by ``dataforge._jpeg`` (one hand-off, not four), the seed
+# is drawn into a reused tensor, the decoder's pixels come as the batch of one the
+# resize takes, and views are made in numpy, whose calls keep the GIL. Freeing a tensor
+# hands off too. That left about 13 hand-offs and 0.30 waits per sample (counted with a
+# uprobe on PyEval_SaveThread); a batch of files therefore takes the batched path, with
+# a few hand-offs per batch besides each file's read (NOTE [one native call per batch]
+# in ``dataforge/_crops.cpp``): 0.03 waits per sample.
 _SEED = threading.local()  # per thread: (an int64 tensor of one element, its numpy view)
 
 
@@ -93,6 +103,15 @@ def _draw_rng(generator: torch.Generator | None) -> random.Random:
         seed = _SEED.buffer = (torch.from_numpy(array), array)
     seed[0].random_(0, 1 << 62, generator=generator)
     return random.Random(int(seed[1][0]))
+
+
+def _draw_rngs(generator: torch.Generator | None, n: int) -> list[random.Random]:
+    """The random streams of ``n`` calls in a row (:func:`_draw_rng` ``n`` times): the
+    ``n`` seeds in one op, which draws them one after another from ``generator`` (tested
+    equal)."""
+    seeds = np.zeros(n, dtype=np.int64)
+    torch.from_numpy(seeds).random_(0, 1 << 62, generator=generator)
+    return [random.Random(int(seed)) for seed in seeds]
 
 
 class RandomResizedCrop:
@@ -181,7 +200,10 @@ class RandomResizedCrop:
              generator: torch.Generator | None = None) -> tuple[int, int, int, int, bool]:
         """What one call draws for a ``height x width`` image: ``(top, left, height, width,
         flip)``, the crop of :meth:`params` and then the flip, from one seed."""
-        rng = _draw_rng(generator)
+        return self._draw_from(height, width, _draw_rng(generator))
+
+    def _draw_from(self, height: int, width: int,
+                   rng: random.Random) -> tuple[int, int, int, int, bool]:
         top, left, h, w = self._crop(height, width, rng)
         return top, left, h, w, rng.random() < self.hflip  # never with hflip=0
 
@@ -224,6 +246,31 @@ class RandomResizedCrop:
         if flip:
             out = out.flip(-1)  # F.horizontal_flip on a tensor, without the dispatch
         return join_sample(out, d, self.key)
+
+    def call_batch(self, sources: Sequence[Any], *,
+                   generator: torch.Generator | None = None) -> list[Any]:
+        """``[self(s, generator=generator) for s in sources]``: the same draws in the same
+        order and the same pixels, made faster for encoded images.
+
+        When every source is an encoded image (bytes or a path), each is read, drawn and
+        decoded (only its crop) in turn, and then the crops are resized, flipped and
+        written into one uint8 ``(N, C, *size)`` batch in one native call that holds no
+        GIL (NOTE [one native call per batch] in ``dataforge/_crops.cpp``); the results
+        are that batch's rows (channels-last). Anything else, or
+        without the native extension, is the list of single calls. :class:`~dataforge.datasets.ImageFolder` uses it for a
+        batch of files.
+        """
+        if _crops is None or len(sources) < 2 or not all(isinstance(s, ENCODED) for s in sources):
+            return [self(s, generator=generator) for s in sources]
+        encoded = [self.decode.header(source) for source in sources]
+        boxes, denoms, flips = [], [], []
+        for enc, rng in zip(encoded, _draw_rngs(generator, len(sources))):
+            top, left, h, w, flip = self._draw_from(enc.height, enc.width, rng)
+            boxes.append((top, left, h, w))
+            denoms.append(scale_denom(h, w, *self.size) if self.reduce else 1)
+            flips.append(flip)
+        crops = self.decode.regions(encoded, boxes, denoms, batch=True)
+        return _resize_batch(crops, flips, self.size, self.antialias)
 
     def __repr__(self) -> str:
         return (f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio}, "
@@ -277,6 +324,24 @@ def _resize_crop(crop: torch.Tensor, size: tuple[int, int], antialias: bool) -> 
         crop = crop[0].reshape(1, c, h, w)  # the view v2's resize_image makes, so its layout out
     out = _RESIZE[antialias](crop, list(size), False, None)
     return torch.from_numpy(out.numpy()[0])  # the (C, H, W) view, made in numpy
+
+
+def _resize_batch(crops: list[torch.Tensor], flips: list[bool], size: tuple[int, int],
+                  antialias: bool) -> list[torch.Tensor]:
+    """Each ``(1, C, h, w)`` crop resized to ``size`` and flipped where asked, as
+    :func:`_resize_crop` and ``flip(-1)`` do: in one native call into one batch when the
+    crops are uint8 on the CPU with one channel count and torchvision resizes uint8
+    natively (the same aten call, so the same pixels), else crop by crop."""
+    channels = {c.shape[1] for c in crops}
+    if not (_crops is not None and _native_uint8_bilinear() and len(channels) == 1
+            and all(c.dtype == torch.uint8 and c.device.type == "cpu" for c in crops)):
+        outs = [_resize_crop(c, size, antialias) for c in crops]
+        return [o.flip(-1) if f else o for o, f in zip(outs, flips)]
+    # channels-last, the layout of a single call's result: each row is copied, not
+    # transposed, and the rows stack as single results do
+    out = torch.empty((len(crops), *size, channels.pop()), dtype=torch.uint8).permute(0, 3, 1, 2)
+    _crops.resize_into(crops, flips, out, antialias)
+    return list(out.unbind(0))
 
 
 def scale_denom(height: int, width: int, min_height: int, min_width: int) -> int:

@@ -124,8 +124,8 @@ def test_limit_per_sample(tiny_images, arms):
     from dataforge.transforms.image import train_transforms
 
     items = check_image_folder(tiny_images)
-    limit = image.measure_limit(image_arms.StockImageDataset(items, 32).__getitem__,
-                                ImageFolder(tiny_images, transform=train_transforms(32)).__getitem__,
+    limit = image.measure_limit(image_arms.StockImageDataset(items, 32),
+                                ImageFolder(tiny_images, transform=train_transforms(32)),
                                 len(items), batch_size=4, device=CPU, repeats=1, min_seconds=0.02)
     assert set(limit) == {"stock", "dataforge"} and all(0 < v < 1 for v in limit.values())
     assert torch.get_num_threads() >= 1
@@ -174,17 +174,37 @@ def test_ceiling_runs_processes_and_names_a_failure(tiny_images, tmp_path):
 def test_batch_step_walks_every_file_once_per_pass_and_collates_each_batch():
     got, batches = [], []
 
-    def get(i):
-        got.append(i)
-        return {"image": torch.full((1,), i)}
+    class Files:
+        def __getitem__(self, i):
+            got.append(i)
+            return {"image": torch.full((1,), i)}
 
-    step = pipelines.batch_step(get, pipelines.images, torch.stack, batches.append, 10, batch_size=4)
+    step = pipelines.batch_step(Files(), pipelines.images, torch.stack, batches.append, 10, batch_size=4)
     for _ in range(5):  # 20 samples: two shuffled passes over the 10 files
         step()
     assert sorted(got[:10]) == list(range(10)) and got[10:] == got[:10]
     assert got[:10] != list(range(10))  # a shuffled order, not the files' order
     assert [b.shape for b in batches] == [(4, 1)] * 5
     assert torch.cat(batches).flatten().tolist() == got
+
+
+def test_batch_step_fetches_a_batch_as_a_dataloader_does():
+    calls = []
+
+    class Batched:
+        def __getitem__(self, i):
+            raise AssertionError("fetched one by one although __getitems__ exists")
+
+        def __getitems__(self, indices):
+            calls.append(list(indices))
+            return [{"image": torch.full((1,), i)} for i in indices]
+
+    batches = []
+    step = pipelines.batch_step(Batched(), pipelines.images, torch.stack, batches.append, 6, batch_size=3)
+    step()
+    step()
+    assert [len(c) for c in calls] == [3, 3] and sorted(calls[0] + calls[1]) == list(range(6))
+    assert torch.cat(batches).flatten().tolist() == calls[0] + calls[1]
 
 
 @pytest.mark.gpu
