@@ -270,7 +270,11 @@ class RandomResizedCrop:
             denoms.append(scale_denom(h, w, *self.size) if self.reduce else 1)
             flips.append(flip)
         crops = self.decode.regions(encoded, boxes, denoms, batch=True)
-        return _resize_batch(crops, flips, self.size, self.antialias)
+        channels = _batch_channels(crops)
+        if channels is None:
+            outs = [_resize_crop(c, self.size, self.antialias) for c in crops]
+            return [o.flip(-1) if f else o for o, f in zip(outs, flips)]
+        return _resize_into(crops, flips, self.size, channels, self.antialias)
 
     def __repr__(self) -> str:
         return (f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio}, "
@@ -326,22 +330,37 @@ def _resize_crop(crop: torch.Tensor, size: tuple[int, int], antialias: bool) -> 
     return torch.from_numpy(out.numpy()[0])  # the (C, H, W) view, made in numpy
 
 
-def _resize_batch(crops: list[torch.Tensor], flips: list[bool], size: tuple[int, int],
-                  antialias: bool) -> list[torch.Tensor]:
-    """Each ``(1, C, h, w)`` crop resized to ``size`` and flipped where asked, as
-    :func:`_resize_crop` and ``flip(-1)`` do: in one native call into one batch when the
-    crops are uint8 on the CPU with one channel count and torchvision resizes uint8
-    natively (the same aten call, so the same pixels), else crop by crop."""
+def _batch_channels(crops: list[torch.Tensor]) -> int | None:
+    """The crops' channel count when one native call can resize them all (the extension is
+    there, torchvision resizes uint8 natively, and they are uint8 on the CPU with one
+    channel count), else None."""
     channels = {c.shape[1] for c in crops}
-    if not (_crops is not None and _native_uint8_bilinear() and len(channels) == 1
-            and all(c.dtype == torch.uint8 and c.device.type == "cpu" for c in crops)):
-        outs = [_resize_crop(c, size, antialias) for c in crops]
-        return [o.flip(-1) if f else o for o, f in zip(outs, flips)]
+    ok = (_crops is not None and _native_uint8_bilinear() and len(channels) == 1
+          and all(c.dtype == torch.uint8 and c.device.type == "cpu" for c in crops))
+    return channels.pop() if ok else None
+
+
+def _resize_into(crops: list[torch.Tensor], flips: list[bool], size: tuple[int, int], channels: int,
+                 antialias: bool, windows: list[tuple[int, int, int, int]] | None = None,
+                 ) -> list[torch.Tensor]:
+    """The rows of one uint8 batch made by ``_crops.resize_into`` (the same aten call per
+    crop as :func:`_resize_crop`, so the same pixels; NOTE [one native call per batch])."""
     # channels-last, the layout of a single call's result: each row is copied, not
     # transposed, and the rows stack as single results do
-    out = torch.empty((len(crops), *size, channels.pop()), dtype=torch.uint8).permute(0, 3, 1, 2)
-    _crops.resize_into(crops, flips, out, antialias)
+    assert _crops is not None  # _batch_channels said so
+    out = torch.empty((len(crops), *size, channels), dtype=torch.uint8).permute(0, 3, 1, 2)
+    _crops.resize_into(crops, flips, out, antialias, windows)
     return list(out.unbind(0))
+
+
+def _center_window(height: int, width: int, resize: int, size: list[int]) -> tuple[int, int, int, int]:
+    """v2 ``Resize(resize)`` then ``CenterCrop(size)`` of a ``height x width`` image as
+    ``(resized height, resized width, top, left)``: the shorter side to ``resize``, the
+    longer in proportion (truncated), the crop's corner rounded as v2 rounds it."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(resize * long / short)
+    new_h, new_w = (new_long, resize) if width <= height else (resize, new_long)
+    return new_h, new_w, int(round((new_h - size[0]) / 2.0)), int(round((new_w - size[1]) / 2.0))
 
 
 def scale_denom(height: int, width: int, min_height: int, min_width: int) -> int:
@@ -455,6 +474,30 @@ class ResizeCenterCrop:
             image = self.decode.region(enc, (0, 0, enc.height, enc.width), denom)
         out = F.center_crop(F.resize(image, [self.resize], antialias=True), self.size)
         return join_sample(out, d, self.key)
+
+    def call_batch(self, sources: Sequence[Any], *,
+                   generator: torch.Generator | None = None) -> list[Any]:
+        """``[self(s) for s in sources]``, the same pixels, made faster for encoded images:
+        every file decoded in one GIL release and every image resized and center-cropped
+        into one uint8 batch in another (NOTE [one native call per batch] in
+        ``dataforge/_crops.cpp``; the rows are channels-last). Anything else, or without
+        the native extension, is the list of single calls. ``generator`` is unused."""
+        if _crops is None or len(sources) < 2 or not all(isinstance(s, ENCODED) for s in sources):
+            return [self(s) for s in sources]
+        from torchvision.transforms.v2 import functional as F
+
+        encoded = [self.decode.header(source) for source in sources]
+        denoms = [scale_denom(e.height, e.width, self.resize, self.resize) if self.reduce else 1
+                  for e in encoded]
+        images = self.decode.regions(encoded, [(0, 0, e.height, e.width) for e in encoded], denoms,
+                                     batch=True)
+        channels = _batch_channels(images)
+        if channels is None:
+            return [F.center_crop(F.resize(im[0], [self.resize], antialias=True), self.size)
+                    for im in images]
+        windows = [_center_window(im.shape[2], im.shape[3], self.resize, self.size) for im in images]
+        return _resize_into(images, [False] * len(images), (self.size[0], self.size[1]), channels,
+                            True, windows)
 
     def __repr__(self) -> str:
         return f"ResizeCenterCrop(size={self.size}, resize={self.resize}, reduce={self.reduce})"

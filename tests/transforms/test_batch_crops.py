@@ -219,3 +219,40 @@ def test_a_bad_file_under_the_skip_policy_is_skipped_and_counted(tmp_path):
     sizes = [b["image"].shape[0] for b in loader]
     assert sorted(sizes) == [3, 4]
     assert loader.stats()["num_failures"] == 1
+
+
+@pytest.mark.parametrize("kw", [{}, {"size": 32, "resize": 40}, {"size": (30, 50), "resize": 64, "reduce": False},
+                                {"size": 64, "resize": 64}])
+def test_eval_call_batch_equals_the_single_calls(files, kw):
+    from dataforge.transforms.image import ResizeCenterCrop
+
+    t = ResizeCenterCrop(**kw)
+    sources = [*files, C.pil_jpeg(C.photo(64, 100, seed=3))]  # a shorter side already at 64
+    batch = t.call_batch(sources)
+    single = [t(s) for s in sources]
+    for k, (a, b) in enumerate(zip(batch, single)):
+        assert a.shape == b.shape == (3, *t.size) and torch.equal(a, b), (kw, k)
+
+
+def test_eval_call_batch_without_the_native_resize(files, monkeypatch):
+    from dataforge.transforms.image import ResizeCenterCrop
+
+    t = ResizeCenterCrop(32, resize=36)
+    monkeypatch.setattr(presets, "_native_uint8_bilinear", lambda: False)
+    assert all(torch.equal(a, t(s)) for a, s in zip(t.call_batch(files), files))
+    monkeypatch.setattr(presets, "_crops", None)
+    assert all(torch.equal(a, t(s)) for a, s in zip(t.call_batch(files), files))
+
+
+@needs_batch
+def test_resize_into_windows_keep_the_pixels_at_their_place():
+    g = torch.Generator().manual_seed(1)
+    crops = [torch.randint(0, 256, (1, 3, h, w), dtype=torch.uint8, generator=g) for h, w in [(90, 120), (40, 40)]]
+    out = torch.empty(2, 3, 20, 30, dtype=torch.uint8)
+    presets._crops.resize_into(crops, [False, True], out, True, [(45, 60, 5, 10), (40, 40, 0, 10)])
+    assert torch.equal(out[0], presets._resize_crop(crops[0], (45, 60), True)[:, 5:25, 10:40])
+    assert torch.equal(out[1], crops[1][0, :, 0:20, 10:40].flip(-1))
+    with pytest.raises(ValueError, match="window 1 must hold out's 20 x 30"):
+        presets._crops.resize_into(crops, [False, False], out, True, [(45, 60, 5, 10), (40, 40, 25, 0)])
+    with pytest.raises(ValueError, match=r"same length.*\(1\)"):
+        presets._crops.resize_into(crops, [False, False], out, True, [(45, 60, 5, 10)])
