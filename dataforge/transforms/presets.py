@@ -257,10 +257,11 @@ class RandomResizedCrop:
         written into one uint8 ``(N, C, *size)`` batch in one native call that holds no
         GIL (NOTE [one native call per batch] in ``dataforge/_crops.cpp``); the results
         are that batch's rows (channels-last). Anything else, or
-        without the native extension, is the list of single calls. :class:`~dataforge.datasets.ImageFolder` uses it for a
+        without the native extension, or for a subclass with its own ``__call__``, is
+        the list of single calls. :class:`~dataforge.datasets.ImageFolder` uses it for a
         batch of files.
         """
-        if _crops is None or len(sources) < 2 or not all(isinstance(s, ENCODED) for s in sources):
+        if not _batchable(self, RandomResizedCrop, sources):
             return [self(s, generator=generator) for s in sources]
         encoded = [self.decode.header(source) for source in sources]
         boxes, denoms, flips = [], [], []
@@ -328,6 +329,14 @@ def _resize_crop(crop: torch.Tensor, size: tuple[int, int], antialias: bool) -> 
         crop = crop[0].reshape(1, c, h, w)  # the view v2's resize_image makes, so its layout out
     out = _RESIZE[antialias](crop, list(size), False, None)
     return torch.from_numpy(out.numpy()[0])  # the (C, H, W) view, made in numpy
+
+
+def _batchable(transform: Any, preset: type, sources: Sequence[Any]) -> bool:
+    """Whether ``transform.call_batch(sources)`` takes the native path: the extension is
+    there, the sources are encoded images (two or more), and ``__call__`` is the preset's
+    own (a subclass that changes it gets its own calls, one per source)."""
+    return (_crops is not None and len(sources) > 1 and type(transform).__call__ is preset.__call__
+            and all(isinstance(s, ENCODED) for s in sources))
 
 
 def _batch_channels(crops: list[torch.Tensor]) -> int | None:
@@ -481,8 +490,9 @@ class ResizeCenterCrop:
         every file decoded in one GIL release and every image resized and center-cropped
         into one uint8 batch in another (NOTE [one native call per batch] in
         ``dataforge/_crops.cpp``; the rows are channels-last). Anything else, or without
-        the native extension, is the list of single calls. ``generator`` is unused."""
-        if _crops is None or len(sources) < 2 or not all(isinstance(s, ENCODED) for s in sources):
+        the native extension, or for a subclass with its own ``__call__``, is the list of
+        single calls. ``generator`` is unused."""
+        if not _batchable(self, ResizeCenterCrop, sources):
             return [self(s) for s in sources]
         from torchvision.transforms.v2 import functional as F
 

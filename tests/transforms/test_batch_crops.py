@@ -256,3 +256,18 @@ def test_resize_into_windows_keep_the_pixels_at_their_place():
         presets._crops.resize_into(crops, [False, False], out, True, [(45, 60, 5, 10), (40, 40, 25, 0)])
     with pytest.raises(ValueError, match=r"same length.*\(1\)"):
         presets._crops.resize_into(crops, [False, False], out, True, [(45, 60, 5, 10)])
+
+
+def test_a_subclass_with_its_own_call_gets_its_own_calls(files):
+    seen = []
+
+    class Marked(RandomResizedCrop):
+        def __call__(self, sample, *, generator=None):
+            seen.append(sample)
+            return super().__call__(sample, generator=generator) // 2
+
+    t = Marked(32)
+    batch = t.call_batch(files[:3], generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    assert seen[:3] == files[:3]
+    assert all(torch.equal(a, RandomResizedCrop(32)(s, generator=g) // 2) for a, s in zip(batch, files))
