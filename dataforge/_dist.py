@@ -66,6 +66,20 @@ def worker_info() -> tuple[int, int]:
     return info.id, info.num_workers
 
 
+def replayed_consumer() -> tuple[int, int, int, int] | None:
+    """``(num_replicas, rank, worker, num_workers)`` of the old consumer an iterable pipeline
+    is being replayed as in this thread (NOTE [elastic shards] in
+    ``datasets/elastic.py``), else None."""
+    return getattr(_thread_local, "replayed", None)
+
+
+def set_replayed_consumer(ident: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+    """Replay as ``ident`` in this thread from now on (None: as itself); the previous value."""
+    before = replayed_consumer()
+    _thread_local.replayed = ident
+    return before
+
+
 def set_iter_worker(worker_id: int, num_workers: int) -> None:
     """Mark the calling thread as worker ``worker_id`` of ``num_workers`` that shard an
     iterable dataset (NOTE [iterable threads])."""

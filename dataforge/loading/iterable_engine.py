@@ -60,7 +60,8 @@ import torch
 import torch.utils.data
 
 from dataforge._dist import current_worker_id
-from dataforge.datasets.iterable import IterDataset, elastic_items
+from dataforge.datasets.elastic import elastic_items
+from dataforge.datasets.iterable import IterDataset
 from dataforge.loading.fetch import BatchMeta, Fetched
 from dataforge.loading.process_engine import StockEngine, dataloader_options
 from dataforge.loading.seeding import WorkerSeeding
@@ -151,7 +152,7 @@ class ShardPlan:
         ended: per worker, whether its stream had ended (it does not iterate again).
         elastic: ``(units, rank, num_replicas)``: each worker's stream is its share of
             the units an earlier world left (NOTE [elastic shards] in
-            ``datasets/iterable.py``); ``None``: the dataset's own stream.
+            ``datasets/elastic.py``); ``None``: the dataset's own stream.
     """
 
     epoch: int
@@ -219,7 +220,7 @@ class ResumableSource(torch.utils.data.IterableDataset):
         self.seeding.enter_epoch(epoch)
         if ended:
             return None
-        if elastic and self.elastic is not None:  # NOTE [elastic shards] in datasets/iterable.py
+        if elastic and self.elastic is not None:  # NOTE [elastic shards] in datasets/elastic.py
             units, rank, world = self.elastic
             n = self.num_workers
             return elastic_items(self.dataset, units, rank * n + w, world * n)

@@ -9,7 +9,8 @@ import copy
 import math
 from typing import Any
 
-from dataforge.datasets.iterable import UNIT_KEYS, IterDataset, check_units
+from dataforge.datasets.elastic import UNIT_KEYS, check_units
+from dataforge.datasets.iterable import IterDataset
 from dataforge.loading.fetch import BatchMeta
 from dataforge.loading.iterable_engine import (
     END_NO,
@@ -37,7 +38,7 @@ from dataforge.loading.state import (
 )
 
 _Resume = tuple[list[int], int, list[Any] | None, list[bool] | None]
-# ShardPlan.elastic: (units, rank, num_replicas), NOTE [elastic shards] in datasets/iterable.py
+# ShardPlan.elastic: (units, rank, num_replicas), NOTE [elastic shards] in datasets/elastic.py
 _Elastic = tuple[list[dict[str, Any]], int, int]
 
 

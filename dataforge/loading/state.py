@@ -82,7 +82,7 @@ NUM_REPLICAS = "num_replicas"
 DATASET_STATE = "dataset_state"
 WORKERS_ENDED = "workers_ended"
 RANK = "rank"
-ELASTIC_BASE = "elastic_base"  # NOTE [elastic shards] in datasets/iterable.py
+ELASTIC_BASE = "elastic_base"  # NOTE [elastic shards] in datasets/elastic.py
 
 # fields that must match the loader the state is loaded into
 CHECKED_FIELDS = (DATASET_LEN, SEED, BATCH_SIZE, DROP_LAST, SHUFFLE)

@@ -14,7 +14,7 @@ through ``from_shards``: its loader's state is per rank (each rank counts its ow
 workers' streams), so the save phase also gathers every rank's state
 (``all_gather_object``); under the saved world size and workers rank ``r`` loads old
 rank ``r``'s own state, under another one every rank loads the gathered list (NOTE
-[elastic shards] in datasets/iterable.py).
+[elastic shards] in datasets/elastic.py).
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def _check_shards(case: dict[str, Any], old: list[dict[str, Any]], new: list[dic
     """Tar shards: a rank's state resumes its own workers' streams exactly under the saved
     world size (NOTE [iterable resume]); under another world or workers the gathered states
     deliver every sample of the old epoch's plan, its equalize pads included, plus the new
-    consumers' pads (NOTE [elastic shards] in datasets/iterable.py)."""
+    consumers' pads (NOTE [elastic shards] in datasets/elastic.py)."""
     w1, w2 = case["world"]
     where = f"case {case} (seed {SEED})"
     planned = Counter(i for r in old for i in _ids(r["reference"]))

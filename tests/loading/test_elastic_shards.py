@@ -1,6 +1,6 @@
 """Elastic resume of a loader over ``from_shards``: the states every rank took at one step
 load under another world size, number of workers or engine, and the epoch completes with
-every sample exactly once (NOTE [elastic shards] in datasets/iterable.py).
+every sample exactly once (NOTE [elastic shards] in datasets/elastic.py).
 
 Ranks are simulated in one process as in ``test_elastic_resume.py``: each rank's loader
 sees the world size and rank it would get from ``torch.distributed`` and its dataset is
