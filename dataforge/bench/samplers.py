@@ -37,7 +37,6 @@ import json
 import subprocess
 import sys
 import time
-import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -45,24 +44,18 @@ import numpy as np
 import torch
 
 from dataforge.bench.common import BenchError, env_info, median
+from dataforge.bench.sampler_probes import (
+    MANY_CLASSES,
+    MANY_CLASSES_ARM,
+    STREAMED_ARMS,
+    STREAMED_CLASSES,
+    class_balanced,
+    make_labels,
+    numpy_peak,
+    streamed_child,
+)
 
-_STREAMED_CLASSES = 100  # the default-arguments arms: 100 classes, 19% ... 0.19%
 _STOCK_BOUNDED = 1 << 21  # stock indices timed at 2^24 categories
-
-
-def make_labels(n: int, seed: int = 0, num_classes: int = 10) -> np.ndarray:
-    """``n`` long-tailed class labels, ``P(k) ~ 1 / (k + 1)`` (deterministic); int8 up to
-    128 classes, else int16 (up to 32,768 classes)."""
-    if not 1 <= num_classes <= 1 << 15:
-        raise BenchError(f"num_classes must be in 1..32768, got {num_classes}")
-    rng = np.random.default_rng(seed)
-    p = 1.0 / np.arange(1, num_classes + 1)
-    cdf = np.cumsum(p / p.sum())
-    out = np.empty(n, np.int8 if num_classes <= 128 else np.int16)
-    for s in range(0, n, 1 << 22):  # chunked: no n-sized float temporaries
-        u = rng.random(min(1 << 22, n - s))
-        out[s : s + len(u)] = np.searchsorted(cdf, u, side="right")
-    return out
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
@@ -116,13 +109,6 @@ def _epochs(make: Callable[[], Any], repeats: int) -> dict[str, Any]:
     }
 
 
-def _class_balanced(labels: np.ndarray) -> Any:
-    from dataforge.samplers import ClassBalancedSampler
-
-    return ClassBalancedSampler(labels, strategy="oversample", num_samples=len(labels), seed=0,
-                                num_replicas=1, rank=0)
-
-
 def _stock(labels: np.ndarray, num_samples: int) -> Any:
     counts = np.bincount(labels)
     weights = torch.from_numpy((1.0 / counts)[labels])
@@ -137,57 +123,9 @@ def _weighted(labels: np.ndarray) -> Any:
     return WeightedSampler(weights, len(labels), seed=0, num_replicas=1, rank=0)
 
 
-def _read_status(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return float(line.split()[1]) / 1024.0  # kB -> MiB
-    raise OSError(key)
-
-
-def memory_child(n: int) -> dict[str, Any]:
-    """Run in a fresh process: extra peak memory of setup + one epoch, per label."""
-    labels = make_labels(n)
-    gc.collect()
-    base = _read_status("VmRSS")
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the RSS high-water mark to the current RSS
-        method = "peak RSS (VmHWM after clear_refs) minus RSS with labels allocated"
-    except OSError:
-        method = "peak RSS since process start (clear_refs unavailable) minus RSS with labels"
-    sampler = _class_balanced(labels)
-    for _ in sampler:
-        pass
-    peak = _read_status("VmHWM")
-    del sampler
-    gc.collect()
-    tracemalloc.start()
-    sampler = _class_balanced(labels)
-    for _ in sampler.epoch_chunks():
-        pass
-    np_peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return {
-        "labels_mib": labels.nbytes / 2**20,
-        "rss_extra_mib": peak - base,
-        "rss_extra_bytes_per_label": (peak - base) * 2**20 / n,
-        "rss_method": method,
-        "tracemalloc_peak_bytes_per_label": np_peak / n,
-        "tracemalloc_method": "tracemalloc peak over setup + epoch generation (numpy buffers)",
-    }
-
-
 def _memory_in_process(labels: np.ndarray) -> dict[str, Any]:
-    gc.collect()
-    tracemalloc.start()
-    sampler = _class_balanced(labels)
-    for _ in sampler.epoch_chunks():
-        pass
-    np_peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
     return {
-        "tracemalloc_peak_bytes_per_label": np_peak / len(labels),
+        "tracemalloc_peak_bytes_per_label": numpy_peak(labels) / len(labels),
         "tracemalloc_method": "tracemalloc peak over setup + epoch generation (numpy buffers); "
         "includes ~40 MB of fixed chunk buffers, large beside 1M labels",
     }
@@ -195,7 +133,7 @@ def _memory_in_process(labels: np.ndarray) -> dict[str, Any]:
 
 def _memory(n: int) -> dict[str, Any]:
     code = (
-        "import json,sys; from dataforge.bench.samplers import memory_child; "
+        "import json,sys; from dataforge.bench.sampler_probes import memory_child; "
         "print(json.dumps(memory_child(int(sys.argv[1]))))"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(n)], capture_output=True, text=True,
@@ -205,35 +143,6 @@ def _memory(n: int) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _streamed_sampler(arm: str, labels: np.ndarray) -> Any:
-    """The sampler of a default-arguments arm (built inside the timed, measured region)."""
-    from dataforge.samplers import ClassBalancedSampler, WeightedSampler
-
-    if arm == MANY_CLASSES_ARM:
-        return ClassBalancedSampler(labels, strategy="sqrt", seed=0, num_replicas=1, rank=0)
-    if arm.startswith("class_balanced_"):
-        return ClassBalancedSampler(labels, strategy=arm.removeprefix("class_balanced_"), seed=0,
-                                    num_replicas=1, rank=0)
-    if arm == "weighted_20x":  # the weights are an input: made before the memory baseline
-        inv = 1.0 / np.bincount(labels)
-        weights = np.empty(len(labels), np.float64)
-        for s in range(0, len(labels), 1 << 22):
-            weights[s : s + (1 << 22)] = inv[labels[s : s + (1 << 22)]]
-        return lambda: WeightedSampler(weights, 20 * len(labels), seed=0, num_replicas=1, rank=0)
-    if arm == "bucket_oversample":  # the lengths are an input, made before the baseline
-        from dataforge.samplers import BucketBatchSampler
-
-        lengths = np.maximum(1, np.random.default_rng(1).lognormal(4.0, 0.8, len(labels)).round())
-        lengths = lengths.astype(np.int64)
-        return lambda: BucketBatchSampler(lengths, batch_size=64, labels=labels, balance="oversample",
-                                          seed=0, num_replicas=1, rank=0)
-    raise BenchError(f"unknown streamed arm {arm!r}; pick one of {STREAMED_ARMS}")
-
-
-MANY_CLASSES_ARM = "class_balanced_sqrt_10000_classes"
-_MANY_CLASSES = 10_000
-STREAMED_ARMS = ("class_balanced_oversample", "class_balanced_sqrt", "class_balanced_undersample",
-                 "weighted_20x", "bucket_oversample", MANY_CLASSES_ARM)
 # NOTE [arm names]: ``run(arms=...)`` / ``--arms`` take these short names (or a streamed
 # arm's full name), so one arm can be measured without the whole run (~30 min at 1e8).
 ARMS: dict[str, str] = {
@@ -246,7 +155,7 @@ ARMS: dict[str, str] = {
     "undersample": "class_balanced_undersample (default arguments)",
     "weighted": "weighted_20x: WeightedSampler(num_samples=20 * N)",
     "bucket": "bucket_oversample: BucketBatchSampler(batch_size=64, balance='oversample')",
-    "many_classes": f"{MANY_CLASSES_ARM}: ClassBalancedSampler(sqrt) over {_MANY_CLASSES:,} classes",
+    "many_classes": f"{MANY_CLASSES_ARM}: ClassBalancedSampler(sqrt) over {MANY_CLASSES:,} classes",
 }
 _STREAMED_BY_SHORT = dict(zip(("oversample", "sqrt", "undersample", "weighted", "bucket",
                                "many_classes"), STREAMED_ARMS))
@@ -282,57 +191,11 @@ def select_arms(arms: str | list[str] | tuple[str, ...] | None) -> list[str]:
     return [a for a in ARMS if a in chosen]
 
 
-def streamed_child(arm: str, n: int) -> dict[str, Any]:
-    """One whole epoch of a sampler with its default arguments, measured in this process.
-
-    Reports setup time, time from ``iter()`` to the first index, the whole epoch's
-    rate iterated from Python, and the peak-RSS rise over setup + epoch per label
-    (``VmHWM`` reset through ``/proc/self/clear_refs`` once the inputs exist).
-    """
-    labels = make_labels(n, num_classes=_MANY_CLASSES if arm == MANY_CLASSES_ARM else _STREAMED_CLASSES)
-    make: Any = None
-    if arm in ("weighted_20x", "bucket_oversample"):  # inputs beyond the labels come first
-        make = _streamed_sampler(arm, labels)
-    gc.collect()
-    base = _read_status("VmRSS")
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        rss_method = "peak RSS (VmHWM after clear_refs) minus RSS with the inputs allocated"
-    except OSError:
-        rss_method = "peak RSS since process start (clear_refs unavailable) minus RSS with inputs"
-    w0, c0 = time.perf_counter(), time.process_time()
-    sampler = make() if make is not None else _streamed_sampler(arm, labels)
-    setup_w, setup_c = time.perf_counter() - w0, time.process_time() - c0
-    w0, c0 = time.perf_counter(), time.process_time()
-    it = iter(sampler)
-    first_item = next(it)
-    first, first_c = time.perf_counter() - w0, time.process_time() - c0
-    if arm.startswith("bucket"):  # batches: count the indices they hold
-        length = len(first_item)
-        for batch in it:
-            length += len(batch)
-    else:
-        for _ in it:
-            pass
-        length = len(sampler)
-    epoch_w, epoch_c = time.perf_counter() - w0, time.process_time() - c0
-    peak = _read_status("VmHWM")
-    return {
-        "arm": arm, "num_labels": n, "epoch_length": length,
-        "setup_s": setup_w, "setup_cpu_s": setup_c, "first_index_s": first,
-        "first_index_cpu_s": first_c,
-        "epoch_s": epoch_w, "epoch_cpu_s": epoch_c,
-        "indices_per_s": length / epoch_w, "indices_per_cpu_s": length / epoch_c,
-        "extra_bytes_per_label": (peak - base) * 2**20 / n, "rss_method": rss_method,
-    }
-
-
 def _streamed(n: int, arms: list[str], fresh_process: bool = True) -> dict[str, Any]:
     """The default-argument ``arms``, each in a fresh process (``--quick``: in this one,
     where the memory figure includes what earlier arms left mapped)."""
     out: dict[str, Any] = {}
-    code = ("import json,sys; from dataforge.bench.samplers import streamed_child; "
+    code = ("import json,sys; from dataforge.bench.sampler_probes import streamed_child; "
             "print(json.dumps(streamed_child(sys.argv[1], int(sys.argv[2]))))")
     for arm in arms:
         if not fresh_process:
@@ -427,7 +290,7 @@ def run(
     if {"num_samples_n", "memory", "stock"} & set(chosen):
         labels = make_labels(n)
         if "num_samples_n" in chosen:
-            result["class_balanced"] = _epochs(lambda: _class_balanced(labels), repeats)
+            result["class_balanced"] = _epochs(lambda: class_balanced(labels), repeats)
         if "memory" in chosen:
             result["memory"] = _memory_in_process(labels) if quick else _memory(n)
         if "stock" in chosen:
@@ -453,7 +316,7 @@ def _stock_arms(labels: np.ndarray, n: int, repeats: int, quick: bool) -> dict[s
     if not quick and n >= cap:
         sub = np.ascontiguousarray(labels[:cap])
         out["at_2_24"] = {
-            "class_balanced": _epochs(lambda: _class_balanced(sub), repeats),
+            "class_balanced": _epochs(lambda: class_balanced(sub), repeats),
             "weighted_sampler": _epochs(lambda: _weighted(sub), repeats),
             "stock_bounded": {**_epochs(lambda: _stock(sub, _STOCK_BOUNDED), repeats),
                               "note": f"stock timed on {_STOCK_BOUNDED} indices drawn from 2^24 "
@@ -498,7 +361,7 @@ def format_table(result: dict[str, Any]) -> str:
                      f"[{a['stock_bounded']['indices']:,} indices]")
     if result.get("streamed"):
         lines.append(f"default arguments, whole epoch, {cfg['num_labels']:,} labels over "
-                     f"{_STREAMED_CLASSES} classes ({_MANY_CLASSES:,} for {MANY_CLASSES_ARM}; "
+                     f"{STREAMED_CLASSES} classes ({MANY_CLASSES:,} for {MANY_CLASSES_ARM}; "
                      f"{'this process' if cfg['quick'] else 'fresh process each'}):")
     for arm, d in result.get("streamed", {}).items():
         if "error" in d:
