@@ -135,7 +135,11 @@ class MapDataset(Dataset[T_co]):
                 and ``random`` global RNGs seeded from them, one call at a time
                 across threads (NOTE [global RNGs under threads] in ``dataforge._rng``).
 
-        ``fn`` is assumed to keep the label: ``.labels`` passes through.
+        ``fn`` is assumed to keep the label: ``.labels`` passes through. A batch
+        (``__getitems__``) goes to ``fn.call_batch(items)`` (with ``generators=``, one per
+        item, when seeded) where ``fn`` has one, as the image presets do (NOTE [one
+        native call per batch] in ``dataforge/_crops.cpp``): it must return what the
+        single calls would.
         """
         return _Mapped(self, fn, seed)
 
@@ -220,6 +224,12 @@ class _Mapped(_Wrapper):
 
     def _get_batch(self, indices: list[int]) -> list[Any]:
         items = self.source._get_batch(indices)
+        call_batch = getattr(self.fn, "call_batch", None)
+        if call_batch is not None and len(items) > 1 and (self.seed is None or self._pass_generator):
+            if self.seed is None:
+                return list(call_batch(items))
+            seeds = (sample_seed(int(self.seed), self._epoch, i) for i in indices)
+            return list(call_batch(items, generators=[make_generator(s) for s in seeds]))
         return [self._apply(x, i) for x, i in builtins.zip(items, indices)]
 
     def __repr__(self) -> str:

@@ -14,7 +14,7 @@ import functools
 import math
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -247,25 +247,30 @@ class RandomResizedCrop:
             out = out.flip(-1)  # F.horizontal_flip on a tensor, without the dispatch
         return join_sample(out, d, self.key)
 
-    def call_batch(self, sources: Sequence[Any], *,
-                   generator: torch.Generator | None = None) -> list[Any]:
-        """``[self(s, generator=generator) for s in sources]``: the same draws in the same
-        order and the same pixels, made faster for encoded images.
+    def call_batch(self, sources: Sequence[Any], *, generator: torch.Generator | None = None,
+                   generators: Sequence[torch.Generator] | None = None) -> list[Any]:
+        """``[self(s, generator=generator) for s in sources]`` (with ``generators``, one per
+        source: ``self(s, generator=g)`` for each pair, as ``map(seed=)`` calls it): the
+        same draws in the same order and the same pixels, made faster for encoded images.
 
-        When every source is an encoded image (bytes or a path), each is read, drawn and
-        decoded (only its crop) in turn, and then the crops are resized, flipped and
-        written into one uint8 ``(N, C, *size)`` batch in one native call that holds no
-        GIL (NOTE [one native call per batch] in ``dataforge/_crops.cpp``); the results
-        are that batch's rows (channels-last). Anything else, or
-        without the native extension, or for a subclass with its own ``__call__``, is
-        the list of single calls. :class:`~dataforge.datasets.ImageFolder` uses it for a
-        batch of files.
+        When every source is an encoded image (bytes or a path, bare or as
+        ``sample["image"]``), each header is read and each crop drawn in turn, every crop
+        is decoded in one GIL release, and the crops are resized, flipped and written into
+        one uint8 ``(N, C, *size)`` batch in another (NOTE [one native call per batch] in
+        ``dataforge/_crops.cpp``); the results are that batch's rows (channels-last).
+        Anything else, or without the native extension, or for a subclass with its own
+        ``__call__``, is the list of single calls. :class:`~dataforge.datasets.ImageFolder`
+        and ``MapDataset.map`` use it for a batch.
         """
-        if not _batchable(self, RandomResizedCrop, sources):
-            return [self(s, generator=generator) for s in sources]
-        encoded = [self.decode.header(source) for source in sources]
+        gens = _per_source(generator, generators, len(sources))
+        split = _encoded_batch(self, RandomResizedCrop, sources)
+        if split is None:
+            return [self(s, generator=g) for s, g in zip(sources, gens)]
+        encoded = [self.decode.header(image, d) for image, d in split]
+        rngs = (_draw_rngs(generator, len(sources)) if generators is None
+                else [_draw_rng(g) for g in gens])
         boxes, denoms, flips = [], [], []
-        for enc, rng in zip(encoded, _draw_rngs(generator, len(sources))):
+        for enc, rng in zip(encoded, rngs):
             top, left, h, w, flip = self._draw_from(enc.height, enc.width, rng)
             boxes.append((top, left, h, w))
             denoms.append(scale_denom(h, w, *self.size) if self.reduce else 1)
@@ -274,8 +279,10 @@ class RandomResizedCrop:
         channels = _batch_channels(crops)
         if channels is None:
             outs = [_resize_crop(c, self.size, self.antialias) for c in crops]
-            return [o.flip(-1) if f else o for o, f in zip(outs, flips)]
-        return _resize_into(crops, flips, self.size, channels, self.antialias)
+            images = [o.flip(-1) if f else o for o, f in zip(outs, flips)]
+        else:
+            images = _resize_into(crops, flips, self.size, channels, self.antialias)
+        return [join_sample(im, d, self.key) for im, (_, d) in zip(images, split)]
 
     def __repr__(self) -> str:
         return (f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio}, "
@@ -331,12 +338,30 @@ def _resize_crop(crop: torch.Tensor, size: tuple[int, int], antialias: bool) -> 
     return torch.from_numpy(out.numpy()[0])  # the (C, H, W) view, made in numpy
 
 
-def _batchable(transform: Any, preset: type, sources: Sequence[Any]) -> bool:
-    """Whether ``transform.call_batch(sources)`` takes the native path: the extension is
-    there, the sources are encoded images (two or more), and ``__call__`` is the preset's
-    own (a subclass that changes it gets its own calls, one per source)."""
-    return (_crops is not None and len(sources) > 1 and type(transform).__call__ is preset.__call__
-            and all(isinstance(s, ENCODED) for s in sources))
+def _encoded_batch(transform: Any, preset: type,
+                   sources: Sequence[Any]) -> list[tuple[Any, Mapping[str, Any] | None]] | None:
+    """``(image, sample dict or None)`` of each source when ``transform.call_batch`` takes
+    the native path: the extension is there, every source is an encoded image (bare or
+    as ``sample[key]``; two or more), and ``__call__`` is the preset's own (a subclass
+    that changes it gets its own calls, one per source); else None."""
+    if _crops is None or len(sources) < 2 or type(transform).__call__ is not preset.__call__:
+        return None
+    split = [split_sample(s, transform.key) for s in sources]
+    return split if all(isinstance(image, ENCODED) for image, _ in split) else None
+
+
+def _per_source(generator: torch.Generator | None, generators: Sequence[torch.Generator] | None,
+                n: int) -> list[torch.Generator | None]:
+    """Each source's generator: ``generators`` (one per source), else ``generator`` for all."""
+    if generators is None:
+        return [generator] * n
+    if generator is not None:
+        raise ValueError("call_batch: pass generator= (one stream for all) or generators= (one per "
+                         "source), not both")
+    if len(generators) != n:
+        raise ValueError(f"call_batch: generators= must have one generator per source: {len(generators)} "
+                         f"for {n} sources")
+    return list(generators)
 
 
 def _batch_channels(crops: list[torch.Tensor]) -> int | None:
@@ -484,30 +509,33 @@ class ResizeCenterCrop:
         out = F.center_crop(F.resize(image, [self.resize], antialias=True), self.size)
         return join_sample(out, d, self.key)
 
-    def call_batch(self, sources: Sequence[Any], *,
-                   generator: torch.Generator | None = None) -> list[Any]:
-        """``[self(s) for s in sources]``, the same pixels, made faster for encoded images:
-        every file decoded in one GIL release and every image resized and center-cropped
-        into one uint8 batch in another (NOTE [one native call per batch] in
-        ``dataforge/_crops.cpp``; the rows are channels-last). Anything else, or without
-        the native extension, or for a subclass with its own ``__call__``, is the list of
-        single calls. ``generator`` is unused."""
-        if not _batchable(self, ResizeCenterCrop, sources):
+    def call_batch(self, sources: Sequence[Any], *, generator: torch.Generator | None = None,
+                   generators: Sequence[torch.Generator] | None = None) -> list[Any]:
+        """``[self(s) for s in sources]``, the same pixels, made faster for encoded images
+        (bare or as ``sample["image"]``): every file decoded in one GIL release and every
+        image resized and center-cropped into one uint8 batch in another (NOTE [one native
+        call per batch] in ``dataforge/_crops.cpp``; the rows are channels-last). Anything
+        else, or without the native extension, or for a subclass with its own
+        ``__call__``, is the list of single calls. ``generator(s)``: unused (no draws)."""
+        split = _encoded_batch(self, ResizeCenterCrop, sources)
+        if split is None:
             return [self(s) for s in sources]
         from torchvision.transforms.v2 import functional as F
 
-        encoded = [self.decode.header(source) for source in sources]
+        encoded = [self.decode.header(image, d) for image, d in split]
         denoms = [scale_denom(e.height, e.width, self.resize, self.resize) if self.reduce else 1
                   for e in encoded]
-        images = self.decode.regions(encoded, [(0, 0, e.height, e.width) for e in encoded], denoms,
-                                     batch=True)
-        channels = _batch_channels(images)
+        decoded = self.decode.regions(encoded, [(0, 0, e.height, e.width) for e in encoded], denoms,
+                                      batch=True)
+        channels = _batch_channels(decoded)
         if channels is None:
-            return [F.center_crop(F.resize(im[0], [self.resize], antialias=True), self.size)
-                    for im in images]
-        windows = [_center_window(im.shape[2], im.shape[3], self.resize, self.size) for im in images]
-        return _resize_into(images, [False] * len(images), (self.size[0], self.size[1]), channels,
-                            True, windows)
+            images = [F.center_crop(F.resize(im[0], [self.resize], antialias=True), self.size)
+                      for im in decoded]
+        else:
+            windows = [_center_window(im.shape[2], im.shape[3], self.resize, self.size) for im in decoded]
+            images = _resize_into(decoded, [False] * len(decoded), (self.size[0], self.size[1]),
+                                  channels, True, windows)
+        return [join_sample(im, d, self.key) for im, (_, d) in zip(images, split)]
 
     def __repr__(self) -> str:
         return f"ResizeCenterCrop(size={self.size}, resize={self.resize}, reduce={self.reduce})"

@@ -271,3 +271,51 @@ def test_a_subclass_with_its_own_call_gets_its_own_calls(files):
     g = torch.Generator().manual_seed(0)
     assert seen[:3] == files[:3]
     assert all(torch.equal(a, RandomResizedCrop(32)(s, generator=g) // 2) for a, s in zip(batch, files))
+
+
+@pytest.mark.parametrize("seed", [None, 7])
+def test_a_mapped_preset_takes_the_batch_in_one_call(tmp_path, seed):
+    # the README's code: ImageFolder(decode=False) -> split -> map(train_transforms, seed=)
+    from dataforge import ImageFolder, build_loader
+    from dataforge.synthetic import make_image_folder
+    from dataforge.transforms.image import eval_transforms
+
+    root = make_image_folder(tmp_path, num_images=12, num_classes=3, imbalance=1.0,
+                             sizes=(60, 90), progress=False)
+    calls = []
+
+    class Spy(RandomResizedCrop):
+        def call_batch(self, sources, **kw):
+            calls.append(len(sources))
+            return super().call_batch(sources, **kw)
+
+    raw = ImageFolder(root, decode=False)
+    for t in (Spy(32), eval_transforms(32, resize=40)):
+        ds = raw.map(t, seed=seed)
+        ds.set_epoch(2)
+        idx = [5, 0, 11, 3]
+        torch.manual_seed(0)
+        many = ds.__getitems__(idx)
+        torch.manual_seed(0)
+        single = [ds[i] for i in idx]
+        for a, b in zip(many, single):
+            assert a["label"] == b["label"] and a["path"] == b["path"] and torch.equal(a["image"], b["image"])
+            assert isinstance(a["image"], torch.Tensor) and a["image"].shape == (3, 32, 32)
+    assert calls == [4]
+    if seed is not None:  # per (seed, epoch, index): the same batches from threads and in-line
+        ds = raw.map(train_transforms(32), seed=seed)
+        runs = [[b["image"] for b in build_loader(ds, batch_size=4, num_workers=w, engine="thread", seed=0)]
+                for w in (0, 2)]
+        assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def test_call_batch_takes_one_generator_or_one_per_source(files):
+    t = train_transforms(32)
+    gens = [torch.Generator().manual_seed(i) for i in range(len(files))]
+    batch = t.call_batch(files, generators=gens)
+    assert all(torch.equal(a, t(s, generator=torch.Generator().manual_seed(i)))
+               for i, (a, s) in enumerate(zip(batch, files)))
+    with pytest.raises(ValueError, match="not both"):
+        t.call_batch(files, generator=gens[0], generators=gens)
+    with pytest.raises(ValueError, match="one generator per source: 2 for"):
+        t.call_batch(files, generators=gens[:2])
