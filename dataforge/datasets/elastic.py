@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from dataforge._dist import set_replayed_consumer
-from dataforge.datasets.iterable import IterDataset, ShardedSource
+from dataforge.datasets.iterable import IterDataset, ShardedSource, map_items
 
 T = TypeVar("T")
 
@@ -124,7 +124,7 @@ def elastic_items(dataset: Iterable[T], units: list[dict[str, Any]], consumer: i
     stream = itertools.chain.from_iterable(_unit_stream(dataset, u) for u in units)
     mine: Iterator[Any] = _round_robin(stream, consumer, num_consumers, equalize)
     for fn in fns:
-        mine = map(fn, mine)
+        mine = map_items(fn, mine)
     return mine
 
 

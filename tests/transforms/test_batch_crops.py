@@ -319,3 +319,36 @@ def test_call_batch_takes_one_generator_or_one_per_source(files):
         t.call_batch(files, generator=gens[0], generators=gens)
     with pytest.raises(ValueError, match="one generator per source: 2 for"):
         t.call_batch(files, generators=gens[:2])
+
+
+def test_an_iterable_map_hands_the_preset_groups_of_items(files):
+    from dataforge import IterDataset
+    from dataforge.datasets import iterable
+
+    calls = []
+
+    class Spy(RandomResizedCrop):
+        def call_batch(self, sources, **kw):
+            calls.append(len(sources))
+            return super().call_batch(sources, **kw)
+
+    n = iterable.MAP_CHUNK + 5
+    items = [{"jpg": files[i % len(files)], "cls": i} for i in range(n)]
+    t = Spy(32, key="jpg")
+    torch.manual_seed(0)
+    many = list(IterDataset.from_iterable(items).map(t))
+    torch.manual_seed(0)
+    single = [t(x) for x in items]
+    assert calls == [iterable.MAP_CHUNK, 5]
+    assert [m["cls"] for m in many] == list(range(n))
+    assert all(torch.equal(a["jpg"], b["jpg"]) for a, b in zip(many, single))
+
+
+def test_an_iterable_map_with_a_bad_item_yields_the_items_before_it_then_raises(files):
+    from dataforge import IterDataset
+
+    items = [files[0], files[1], b"not an image", files[2]]
+    it = iter(IterDataset.from_iterable(items).map(train_transforms(32)))
+    assert [next(it).shape for _ in range(2)] == [(3, 32, 32)] * 2
+    with pytest.raises(ImageDecodeError, match="not an image"):
+        next(it)
