@@ -10,9 +10,8 @@
 // crop is decoded in one GIL release (`_jpeg.decode_crops`) and resized, flipped (or
 // center-cropped, for the eval preset) and written into the batch in another (here).
 // Same draws and same pixels as the single calls (tested): this makes the same ATen call
-// per crop as `_resize_crop` in
-// presets.py (`_upsample_bilinear2d_aa`, or `upsample_bilinear2d` without antialias, on
-// the same `(1, C, h, w)` layout). Measured on the 2-core VM (benchmarks/README.md):
+// per crop as `resize_crop` in transforms/resize.py (`_upsample_bilinear2d_aa`, or
+// `upsample_bilinear2d` without antialias, on the same `(1, C, h, w)` layout). Measured on the 2-core VM (benchmarks/README.md):
 // `benchmarks/arm_threads.py --arm natural`: GIL waits per sample per fetch thread 0.30 ->
 // 0.03, cores busy 1.94 -> 1.98, CPU per sample 1.04 -> 0.92 ms.
 // Built against the torch it is installed with (setup.py, only where torch is importable
@@ -75,7 +74,7 @@ std::vector<Window> check_args(const std::vector<at::Tensor>& crops, const std::
     return placed;
 }
 
-// The per-sample path's layout rule (`_resize_crop`): a crop not in the region decoder's
+// The per-sample path's layout rule (`resize_crop`): a crop not in the region decoder's
 // dense channels-last layout is given the layout v2's resize_image gives it.
 at::Tensor as_resize_input(const at::Tensor& crop) {
     const int64_t c = crop.size(1), h = crop.size(2), w = crop.size(3);

@@ -10,7 +10,6 @@ keep images as uint8 ``(C, H, W)`` and follow the calling convention of
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 import threading
@@ -27,15 +26,13 @@ from dataforge.transforms.decode import (
     DEFAULT_MAX_SCANS,
     Decode,
 )
-
-try:  # NOTE [one native call per batch] in dataforge/_crops.cpp; optional
-    from dataforge import _crops  # type: ignore[attr-defined]
-except ImportError:  # not built, or its torch's symbols are gone
-    _crops = None
-if _crops is not None and _crops.torch_version != torch.__version__:
-    _crops = None  # built against another torch: rebuild with setup.py build_ext --inplace
-
-HAVE_BATCH_RESIZE = _crops is not None
+from dataforge.transforms.resize import (
+    batch_channels,
+    batch_resize_available,
+    center_window,
+    resize_crop,
+    resize_into,
+)
 
 __all__ = ["RandomResizedCrop", "ResizeCenterCrop", "eval_transforms", "train_transforms"]
 
@@ -235,7 +232,7 @@ class RandomResizedCrop:
             top, left, h, w, flip = self.draw(enc.height, enc.width, generator)
             denom = scale_denom(h, w, *self.size) if self.reduce else 1
             crop = self.decode.region(enc, (top, left, h, w), denom, batch=True)
-            out = _resize_crop(crop, self.size, self.antialias)
+            out = resize_crop(crop, self.size, self.antialias)
         else:
             # imported here, off the encoded path: an import statement runs on every call
             from torchvision.transforms.v2 import functional as F
@@ -276,66 +273,17 @@ class RandomResizedCrop:
             denoms.append(scale_denom(h, w, *self.size) if self.reduce else 1)
             flips.append(flip)
         crops = self.decode.regions(encoded, boxes, denoms, batch=True)
-        channels = _batch_channels(crops)
+        channels = batch_channels(crops)
         if channels is None:
-            outs = [_resize_crop(c, self.size, self.antialias) for c in crops]
+            outs = [resize_crop(c, self.size, self.antialias) for c in crops]
             images = [o.flip(-1) if f else o for o, f in zip(outs, flips)]
         else:
-            images = _resize_into(crops, flips, self.size, channels, self.antialias)
+            images = resize_into(crops, flips, self.size, channels, self.antialias)
         return [join_sample(im, d, self.key) for im, (_, d) in zip(images, split)]
 
     def __repr__(self) -> str:
         return (f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio}, "
                 f"hflip={self.hflip}, antialias={self.antialias}, reduce={self.reduce})")
-
-
-@functools.cache
-def _native_uint8_bilinear() -> bool:
-    """torchvision's ``_do_native_uint8_resize_on_cpu(BILINEAR)``: resize uint8 natively."""
-    import platform
-
-    return (torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-            or platform.machine() in ("aarch64", "arm64"))
-
-
-def _aten_resize(antialias: bool, namespace: Any = None) -> Any:
-    """The aten bilinear resize ``interpolate`` calls for 4-D input: ``(x, size,
-    align_corners, scale_factors)``, from ``namespace`` (``torch._C._nn``);
-    ``interpolate`` itself where a torch lacks it."""
-    name = "_upsample_bilinear2d_aa" if antialias else "upsample_bilinear2d"
-    found = getattr(torch._C._nn if namespace is None else namespace, name, None)
-    if found is not None:
-        return found
-    return lambda x, size, align_corners, scale_factors: torch.nn.functional.interpolate(
-        x, size=size, mode="bilinear", align_corners=align_corners, antialias=antialias)
-
-
-_RESIZE = {True: _aten_resize(True), False: _aten_resize(False)}
-
-
-def _resize_crop(crop: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
-    """``F.resize(crop[0], size, antialias=antialias)`` for a decoded crop given as a batch
-    of one ``(1, C, h, w)`` (``Decode.region(..., batch=True)``), without v2's dispatch.
-
-    NOTE [direct resize]: for a uint8 CPU image where torchvision resizes natively
-    in uint8, this makes the same aten call as v2's ``resize_image`` (through
-    ``interpolate``, with its channels-last restride), so the pixels are the same
-    (tested); it skips ~20 us per sample of Python dispatch and argument checks,
-    which hold the GIL that the thread engine's workers share, and the views around
-    the call (NOTE [GIL transitions]). Anything else goes to ``F.resize``.
-    """
-    _, c, h, w = crop.shape
-    if (h, w) == size:
-        return crop[0]
-    if not (_native_uint8_bilinear() and crop.dtype == torch.uint8 and crop.device.type == "cpu"
-            and h * w > 0):
-        from torchvision.transforms.v2 import functional as F
-
-        return F.resize(crop[0], list(size), antialias=antialias)
-    if crop.stride() != (c * h * w, 1, w * c, c):  # not the region decoder's dense layout:
-        crop = crop[0].reshape(1, c, h, w)  # the view v2's resize_image makes, so its layout out
-    out = _RESIZE[antialias](crop, list(size), False, None)
-    return torch.from_numpy(out.numpy()[0])  # the (C, H, W) view, made in numpy
 
 
 def _encoded_batch(transform: Any, preset: type,
@@ -344,7 +292,7 @@ def _encoded_batch(transform: Any, preset: type,
     the native path: the extension is there, every source is an encoded image (bare or
     as ``sample[key]``; two or more), and ``__call__`` is the preset's own (a subclass
     that changes it gets its own calls, one per source); else None."""
-    if _crops is None or len(sources) < 2 or type(transform).__call__ is not preset.__call__:
+    if not batch_resize_available() or len(sources) < 2 or type(transform).__call__ is not preset.__call__:
         return None
     split = [split_sample(s, transform.key) for s in sources]
     return split if all(isinstance(image, ENCODED) for image, _ in split) else None
@@ -362,39 +310,6 @@ def _per_source(generator: torch.Generator | None, generators: Sequence[torch.Ge
         raise ValueError(f"call_batch: generators= must have one generator per source: {len(generators)} "
                          f"for {n} sources")
     return list(generators)
-
-
-def _batch_channels(crops: list[torch.Tensor]) -> int | None:
-    """The crops' channel count when one native call can resize them all (the extension is
-    there, torchvision resizes uint8 natively, and they are uint8 on the CPU with one
-    channel count), else None."""
-    channels = {c.shape[1] for c in crops}
-    ok = (_crops is not None and _native_uint8_bilinear() and len(channels) == 1
-          and all(c.dtype == torch.uint8 and c.device.type == "cpu" for c in crops))
-    return channels.pop() if ok else None
-
-
-def _resize_into(crops: list[torch.Tensor], flips: list[bool], size: tuple[int, int], channels: int,
-                 antialias: bool, windows: list[tuple[int, int, int, int]] | None = None,
-                 ) -> list[torch.Tensor]:
-    """The rows of one uint8 batch made by ``_crops.resize_into`` (the same aten call per
-    crop as :func:`_resize_crop`, so the same pixels; NOTE [one native call per batch])."""
-    # channels-last, the layout of a single call's result: each row is copied, not
-    # transposed, and the rows stack as single results do
-    assert _crops is not None  # _batch_channels said so
-    out = torch.empty((len(crops), *size, channels), dtype=torch.uint8).permute(0, 3, 1, 2)
-    _crops.resize_into(crops, flips, out, antialias, windows)
-    return list(out.unbind(0))
-
-
-def _center_window(height: int, width: int, resize: int, size: list[int]) -> tuple[int, int, int, int]:
-    """v2 ``Resize(resize)`` then ``CenterCrop(size)`` of a ``height x width`` image as
-    ``(resized height, resized width, top, left)``: the shorter side to ``resize``, the
-    longer in proportion (truncated), the crop's corner rounded as v2 rounds it."""
-    short, long = (width, height) if width <= height else (height, width)
-    new_long = int(resize * long / short)
-    new_h, new_w = (new_long, resize) if width <= height else (resize, new_long)
-    return new_h, new_w, int(round((new_h - size[0]) / 2.0)), int(round((new_w - size[1]) / 2.0))
 
 
 def scale_denom(height: int, width: int, min_height: int, min_width: int) -> int:
@@ -527,13 +442,13 @@ class ResizeCenterCrop:
                   for e in encoded]
         decoded = self.decode.regions(encoded, [(0, 0, e.height, e.width) for e in encoded], denoms,
                                       batch=True)
-        channels = _batch_channels(decoded)
+        channels = batch_channels(decoded)
         if channels is None:
             images = [F.center_crop(F.resize(im[0], [self.resize], antialias=True), self.size)
                       for im in decoded]
         else:
-            windows = [_center_window(im.shape[2], im.shape[3], self.resize, self.size) for im in decoded]
-            images = _resize_into(decoded, [False] * len(decoded), (self.size[0], self.size[1]),
+            windows = [center_window(im.shape[2], im.shape[3], self.resize, self.size) for im in decoded]
+            images = resize_into(decoded, [False] * len(decoded), (self.size[0], self.size[1]),
                                   channels, True, windows)
         return [join_sample(im, d, self.key) for im, (_, d) in zip(images, split)]
 

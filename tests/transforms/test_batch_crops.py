@@ -14,12 +14,12 @@ from helpers import dense_hwc
 from PIL import Image
 
 import dataforge.transforms.decode as dec
-from dataforge.transforms import presets
+from dataforge.transforms import presets, resize
 from dataforge.transforms.decode import ImageDecodeError, decode_regions, read_header
 from dataforge.transforms.image import RandomResizedCrop, train_transforms
 
 needs_ext = pytest.mark.skipif(not dec.HAVE_ROI_DECODE, reason="dataforge._jpeg not built")
-needs_batch = pytest.mark.skipif(not presets.HAVE_BATCH_RESIZE, reason="dataforge._crops not built")
+needs_batch = pytest.mark.skipif(not resize.HAVE_BATCH_RESIZE, reason="dataforge._crops not built")
 
 
 def _png(arr) -> bytes:
@@ -72,7 +72,7 @@ def test_call_batch_in_gray_and_without_the_native_resize(files, monkeypatch):
     batch = t.call_batch(files, generator=torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(1)
     assert all(a.shape == (1, 56, 56) and torch.equal(a, t(s, generator=g)) for a, s in zip(batch, files))
-    monkeypatch.setattr(presets, "_native_uint8_bilinear", lambda: False)  # v2's float resize
+    monkeypatch.setattr(resize, "native_uint8_bilinear", lambda: False)  # v2's float resize
     t = RandomResizedCrop(56)
     batch = t.call_batch(files, generator=torch.Generator().manual_seed(2))
     g = torch.Generator().manual_seed(2)
@@ -80,7 +80,7 @@ def test_call_batch_in_gray_and_without_the_native_resize(files, monkeypatch):
 
 
 def test_call_batch_without_the_extension_is_the_single_calls(files, monkeypatch):
-    monkeypatch.setattr(presets, "_crops", None)
+    monkeypatch.setattr(resize, "_crops", None)
     t = train_transforms(40)
     batch = t.call_batch(files, generator=torch.Generator().manual_seed(4))
     g = torch.Generator().manual_seed(4)
@@ -154,13 +154,13 @@ def test_resize_into_checks_its_arguments():
     crop = torch.zeros(1, 3, 20, 30, dtype=torch.uint8)
     out = torch.empty(2, 3, 8, 8, dtype=torch.uint8)
     with pytest.raises(ValueError, match="same length"):
-        presets._crops.resize_into([crop], [False, True], out, True)
+        resize._crops.resize_into([crop], [False, True], out, True)
     with pytest.raises(ValueError, match="crop 1 must be a uint8"):
-        presets._crops.resize_into([crop, crop.float()], [False, True], out, True)
+        resize._crops.resize_into([crop, crop.float()], [False, True], out, True)
     with pytest.raises(ValueError, match=r"crop 0 must be a uint8 CPU tensor \(1, 3"):
-        presets._crops.resize_into([crop[:, :1], crop], [False, True], out, True)
+        resize._crops.resize_into([crop[:, :1], crop], [False, True], out, True)
     with pytest.raises(ValueError, match="out must be a uint8"):
-        presets._crops.resize_into([crop, crop], [False, True], out.float(), True)
+        resize._crops.resize_into([crop, crop], [False, True], out.float(), True)
 
 
 @needs_batch
@@ -172,9 +172,9 @@ def test_resize_into_is_the_direct_resize_and_flip(antialias):
     crops.append(crops[0].contiguous())  # not the decoder's layout: restrided as v2 does
     flips = [False, True, True, False, True]
     out = torch.empty(5, 48, 64, 3, dtype=torch.uint8).permute(0, 3, 1, 2)
-    presets._crops.resize_into(crops, flips, out, antialias)
+    resize._crops.resize_into(crops, flips, out, antialias)
     for crop, flip, row in zip(crops, flips, out):
-        one = presets._resize_crop(crop, (48, 64), antialias)
+        one = resize.resize_crop(crop, (48, 64), antialias)
         assert torch.equal(row, one.flip(-1) if flip else one)
 
 
@@ -238,9 +238,9 @@ def test_eval_call_batch_without_the_native_resize(files, monkeypatch):
     from dataforge.transforms.image import ResizeCenterCrop
 
     t = ResizeCenterCrop(32, resize=36)
-    monkeypatch.setattr(presets, "_native_uint8_bilinear", lambda: False)
+    monkeypatch.setattr(resize, "native_uint8_bilinear", lambda: False)
     assert all(torch.equal(a, t(s)) for a, s in zip(t.call_batch(files), files))
-    monkeypatch.setattr(presets, "_crops", None)
+    monkeypatch.setattr(resize, "_crops", None)
     assert all(torch.equal(a, t(s)) for a, s in zip(t.call_batch(files), files))
 
 
@@ -249,13 +249,13 @@ def test_resize_into_windows_keep_the_pixels_at_their_place():
     g = torch.Generator().manual_seed(1)
     crops = [torch.randint(0, 256, (1, 3, h, w), dtype=torch.uint8, generator=g) for h, w in [(90, 120), (40, 40)]]
     out = torch.empty(2, 3, 20, 30, dtype=torch.uint8)
-    presets._crops.resize_into(crops, [False, True], out, True, [(45, 60, 5, 10), (40, 40, 0, 10)])
-    assert torch.equal(out[0], presets._resize_crop(crops[0], (45, 60), True)[:, 5:25, 10:40])
+    resize._crops.resize_into(crops, [False, True], out, True, [(45, 60, 5, 10), (40, 40, 0, 10)])
+    assert torch.equal(out[0], resize.resize_crop(crops[0], (45, 60), True)[:, 5:25, 10:40])
     assert torch.equal(out[1], crops[1][0, :, 0:20, 10:40].flip(-1))
     with pytest.raises(ValueError, match="window 1 must hold out's 20 x 30"):
-        presets._crops.resize_into(crops, [False, False], out, True, [(45, 60, 5, 10), (40, 40, 25, 0)])
+        resize._crops.resize_into(crops, [False, False], out, True, [(45, 60, 5, 10), (40, 40, 25, 0)])
     with pytest.raises(ValueError, match=r"same length.*\(1\)"):
-        presets._crops.resize_into(crops, [False, False], out, True, [(45, 60, 5, 10)])
+        resize._crops.resize_into(crops, [False, False], out, True, [(45, 60, 5, 10)])
 
 
 def test_a_subclass_with_its_own_call_gets_its_own_calls(files):

@@ -226,10 +226,10 @@ def test_the_train_preset_on_a_file_gives_channels_last_samples_that_batch_witho
 @pytest.mark.parametrize("antialias", [True, False])
 @pytest.mark.parametrize("layout", ["channels_last", "contiguous", "gray", "same_size", "upscale"])
 def test_direct_resize_equals_torchvision_resize(layout, antialias):
-    # NOTE [direct resize] in image.py: the same interpolate call as v2's resize_image
+    # NOTE [direct resize] in transforms/resize.py: the same interpolate call as v2's resize_image
     from torchvision.transforms.v2 import functional as F
 
-    from dataforge.transforms.presets import _resize_crop
+    from dataforge.transforms.resize import resize_crop
 
     g = torch.Generator().manual_seed(3)
     h, w, c, size = 157, 203, 3, (64, 48)
@@ -241,7 +241,7 @@ def test_direct_resize_equals_torchvision_resize(layout, antialias):
     if layout == "same_size":
         size = (h, w)
     ref = F.resize(crop[0], list(size), antialias=antialias)
-    out = _resize_crop(crop, size, antialias)
+    out = resize_crop(crop, size, antialias)
     assert out.shape == ref.shape and torch.equal(out, ref)
     # the layout too (channels-last in, channels-last out); a dim of size 1 has no layout
     assert [st for st, n in zip(out.stride(), out.shape) if n > 1] == \
@@ -252,10 +252,10 @@ def test_direct_resize_equals_torchvision_resize(layout, antialias):
 def test_the_direct_resize_falls_back_to_interpolate_where_torch_lacks_the_aten_call(antialias):
     import types
 
-    from dataforge.transforms import presets
+    from dataforge.transforms import resize
 
     x = torch.randint(0, 256, (1, 3, 57, 83), dtype=torch.uint8)
-    direct = presets._aten_resize(antialias)(x, [32, 40], False, None)
-    fallback = presets._aten_resize(antialias, namespace=types.SimpleNamespace())
-    assert fallback is not presets._aten_resize(antialias)
+    direct = resize.aten_resize(antialias)(x, [32, 40], False, None)
+    fallback = resize.aten_resize(antialias, namespace=types.SimpleNamespace())
+    assert fallback is not resize.aten_resize(antialias)
     assert torch.equal(fallback(x, [32, 40], False, None), direct)

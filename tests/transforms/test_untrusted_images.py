@@ -24,7 +24,8 @@ from dataforge.transforms.decode import (
     decode_region,
     read_header,
 )
-from dataforge.transforms.presets import RandomResizedCrop, ResizeCenterCrop, _resize_crop
+from dataforge.transforms.presets import RandomResizedCrop, ResizeCenterCrop
+from dataforge.transforms.resize import resize_crop
 
 needs_ext = pytest.mark.skipif(not dec.HAVE_ROI_DECODE, reason="dataforge._jpeg not built")
 needs_cjpeg = pytest.mark.skipif(not C.have_cjpeg(), reason="cjpeg missing (Debian: "
@@ -60,7 +61,7 @@ def test_finding1_random_resized_crop_with_reduce_gives_the_scaled_whole_image_s
         seen.add(d)
         crop = _whole_scaled(data, d)[:, top // d : -(-(top + bh) // d), left // d : -(-(left + bw) // d)]
         crop = crop.permute(1, 2, 0).contiguous().permute(2, 0, 1)  # the dense layout the decoder gives
-        assert torch.equal(out, _resize_crop(crop[None], (24, 24), True)), (name, seed, d)
+        assert torch.equal(out, resize_crop(crop[None], (24, 24), True)), (name, seed, d)
     assert {2, 4} <= seen
 
 
