@@ -213,11 +213,17 @@ class _Mapped(_Wrapper):
     def _apply(self, item: Any, index: int) -> Any:
         if self.seed is None:
             return self.fn(item)
-        s = sample_seed(int(self.seed), self._epoch, index)
         if self._pass_generator:  # its own stream: no global seeding, no lock
-            return self.fn(item, generator=make_generator(s))  # type: ignore[call-arg]
-        with seeded_rng(s):
+            return self.fn(item, generator=self._generator(index))  # type: ignore[call-arg]
+        with seeded_rng(self._seed_of(index)):
             return self.fn(item)
+
+    def _seed_of(self, index: int) -> int:
+        """The seed of item ``index`` in this epoch (``seed`` given)."""
+        return sample_seed(int(self.seed), self._epoch, index)  # type: ignore[arg-type]
+
+    def _generator(self, index: int) -> torch.Generator:
+        return make_generator(self._seed_of(index))
 
     def _get(self, index: int) -> Any:
         return self._apply(self.source._get(index), index)
@@ -228,8 +234,7 @@ class _Mapped(_Wrapper):
         if call_batch is not None and len(items) > 1 and (self.seed is None or self._pass_generator):
             if self.seed is None:
                 return list(call_batch(items))
-            seeds = (sample_seed(int(self.seed), self._epoch, i) for i in indices)
-            return list(call_batch(items, generators=[make_generator(s) for s in seeds]))
+            return list(call_batch(items, generators=[self._generator(i) for i in indices]))
         return [self._apply(x, i) for x, i in builtins.zip(items, indices)]
 
     def __repr__(self) -> str:

@@ -235,7 +235,7 @@ def decode_region(
         torch.Size([3, 20, 30])
     """
     box = _check_box(image, box, scale_denom)
-    if _jpeg is not None and image.format == "JPEG" and mode in ("RGB", "L"):
+    if _region_decoder_takes(image, mode):
         out = _jpeg_crop(image, box, scale_denom, mode == "L", strict, batch)
         if out is not None:
             return out
@@ -257,8 +257,7 @@ def decode_regions(
     (NOTE [one native call per batch] in ``dataforge/_crops.cpp``). The first image that
     fails raises its error, as the loop would (after every image has been tried)."""
     checked = [_check_box(im, box, d) for im, box, d in zip(images, boxes, scale_denoms, strict=True)]
-    fast = [i for i, im in enumerate(images)
-            if _jpeg is not None and im.format == "JPEG" and mode in ("RGB", "L")]
+    fast = [i for i, im in enumerate(images) if _region_decoder_takes(im, mode)]
     got: dict[int, Any] = {}
     if fast and _jpeg is not None:
         jobs = [_crop_job(images[i], checked[i], scale_denoms[i], mode == "L", strict) for i in fast]
@@ -269,6 +268,12 @@ def decode_regions(
         out.append(crop if crop is not None else
                    _whole_crop(image, box, mode, allow_truncated, strict, batch))
     return out
+
+
+def _region_decoder_takes(image: EncodedImage, mode: str) -> bool:
+    """Whether ``dataforge._jpeg`` is there and decodes this image in this mode (it may
+    still leave an unusual JPEG to the general decoders: ``_jpeg.Unsupported``)."""
+    return _jpeg is not None and image.format == "JPEG" and mode in ("RGB", "L")
 
 
 def _check_box(image: EncodedImage, box: tuple[int, int, int, int],

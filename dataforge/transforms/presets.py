@@ -204,6 +204,10 @@ class RandomResizedCrop:
         top, left, h, w = self._crop(height, width, rng)
         return top, left, h, w, rng.random() < self.hflip  # never with hflip=0
 
+    def _denom(self, height: int, width: int) -> int:
+        """The JPEG decode reduction for a ``height x width`` crop (1 without ``reduce``)."""
+        return scale_denom(height, width, *self.size) if self.reduce else 1
+
     def _crop(self, height: int, width: int, rng: random.Random) -> tuple[int, int, int, int]:
         area = height * width
         lo, hi = self._log_ratio
@@ -230,8 +234,7 @@ class RandomResizedCrop:
         if isinstance(image, ENCODED):
             enc = self.decode.header(image, d)
             top, left, h, w, flip = self.draw(enc.height, enc.width, generator)
-            denom = scale_denom(h, w, *self.size) if self.reduce else 1
-            crop = self.decode.region(enc, (top, left, h, w), denom, batch=True)
+            crop = self.decode.region(enc, (top, left, h, w), self._denom(h, w), batch=True)
             out = resize_crop(crop, self.size, self.antialias)
         else:
             # imported here, off the encoded path: an import statement runs on every call
@@ -270,7 +273,7 @@ class RandomResizedCrop:
         for enc, rng in zip(encoded, rngs):
             top, left, h, w, flip = self._draw_from(enc.height, enc.width, rng)
             boxes.append((top, left, h, w))
-            denoms.append(scale_denom(h, w, *self.size) if self.reduce else 1)
+            denoms.append(self._denom(h, w))
             flips.append(flip)
         crops = self.decode.regions(encoded, boxes, denoms, batch=True)
         channels = batch_channels(crops)
@@ -414,15 +417,22 @@ class ResizeCenterCrop:
         self.key = key
 
     def __call__(self, sample: Any, *, generator: torch.Generator | None = None) -> Any:
-        from torchvision.transforms.v2 import functional as F
-
         image, d = split_sample(sample, self.key)
         if isinstance(image, ENCODED):
             enc = self.decode.header(image, d)
-            denom = scale_denom(enc.height, enc.width, self.resize, self.resize) if self.reduce else 1
+            denom = self._denom(enc.height, enc.width)
             image = self.decode.region(enc, (0, 0, enc.height, enc.width), denom)
-        out = F.center_crop(F.resize(image, [self.resize], antialias=True), self.size)
-        return join_sample(out, d, self.key)
+        return join_sample(self._resize_center(image), d, self.key)
+
+    def _denom(self, height: int, width: int) -> int:
+        """The JPEG decode reduction for a ``height x width`` image (1 without ``reduce``)."""
+        return scale_denom(height, width, self.resize, self.resize) if self.reduce else 1
+
+    def _resize_center(self, image: torch.Tensor) -> torch.Tensor:
+        """v2 ``Resize(resize)`` + ``CenterCrop(size)`` of a decoded ``(C, H, W)`` image."""
+        from torchvision.transforms.v2 import functional as F
+
+        return F.center_crop(F.resize(image, [self.resize], antialias=True), self.size)
 
     def call_batch(self, sources: Sequence[Any], *, generator: torch.Generator | None = None,
                    generators: Sequence[torch.Generator] | None = None) -> list[Any]:
@@ -435,17 +445,13 @@ class ResizeCenterCrop:
         split = _encoded_batch(self, ResizeCenterCrop, sources)
         if split is None:
             return [self(s) for s in sources]
-        from torchvision.transforms.v2 import functional as F
-
         encoded = [self.decode.header(image, d) for image, d in split]
-        denoms = [scale_denom(e.height, e.width, self.resize, self.resize) if self.reduce else 1
-                  for e in encoded]
+        denoms = [self._denom(e.height, e.width) for e in encoded]
         decoded = self.decode.regions(encoded, [(0, 0, e.height, e.width) for e in encoded], denoms,
                                       batch=True)
         channels = batch_channels(decoded)
         if channels is None:
-            images = [F.center_crop(F.resize(im[0], [self.resize], antialias=True), self.size)
-                      for im in decoded]
+            images = [self._resize_center(im[0]) for im in decoded]
         else:
             windows = [center_window(im.shape[2], im.shape[3], self.resize, self.size) for im in decoded]
             images = resize_into(decoded, [False] * len(decoded), (self.size[0], self.size[1]),
@@ -454,6 +460,7 @@ class ResizeCenterCrop:
 
     def __repr__(self) -> str:
         return f"ResizeCenterCrop(size={self.size}, resize={self.resize}, reduce={self.reduce})"
+
 
 def eval_transforms(
     size: int | tuple[int, int] = 224, resize: int = 256, *, reduce: bool = True
