@@ -14,7 +14,7 @@ bench's natural arm does:
 - ``eval``: ``ImageFolder(root, transform=eval_transforms(224))``;
 - ``shards``: the same files as 16 tar shards (written once, to a temporary folder),
   ``from_shards(urls, shuffle_shards=True, seed=0).map(RandomResizedCrop(224, key="jpg"))``
-  epoch after epoch (NOTE [batched map] in ``dataforge/datasets/iterable.py``).
+  epoch after epoch (NOTE [batched map] in ``dataforge/datasets/batched_map.py``).
 
 Prints samples/s, CPU-ms per sample and cores busy of each round. Run from the
 repository root: ``.venv/bin/python benchmarks/batched_paths.py``.

@@ -31,7 +31,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from dataforge._dist import set_replayed_consumer
-from dataforge.datasets.iterable import IterDataset, ShardedSource, map_items
+from dataforge.datasets.batched_map import map_items
+from dataforge.datasets.iterable import IterDataset, ShardedSource
 
 T = TypeVar("T")
 

@@ -38,6 +38,7 @@ import torch.utils.data
 
 from dataforge._dist import replayed_consumer, resolve_replicas, worker_info
 from dataforge._rng import mix_seed
+from dataforge.datasets.batched_map import map_items
 from dataforge.datasets.sharding import EQUALIZE, SPLITS, ConsumerPlan, plan_consumer, resolve_split
 
 T = TypeVar("T")
@@ -200,8 +201,9 @@ class IterDataset(torch.utils.data.IterableDataset, Generic[T]):
 
     # -- ops ---------------------------------------------------------------
     def map(self, fn: Callable[[T], U]) -> IterDataset[U]:
-        """Apply ``fn`` to every item (:data:`MAP_CHUNK` items per ``fn.call_batch`` call where
-        ``fn`` has one, as the image presets do: NOTE [batched map])."""
+        """Apply ``fn`` to every item (a group of items per ``fn.call_batch`` call where ``fn``
+        has one, as the image presets do: NOTE [batched map] in
+        :mod:`dataforge.datasets.batched_map`)."""
         return _Map(self, fn)
 
     def filter(self, pred: Callable[[T], Any]) -> IterDataset[T]:
@@ -248,38 +250,6 @@ class _Op(IterDataset[T]):
 
     def _sources(self) -> Sequence[IterDataset[Any]]:
         return (self._source,)
-
-
-MAP_CHUNK = 32  # items per fn.call_batch call in an iterable map (NOTE [batched map])
-
-
-def map_items(fn: Callable[[Any], T], items: Iterator[Any]) -> Iterator[T]:
-    """``fn`` over ``items``, in order, one call per item or, where ``fn`` has a
-    ``call_batch``, :data:`MAP_CHUNK` items per call.
-
-    NOTE [batched map]: a transform with ``call_batch`` (the image presets: NOTE [one
-    native call per batch] in ``dataforge/_crops.cpp``) makes a group of items in two
-    native calls instead of GIL hand-offs per item, so an iterable ``map`` hands it the
-    next :data:`MAP_CHUNK` items at once; the outputs are the single calls' (same order,
-    same draws from the same RNG), up to that many items read ahead. When a group
-    raises, it is redone one call per item, so the items before the bad one are still
-    yielded and the error comes at its own item, as without grouping.
-    """
-    call_batch = getattr(fn, "call_batch", None)
-    if call_batch is None:
-        for x in items:
-            yield fn(x)
-        return
-    while chunk := list(itertools.islice(items, MAP_CHUNK)):
-        try:
-            outs = list(call_batch(chunk))
-        except Exception:  # noqa: BLE001 - redone item by item: the error at its item
-            outs = None
-        if outs is not None:
-            yield from outs
-        else:
-            for x in chunk:
-                yield fn(x)
 
 
 class _Map(_Op[T]):

@@ -323,7 +323,7 @@ def test_call_batch_takes_one_generator_or_one_per_source(files):
 
 def test_an_iterable_map_hands_the_preset_groups_of_items(files):
     from dataforge import IterDataset
-    from dataforge.datasets import iterable
+    from dataforge.datasets import batched_map
 
     calls = []
 
@@ -332,14 +332,14 @@ def test_an_iterable_map_hands_the_preset_groups_of_items(files):
             calls.append(len(sources))
             return super().call_batch(sources, **kw)
 
-    n = iterable.MAP_CHUNK + 5
+    n = batched_map.MAP_CHUNK + 5
     items = [{"jpg": files[i % len(files)], "cls": i} for i in range(n)]
     t = Spy(32, key="jpg")
     torch.manual_seed(0)
     many = list(IterDataset.from_iterable(items).map(t))
     torch.manual_seed(0)
     single = [t(x) for x in items]
-    assert calls == [iterable.MAP_CHUNK, 5]
+    assert calls == [batched_map.MAP_CHUNK, 5]
     assert [m["cls"] for m in many] == list(range(n))
     assert all(torch.equal(a["jpg"], b["jpg"]) for a, b in zip(many, single))
 
