@@ -16,8 +16,12 @@ bench's natural arm does:
   ``from_shards(urls, shuffle_shards=True, seed=0).map(RandomResizedCrop(224, key="jpg"))``
   epoch after epoch (NOTE [batched map] in ``dataforge/datasets/batched_map.py``).
 
-Prints samples/s, CPU-ms per sample and cores busy of each round. Run from the
-repository root: ``.venv/bin/python benchmarks/batched_paths.py``.
+Each round also runs ``stock``: the bench's stock arm (``torch.utils.data.DataLoader``,
+2 worker processes, PIL + the ``transforms.v2`` tutorial pipeline per sample, batch
+64, the same files), so every figure has its ratio to stock PyTorch in the same run.
+Prints samples/s, CPU-ms per sample and cores busy of each window, then the medians
+and their ratio to stock's. Run from the repository root: ``.venv/bin/python
+benchmarks/batched_paths.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import resource
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -33,7 +38,8 @@ from typing import Any
 import torch
 
 import dataforge
-from dataforge.bench.data import demo_image_folder
+from dataforge.bench.data import check_image_folder, demo_image_folder
+from dataforge.bench.image_arms import StockImageDataset
 from dataforge.bench.pipelines import batch_transforms
 from dataforge.datasets.image_folder import ImageFolder
 from dataforge.datasets.writer import write_shards
@@ -67,22 +73,39 @@ def _batches(loader: Any) -> Iterator[torch.Tensor]:
             yield batch["jpg" if "jpg" in batch else "image"]
 
 
-def _round(path: str, data: str, batched: bool, seconds: float) -> str:
-    loader = _loader(path, data, batched)
-    finish = batch_transforms(torch.device("cpu"))
-    it = _batches(loader)
+def _stock_loader(root: str) -> Any:
+    """The bench's stock arm: a stock ``DataLoader`` over the tutorial pipeline (normalized
+    per sample), the folder tiled as the other paths' (NOTE [endless data])."""
+    items = check_image_folder(root) * 50
+    return torch.utils.data.DataLoader(StockImageDataset(items, 224), batch_size=64, shuffle=True,
+                                       num_workers=2, drop_last=True, timeout=60)
+
+
+def _window(path: str, data: str, batched: bool, seconds: float) -> tuple[float, str]:
+    """One measured window: samples/s and the line to print."""
+    stock = path == "stock"
+    loader = _stock_loader(data) if stock else _loader(path, data, batched)
+    finish = (lambda x: x) if stock else batch_transforms(torch.device("cpu"))
+    it: Iterator[torch.Tensor] = (b[0] for b in loader) if stock else _batches(loader)
     for _ in range(3):
         finish(next(it))
     me0, kids0, t0, n = _cpu_s(resource.RUSAGE_SELF), _cpu_s(resource.RUSAGE_CHILDREN), time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds:
         n += finish(next(it)).shape[0]
     wall, me1 = time.perf_counter() - t0, _cpu_s(resource.RUSAGE_SELF)
-    loader.close()
+    engine = "stock DataLoader" if stock else loader.engine
+    del it  # a stock DataLoader's worker processes end with its iterator
+    if not stock:
+        loader.close()
     time.sleep(0.5)  # worker processes reaped: their CPU time is in RUSAGE_CHILDREN
     # worker processes' CPU comes whole once they end: their start-up and warm-up too
     cpu = me1 - me0 + _cpu_s(resource.RUSAGE_CHILDREN) - kids0
-    return (f"{path:6s} {'batched' if batched else 'single':7s} {n / wall:7.0f} samples/s  "
-            f"{cpu / n * 1e3:.3f} CPU-ms/sample  {cpu / wall:.2f} cores busy  engine {loader.engine}")
+    return n / wall, (f"{path:6s} {_variant(path, batched):7s} {n / wall:7.0f} samples/s  "
+                      f"{cpu / n * 1e3:.3f} CPU-ms/sample  {cpu / wall:.2f} cores busy  {engine}")
+
+
+def _variant(path: str, batched: bool) -> str:
+    return "-" if path == "stock" else "batched" if batched else "single"
 
 
 def _cpu_s(who: int) -> float:
@@ -101,16 +124,23 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--paths: unknown {unknown}; pick from {', '.join(PATHS)}")
     root = str(demo_image_folder(2000, progress=True))
+    rates: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as out:
         if "shards" in paths:
             files = ImageFolder(root, decode=False).map(lambda x: {"jpg": x["image"], "cls": x["label"]})
             write_shards(files, out, max_count=125)
-        for path in paths:
-            data = f"{out}/shard-{{000000..000015}}.tar" if path == "shards" else root
-            for _ in range(args.rounds):
-                for batched in (False, True):
-                    print(_round(path, data, batched, args.seconds), flush=True)
-
+        for _ in range(args.rounds):  # every path's windows in each round, so drift falls on all
+            for path in ("stock", *paths):
+                data = f"{out}/shard-{{000000..000015}}.tar" if path == "shards" else root
+                for batched in (False,) if path == "stock" else (False, True):
+                    rate, line = _window(path, data, batched, args.seconds)
+                    rates.setdefault((path, _variant(path, batched)), []).append(rate)
+                    print(line, flush=True)
+    stock = statistics.median(rates[("stock", "-")])
+    print("medians:")
+    for (path, variant), r in rates.items():
+        print(f"  {path:6s} {variant:7s} {statistics.median(r):7.0f} samples/s  "
+              f"{statistics.median(r) / stock:.2f}x stock")
 
 if __name__ == "__main__":
     main()
